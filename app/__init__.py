@@ -1,0 +1,3 @@
+"""National Socio-Economic Registry service."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""JWT issue/verify, JWKS, scopes, agreement-bound permissions, secrets."""

@@ -1,0 +1,33 @@
+"""Request-scoped dependencies, exposed as ``Annotated`` aliases."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+import asyncpg
+from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db import session_scope
+from app.settings import Settings
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    async for session in session_scope(request.app.state.sessionmaker):
+        yield session
+
+
+def get_pool(request: Request) -> asyncpg.Pool:
+    pool: asyncpg.Pool = request.app.state.pool
+    return pool
+
+
+def get_app_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session)]
+PoolDep = Annotated[asyncpg.Pool, Depends(get_pool)]
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]

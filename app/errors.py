@@ -1,0 +1,144 @@
+"""One error hierarchy, rendered as RFC 9457 problem+json everywhere."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from http import HTTPStatus
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+PROBLEM_JSON = "application/problem+json"
+log = logging.getLogger("nser.errors")
+
+
+class ProblemResponse(Response):
+    media_type = PROBLEM_JSON
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+def problem(
+    status: int,
+    detail: str,
+    *,
+    title: str | None = None,
+    type_: str = "about:blank",
+    errors: Sequence[Mapping[str, Any]] | None = None,
+    headers: Mapping[str, str] | None = None,
+    **extra: Any,
+) -> ProblemResponse:
+    body: dict[str, Any] = {
+        "type": type_,
+        "title": title or HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+    }
+    if errors:
+        body["errors"] = list(errors)
+    body.update(extra)
+    return ProblemResponse(body, status_code=status, headers=dict(headers or {}))
+
+
+class AppError(Exception):
+    status = 400
+    title: str | None = None
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        errors: Sequence[Mapping[str, Any]] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.errors = errors
+        self.headers = headers
+
+
+class BadRequest(AppError):
+    status = 400
+
+
+class Unauthorized(AppError):
+    status = 401
+
+    def __init__(self, detail: str = "missing or invalid bearer token") -> None:
+        super().__init__(detail, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+
+
+class Forbidden(AppError):
+    status = 403
+
+
+class NotFound(AppError):
+    status = 404
+
+
+class Conflict(AppError):
+    status = 409
+
+
+class PayloadTooLarge(AppError):
+    status = 413
+
+
+class ValidationFailed(AppError):
+    status = 422
+
+
+class TooManyRequests(AppError):
+    status = 429
+
+
+class ServiceUnavailable(AppError):
+    status = 503
+
+
+def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    out = []
+    for err in exc.errors():
+        loc = [str(part) for part in err.get("loc", ())]
+        out.append(
+            {
+                "loc": loc,
+                "field": ".".join(loc[1:]) or ".".join(loc),
+                "message": err.get("msg", "invalid"),
+                "type": err.get("type", "invalid"),
+            }
+        )
+    return out
+
+
+def register_exception_handlers(app: FastAPI) -> None:
+    @app.exception_handler(AppError)
+    async def _app_error(_request: Request, exc: AppError) -> Response:
+        return problem(
+            exc.status, exc.detail, title=exc.title, errors=exc.errors, headers=exc.headers
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_request: Request, exc: StarletteHTTPException) -> Response:
+        detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
+        if exc.status_code == 404 and detail == "Not Found":
+            detail = "no such resource"
+        return problem(exc.status_code, detail, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_request: Request, exc: RequestValidationError) -> Response:
+        errors = _validation_errors(exc)
+        detail = "; ".join(f"{e['field'] or 'request'}: {e['message']}" for e in errors[:5])
+        return problem(422, detail or "invalid request", errors=errors)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        # Never a bare 500 body: log it with the request id, answer problem+json.
+        log.exception("unhandled error", extra={"path": request.url.path})
+        return problem(500, "internal error; the request id identifies it in the logs")

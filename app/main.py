@@ -1,0 +1,46 @@
+"""create_app(): wiring only — routers, middleware, handlers, lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app import __version__
+from app.db import create_engine, create_pool, make_sessionmaker, resolve_database_url
+from app.errors import register_exception_handlers
+from app.logging import configure_logging
+from app.routers import health
+from app.settings import Settings, get_settings
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        url = resolve_database_url(settings)
+        engine = create_engine(url, settings)
+        app.state.engine = engine
+        app.state.sessionmaker = make_sessionmaker(engine)
+        app.state.pool = await create_pool(url, max_size=settings.db_pool_size)
+        try:
+            yield
+        finally:
+            await app.state.pool.close()
+            await engine.dispose()
+
+    app = FastAPI(
+        title="National Socio-Economic Registry",
+        version=__version__,
+        description="Household registry, PMT scores and permissioned data sharing.",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    register_exception_handlers(app)
+    app.include_router(health.router)
+    return app

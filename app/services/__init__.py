@@ -1,0 +1,1 @@
+"""The domain: services own transactions and never import FastAPI."""

@@ -1,0 +1,156 @@
+"""The PMT's features: each is a named quantity computed from a household and its members.
+
+A model (stored as data) gives a weight per feature name. Each feature exists twice, on
+purpose and side by side: a Python function for scoring one household in memory and an SQL
+expression for re-scoring millions in bulk. ``tests/test_pmt.py`` checks both agree on
+seeded data, so they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+EDUCATION_YEARS = {
+    "none": 0,
+    "primary": 5,
+    "middle": 8,
+    "matric": 10,
+    "intermediate": 12,
+    "graduate": 14,
+    "postgraduate": 16,
+}
+
+# Acres per unit of the local land measures (§4.2.1 xvii).
+LAND_ACRES = {"muraba": 25.0, "acre": 1.0, "kanal": 1 / 8, "marla": 1 / 160}
+
+
+def age_on(born: date, on: date) -> int:
+    return on.year - born.year - ((on.month, on.day) < (born.month, born.day))
+
+
+@dataclass(frozen=True)
+class MemberFacts:
+    age: int
+    relationship: str
+    education: str | None
+    disabled: bool
+
+
+def member_facts(members: Sequence[Mapping[str, Any]], surveyed_on: date) -> list[MemberFacts]:
+    """The living members, as the features see them."""
+    return [
+        MemberFacts(
+            age=age_on(m["date_of_birth"], surveyed_on),
+            relationship=m["relationship"],
+            education=m.get("education"),
+            disabled=bool(m.get("disabilities")),
+        )
+        for m in members
+        if m.get("deceased_on") is None
+    ]
+
+
+Feature = Callable[[Mapping[str, Any], list[MemberFacts]], float]
+
+
+def _size(m: list[MemberFacts]) -> int:
+    return max(len(m), 1)
+
+
+def _head_education(m: list[MemberFacts]) -> float:
+    heads = [f.education for f in m if f.relationship == "head"]
+    return float(EDUCATION_YEARS.get(heads[0] or "none", 0)) if heads else 0.0
+
+
+def _land_acres(h: Mapping[str, Any]) -> float:
+    return sum(float(h.get(f"land_{unit}") or 0) * acres for unit, acres in LAND_ACRES.items())
+
+
+def _has(column: str, item: str) -> Feature:
+    return lambda h, _m: 1.0 if item in (h.get(column) or []) else 0.0
+
+
+PY_FEATURES: dict[str, Feature] = {
+    "household_size": lambda _h, m: float(len(m)),
+    "dependency_ratio": lambda _h, m: sum(1 for f in m if f.age < 15 or f.age >= 65) / _size(m),
+    "rooms_per_member": lambda h, m: float(h.get("rooms") or 0) / _size(m),
+    "head_education_years": lambda _h, m: _head_education(m),
+    "has_disabled_member": lambda _h, m: 1.0 if any(f.disabled for f in m) else 0.0,
+    "toilet_flush": lambda h, _m: (
+        1.0 if h.get("toilet_type") in ("flush_septic", "flush_sewer") else 0.0
+    ),
+    "toilet_none": lambda h, _m: 1.0 if h.get("toilet_type") in (None, "none") else 0.0,
+    "refrigerator": _has("electrical", "refrigerator"),
+    "air_conditioner": _has("electrical", "air_conditioner"),
+    "freezer": _has("electrical", "freezer"),
+    "television": _has("electrical", "television"),
+    "washing_machine": _has("electrical", "washing_machine"),
+    "microwave_oven": _has("electrical", "microwave_oven"),
+    "air_cooler": _has("electrical", "air_cooler"),
+    "geyser": _has("gas", "geyser"),
+    "heater": _has("gas", "heater"),
+    "cooking_range": _has("kitchen", "cooking_range"),
+    "cooking_stove": _has("kitchen", "cooking_stove"),
+    "large_livestock": lambda h, _m: float(
+        (h.get("cows") or 0) + (h.get("buffaloes") or 0) + (h.get("bullocks") or 0)
+    ),
+    "small_livestock": lambda h, _m: float((h.get("goats") or 0) + (h.get("lambs") or 0)),
+    "log_land_acres": lambda h, _m: math.log1p(_land_acres(h)),
+}
+
+# SQL over ``h`` (households) and ``m`` (the member aggregate of ``MEMBER_AGGREGATE``).
+SQL_FEATURES: dict[str, str] = {
+    "household_size": "m.size",
+    "dependency_ratio": "m.dependents::float8 / greatest(m.size, 1)",
+    "rooms_per_member": "coalesce(h.rooms, 0)::float8 / greatest(m.size, 1)",
+    "head_education_years": "coalesce(m.head_education, 0)",
+    "has_disabled_member": "(m.disabled > 0)::int",
+    "toilet_flush": "(coalesce(h.toilet_type IN ('flush_septic','flush_sewer'), false))::int",
+    "toilet_none": "(coalesce(h.toilet_type, 'none') = 'none')::int",
+    **{
+        item: f"('{item}' = ANY(h.electrical))::int"
+        for item in (
+            "refrigerator",
+            "air_conditioner",
+            "freezer",
+            "television",
+            "washing_machine",
+            "microwave_oven",
+            "air_cooler",
+        )
+    },
+    "geyser": "('geyser' = ANY(h.gas))::int",
+    "heater": "('heater' = ANY(h.gas))::int",
+    "cooking_range": "('cooking_range' = ANY(h.kitchen))::int",
+    "cooking_stove": "('cooking_stove' = ANY(h.kitchen))::int",
+    "large_livestock": "(h.cows + h.buffaloes + h.bullocks)",
+    "small_livestock": "(h.goats + h.lambs)",
+    "log_land_acres": "ln(1 + h.land_muraba * 25 + h.land_acre + h.land_kanal / 8.0"
+    " + h.land_marla / 160.0)::float8",
+}
+
+_EDU_CASE = (
+    "CASE mb.education "
+    + " ".join(f"WHEN '{k}' THEN {v}" for k, v in EDUCATION_YEARS.items())
+    + " ELSE 0 END"
+)
+
+# Age counts at the survey date, so a re-score does not drift with the calendar.
+MEMBER_AGGREGATE = f"""
+SELECT mb.household_id,
+       count(*) AS size,
+       count(*) FILTER (WHERE date_part('year', age(hh.surveyed_on, mb.date_of_birth)) < 15
+                          OR date_part('year', age(hh.surveyed_on, mb.date_of_birth)) >= 65)
+         AS dependents,
+       max({_EDU_CASE}) FILTER (WHERE mb.relationship = 'head') AS head_education,
+       count(*) FILTER (WHERE cardinality(mb.disabilities) > 0) AS disabled
+  FROM members mb JOIN households hh ON hh.id = mb.household_id
+ WHERE mb.deceased_on IS NULL AND {{where}}
+ GROUP BY mb.household_id
+"""
+
+assert set(PY_FEATURES) == set(SQL_FEATURES)

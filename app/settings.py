@@ -1,0 +1,85 @@
+"""Every knob of the service, read from ``NSER_*`` environment variables."""
+
+from __future__ import annotations
+
+import ipaddress
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ROOT = Path(__file__).resolve().parent.parent
+DEV_SECRET = "dev-only-key-encryption-secret-change-me"  # noqa: S105 - refused outside development
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="NSER_", env_file=".env", extra="ignore")
+
+    environment: Literal["development", "test", "production"] = "development"
+    # Empty means: start the embedded PostgreSQL in ``data_dir``.
+    database_url: str = ""
+    read_database_url: str = ""
+    data_dir: Path = Path(".nser")
+    migrations_dir: Path = ROOT / "migrations"
+    db_pool_size: int = 10
+    db_pool_max_overflow: int = 10
+
+    # Rate limiting: "memory://" or "redis://host:port/db".
+    rate_limit_storage: str = "memory://"
+    public_lookup_limits: str = "10/minute;100/day"
+    token_limits: str = "20/minute"  # noqa: S105 - a rate, not a secret
+    partner_default_limits: str = "600/minute"
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    # Partner tokens.
+    jwt_issuer: str = "nser"
+    jwt_audience: str = "nser-partner-api"
+    jwt_algorithm: Literal["RS256", "ES256"] = "ES256"
+    token_ttl_seconds: int = 900
+    key_encryption_secret: SecretStr = SecretStr(DEV_SECRET)
+
+    # Anonymized extracts.
+    k_anonymity: int = 5
+    public_suppression_threshold: int = 10
+
+    # Updates back.
+    updates_max_body_bytes: int = 20 * 1024 * 1024
+    updates_max_records: int = 50_000
+    in_process_workers: int = 1
+
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _valid_networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            ipaddress.ip_network(item, strict=False)
+        return value
+
+    @model_validator(mode="after")
+    def _no_default_secrets_in_production(self) -> Settings:
+        if (
+            self.environment == "production"
+            and self.key_encryption_secret.get_secret_value() == DEV_SECRET
+        ):
+            raise ValueError("NSER_KEY_ENCRYPTION_SECRET must be set in production")
+        return self
+
+    @property
+    def trusted_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        return [ipaddress.ip_network(item, strict=False) for item in self.trusted_proxies]
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

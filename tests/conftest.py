@@ -1,0 +1,144 @@
+"""Test infrastructure: a fresh PostgreSQL database per test session, migrated by Alembic.
+
+Tests run against the real PostgreSQL and Redis of the machine (NSER_TEST_ADMIN_URL,
+NSER_TEST_REDIS_URL); if either is unreachable the session fails instead of skipping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+import redis
+
+from app.main import create_app
+from app.settings import Settings
+
+ADMIN_URL = os.environ.get("NSER_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("NSER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _database_url(name: str) -> str:
+    base, _, _ = ADMIN_URL.rpartition("/")
+    return f"{base}/{name}"
+
+
+async def _admin(sql: str) -> None:
+    conn = await asyncpg.connect(ADMIN_URL)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+def create_database() -> str:
+    """A new empty database, migrated to head by the CLI; returns its URL."""
+    name = f"nser_test_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    url = _database_url(name)
+    run_cli(["db", "upgrade"], url)
+    return url
+
+
+def drop_database(url: str) -> None:
+    name = url.rpartition("/")[2]
+    asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def cli_env(url: str, **extra: str) -> dict[str, str]:
+    env = {
+        **os.environ,
+        "NSER_DATABASE_URL": url,
+        "NSER_ENVIRONMENT": "test",
+        "NSER_LOG_JSON": "true",
+    }
+    env.update(extra)
+    return env
+
+
+def run_cli(
+    args: list[str], url: str, *, check: bool = True, timeout: float = 600, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """Run ``nser ARGS`` as an operator would, against the database at ``url``."""
+    result = subprocess.run(
+        [sys.executable, "-m", "app", *args],
+        cwd=ROOT,
+        env=cli_env(url, **env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"nser {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    try:
+        asyncio.run(_admin("SELECT 1"))
+    except (OSError, asyncpg.PostgresError) as exc:
+        pytest.exit(f"PostgreSQL unreachable at {ADMIN_URL}: {exc}", returncode=3)
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
+    except redis.RedisError as exc:
+        pytest.exit(f"Redis unreachable at {REDIS_URL}: {exc}", returncode=3)
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    """One migrated database shared by the session's tests (seeded lazily by fixtures)."""
+    url = create_database()
+    yield url
+    drop_database(url)
+
+
+@pytest.fixture(scope="session")
+def seeded_url(database_url: str) -> str:
+    """The session database with a small deterministic synthetic registry."""
+    run_cli(["seed", "--households", "3000", "--seed", "7"], database_url)
+    return database_url
+
+
+def make_settings(url: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "database_url": url,
+        "environment": "test",
+        "public_lookup_limits": "1000/minute",
+        "log_json": True,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+async def open_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, client=("203.0.113.10", 40000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://nser.test") as c:
+            yield c
+
+
+@pytest.fixture(scope="session")
+async def client(seeded_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    """An in-process client of the app on the seeded database."""
+    async for c in open_client(make_settings(seeded_url)):
+        yield c
+
+
+@pytest.fixture(scope="session")
+async def db(seeded_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A raw connection for independent checks (counts, checksums)."""
+    conn = await asyncpg.connect(seeded_url)
+    yield conn
+    await conn.close()

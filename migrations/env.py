@@ -29,8 +29,12 @@ def _url() -> str:
 
 
 def run_migrations_offline() -> None:
-    context.configure(url=sqlalchemy_url(_url()), target_metadata=target_metadata,
-                      literal_binds=True, compare_type=True)
+    context.configure(
+        url=sqlalchemy_url(_url()),
+        target_metadata=target_metadata,
+        literal_binds=True,
+        compare_type=True,
+    )
     with context.begin_transaction():
         context.run_migrations()
 

@@ -1,7 +1,24 @@
 """SQLAlchemy tables, one module per aggregate; importing this package registers them all."""
 
+from app.models.audit import AuditEntry
 from app.models.base import Base
 from app.models.geography import GeoUnit
+from app.models.ingest import UpdateBatch, UpdateRecordResult
 from app.models.registry import Household, HouseholdHistory, Member, PmtModel
+from app.models.sharing import Agreement, ApiClient, Organization, SigningKey
 
-__all__ = ["Base", "GeoUnit", "Household", "HouseholdHistory", "Member", "PmtModel"]
+__all__ = [
+    "Agreement",
+    "ApiClient",
+    "AuditEntry",
+    "Base",
+    "GeoUnit",
+    "Household",
+    "HouseholdHistory",
+    "Member",
+    "Organization",
+    "PmtModel",
+    "SigningKey",
+    "UpdateBatch",
+    "UpdateRecordResult",
+]

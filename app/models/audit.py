@@ -1,0 +1,33 @@
+"""The audit trail: append-only, hash-chained (each row carries its predecessor's hash)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import BigInteger, DateTime, Identity, Integer, LargeBinary, String, func
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.models.base import Base
+
+
+class AuditEntry(Base):
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), nullable=False
+    )
+    actor_type: Mapped[str] = mapped_column(String(16), nullable=False)  # partner, staff, ...
+    client_id: Mapped[str | None] = mapped_column(String(64))
+    agreement_id: Mapped[uuid.UUID | None] = mapped_column(UUID)
+    organization_id: Mapped[uuid.UUID | None] = mapped_column(UUID)
+    endpoint: Mapped[str] = mapped_column(String(200), nullable=False)
+    filters: Mapped[dict[str, object]] = mapped_column(JSONB, nullable=False)
+    dimensions: Mapped[list[str]] = mapped_column(ARRAY(String(32)), nullable=False)
+    households: Mapped[int] = mapped_column(Integer, nullable=False)
+    members: Mapped[int] = mapped_column(Integer, nullable=False)
+    request_id: Mapped[str | None] = mapped_column(String(64))
+    prev_hash: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    hash: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)

@@ -7,11 +7,13 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app import __version__
+from app import __version__, rate_limit
 from app.db import create_engine, create_pool, make_sessionmaker, resolve_database_url
 from app.errors import register_exception_handlers
 from app.logging import configure_logging
-from app.routers import health
+from app.middleware import RequestContextMiddleware
+from app.routers import docs, health, public_scores
+from app.routers import metrics as metrics_router
 from app.settings import Settings, get_settings
 
 
@@ -42,5 +44,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     register_exception_handlers(app)
+    rate_limit.install(app, settings)
+    app.add_middleware(RequestContextMiddleware)
     app.include_router(health.router)
+    app.include_router(metrics_router.router)
+    app.include_router(docs.router)
+    app.include_router(public_scores.router)
     return app

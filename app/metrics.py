@@ -1,0 +1,50 @@
+"""Prometheus metrics, correct with several uvicorn workers.
+
+``nser serve`` sets ``PROMETHEUS_MULTIPROC_DIR`` to a fresh folder before the workers start;
+prometheus_client then keeps each worker's values in memory-mapped files there and
+``/metrics`` sums them, whichever worker answers. Without the variable (tests, a single
+in-process app) the default registry is used.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client import multiprocess as prometheus_multiprocess
+
+# Labelled by route template (``/v1/public/scores/{cnic}``), never by raw path: a raw path
+# carries a CNIC and would make one series per citizen.
+REQUESTS = Counter(
+    "nser_http_requests_total",
+    "HTTP requests answered, by method, route template and status.",
+    ["method", "route", "status"],
+)
+LATENCY = Histogram(
+    "nser_http_request_duration_seconds",
+    "Time to answer an HTTP request, by method and route template.",
+    ["method", "route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+UNMATCHED_ROUTE = "<unmatched>"
+
+
+def observe(method: str, route: str, status: int, seconds: float) -> None:
+    REQUESTS.labels(method, route, str(status)).inc()
+    LATENCY.labels(method, route).observe(seconds)
+
+
+def render() -> tuple[bytes, str]:
+    """The exposition text of every worker (summed in multiprocess mode) and its type."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        prometheus_multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

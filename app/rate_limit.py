@@ -1,0 +1,258 @@
+"""The one rate limiter (slowapi): per client IP for the public, per client id for partners.
+
+Counts live in the storage named by ``NSER_RATE_LIMIT_STORAGE``: ``memory://`` (per
+process, the default) or ``redis://host:port/db`` so that every uvicorn worker and replica
+shares one count. An optional ``key_prefix`` query parameter on that URL
+(``redis://127.0.0.1:6379/0?key_prefix=nser-prod``) separates deployments sharing a Redis.
+If Redis fails, slowapi's in-memory fallback keeps the limit per process and the request
+is still answered; it re-checks Redis with a back-off and returns to it when it is back.
+
+Limits are given as callables so each request can carry its own limit string: public
+look-ups read ``NSER_PUBLIC_LOOKUP_LIMITS``; partner routes read ``request.state.rate_limits``
+(set by the auth dependency from the agreement) and fall back to
+``NSER_PARTNER_DEFAULT_LIMITS``::
+
+    @router.get("/scores/{cnic}")
+    @rate_limit.limit(partner_limits, key_func=partner_client_key)
+    async def get_partner_score(request: Request, partner: PartnerDep, ...): ...
+
+The decorated handler must take ``request: Request``. FastAPI resolves dependencies before
+calling the handler, so anything an auth dependency puts on ``request.state`` is visible here.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from fastapi import FastAPI, Request
+from limits.storage import MemoryStorage, storage_from_string
+from limits.strategies import FixedWindowRateLimiter
+from slowapi import Limiter
+from slowapi.errors import RateLimitExceeded
+from starlette.responses import Response
+
+from app.errors import problem
+from app.settings import Settings
+
+log = logging.getLogger("nser.rate_limit")
+
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+_current_request: ContextVar[Request | None] = ContextVar("rate_limited_request", default=None)
+
+
+# -- who is calling ---------------------------------------------------------------------
+
+
+def forwarded_client(peer: str, forwarded_for: list[str], trusted: list[IpNetwork]) -> str:
+    """The client address: the socket peer, or, when the peer is a trusted proxy, the
+    right-most ``X-Forwarded-For`` hop that is not itself a trusted proxy.
+
+    Hops left of that one were written by the client and can be anything, so they are never
+    read; a spoofed header from an untrusted peer is ignored altogether.
+    """
+    if not trusted or not forwarded_for:
+        return peer
+    if not _is_trusted(peer, trusted):
+        return peer
+    hops = [hop.strip() for header in forwarded_for for hop in header.split(",")]
+    client = peer
+    for hop in reversed(hops):
+        try:
+            ipaddress.ip_address(hop)
+        except ValueError:
+            break  # a malformed hop: nothing left of it can be trusted
+        client = hop
+        if not _is_trusted(hop, trusted):
+            break
+    return client
+
+
+def _is_trusted(address: str, trusted: list[IpNetwork]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in trusted)
+
+
+def client_ip(request: Request) -> str:
+    """Key function for public routes: the client IP as :func:`forwarded_client` sees it."""
+    peer = request.client.host if request.client else "unknown"
+    trusted: list[IpNetwork] = request.app.state.trusted_networks
+    if not trusted:
+        return peer
+    return forwarded_client(peer, request.headers.getlist("x-forwarded-for"), trusted)
+
+
+def partner_client_key(request: Request) -> str:
+    """Key function for partner routes: the authenticated client id (``request.state.client_id``),
+    or the client IP for a request that reached the limit without one."""
+    client_id = getattr(request.state, "client_id", None)
+    return f"client:{client_id}" if client_id else f"ip:{client_ip(request)}"
+
+
+# -- how much they may call ---------------------------------------------------------------
+
+
+def _settings() -> Settings:
+    request = _current_request.get()
+    assert request is not None, "limit providers run inside a rate-limit check"
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def public_lookup_limits() -> str:
+    """``NSER_PUBLIC_LOOKUP_LIMITS``, e.g. ``10/minute;100/day``."""
+    return _settings().public_lookup_limits
+
+
+def token_limits() -> str:
+    """``NSER_TOKEN_LIMITS`` for the token endpoint."""
+    return _settings().token_limits
+
+
+def partner_limits() -> str:
+    """The calling agreement's limits (``request.state.rate_limits``), else the default."""
+    request = _current_request.get()
+    assert request is not None
+    own: str | None = getattr(request.state, "rate_limits", None)
+    return own or _settings().partner_default_limits
+
+
+# -- the limiter ---------------------------------------------------------------------------
+
+
+@dataclass
+class _Backend:
+    """One application's storage; several apps (tests) can share the one ``limiter``."""
+
+    storage: Any
+    strategy: Any
+    fallback: Any
+    key_prefix: str
+    storage_dead: bool = False
+
+
+class AppLimiter(Limiter):  # type: ignore[misc]
+    """slowapi's Limiter with its storage taken from the application that serves the request.
+
+    The storage belongs to the app (built from its Settings in :func:`install`), not to the
+    import-time limiter, so that each ``create_app(settings)`` gets its own counts. The swap
+    is safe under asyncio: slowapi's check is synchronous, nothing else runs meanwhile.
+    """
+
+    def _check_request_limit(
+        self, request: Request, endpoint_func: Any, in_middleware: bool = True
+    ) -> None:
+        if _current_request.get() is request:  # slowapi re-enters itself to fall back
+            super()._check_request_limit(request, endpoint_func, in_middleware)
+            return
+        backend: _Backend = request.app.state.rate_limit_backend
+        self._storage = backend.storage
+        self._limiter = backend.strategy
+        self._fallback_limiter = backend.fallback
+        self._key_prefix = backend.key_prefix
+        self._storage_dead = backend.storage_dead
+        token = _current_request.set(request)
+        try:
+            super()._check_request_limit(request, endpoint_func, in_middleware)
+        finally:
+            _current_request.reset(token)
+            backend.storage_dead = self._storage_dead
+
+
+limiter = AppLimiter(
+    key_func=client_ip,
+    # Count per endpoint, not per URL: the CNIC is in the path and must not reset the count.
+    key_style="endpoint",
+    # Redis down: keep limiting per process in memory, and answer anyway if even that fails.
+    in_memory_fallback_enabled=True,
+    swallow_errors=True,
+    # Retry-After is added to the 429 only; X-RateLimit-* on every answer would cost a
+    # second storage round trip per request.
+    headers_enabled=False,
+    storage_uri="memory://",
+)
+
+
+Handler = TypeVar("Handler", bound=Callable[..., Awaitable[Any]])
+
+
+def limit(
+    value: str | Callable[[], str], *, key_func: Callable[[Request], str]
+) -> Callable[[Handler], Handler]:
+    """``limiter.limit`` with types: ``@limit(partner_limits, key_func=partner_client_key)``."""
+    decorator: Callable[[Handler], Handler] = limiter.limit(value, key_func=key_func)
+    return decorator
+
+
+def _split_prefix(uri: str) -> tuple[str, str]:
+    parts = urlsplit(uri)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    prefix = next((value for key, value in query if key == "key_prefix"), "nser")
+    rest = urlencode([(key, value) for key, value in query if key != "key_prefix"])
+    return urlunsplit(parts._replace(query=rest)), prefix
+
+
+def build_backend(uri: str) -> _Backend:
+    uri, prefix = _split_prefix(uri)
+    options: dict[str, Any] = {}
+    if uri.startswith(("redis://", "rediss://", "redis+unix://")):
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        # The storage is synchronous and runs on the event loop: a dead or slow Redis must
+        # fail fast (then the in-memory fallback takes over), never retry with back-off.
+        options = {
+            "socket_connect_timeout": 0.25,
+            "socket_timeout": 0.25,
+            "retry": Retry(NoBackoff(), 0),
+        }
+    storage = storage_from_string(uri, **options)
+    return _Backend(
+        storage=storage,
+        strategy=FixedWindowRateLimiter(storage),
+        fallback=FixedWindowRateLimiter(MemoryStorage()),
+        key_prefix=prefix,
+    )
+
+
+def retry_after_seconds(request: Request, backend: _Backend) -> int:
+    """Seconds until the window of the limit that was hit resets (at least 1)."""
+    hit = getattr(request.state, "view_rate_limit", None)
+    if not hit:
+        return 60
+    item, args = hit
+    strategy = backend.fallback if backend.storage_dead else backend.strategy
+    try:
+        reset_at = strategy.get_window_stats(item, *args).reset_time
+    except Exception:  # storage gone between the hit and now: the whole window
+        return max(1, int(item.get_expiry()))
+    return max(1, math.ceil(float(reset_at) - time.time()))
+
+
+async def _too_many_requests(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RateLimitExceeded)
+    retry_after = retry_after_seconds(request, request.app.state.rate_limit_backend)
+    return problem(
+        429,
+        f"fair-usage limit reached ({exc.detail}); retry after {retry_after} s",
+        title="Too Many Requests",
+        headers={"Retry-After": str(retry_after)},
+    )
+
+
+def install(app: FastAPI, settings: Settings) -> None:
+    """Bind the limiter to this app: its storage, trusted proxies and the 429 handler."""
+    app.state.limiter = limiter
+    app.state.rate_limit_backend = build_backend(settings.rate_limit_storage)
+    app.state.trusted_networks = settings.trusted_networks
+    app.add_exception_handler(RateLimitExceeded, _too_many_requests)

@@ -7,6 +7,7 @@ every body chunk, which costs a large share of a short request's time on the hot
 from __future__ import annotations
 
 import logging
+import os
 import re
 import uuid
 from time import perf_counter
@@ -70,5 +71,6 @@ class RequestContextMiddleware:
                     "status": status,
                     "duration_ms": round(duration * 1000, 3),
                     "client": client[0] if client else None,
+                    "pid": os.getpid(),  # which worker answered
                 },
             )

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import sys
 import tempfile
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar
 
+import asyncpg
 import typer
 
 from app.db import resolve_database_url
 from app.settings import get_settings
+
+T = TypeVar("T")
 
 cli = typer.Typer(
     help="National Socio-Economic Registry operator commands.",
@@ -87,6 +93,140 @@ def serve(
         timeout_graceful_shutdown=20,
         log_config=None,
     )
+
+
+# --- partners, staff, keys, audit (partner access) -------------------------------------
+partners_cli = typer.Typer(help="Partner organizations and their agreements.", no_args_is_help=True)
+staff_cli = typer.Typer(help="Staff API clients.", no_args_is_help=True)
+keys_cli = typer.Typer(help="JWT signing keys.", no_args_is_help=True)
+cli.add_typer(partners_cli, name="partners")
+cli.add_typer(staff_cli, name="staff")
+cli.add_typer(keys_cli, name="keys")
+
+
+def _run_db(job: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+    """Run ``job`` on one connection to the configured database; rule violations fail."""
+    from app.db import asyncpg_target
+    from app.services.sharing import RuleViolation
+
+    async def _main() -> T:
+        target = asyncpg_target(resolve_database_url(get_settings()))
+        conn = await asyncpg.connect(dsn=target.dsn, host=target.host)
+        try:
+            return await job(conn)
+        finally:
+            await conn.close()
+
+    try:
+        return asyncio.run(_main())
+    except RuleViolation as exc:
+        fail(str(exc))
+        raise  # unreachable: fail() exits
+
+
+def _echo_json(payload: dict[str, object]) -> None:
+    typer.echo(json.dumps(payload))
+
+
+@partners_cli.command("create")
+def partners_create(
+    name: Annotated[str, typer.Option(help="Organization name.")],
+    type_: Annotated[str, typer.Option("--type", help="Organization type (Annex II).")],
+    categories: Annotated[str, typer.Option(help="Comma-separated categories i..viii.")],
+    dimensions: Annotated[str, typer.Option(help="Comma-separated dimension names.")] = "",
+    geo: Annotated[list[str] | None, typer.Option(help="Geography code (repeatable).")] = None,
+    valid_days: Annotated[int, typer.Option(help="Validity in days.")] = 365,
+    update_kinds: Annotated[str, typer.Option(help="Comma-separated update kinds.")] = "",
+    rate_limit: Annotated[str | None, typer.Option(help='e.g. "600/minute".')] = None,
+    extract_geo_level: Annotated[str, typer.Option(help="Finest extract level.")] = "tehsil",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Create an organization, its agreement and API client; prints the secret once."""
+    from app.services import partners as partner_service
+    from app.services.sharing import split_list
+
+    spec = partner_service.PartnerSpec(
+        name=name,
+        type=type_,
+        categories=split_list(categories),
+        dimensions=split_list(dimensions),
+        geo_codes=[code for item in geo or [] for code in split_list(item)],
+        update_kinds=split_list(update_kinds),
+        valid_days=valid_days,
+        rate_limit=rate_limit,
+        extract_geo_level=extract_geo_level,
+    )
+    made = _run_db(lambda conn: partner_service.create_partner(conn, spec))
+    payload: dict[str, object] = {
+        "organization_id": str(made.organization_id),
+        "agreement_id": str(made.agreement_id),
+        "client_id": made.client_id,
+        "client_secret": made.client_secret,
+    }
+    if as_json:
+        _echo_json(payload)
+    else:
+        for key, value in payload.items():
+            typer.echo(f"{key}: {value}")
+
+
+def _set_status(agreement_id: str, status: str, reason: str | None) -> None:
+    from app.services import partners as partner_service
+
+    _run_db(lambda conn: partner_service.set_agreement_status(conn, agreement_id, status, reason))
+    typer.echo(f"agreement {agreement_id} {status}")
+
+
+@partners_cli.command("suspend")
+def partners_suspend(
+    agreement_id: str, reason: Annotated[str | None, typer.Option(help="Why.")] = None
+) -> None:
+    """Suspend an agreement: its tokens stop working at once."""
+    _set_status(agreement_id, "suspended", reason)
+
+
+@partners_cli.command("resume")
+def partners_resume(
+    agreement_id: str, reason: Annotated[str | None, typer.Option(help="Why.")] = None
+) -> None:
+    """Re-activate a suspended agreement."""
+    _set_status(agreement_id, "active", reason)
+
+
+@partners_cli.command("revoke")
+def partners_revoke(
+    agreement_id: str, reason: Annotated[str | None, typer.Option(help="Why.")] = None
+) -> None:
+    """Revoke an agreement for good."""
+    _set_status(agreement_id, "revoked", reason)
+
+
+@staff_cli.command("create")
+def staff_create(
+    name: Annotated[str, typer.Option(help="Who the client is for.")],
+    scopes: Annotated[str, typer.Option(help="Comma-separated scopes.")] = "staff:read",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Create a staff API client; prints the secret once."""
+    from app.services import partners as partner_service
+    from app.services.sharing import split_list
+
+    made = _run_db(lambda conn: partner_service.create_staff_client(conn, name, split_list(scopes)))
+    payload: dict[str, object] = {"client_id": made.client_id, "client_secret": made.client_secret}
+    if as_json:
+        _echo_json(payload)
+    else:
+        for key, value in payload.items():
+            typer.echo(f"{key}: {value}")
+
+
+@keys_cli.command("rotate")
+def keys_rotate() -> None:
+    """Make a new signing key; tokens of the previous one verify until they expire."""
+    from app.auth import keys
+
+    new, old = _run_db(lambda conn: keys.rotate(conn, get_settings()))
+    typer.echo(json.dumps({"kid": new, "previous_kid": old}))
 
 
 def main() -> None:

@@ -13,7 +13,9 @@ from app.errors import register_exception_handlers
 from app.logging import configure_logging
 from app.middleware import RequestContextMiddleware
 from app.routers import docs, health, public_scores
+from app.routers import jwks as jwks_router
 from app.routers import metrics as metrics_router
+from app.routers import tokens as tokens_router
 from app.settings import Settings, get_settings
 
 
@@ -50,4 +52,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(metrics_router.router)
     app.include_router(docs.router)
     app.include_router(public_scores.router)
+    app.include_router(tokens_router.router)
+    app.include_router(jwks_router.router)
     return app

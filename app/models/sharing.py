@@ -92,10 +92,22 @@ class Agreement(Timestamps, Base):
 
 class ApiClient(Base):
     __tablename__ = "api_clients"
-    __table_args__ = (Index("ix_api_clients_agreement", "agreement_id"),)
+    __table_args__ = (
+        Index("ix_api_clients_agreement", "agreement_id"),
+        CheckConstraint("kind IN ('partner','staff')", name="kind"),
+        CheckConstraint(
+            "(kind = 'partner') = (agreement_id IS NOT NULL)", name="agreement_for_partners"
+        ),
+    )
 
     client_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    agreement_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("agreements.id"), nullable=False)
+    # 'partner' clients act under one agreement; 'staff' clients carry their own scopes.
+    kind: Mapped[str] = mapped_column(String(8), nullable=False, server_default="partner")
+    agreement_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("agreements.id"))
+    scopes: Mapped[list[str]] = mapped_column(
+        ARRAY(String(32)), nullable=False, server_default=text("'{}'")
+    )
+    name: Mapped[str | None] = mapped_column(String(200))
     # argon2id hash; the secret itself is shown once, at creation.
     secret_hash: Mapped[str] = mapped_column(String(255), nullable=False)
     created_at: Mapped[datetime] = mapped_column(

@@ -1,0 +1,41 @@
+"""Scopes: ``resource:action`` strings; a partner's come from its live agreement."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from enum import StrEnum
+
+
+class Scope(StrEnum):
+    SCORES_READ = "scores:read"
+    BENEFICIARIES_READ = "beneficiaries:read"
+    EXTRACTS_READ = "extracts:read"
+    UPDATES_WRITE = "updates:write"
+    STAFF_READ = "staff:read"
+
+
+PARTNER_SCOPES = frozenset(
+    {Scope.SCORES_READ, Scope.BENEFICIARIES_READ, Scope.EXTRACTS_READ, Scope.UPDATES_WRITE}
+)
+
+
+def agreement_scopes(categories: Iterable[str], update_kinds: Iterable[str]) -> frozenset[str]:
+    """What an agreement's categories (§4.2.4) and update kinds allow over the API."""
+    cats = set(categories)
+    scopes: set[str] = set()
+    if "iii" in cats:
+        scopes.add(Scope.SCORES_READ)
+    if cats & {"iv", "v"}:
+        scopes.add(Scope.BENEFICIARIES_READ)
+    if "vi" in cats:
+        scopes.add(Scope.EXTRACTS_READ)
+    if any(True for _ in update_kinds):
+        scopes.add(Scope.UPDATES_WRITE)
+    return frozenset(scopes)
+
+
+def parse_scope(value: str | None) -> frozenset[str]:
+    """An OAuth2 ``scope`` parameter: space-separated (commas tolerated)."""
+    if not value:
+        return frozenset()
+    return frozenset(part for part in value.replace(",", " ").split() if part)

@@ -1,0 +1,22 @@
+"""``GET /.well-known/jwks.json``: the public keys that verify partner tokens."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from starlette.responses import Response
+
+from app.auth import keys
+from app.deps import PoolDep, SettingsDep
+from app.schemas.tokens import Jwks
+
+router = APIRouter(tags=["auth"])
+
+
+@router.get("/.well-known/jwks.json", response_model=Jwks)
+async def get_jwks(pool: PoolDep, settings: SettingsDep) -> Response:
+    """Current and still-verifying previous signing keys (public halves only)."""
+    async with pool.acquire() as conn:
+        await keys.ensure_current_key(conn, settings)
+        published = await keys.published_keys(conn)
+    body = Jwks(keys=published).model_dump_json()
+    return Response(body, media_type="application/json", headers={"Cache-Control": "max-age=60"})

@@ -1,0 +1,157 @@
+"""Organizations, agreements and API clients: creation and status changes (operator CLI)."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+from limits import parse_many
+
+from app.auth import secrets as client_secrets
+from app.auth.scopes import Scope
+from app.services import sharing
+from app.services.sharing import RuleViolation
+
+
+@dataclass(frozen=True)
+class NewPartner:
+    organization_id: uuid.UUID
+    agreement_id: uuid.UUID
+    client_id: str
+    client_secret: str
+
+
+@dataclass(frozen=True)
+class NewStaffClient:
+    client_id: str
+    client_secret: str
+
+
+@dataclass(frozen=True)
+class PartnerSpec:
+    name: str
+    type: str
+    categories: list[str]
+    dimensions: list[str]
+    geo_codes: list[str]
+    update_kinds: list[str]
+    valid_days: int = 365
+    rate_limit: str | None = None
+    extract_geo_level: str = "tehsil"
+
+
+async def _check_geo(conn: asyncpg.Connection, codes: list[str]) -> None:
+    if not codes:
+        return
+    known = {
+        row["code"]
+        for row in await conn.fetch("SELECT code FROM geo_units WHERE code = ANY($1)", codes)
+    }
+    unknown = [code for code in codes if code not in known]
+    if unknown:
+        raise RuleViolation(f"unknown geography code {unknown[0]!r}")
+
+
+def validate(spec: PartnerSpec) -> None:
+    if not spec.name.strip():
+        raise RuleViolation("an organization name is required")
+    sharing.check_organization_type(spec.type)
+    sharing.check_categories(spec.categories)
+    sharing.check_dimensions(spec.dimensions)
+    sharing.check_update_kinds(spec.update_kinds)
+    if spec.valid_days < 1:
+        raise RuleViolation("--valid-days must be at least 1")
+    if spec.extract_geo_level not in sharing.EXTRACT_GEO_LEVELS:
+        raise RuleViolation(
+            f"extract geography level must be one of {', '.join(sharing.EXTRACT_GEO_LEVELS)}"
+        )
+    if spec.rate_limit is not None:
+        try:
+            parse_many(spec.rate_limit)
+        except ValueError as exc:
+            raise RuleViolation(f"invalid rate limit {spec.rate_limit!r}") from exc
+
+
+async def create_partner(conn: asyncpg.Connection, spec: PartnerSpec) -> NewPartner:
+    validate(spec)
+    await _check_geo(conn, spec.geo_codes)
+    secret = client_secrets.new_client_secret()
+    client_id = client_secrets.new_client_id("partner")
+    now = datetime.now(UTC)
+    async with conn.transaction():
+        org_id: uuid.UUID = await conn.fetchval(
+            "INSERT INTO organizations (name, type) VALUES ($1, $2) RETURNING id",
+            spec.name.strip(),
+            spec.type,
+        )
+        agreement_id: uuid.UUID = await conn.fetchval(
+            """INSERT INTO agreements (organization_id, categories, dimensions, geo_codes,
+                   update_kinds, extract_geo_level, rate_limit, pseudonym_key, valid_from,
+                   valid_to)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id""",
+            org_id,
+            sharing.check_categories(spec.categories),
+            sharing.check_dimensions(spec.dimensions),
+            list(dict.fromkeys(spec.geo_codes)),
+            sharing.check_update_kinds(spec.update_kinds),
+            spec.extract_geo_level,
+            spec.rate_limit,
+            secrets.token_bytes(32),
+            now,
+            now + timedelta(days=spec.valid_days),
+        )
+        await conn.execute(
+            """INSERT INTO api_clients (client_id, kind, agreement_id, secret_hash, name)
+               VALUES ($1, 'partner', $2, $3, $4)""",
+            client_id,
+            agreement_id,
+            client_secrets.hash_secret(secret),
+            spec.name.strip(),
+        )
+    return NewPartner(org_id, agreement_id, client_id, secret)
+
+
+async def set_agreement_status(
+    conn: asyncpg.Connection, agreement_id: str, status: str, reason: str | None = None
+) -> None:
+    try:
+        ident = uuid.UUID(agreement_id)
+    except ValueError as exc:
+        raise RuleViolation(f"not an agreement id: {agreement_id!r}") from exc
+    current: str | None = await conn.fetchval("SELECT status FROM agreements WHERE id = $1", ident)
+    if current is None:
+        raise RuleViolation(f"no agreement {agreement_id}")
+    if current == "revoked" and status != "revoked":
+        raise RuleViolation(f"agreement {agreement_id} is revoked; it cannot change status")
+    await conn.execute(
+        """UPDATE agreements SET status = $2, status_reason = $3, updated_at = now()
+            WHERE id = $1""",
+        ident,
+        status,
+        reason,
+    )
+
+
+async def create_staff_client(
+    conn: asyncpg.Connection, name: str, scopes: list[str]
+) -> NewStaffClient:
+    if not name.strip():
+        raise RuleViolation("a name is required")
+    valid = {scope.value for scope in Scope}
+    for scope in scopes:
+        if scope not in valid:
+            raise RuleViolation(f"unknown scope {scope!r} (one of {', '.join(sorted(valid))})")
+    secret = client_secrets.new_client_secret()
+    client_id = client_secrets.new_client_id("staff")
+    await conn.execute(
+        """INSERT INTO api_clients (client_id, kind, agreement_id, secret_hash, name, scopes)
+           VALUES ($1, 'staff', NULL, $2, $3, $4)""",
+        client_id,
+        client_secrets.hash_secret(secret),
+        name.strip(),
+        list(dict.fromkeys(scopes or [Scope.STAFF_READ.value])),
+    )
+    return NewStaffClient(client_id, secret)

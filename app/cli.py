@@ -8,7 +8,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Awaitable, Callable
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import asyncpg
 import typer
@@ -227,6 +227,152 @@ def keys_rotate() -> None:
 
     new, old = _run_db(lambda conn: keys.rotate(conn, get_settings()))
     typer.echo(json.dumps({"kid": new, "previous_kid": old}))
+
+
+audit_cli = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True)
+cli.add_typer(audit_cli, name="audit")
+
+
+@audit_cli.command("verify")
+def audit_verify() -> None:
+    """Walk the audit chain; exit 1 naming the first altered, removed or reordered row."""
+    from app.services import audit as audit_service
+
+    verdict = _run_db(audit_service.verify)
+    if not verdict.ok:
+        fail(f"audit chain broken: {verdict.problem}")
+    typer.echo(f"audit log intact: {verdict.rows} rows")
+
+
+# --- seed and pmt (synthetic registry, scoring) -----------------------------------------
+pmt_cli = typer.Typer(help="Proxy means test: current model, re-scoring.", no_args_is_help=True)
+cli.add_typer(pmt_cli, name="pmt")
+
+
+def _pmt_run(job: Any) -> Any:
+    """Run ``job(conn)`` on one asyncpg connection; database errors fail in one line."""
+    import asyncio
+
+    import asyncpg
+
+    from app.db import asyncpg_target
+    from app.services.pmt import InvalidModel
+
+    async def _main() -> Any:
+        target = asyncpg_target(resolve_database_url(get_settings()))
+        conn = await asyncpg.connect(dsn=target.dsn, host=target.host)
+        try:
+            return await job(conn)
+        finally:
+            await conn.close()
+
+    try:
+        return asyncio.run(_main())
+    except (OSError, asyncpg.PostgresError, InvalidModel) as exc:
+        fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+
+
+@cli.command("seed")
+def seed_registry(
+    households: Annotated[int, typer.Option("--households", help="Households to add.")],
+    seed: Annotated[int, typer.Option("--seed", help="Random seed (same N and S, same data).")] = 0,
+) -> None:
+    """Add a deterministic synthetic registry (households, members, scores) with COPY."""
+    from rich.progress import Progress
+
+    from app.services import seed as seed_service
+
+    if households < 1:
+        fail("--households must be at least 1")
+    url = resolve_database_url(get_settings())
+    with Progress(transient=True) as bar:
+        tasks = {
+            "load": bar.add_task("generating + COPY", total=households),
+            "score": bar.add_task("PMT scoring", total=households),
+        }
+
+        def progress(stage: str, done: int, total: int) -> None:
+            bar.update(tasks[stage], completed=done, total=total)
+
+        result = _pmt_run(
+            lambda _conn: seed_service.seed_registry(url, households, seed, progress=progress)
+        )
+    bands = ", ".join(f"{band} {n}" for band, n in sorted(result.bands.items()))
+    typer.echo(
+        f"seeded {result.households} households ({result.first_id}..{result.last_id}), "
+        f"{result.members} members in {result.seconds:.1f}s; bands: {bands}"
+    )
+
+
+@pmt_cli.command("recompute")
+def pmt_recompute() -> None:
+    """Re-score every household under the current PMT model (history for changes)."""
+    from rich.progress import Progress
+
+    from app.services import pmt
+
+    with Progress(transient=True) as bar:
+        task = bar.add_task("re-scoring", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        model, changed = _pmt_run(lambda conn: pmt.recompute(conn, on_progress=progress))
+    typer.echo(f"re-scored under {model.version}: {changed} households changed")
+
+
+@pmt_cli.command("show")
+def pmt_show() -> None:
+    """Print the current PMT model as JSON."""
+    import json
+
+    from app.services import pmt
+
+    model = _pmt_run(pmt.current_model)
+    typer.echo(json.dumps({
+        "version": model.version,
+        "description": model.description,
+        "illustrative": model.illustrative,
+        "intercept": model.intercept,
+        "weights": dict(model.weights),
+        "bands": model.bands_json(),
+    }))
+
+
+@cli.command("worker")
+def worker(
+    lease_seconds: Annotated[
+        float, typer.Option(help="Seconds after which a dead worker's batch is reclaimed.")
+    ] = 60.0,
+    poll_seconds: Annotated[float, typer.Option(help="Idle wait between queue polls.")] = 0.5,
+    exit_when_idle: Annotated[
+        bool, typer.Option("--exit-when-idle", help="Stop once the queue is empty.")
+    ] = False,
+) -> None:
+    """Process queued update batches (a separate process beside the service's own workers)."""
+    import asyncio
+    import signal
+
+    from app.db import asyncpg_target
+    from app.services import ingest_worker
+
+    target = asyncpg_target(resolve_database_url(get_settings()))
+
+    async def _main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await ingest_worker.run_worker(
+            target.dsn,
+            host=target.host,
+            lease_seconds=lease_seconds,
+            poll_seconds=poll_seconds,
+            stop=stop,
+            exit_when_idle=exit_when_idle,
+        )
+
+    asyncio.run(_main())
 
 
 def main() -> None:

@@ -6,10 +6,15 @@ households) is re-scored in bulk SQL with :func:`rescore_sql`, never row by row 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import json
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
+
+import asyncpg
 
 from app.services.pmt_features import (
     MEMBER_AGGREGATE,
@@ -19,6 +24,11 @@ from app.services.pmt_features import (
 )
 
 BANDS = ("ultra_poor", "very_poor", "poor", "non_poor", "well_off")
+_WORD = re.compile(r"[A-Za-z0-9_.-]{1,40}")
+
+
+def _json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str | bytes) else value
 
 
 class InvalidModel(ValueError):
@@ -36,9 +46,19 @@ class PmtModel:
     description: str = ""
 
     def __post_init__(self) -> None:
+        # The version and band names are written into SQL text: keep them plain words.
+        if not _WORD.fullmatch(self.version):
+            raise InvalidModel(f"invalid model version {self.version!r}")
         unknown = set(self.weights) - set(PY_FEATURES)
         if unknown:
             raise InvalidModel(f"unknown PMT features: {sorted(unknown)}")
+        numbers = [self.intercept, *self.weights.values()]
+        numbers += [b for _, b in self.bands if b is not None]
+        if not all(math.isfinite(x) for x in numbers):
+            raise InvalidModel("intercept, weights and cut-offs must be finite numbers")
+        names = [name for name, _ in self.bands]
+        if len(set(names)) != len(names) or not all(_WORD.fullmatch(n) for n in names):
+            raise InvalidModel("band names must be distinct plain words")
         bounds = [b for _, b in self.bands]
         if not bounds or bounds[-1] is not None or any(b is None for b in bounds[:-1]):
             raise InvalidModel("every band but the last needs an upper bound")
@@ -48,13 +68,13 @@ class PmtModel:
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> PmtModel:
+        # asyncpg hands JSONB over as text unless a codec is set; SQLAlchemy decodes it.
+        weights, bands = (_json(row["weights"]), _json(row["bands"]))
         return cls(
             version=row["version"],
             intercept=float(row["intercept"]),
-            weights={k: float(v) for k, v in row["weights"].items()},
-            bands=[
-                (b["band"], None if b["below"] is None else float(b["below"])) for b in row["bands"]
-            ],
+            weights={k: float(v) for k, v in weights.items()},
+            bands=[(b["band"], None if b["below"] is None else float(b["below"])) for b in bands],
             illustrative=bool(row.get("illustrative", True)),
             description=row.get("description", ""),
         )
@@ -67,29 +87,29 @@ class PmtModel:
 ILLUSTRATIVE = PmtModel(
     version="illustrative-2026.1",
     description="Illustrative PMT weights for the synthetic registry; not the official model.",
-    intercept=24.0,
+    intercept=22.0,
     weights={
-        "household_size": -1.6,
-        "dependency_ratio": -9.0,
-        "rooms_per_member": 10.0,
-        "head_education_years": 0.9,
-        "has_disabled_member": -2.0,
-        "toilet_flush": 5.0,
-        "toilet_none": -4.0,
-        "refrigerator": 6.0,
-        "air_conditioner": 10.0,
-        "freezer": 4.0,
-        "television": 3.0,
-        "washing_machine": 4.0,
-        "microwave_oven": 5.0,
-        "air_cooler": 3.0,
-        "geyser": 4.0,
-        "heater": 2.5,
-        "cooking_range": 4.0,
-        "cooking_stove": 1.0,
-        "large_livestock": 1.2,
-        "small_livestock": 0.35,
-        "log_land_acres": 5.0,
+        "household_size": -1.1,
+        "dependency_ratio": -6.0,
+        "rooms_per_member": 7.0,
+        "head_education_years": 0.6,
+        "has_disabled_member": -1.5,
+        "toilet_flush": 3.5,
+        "toilet_none": -3.0,
+        "refrigerator": 4.0,
+        "air_conditioner": 7.0,
+        "freezer": 2.75,
+        "television": 2.0,
+        "washing_machine": 2.75,
+        "microwave_oven": 3.5,
+        "air_cooler": 2.0,
+        "geyser": 2.75,
+        "heater": 1.75,
+        "cooking_range": 2.75,
+        "cooking_stove": 0.75,
+        "large_livestock": 0.85,
+        "small_livestock": 0.25,
+        "log_land_acres": 3.5,
     },
     bands=[
         ("ultra_poor", 16.17),
@@ -166,7 +186,8 @@ WITH scored AS (
   SELECT *, {_band_expression(model, "score")} AS band FROM scored
 ), updated AS (
   UPDATE households h
-     SET pmt_score = b.score, poverty_band = b.band, pmt_version = '{model.version}'
+     SET pmt_score = b.score, poverty_band = b.band, pmt_version = '{model.version}',
+         updated_at = now()
     FROM banded b
    WHERE h.id = b.id
      AND (h.pmt_score IS DISTINCT FROM b.score OR h.poverty_band IS DISTINCT FROM b.band
@@ -184,3 +205,62 @@ WITH scored AS (
 )
 SELECT count(*) FROM updated
 """
+
+
+CURRENT_MODEL_SQL = """
+SELECT version, description, intercept, weights, bands, illustrative
+  FROM pmt_models WHERE is_current
+"""
+_RANGE = "{h}.id BETWEEN $1 AND $2"
+_IDS = "{h}.id = ANY($1::bigint[])"
+
+
+async def current_model(conn: asyncpg.Connection) -> PmtModel:
+    row = await conn.fetchrow(CURRENT_MODEL_SQL)
+    if row is None:
+        raise InvalidModel("no current PMT model (pmt_models.is_current)")
+    return PmtModel.from_row(row)
+
+
+async def rescore_range(conn: asyncpg.Connection, model: PmtModel, low: int, high: int) -> int:
+    """Re-score households ``low..high`` (ids, inclusive); returns how many changed."""
+    changed: int = await conn.fetchval(rescore_sql(model, _RANGE), low, high)
+    return changed
+
+
+async def rescore_households(conn: asyncpg.Connection, household_ids: Sequence[int]) -> int:
+    """Re-score just these households under the current model, in the caller's transaction.
+
+    For code that changes indicators or members (ingestion, staff edits); returns how many
+    households' score, band or model version changed (history is written for those).
+    """
+    if not household_ids:
+        return 0
+    model = await current_model(conn)
+    changed: int = await conn.fetchval(rescore_sql(model, _IDS), list(household_ids))
+    return changed
+
+
+async def recompute(
+    conn: asyncpg.Connection,
+    chunk: int = 50_000,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> tuple[PmtModel, int]:
+    """Re-score every household under the current model, committing per id-range chunk.
+
+    Returns the model and how many households changed; ``on_progress(done, total)`` is
+    called after each chunk with the id span covered so far.
+    """
+    model = await current_model(conn)
+    low, high = await conn.fetchrow("SELECT min(id), max(id) FROM households")
+    if low is None:
+        return model, 0
+    total = high - low + 1
+    changed = 0
+    for start in range(low, high + 1, chunk):
+        end = min(start + chunk - 1, high)
+        async with conn.transaction():
+            changed += await rescore_range(conn, model, start, end)
+        if on_progress is not None:
+            on_progress(end - low + 1, total)
+    return model, changed

@@ -6,8 +6,7 @@ import json
 from typing import Any
 
 import httpx
-
-from tests.conftest import run_cli
+from conftest import run_cli
 
 _LIST_OPTIONS = ("categories", "dimensions", "update_kinds")
 

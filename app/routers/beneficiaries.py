@@ -1,0 +1,84 @@
+"""``GET /v1/partner/beneficiaries``: filtered households, paged JSON or streamed NDJSON/CSV."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from starlette.responses import Response, StreamingResponse
+
+from app.auth.deps import require_scope
+from app.auth.partner import Principal
+from app.auth.scopes import Scope
+from app.deps import PoolDep
+from app.rate_limit import limit, partner_client_key, partner_limits
+from app.schemas.partner import BeneficiaryPage
+from app.services import beneficiaries as beneficiary_service
+from app.services.beneficiaries_sql import Filters
+from app.services.sharing import split_list
+
+router = APIRouter(prefix="/v1/partner", tags=["partner"])
+
+MemberType = Literal["children", "adults", "elderly", "ever_married_women", "disabled"]
+Band = Literal["ultra_poor", "very_poor", "poor", "non_poor", "well_off"]
+Codes = Annotated[list[str] | None, Query(max_length=200)]
+
+
+def beneficiary_filters(
+    province: Codes = None,
+    division: Codes = None,
+    district: Codes = None,
+    tehsil: Codes = None,
+    union_council: Codes = None,
+    score_min: Annotated[float | None, Query(ge=0, le=100)] = None,
+    score_max: Annotated[float | None, Query(ge=0, le=100)] = None,
+    poverty_band: Annotated[list[Band] | None, Query()] = None,
+    member_type: Annotated[list[MemberType] | None, Query()] = None,
+    dimensions: Annotated[str | None, Query(max_length=1000)] = None,
+) -> Filters:
+    """The filters shared by beneficiary lists and anonymized extracts."""
+    return Filters(
+        province=province or [],
+        division=division or [],
+        district=district or [],
+        tehsil=tehsil or [],
+        union_council=union_council or [],
+        score_min=score_min,
+        score_max=score_max,
+        poverty_band=list(poverty_band or []),
+        member_type=list(dict.fromkeys(member_type or [])),
+        dimensions=list(dict.fromkeys(split_list(dimensions))),
+    )
+
+
+FiltersDep = Annotated[Filters, Depends(beneficiary_filters)]
+BeneficiaryReader = Annotated[Principal, Depends(require_scope(Scope.BENEFICIARIES_READ))]
+
+
+@router.get("/beneficiaries", response_model=BeneficiaryPage)
+@limit(partner_limits, key_func=partner_client_key)
+async def list_beneficiaries(
+    request: Request,
+    partner: BeneficiaryReader,
+    pool: PoolDep,
+    filters: FiltersDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> Response:
+    """Households matching the filters within the agreement; NDJSON/CSV stream everything."""
+    await beneficiary_service.authorize(pool, partner, filters)
+    accept = request.headers.get("accept", "")
+    if "application/x-ndjson" in accept or "text/csv" in accept:
+        csv_wanted = "text/csv" in accept and "application/x-ndjson" not in accept
+        docs = beneficiary_service.stream_documents(
+            pool, partner, filters, "csv" if csv_wanted else "ndjson"
+        )
+        await docs.__anext__()  # snapshot opened, audit row committed
+        if csv_wanted:
+            body = beneficiary_service.csv_rows(filters, docs)
+            return StreamingResponse(body, media_type="text/csv; charset=utf-8")
+        return StreamingResponse(
+            beneficiary_service.ndjson(docs), media_type="application/x-ndjson"
+        )
+    page = await beneficiary_service.page(pool, partner, filters, limit, cursor)
+    return Response(page, media_type="application/json")

@@ -1,0 +1,223 @@
+"""Beneficiary lists (§4.2.4 iv, v): authorize, page by cursor, or stream the whole result.
+
+Streams own their transaction: a REPEATABLE READ snapshot on one pooled connection, counted
+and audited before the first byte, then read through a server-side cursor so memory stays
+constant whatever the size. PostgreSQL builds each household's JSON document itself.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import csv
+import io
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import orjson
+
+from app.auth.partner import Principal
+from app.errors import Forbidden, ValidationFailed
+from app.services import audit, sharing
+from app.services.beneficiaries_sql import (
+    GEO_LEVELS,
+    Filters,
+    Query,
+    household_document,
+    household_where,
+    member_count,
+)
+
+ENDPOINT = "/v1/partner/beneficiaries"
+PREFETCH = 2000
+
+
+def encode_cursor(last_id: int) -> str:
+    return base64.urlsafe_b64encode(f"h1:{last_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None) -> int | None:
+    if not cursor:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        prefix, _, value = raw.partition(":")
+        if prefix != "h1" or not value.isdigit():
+            raise ValueError(raw)
+        return int(value)
+    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        raise ValidationFailed("invalid cursor") from exc
+
+
+async def check_geography(
+    conn: asyncpg.Pool | asyncpg.Connection, p: Principal, f: Filters
+) -> None:
+    """422 for unknown codes or a code at the wrong level; 403 for one outside the scope."""
+    requested = {code: level for level, codes in f.geo().items() for code in codes}
+    if not requested:
+        return
+    rows = await conn.fetch(
+        """WITH RECURSIVE up AS (
+               SELECT code AS origin, code, parent_code, level FROM geo_units
+                WHERE code = ANY($1::text[])
+               UNION ALL
+               SELECT up.origin, g.code, g.parent_code, g.level
+                 FROM geo_units g JOIN up ON g.code = up.parent_code)
+           SELECT origin, array_agg(code) AS lineage,
+                  max(level) FILTER (WHERE code = origin) AS level
+             FROM up GROUP BY origin""",
+        list(requested),
+    )
+    found = {row["origin"]: row for row in rows}
+    scope = set(p.geo_codes)
+    for code, level in requested.items():
+        row = found.get(code)
+        if row is None or row["level"] != level:
+            raise ValidationFailed(f"{level} {code!r} is not a known {level} code")
+        if scope and not scope & set(row["lineage"]):
+            raise Forbidden(
+                f"{level} {code} is outside the agreement's geographic scope "
+                f"({', '.join(sorted(scope))})"
+            )
+
+
+async def authorize(pool: asyncpg.Pool, p: Principal, f: Filters) -> None:
+    if not p.categories & {"iv", "v"}:
+        raise Forbidden("the agreement does not include beneficiary data (category iv or v)")
+    unknown = [d for d in f.dimensions if d not in sharing.DIMENSIONS]
+    if unknown:
+        raise ValidationFailed(f"unknown dimension {unknown[0]!r}")
+    if f.dimensions and "v" not in p.categories:
+        raise Forbidden("the agreement lacks category v (subsets with selected dimensions)")
+    denied = sharing.denied_dimensions(f.dimensions, p.dimensions)
+    if denied:
+        raise Forbidden(f"dimension not granted by the agreement: {', '.join(denied)}")
+    await check_geography(pool, p, f)
+
+
+def _record(
+    p: Principal, f: Filters, households: int, members: int, mode: str
+) -> audit.AuditRecord:
+    return audit.AuditRecord(
+        actor_type=p.kind,
+        client_id=p.client_id,
+        agreement_id=p.agreement_id,
+        organization_id=p.organization_id,
+        endpoint=f"{ENDPOINT} ({mode})",
+        filters=f.as_audit(),
+        dimensions=list(f.dimensions),
+        households=households,
+        members=members,
+    )
+
+
+async def page(
+    pool: asyncpg.Pool, p: Principal, f: Filters, limit: int, cursor: str | None
+) -> bytes:
+    """One JSON page ``{"items": [...], "next_cursor": ...}``, audited in its transaction."""
+    q = Query()
+    where = household_where(q, f, p.geo_codes, decode_cursor(cursor))
+    sql = (
+        f"SELECT h.id, {household_document(f)}::text AS doc, {member_count(f)} AS n "
+        f"FROM households h WHERE {where} ORDER BY h.id LIMIT {q.param(limit + 1)}::int"
+    )
+    async with pool.acquire() as conn, conn.transaction():
+        rows = await conn.fetch(sql, *q.params)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        await audit.append(conn, _record(p, f, len(rows), sum(r["n"] for r in rows), "page"))
+    next_cursor = encode_cursor(rows[-1]["id"]) if more and rows else None
+    items = b",".join(row["doc"].encode() for row in rows)
+    return b'{"items":[' + items + b'],"next_cursor":' + orjson.dumps(next_cursor) + b"}"
+
+
+async def stream_documents(
+    pool: asyncpg.Pool, p: Principal, f: Filters, mode: str
+) -> AsyncIterator[str]:
+    """Every matching household's JSON text, in id order, from one snapshot.
+
+    The first ``__anext__`` opens the snapshot, counts and writes the audit row, and yields
+    an empty string; the caller awaits it before the response starts, so the audit row is
+    committed before the first byte and errors still become proper HTTP answers.
+    """
+    q = Query()
+    where = household_where(q, f, p.geo_codes, None)
+    async with pool.acquire() as conn:
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            counts = await conn.fetchrow(
+                f"SELECT count(*) AS households, coalesce(sum({member_count(f)}), 0)::bigint "
+                f"AS members FROM households h WHERE {where}",
+                *q.params,
+            )
+            assert counts is not None
+            await audit.append_with_pool(
+                pool, _record(p, f, counts["households"], counts["members"], mode)
+            )
+            yield ""
+            doc = household_document(f)
+            sql = f"SELECT {doc}::text FROM households h WHERE {where} ORDER BY h.id"
+            async for row in conn.cursor(sql, *q.params, prefetch=PREFETCH):
+                yield row[0]
+
+
+async def ndjson(docs: AsyncIterator[str], batch: int = 500) -> AsyncIterator[bytes]:
+    lines: list[str] = []
+    async for doc in docs:
+        if not doc:
+            continue
+        lines.append(doc)
+        if len(lines) >= batch:
+            yield ("\n".join(lines) + "\n").encode()
+            lines.clear()
+    if lines:
+        yield ("\n".join(lines) + "\n").encode()
+
+
+HOUSEHOLD_COLUMNS = (
+    "household_id",
+    "address",
+    "province",
+    "division",
+    "district",
+    "tehsil",
+    "union_council",
+    "pmt_score",
+    "poverty_band",
+)
+MEMBER_COLUMNS = ("member_id", "cnic", "name", "gender", "age", "relationship", "marital_status")
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, dict | list):
+        return orjson.dumps(value).decode()
+    return "" if value is None else value
+
+
+async def csv_rows(f: Filters, docs: AsyncIterator[str], batch: int = 500) -> AsyncIterator[bytes]:
+    """One row per member, household columns repeated (dimensions as extra columns)."""
+    from app.services.beneficiaries_sql import HOUSEHOLD_DIMENSIONS, MEMBER_DIMENSIONS
+
+    hh_dims = [d for d in f.dimensions if d in HOUSEHOLD_DIMENSIONS]
+    m_dims = [d for d in f.dimensions if d in MEMBER_DIMENSIONS]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow([*HOUSEHOLD_COLUMNS, *hh_dims, *MEMBER_COLUMNS, *m_dims])
+    pending = 0
+    async for doc in docs:
+        if not doc:
+            continue
+        hh = orjson.loads(doc)
+        head = [_cell(hh.get(c)) for c in (*HOUSEHOLD_COLUMNS, *hh_dims)]
+        for member in hh["members"] or [{}]:
+            writer.writerow(head + [_cell(member.get(c)) for c in (*MEMBER_COLUMNS, *m_dims)])
+        pending += 1
+        if pending >= batch:
+            yield buffer.getvalue().encode()
+            buffer.seek(0)
+            buffer.truncate()
+            pending = 0
+    yield buffer.getvalue().encode()
+
+
+__all__ = ["GEO_LEVELS", "Filters", "authorize", "csv_rows", "ndjson", "page", "stream_documents"]

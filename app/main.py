@@ -12,9 +12,12 @@ from app.db import create_engine, create_pool, make_sessionmaker, resolve_databa
 from app.errors import register_exception_handlers
 from app.logging import configure_logging
 from app.middleware import RequestContextMiddleware
+from app.routers import beneficiaries as beneficiaries_router
 from app.routers import docs, health, public_scores
+from app.routers import extracts as extracts_router
 from app.routers import jwks as jwks_router
 from app.routers import metrics as metrics_router
+from app.routers import partner_scores as partner_scores_router
 from app.routers import tokens as tokens_router
 from app.settings import Settings, get_settings
 
@@ -54,4 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(public_scores.router)
     app.include_router(tokens_router.router)
     app.include_router(jwks_router.router)
+    app.include_router(partner_scores_router.router)
+    app.include_router(beneficiaries_router.router)
+    app.include_router(extracts_router.router)
     return app

@@ -13,12 +13,13 @@ from app.errors import register_exception_handlers
 from app.logging import configure_logging
 from app.middleware import RequestContextMiddleware
 from app.routers import beneficiaries as beneficiaries_router
-from app.routers import docs, health, public_scores
+from app.routers import docs, health, households, partner_updates, public_scores
 from app.routers import extracts as extracts_router
 from app.routers import jwks as jwks_router
 from app.routers import metrics as metrics_router
 from app.routers import partner_scores as partner_scores_router
 from app.routers import tokens as tokens_router
+from app.services import ingest_worker
 from app.settings import Settings, get_settings
 
 
@@ -33,9 +34,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = engine
         app.state.sessionmaker = make_sessionmaker(engine)
         app.state.pool = await create_pool(url, max_size=settings.db_pool_size)
+        workers = ingest_worker.start_in_process(url, settings.in_process_workers)
         try:
             yield
         finally:
+            await workers.stop()
             await app.state.pool.close()
             await engine.dispose()
 
@@ -60,4 +63,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(partner_scores_router.router)
     app.include_router(beneficiaries_router.router)
     app.include_router(extracts_router.router)
+    app.include_router(partner_updates.router)
+    app.include_router(households.router)
     return app

@@ -1,0 +1,27 @@
+"""Staff views of one household."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path
+
+from app.auth.deps import require_scope
+from app.auth.partner import Principal
+from app.auth.scopes import Scope
+from app.deps import PoolDep
+from app.schemas.updates import HouseholdHistory
+from app.services import ingest_history as history_service
+
+router = APIRouter(prefix="/v1/households", tags=["staff"])
+StaffReader = Annotated[Principal, Depends(require_scope(Scope.STAFF_READ))]
+
+
+@router.get("/{household_id}/history", response_model=HouseholdHistory)
+async def get_household_history(
+    household_id: Annotated[int, Path(ge=1, le=2**63 - 1)], _staff: StaffReader, pool: PoolDep
+) -> HouseholdHistory:
+    """Every version of the household, each with its provenance (survey, batch + ref, staff)."""
+    return HouseholdHistory.model_validate(
+        await history_service.household_history(pool, household_id)
+    )

@@ -1,0 +1,537 @@
+"""Matching (§5.2.1) and applying each record kind to the chunk's in-memory registry slice.
+
+Each handler checks everything first and mutates the state only once the record is known
+to be good, so a rejected record never half-applies. Records are applied in batch order:
+the second record for a household sees the first one's effect (and its new version).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from app.models.registry import LIVESTOCK
+from app.schemas import updates as s
+from app.schemas.cnic import mask_cnic
+from app.services import ingest_rules as rules
+from app.services.ingest_state import LAND, Row, State, Wanted
+
+log = logging.getLogger("nser.ingest")
+
+
+@dataclass
+class Outcome:
+    outcome: str
+    reasons: list[str]
+    household_id: int | None = None
+    member_id: int | None = None
+
+
+class Reject(Exception):
+    def __init__(self, reasons: Sequence[str], outcome: str = "rejected") -> None:
+        super().__init__("; ".join(reasons))
+        self.reasons = list(reasons)
+        self.outcome = outcome
+
+
+@dataclass
+class Context:
+    state: State
+    geography: rules.Geography
+    today: date
+    batch_id: str
+    actor: str
+    ref: str
+    new_household_ids: list[int]
+    new_member_ids: list[int]
+    dry_run: bool
+    _fake_id: int = -1
+
+    def next_id(self, pool: list[int]) -> int:
+        if pool:
+            return pool.pop(0)
+        # Dry runs allocate nothing: placeholder ids that are never written.
+        self._fake_id -= 1
+        return self._fake_id
+
+
+def wanted(records: Sequence[Any]) -> Wanted:
+    """Everything a chunk's records name, for one bulk load."""
+    w = Wanted()
+    for r in records:
+        for attr in ("household_id", "to_household_id"):
+            if (v := getattr(r, attr, None)) is not None:
+                w.household_ids.add(v)
+        for attr in ("member_id", "mother_member_id"):
+            if (v := getattr(r, attr, None)) is not None:
+                w.member_ids.add(v)
+        for attr in ("cnic", "mother_cnic", "new_cnic"):
+            if (v := getattr(r, attr, None)) is not None:
+                w.cnics.add(v)
+        if isinstance(r, s.MemberBirth) and r.member.cnic:
+            w.cnics.add(r.member.cnic)
+        if isinstance(r, s.NewHousehold):
+            w.cnics |= {m.cnic for m in r.household.members if m.cnic}
+            if r.household.form_number:
+                w.form_numbers.add(r.household.form_number)
+    return w
+
+
+def _mask(cnic: str) -> str:
+    return mask_cnic(cnic)
+
+
+def _member_by_cnic(ctx: Context, cnic: str) -> Row:
+    owner = ctx.state.cnic_owner.get(cnic)
+    if owner is None:
+        raise Reject([f"unknown CNIC {_mask(cnic)}: no member of the registry holds it"])
+    member = ctx.state.members.get(owner)
+    if member is None:
+        raise Reject(
+            ["the member's household changed while this batch ran; send it again"], "conflict"
+        )
+    return member
+
+
+def _household(ctx: Context, household_id: int) -> Row:
+    hh = ctx.state.households.get(household_id)
+    if hh is None:
+        raise Reject([f"unknown household {household_id}"])
+    return hh
+
+
+def _check_version(hh: Row, expected: int | None) -> None:
+    if expected is not None and expected != hh["version"]:
+        word = "stale" if expected < hh["version"] else "future"
+        raise Reject([f"{word} expected_version {expected}, current {hh['version']}"], "conflict")
+
+
+def household_target(ctx: Context, rec: Any) -> Row:
+    if rec.household_id is not None:
+        hh = _household(ctx, rec.household_id)
+        if rec.cnic is not None:
+            m = _member_by_cnic(ctx, rec.cnic)
+            if m["household_id"] != hh["id"]:
+                raise Reject([f"CNIC {_mask(rec.cnic)} is not a member of household {hh['id']}"])
+    elif rec.cnic is not None:
+        hh = _household(ctx, _member_by_cnic(ctx, rec.cnic)["household_id"])
+    else:
+        raise Reject(["name the target household with household_id or a member's cnic"])
+    _check_version(hh, rec.expected_version)
+    return hh
+
+
+def member_target(ctx: Context, rec: Any) -> tuple[Row, Row]:
+    if rec.cnic is not None:
+        m = _member_by_cnic(ctx, rec.cnic)
+        if rec.member_id is not None and rec.member_id != m["id"]:
+            raise Reject(
+                [f"CNIC {_mask(rec.cnic)} belongs to member {m['id']}, not {rec.member_id}"]
+            )
+    elif rec.member_id is not None:
+        found = ctx.state.members.get(rec.member_id)
+        if found is None:
+            raise Reject([f"unknown member {rec.member_id}"])
+        m = found
+    else:
+        raise Reject(["name the member with cnic, or with household_id and member_id"])
+    if rec.household_id is not None and rec.household_id != m["household_id"]:
+        raise Reject([f"member {m['id']} is not in household {rec.household_id}"])
+    hh = _household(ctx, m["household_id"])
+    _check_version(hh, rec.expected_version)
+    return m, hh
+
+
+def _alive(m: Row) -> None:
+    if m["deceased_on"] is not None:
+        raise Reject([f"member {m['id']} is recorded deceased on {m['deceased_on'].isoformat()}"])
+
+
+def _cnic_free(ctx: Context, cnic: str, label: str, member_id: int | None = None) -> None:
+    owner = ctx.state.cnic_owner.get(cnic)
+    if owner is not None and owner != member_id:
+        where = ctx.state.members.get(owner) or ctx.state.stray_members.get(owner) or {}
+        hh = where.get("household_id")
+        raise Reject(
+            [f"{label} {_mask(cnic)} is already registered (member {owner}, household {hh})"]
+        )
+
+
+def _bump(
+    ctx: Context, hh: Row, change: str, member_id: int | None, before: Row | None, after: Row | None
+) -> None:
+    hh["version"] += 1
+    ctx.state.dirty_households.add(hh["id"])
+    ctx.state.history.append(
+        {
+            "household_id": hh["id"],
+            "member_id": member_id,
+            "version": hh["version"],
+            "change": change,
+            "before": before,
+            "after": after,
+            "batch_id": ctx.batch_id,
+            "ref": ctx.ref,
+            "actor": ctx.actor,
+        }
+    )
+
+
+def _diff(row: Row, changes: Row) -> tuple[Row, Row]:
+    before = {k: row[k] for k, v in changes.items() if row[k] != v}
+    after = {k: changes[k] for k in before}
+    return before, after
+
+
+def _member_row(ctx: Context, m: s.MemberIn, household_id: int) -> Row:
+    return {
+        "id": ctx.next_id(ctx.new_member_ids),
+        "household_id": household_id,
+        "cnic": m.cnic,
+        "name": m.name,
+        "gender": m.gender,
+        "date_of_birth": m.date_of_birth,
+        "relationship": m.relationship,
+        "marital_status": m.marital_status,
+        "disabilities": m.disabilities,
+        "education": m.education,
+        "employment": m.employment,
+        "deceased_on": None,
+    }
+
+
+def _mother(ctx: Context, rec: s.MemberBirth, hh: Row) -> Row | None:
+    living = [m for m in ctx.state.household_members(hh["id"]) if m["deceased_on"] is None]
+    if rec.mother_cnic is not None or rec.mother_member_id is not None:
+        pick = [
+            m
+            for m in living
+            if (rec.mother_cnic is None or m["cnic"] == rec.mother_cnic)
+            and (rec.mother_member_id is None or m["id"] == rec.mother_member_id)
+        ]
+        if not pick:
+            raise Reject([f"the mother named is not a living member of household {hh['id']}"])
+        if pick[0]["gender"] != "female":
+            raise Reject([f"the mother named (member {pick[0]['id']}) is not female"])
+        return pick[0]
+    if rec.member.relationship in ("son", "daughter"):
+        for m in living:
+            if m["gender"] == "female" and m["relationship"] in ("head", "spouse"):
+                return m
+    return None
+
+
+def member_birth(ctx: Context, rec: s.MemberBirth) -> Outcome:
+    hh = household_target(ctx, rec)
+    m = rec.member
+    reasons = rules.person_reasons(
+        relationship=m.relationship,
+        marital_status=m.marital_status,
+        born=m.date_of_birth,
+        today=ctx.today,
+        who="member",
+    )
+    if m.relationship not in rules.CHILD_RELATIONSHIPS:
+        reasons.append(
+            f"a newborn cannot be {m.relationship}; "
+            f"use one of {', '.join(rules.CHILD_RELATIONSHIPS)}"
+        )
+    if m.cnic:
+        try:
+            _cnic_free(ctx, m.cnic, "member.cnic")
+        except Reject as exc:
+            reasons += exc.reasons
+    mother = _mother(ctx, rec, hh)
+    if mother is not None:
+        reasons += rules.mother_reasons(mother["date_of_birth"], m.date_of_birth)
+    if reasons:
+        raise Reject(reasons)
+    for existing in ctx.state.household_members(hh["id"]):
+        if (existing["name"], existing["date_of_birth"], existing["gender"]) == (
+            m.name,
+            m.date_of_birth,
+            m.gender,
+        ):
+            return Outcome(
+                "unchanged",
+                [f"already registered as member {existing['id']}"],
+                hh["id"],
+                existing["id"],
+            )
+    row = _member_row(ctx, m, hh["id"])
+    ctx.state.add_member(row)
+    ctx.state.new_members.add(row["id"])
+    ctx.state.rescore.add(hh["id"])
+    _bump(ctx, hh, "member_birth", row["id"], None, _public(row))
+    return Outcome("applied", [], hh["id"], row["id"])
+
+
+def _public(row: Row) -> Row:
+    return {k: v for k, v in row.items() if k not in ("id", "household_id")}
+
+
+def member_death(ctx: Context, rec: s.MemberDeath) -> Outcome:
+    m, hh = member_target(ctx, rec)
+    reasons = rules.death_reasons(m["date_of_birth"], rec.date_of_death, ctx.today)
+    if reasons:
+        raise Reject(reasons)
+    if m["deceased_on"] == rec.date_of_death:
+        return Outcome("unchanged", [], hh["id"], m["id"])
+    _alive(m)
+    m["deceased_on"] = rec.date_of_death
+    ctx.state.dirty_members.add(m["id"])
+    ctx.state.rescore.add(hh["id"])
+    _bump(
+        ctx, hh, "member_death", m["id"], {"deceased_on": None}, {"deceased_on": rec.date_of_death}
+    )
+    return Outcome("applied", [], hh["id"], m["id"])
+
+
+def member_update(ctx: Context, rec: s.MemberUpdate) -> Outcome:
+    m, hh = member_target(ctx, rec)
+    _alive(m)
+    changes: Row = {
+        k: getattr(rec, k)
+        for k in ("marital_status", "education", "employment", "disabilities")
+        if getattr(rec, k) is not None
+    }
+    reasons: list[str] = []
+    if rec.new_cnic is not None:
+        if m["cnic"] is not None and m["cnic"] != rec.new_cnic:
+            reasons.append(f"member {m['id']} already holds CNIC {_mask(m['cnic'])}")
+        else:
+            try:
+                _cnic_free(ctx, rec.new_cnic, "new_cnic", m["id"])
+            except Reject as exc:
+                reasons += exc.reasons
+            changes["cnic"] = rec.new_cnic
+    reasons += rules.person_reasons(
+        relationship=m["relationship"],
+        marital_status=str(changes.get("marital_status", m["marital_status"])),
+        born=m["date_of_birth"],
+        today=ctx.today,
+    )
+    if reasons:
+        raise Reject(reasons)
+    before, after = _diff(m, changes)
+    if not before:
+        return Outcome("unchanged", [], hh["id"], m["id"])
+    m.update(after)
+    if "cnic" in after:
+        ctx.state.cnic_owner[after["cnic"]] = m["id"]
+    ctx.state.dirty_members.add(m["id"])
+    ctx.state.rescore.add(hh["id"])
+    _bump(ctx, hh, "member_update", m["id"], before, after)
+    return Outcome("applied", [], hh["id"], m["id"])
+
+
+def _geo(ctx: Context, rec: Any) -> Row:
+    chain, reasons = ctx.geography.resolve(
+        province=rec.province,
+        division=rec.division,
+        district=rec.district,
+        tehsil=rec.tehsil,
+        union_council=rec.union_council,
+        village=rec.village,
+    )
+    if reasons:
+        raise Reject(reasons)
+    return {f"{level}_code": code for level, code in chain.items()}
+
+
+def address_change(ctx: Context, rec: s.AddressChange) -> Outcome:
+    hh = household_target(ctx, rec)
+    if rec.village is None and rec.union_council == hh["union_council_code"]:
+        # Same union council, no village named: the household stays in its village.
+        rec = rec.model_copy(update={"village": hh["village_code"]})
+    changes = {"address": rec.address, **_geo(ctx, rec)}
+    return _update_household(ctx, hh, "address_change", changes, rescore=False)
+
+
+def _update_household(
+    ctx: Context, hh: Row, change: str, changes: Row, *, rescore: bool
+) -> Outcome:
+    before, after = _diff(hh, changes)
+    if not before:
+        return Outcome("unchanged", [], hh["id"])
+    hh.update(after)
+    if rescore:
+        ctx.state.rescore.add(hh["id"])
+    _bump(ctx, hh, change, None, before, after)
+    return Outcome("applied", [], hh["id"])
+
+
+def phone_change(ctx: Context, rec: s.PhoneChange) -> Outcome:
+    hh = household_target(ctx, rec)
+    phone, reasons = rules.phone_reasons(rec.phone)
+    if reasons:
+        raise Reject(reasons)
+    return _update_household(ctx, hh, "phone_change", {"phone": phone}, rescore=False)
+
+
+def _indicators(ind: s.Indicators) -> Row:
+    return {
+        k: v for k, v in ind.model_dump(exclude_none=True).items() if k in s.Indicators.model_fields
+    }
+
+
+def household_survey(ctx: Context, rec: s.HouseholdSurvey) -> Outcome:
+    hh = household_target(ctx, rec)
+    changes = _indicators(rec.indicators)
+    if rec.surveyed_on is not None:
+        if reasons := rules.not_future("surveyed_on", rec.surveyed_on, ctx.today):
+            raise Reject(reasons)
+        changes["surveyed_on"] = rec.surveyed_on
+    if not changes:
+        raise Reject(["indicators: name at least one indicator"])
+    return _update_household(ctx, hh, "household_survey", changes, rescore=True)
+
+
+def new_household(ctx: Context, rec: s.NewHousehold) -> Outcome:
+    h = rec.household
+    reasons = rules.not_future("household.surveyed_on", h.surveyed_on, ctx.today)
+    try:
+        geo = _geo(ctx, h)
+    except Reject as exc:
+        geo, reasons = {}, reasons + exc.reasons
+    phone = None
+    if h.phone is not None:
+        phone, more = rules.phone_reasons(h.phone)
+        reasons += more
+    if h.form_number and h.form_number in ctx.state.form_numbers:
+        reasons.append(f"form_number {h.form_number!r} is already registered")
+    heads = sum(1 for m in h.members if m.relationship == "head")
+    if heads != 1:
+        reasons.append(f"a household needs exactly one head; found {heads}")
+    seen: set[str] = set()
+    for i, m in enumerate(h.members):
+        who = f"members[{i}]"
+        reasons += rules.person_reasons(
+            relationship=m.relationship,
+            marital_status=m.marital_status,
+            born=m.date_of_birth,
+            today=ctx.today,
+            who=who,
+        )
+        if m.cnic:
+            if m.cnic in seen:
+                reasons.append(f"{who}.cnic {_mask(m.cnic)} appears twice in the household")
+            seen.add(m.cnic)
+            try:
+                _cnic_free(ctx, m.cnic, f"{who}.cnic")
+            except Reject as exc:
+                reasons += exc.reasons
+    if reasons:
+        raise Reject(reasons)
+    hid = ctx.next_id(ctx.new_household_ids)
+    form = h.form_number or f"P{ctx.batch_id.replace('-', '')[:16]}{ctx.ref[-15:]}"[:32]
+    row: Row = {
+        "id": hid,
+        "form_number": form,
+        "address": h.address,
+        "phone": phone,
+        "surveyed_on": h.surveyed_on,
+        "rooms": None,
+        "toilet_type": None,
+        "electrical": [],
+        "gas": [],
+        "kitchen": [],
+        **dict.fromkeys(LIVESTOCK, 0),
+        **dict.fromkeys(LAND, 0.0),
+        **geo,
+        **_indicators(h),
+        "version": 1,
+    }
+    if form in ctx.state.form_numbers:
+        raise Reject([f"form_number {form!r} is already registered; send one"])
+    ctx.state.form_numbers.add(form)
+    ctx.state.households[hid] = row
+    ctx.state.new_households.add(hid)
+    ctx.state.rescore.add(hid)
+    head_id = None
+    for m in h.members:
+        mrow = _member_row(ctx, m, hid)
+        ctx.state.add_member(mrow)
+        ctx.state.new_members.add(mrow["id"])
+        if m.relationship == "head":
+            head_id = mrow["id"]
+    ctx.state.history.append(
+        {
+            "household_id": hid,
+            "member_id": None,
+            "version": 1,
+            "change": "new_household",
+            "before": None,
+            "after": {**{k: v for k, v in row.items() if k != "id"}, "members": len(h.members)},
+            "batch_id": ctx.batch_id,
+            "ref": ctx.ref,
+            "actor": ctx.actor,
+        }
+    )
+    return Outcome("applied", [], hid, head_id)
+
+
+def member_move(ctx: Context, rec: s.MemberMove) -> Outcome:
+    m, src = member_target(ctx, rec)
+    _alive(m)
+    dest = ctx.state.households.get(rec.to_household_id)
+    if dest is None:
+        raise Reject([f"unknown household {rec.to_household_id} (to_household_id)"])
+    if dest["id"] == src["id"]:
+        return Outcome(
+            "unchanged",
+            [f"member {m['id']} is already in household {dest['id']}"],
+            src["id"],
+            m["id"],
+        )
+    reasons = []
+    if m["relationship"] == "head":
+        reasons.append(
+            f"member {m['id']} is the head of household {src['id']}; a head cannot move out"
+        )
+    if rec.relationship == "head":
+        reasons.append("the moving member cannot become head of the receiving household")
+    reasons += rules.person_reasons(
+        relationship=rec.relationship,
+        marital_status=m["marital_status"],
+        born=m["date_of_birth"],
+        today=ctx.today,
+    )
+    if reasons:
+        raise Reject(reasons)
+    before = {"household_id": src["id"], "relationship": m["relationship"]}
+    after = {"household_id": dest["id"], "relationship": rec.relationship}
+    ctx.state.by_household[src["id"]].remove(m["id"])
+    ctx.state.by_household.setdefault(dest["id"], []).append(m["id"])
+    m.update(after)
+    ctx.state.dirty_members.add(m["id"])
+    ctx.state.rescore |= {src["id"], dest["id"]}
+    _bump(ctx, src, "member_move_out", m["id"], before, after)
+    _bump(ctx, dest, "member_move_in", m["id"], before, after)
+    return Outcome("applied", [], dest["id"], m["id"])
+
+
+HANDLERS: dict[str, Callable[[Context, Any], Outcome]] = {
+    "member_birth": member_birth,
+    "member_death": member_death,
+    "member_update": member_update,
+    "address_change": address_change,
+    "phone_change": phone_change,
+    "household_survey": household_survey,
+    "new_household": new_household,
+    "member_move": member_move,
+}
+
+
+def apply(ctx: Context, rec: Any) -> Outcome:
+    try:
+        return HANDLERS[rec.kind](ctx, rec)
+    except Reject as exc:
+        return Outcome(exc.outcome, exc.reasons)
+    except Exception:
+        # A bug must not sink the rest of the batch; handlers mutate only after every check.
+        log.exception("record failed", extra={"batch_id": ctx.batch_id, "ref": ctx.ref})
+        return Outcome("rejected", ["internal error while checking this record; reported"])

@@ -1,0 +1,177 @@
+"""Receiving a batch: the envelope checked, the raw body committed, idempotency per client.
+
+This service owns its transaction (like the queue worker): the 202 promises that the batch
+is durably in PostgreSQL, so the commit must happen before the handler returns.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import orjson
+
+from app.errors import BadRequest, Conflict, NotFound, PayloadTooLarge, ValidationFailed
+from app.schemas.updates import OUTCOMES
+
+
+@dataclass(frozen=True)
+class Sender:
+    client_id: str
+    agreement_id: uuid.UUID
+    organization_id: uuid.UUID
+    update_kinds: frozenset[str]
+
+
+@dataclass(frozen=True)
+class Received:
+    batch_id: uuid.UUID
+    records: int
+    created: bool
+
+
+async def read_capped(stream: AsyncIterator[bytes], limit: int, declared: int | None) -> bytes:
+    """The body, refusing it (413) as soon as it is known to pass ``limit`` bytes."""
+    too_large = PayloadTooLarge(
+        f"the body is over the {limit}-byte limit (NSER_UPDATES_MAX_BODY_BYTES); "
+        "split the records into several batches"
+    )
+    if declared is not None and declared > limit:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in stream:
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def check_envelope(body: bytes, max_records: int) -> tuple[bool, int]:
+    """``(dry_run, record count)`` of a well-formed body; 422/413 problem otherwise."""
+    try:
+        doc: Any = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ValidationFailed(f"the body is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise ValidationFailed("the body must be a JSON object with a 'records' array")
+    unknown = sorted(set(doc) - {"dry_run", "records"})
+    if unknown:
+        raise ValidationFailed(
+            f"unknown top-level field(s): {', '.join(unknown)}",
+            errors=[{"field": f, "message": "unknown field"} for f in unknown],
+        )
+    dry_run = doc.get("dry_run", False)
+    if not isinstance(dry_run, bool):
+        raise ValidationFailed(
+            "dry_run must be true or false",
+            errors=[{"field": "dry_run", "message": "must be a boolean"}],
+        )
+    records = doc.get("records")
+    if not isinstance(records, list) or not records:
+        raise ValidationFailed(
+            "records must be a non-empty array",
+            errors=[{"field": "records", "message": "must be a non-empty array"}],
+        )
+    if len(records) > max_records:
+        raise PayloadTooLarge(
+            f"the batch has {len(records)} records; the limit is {max_records} "
+            "(NSER_UPDATES_MAX_RECORDS): split it into several batches"
+        )
+    return dry_run, len(records)
+
+
+def lock_key(client_id: str, key: str) -> int:
+    """The advisory-lock id of (client, idempotency key): 64 bits of a SHA-256."""
+    digest = hashlib.sha256(f"{client_id}\x00{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def check_key(key: str | None) -> str:
+    if key is None or not key.strip():
+        raise BadRequest("the Idempotency-Key header is required")
+    if len(key) > 200:
+        raise BadRequest("the Idempotency-Key header is at most 200 characters")
+    return key
+
+
+async def receive(
+    pool: asyncpg.Pool, sender: Sender, key: str, body: bytes, max_records: int
+) -> Received:
+    dry_run, count = check_envelope(body, max_records)
+    digest = hashlib.sha256(body).digest()
+    async with pool.acquire() as conn, conn.transaction():
+        # A second request with this key while the first is still being stored: 409.
+        if not await conn.fetchval(
+            "SELECT pg_try_advisory_xact_lock($1)", lock_key(sender.client_id, key)
+        ):
+            raise Conflict("a batch with this Idempotency-Key is still being stored; retry shortly")
+        existing = await conn.fetchrow(
+            "SELECT id, body_sha256, record_count FROM update_batches"
+            " WHERE client_id = $1 AND idempotency_key = $2",
+            sender.client_id,
+            key,
+        )
+        if existing is not None:
+            if existing["body_sha256"] != digest:
+                raise ValidationFailed(
+                    "this Idempotency-Key was already used with a different body; "
+                    "use a new key for a new batch"
+                )
+            return Received(existing["id"], existing["record_count"], created=False)
+        batch_id = await conn.fetchval(
+            """INSERT INTO update_batches (client_id, agreement_id, organization_id,
+                   idempotency_key, body_sha256, body, dry_run, record_count, update_kinds)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id""",
+            sender.client_id,
+            sender.agreement_id,
+            sender.organization_id,
+            key,
+            digest,
+            body,
+            dry_run,
+            count,
+            sorted(sender.update_kinds),
+        )
+        await conn.execute("SELECT pg_notify('nser_updates', $1)", str(batch_id))
+    return Received(batch_id, count, created=True)
+
+
+async def get_batch(
+    pool: asyncpg.Pool, batch_id: uuid.UUID, client_id: str, *, limit: int | None = None
+) -> dict[str, Any]:
+    """A partner's own batch with every record's outcome; 404 for anyone else's."""
+    async with pool.acquire() as conn:
+        batch = await conn.fetchrow(
+            """SELECT id, status, dry_run, record_count, received_at, finished_at
+                 FROM update_batches WHERE id = $1 AND client_id = $2""",
+            batch_id,
+            client_id,
+        )
+        if batch is None:
+            raise NotFound(f"no batch {batch_id} for this client")
+        counts = await conn.fetch(
+            "SELECT outcome, count(*) AS n FROM update_results WHERE batch_id = $1 GROUP BY 1",
+            batch_id,
+        )
+        results = await conn.fetch(
+            """SELECT ref, outcome, reasons, household_id, member_id FROM update_results
+                WHERE batch_id = $1 ORDER BY position LIMIT $2""",
+            batch_id,
+            limit,
+        )
+    return {
+        "batch_id": str(batch["id"]),
+        "status": batch["status"],
+        "dry_run": batch["dry_run"],
+        "records": batch["record_count"],
+        "received_at": batch["received_at"].isoformat(),
+        "finished_at": batch["finished_at"].isoformat() if batch["finished_at"] else None,
+        "counts": {**dict.fromkeys(OUTCOMES, 0), **{r["outcome"]: r["n"] for r in counts}},
+        "results": [dict(r) for r in results],
+    }

@@ -1,0 +1,114 @@
+"""Pure validation rules of updates sent back (no database)."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from app.services import ingest_rules as rules
+
+TODAY = date(2026, 6, 1)
+
+
+@given(st.from_regex(r"3[0-9]{9}", fullmatch=True))
+def test_phone_national_formats_normalize_to_plus92(rest: str) -> None:
+    assert rules.normalize_phone(f"0{rest}") == f"+92{rest}"
+    assert rules.normalize_phone(f"+92{rest}") == f"+92{rest}"
+    assert rules.normalize_phone(f"0{rest[:3]}-{rest[3:]}") == f"+92{rest}"
+
+
+@given(st.text(max_size=20))
+def test_phone_rejects_everything_else(value: str) -> None:
+    phone = rules.normalize_phone(value)
+    assert phone is None or (phone.startswith("+923") and len(phone) == 13)
+
+
+def test_phone_reason_is_actionable() -> None:
+    _, reasons = rules.phone_reasons("12345")
+    assert reasons == [
+        "phone '12345' is not a Pakistani mobile number (+923XXXXXXXXX or 03XXXXXXXXX)"
+    ]
+
+
+def test_derived_fields_refused_with_reason() -> None:
+    _, reasons = rules.parse_record(
+        {"ref": "1", "kind": "phone_change", "household_id": 1, "phone": "x", "version": 3}
+    )
+    assert reasons == ["'version' is derived by the registry and cannot be set"]
+    _, reasons = rules.parse_record(
+        {"ref": "1", "kind": "member_birth", "household_id": 1, "member": {"id": 5}}
+    )
+    assert reasons == ["'member.id' is derived by the registry and cannot be set"]
+
+
+def test_schema_errors_name_the_field() -> None:
+    _, reasons = rules.parse_record(
+        {"ref": "1", "kind": "household_survey", "household_id": 1, "indicators": {"rooms": 99}}
+    )
+    assert reasons == ["indicators.rooms: Input should be less than or equal to 50"]
+    _, reasons = rules.parse_record({"ref": "1", "kind": "teleport"})
+    assert reasons[0].startswith("unknown kind 'teleport'")
+    _, reasons = rules.parse_record({"ref": "1", "kind": "member_death", "cnic": "12-3"})
+    assert reasons[0].startswith("cnic: a CNIC is 13 digits")
+    _, reasons = rules.parse_record([1])
+    assert reasons == ["a record must be a JSON object"]
+
+
+def test_dates_and_family_rules() -> None:
+    assert rules.death_reasons(date(2021, 5, 4), date(2020, 1, 1), TODAY) == [
+        "death date 2020-01-01 before birth 2021-05-04"
+    ]
+    assert rules.death_reasons(date(2000, 1, 1), date(2027, 1, 1), TODAY) == [
+        "date_of_death 2027-01-01 is in the future"
+    ]
+    assert rules.mother_reasons(date(2015, 1, 1), date(2026, 1, 1))[0].startswith(
+        "mother born 2015-01-01 would be 11"
+    )
+    assert rules.mother_reasons(date(2000, 1, 1), date(2026, 1, 1)) == []
+
+
+@given(st.dates(min_value=date(1900, 1, 1), max_value=TODAY))
+def test_married_children_and_unmarried_spouses_are_refused(born: date) -> None:
+    age = TODAY.year - born.year - ((TODAY.month, TODAY.day) < (born.month, born.day))
+    reasons = rules.person_reasons(
+        relationship="son", marital_status="married", born=born, today=TODAY
+    )
+    assert bool(reasons) == (age < rules.MIN_MARRIED_AGE or age > 125)
+    spouse = rules.person_reasons(
+        relationship="spouse", marital_status="never_married", born=born, today=TODAY
+    )
+    assert "member with relationship spouse cannot be never_married" in spouse
+
+
+def test_geography_nesting() -> None:
+    units = {
+        u.code: u
+        for u in [
+            rules.GeoUnit("P", "province", None),
+            rules.GeoUnit("V", "division", "P"),
+            rules.GeoUnit("D", "district", "V"),
+            rules.GeoUnit("D2", "district", "V"),
+            rules.GeoUnit("T", "tehsil", "D"),
+            rules.GeoUnit("U", "union_council", "T"),
+            rules.GeoUnit("U01", "village", "U"),
+        ]
+    }
+    geo = rules.Geography(units)
+    chain, reasons = geo.resolve(district="D", tehsil="T", union_council="U", village=None)
+    assert reasons == []
+    assert chain == {
+        "village": "U01",
+        "union_council": "U",
+        "tehsil": "T",
+        "district": "D",
+        "division": "V",
+        "province": "P",
+    }
+    _, reasons = geo.resolve(district="D2", tehsil="T", union_council="U", village=None)
+    assert reasons == ["tehsil 'T' is not inside district 'D2'"]
+    _, reasons = geo.resolve(district="D", tehsil="X", union_council="U", village=None)
+    assert reasons == ["unknown tehsil code 'X'"]
+    _, reasons = geo.resolve(district="D", tehsil="U", union_council="U", village=None)
+    assert reasons == ["code 'U' is a union_council, not a tehsil"]

@@ -1,0 +1,224 @@
+"""Crashes while a batch is processed: SIGKILLed worker, dropped connections, two workers.
+
+Each scenario ends with every record holding exactly one outcome and the registry in the
+state the batch implies (the last phone per household, one version step per change).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from conftest import (
+    ROOT,
+    cli_env,
+    create_database,
+    drop_database,
+    make_settings,
+    open_client,
+    run_cli,
+)
+from updates_helpers import headers, updates_partner
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def url() -> Iterator[str]:
+    db = create_database()
+    run_cli(["seed", "--households", "1500", "--seed", "3"], db)
+    yield db
+    drop_database(db)
+
+
+@pytest.fixture(scope="module")
+async def api(url: str) -> AsyncIterator[httpx.AsyncClient]:
+    # No in-process workers: only the `nser worker` processes of each test apply batches.
+    async for c in open_client(make_settings(url, in_process_workers=0)):
+        yield c
+
+
+def start_worker(url: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "app", "worker", "--lease-seconds", "2", "--poll-seconds", "0.2"],
+        cwd=ROOT,
+        env=cli_env(url),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+async def post_phones(
+    api: httpx.AsyncClient, partner: dict[str, str], conn: asyncpg.Connection, n: int, tag: int
+) -> tuple[str, dict[int, str]]:
+    """A batch of n phone changes over every household; returns its id and the end state."""
+    ids = [r["id"] for r in await conn.fetch("SELECT id FROM households ORDER BY id")]
+    records: list[dict[str, Any]] = []
+    last: dict[int, str] = {}
+    for i in range(n):
+        hid = ids[(i * 7) % len(ids)]
+        phone = f"+923{tag:02d}{i:07d}"
+        records.append({"ref": str(i), "kind": "phone_change", "household_id": hid, "phone": phone})
+        last[hid] = phone
+    r = await api.post("/v1/partner/updates", json={"records": records}, headers=headers(partner))
+    assert r.status_code == 202, r.text
+    return r.json()["batch_id"], last
+
+
+async def wait_results(
+    conn: asyncpg.Connection, batch_id: str, at_least: int, timeout: float
+) -> int:
+    deadline = time.monotonic() + timeout
+    while True:
+        n: int = await conn.fetchval(
+            "SELECT count(*) FROM update_results WHERE batch_id = $1", batch_id
+        )
+        if n >= at_least or time.monotonic() > deadline:
+            return n
+        await asyncio.sleep(0.02)
+
+
+async def wait_done(conn: asyncpg.Connection, batch_id: str, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while (
+        await conn.fetchval("SELECT status FROM update_batches WHERE id = $1", batch_id) != "done"
+    ):
+        assert time.monotonic() < deadline, "batch not done in time"
+        await asyncio.sleep(0.2)
+
+
+async def check_end_state(
+    conn: asyncpg.Connection, batch_id: str, n: int, last: dict[int, str], versions: dict[int, int]
+) -> None:
+    per_position = await conn.fetch(
+        "SELECT position, count(*) AS c FROM update_results WHERE batch_id = $1 GROUP BY 1",
+        batch_id,
+    )
+    assert len(per_position) == n
+    assert {r["c"] for r in per_position} == {1}
+    applied = await conn.fetchval(
+        "SELECT count(*) FROM update_results WHERE batch_id = $1 AND outcome = 'applied'", batch_id
+    )
+    assert applied == n
+    # Applied exactly once: one history row and one version step per record.
+    assert (
+        await conn.fetchval("SELECT count(*) FROM household_history WHERE batch_id = $1", batch_id)
+        == n
+    )
+    rows = await conn.fetch(
+        "SELECT id, phone, version FROM households WHERE id = ANY($1)", list(last)
+    )
+    steps: dict[int, int] = {}
+    for r in await conn.fetch(
+        "SELECT household_id, count(*) AS c FROM household_history WHERE batch_id = $1 GROUP BY 1",
+        batch_id,
+    ):
+        steps[r["household_id"]] = r["c"]
+    for r in rows:
+        assert r["phone"] == last[r["id"]]
+        assert r["version"] == versions[r["id"]] + steps[r["id"]]
+
+
+async def _versions(conn: asyncpg.Connection) -> dict[int, int]:
+    return {r["id"]: r["version"] for r in await conn.fetch("SELECT id, version FROM households")}
+
+
+async def test_sigkilled_worker_is_replaced_and_nothing_applies_twice(
+    url: str, api: httpx.AsyncClient
+) -> None:
+    partner = await updates_partner(url, api, "Crash A")
+    conn = await asyncpg.connect(url)
+    try:
+        versions = await _versions(conn)
+        batch_id, last = await post_phones(api, partner, conn, 20_000, 1)
+        worker = start_worker(url)
+        done = await wait_results(conn, batch_id, 3000, 60)
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.wait()
+        assert 0 < done < 20_000, done
+        replacement = start_worker(url)
+        try:
+            await wait_done(conn, batch_id)
+        finally:
+            stop(replacement)
+        await check_end_state(conn, batch_id, 20_000, last, versions)
+    finally:
+        await conn.close()
+
+
+async def test_database_connections_dropped_mid_batch(url: str, api: httpx.AsyncClient) -> None:
+    """pg_terminate_backend on the worker's sessions: what a PostgreSQL restart does to it,
+    without restarting the server other test sessions on this machine share."""
+    partner = await updates_partner(url, api, "Crash B")
+    conn = await asyncpg.connect(url)
+    worker = start_worker(url)
+    try:
+        versions = await _versions(conn)
+        batch_id, last = await post_phones(api, partner, conn, 20_000, 2)
+        for at in (3000, 9000):
+            await wait_results(conn, batch_id, at, 60)
+            killed = await conn.fetchval(
+                """SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+                    WHERE application_name = 'nser-worker' AND datname = current_database()"""
+            )
+            assert killed >= 1
+        await wait_done(conn, batch_id)
+        await check_end_state(conn, batch_id, 20_000, last, versions)
+    finally:
+        stop(worker)
+        await conn.close()
+
+
+async def test_two_workers_never_double_apply(url: str, api: httpx.AsyncClient) -> None:
+    partner = await updates_partner(url, api, "Crash C")
+    conn = await asyncpg.connect(url)
+    workers = [start_worker(url), start_worker(url)]
+    try:
+        versions = await _versions(conn)
+        batches = [await post_phones(api, partner, conn, 4000, 10 + i) for i in range(4)]
+        for batch_id, _ in batches:
+            await wait_done(conn, batch_id)
+        claimed_by = await conn.fetchval(
+            "SELECT count(DISTINCT split_part(claimed_by, ':', 2)) FROM update_batches"
+            " WHERE id = ANY($1::uuid[])",
+            [b for b, _ in batches],
+        )
+        assert claimed_by >= 1
+        total = await conn.fetchval(
+            "SELECT count(*) FROM household_history WHERE batch_id = ANY($1)",
+            [b for b, _ in batches],
+        )
+        assert total == 16_000
+        final = await _versions(conn)
+        assert sum(final.values()) - sum(versions.values()) == 16_000
+        for batch_id, _ in batches:
+            assert (
+                await conn.fetchval(
+                    "SELECT count(DISTINCT position) FROM update_results WHERE batch_id = $1",
+                    batch_id,
+                )
+                == 4000
+            )
+    finally:
+        for w in workers:
+            stop(w)
+        await conn.close()

@@ -1,0 +1,289 @@
+"""Benchmark: a mixed batch of updates through POST /v1/partner/updates, 202 to ``done``.
+
+In the same run the same changes are applied by a plain set-based SQL script (inside a
+transaction that is rolled back, so both start from the same registry): the baseline.
+Last line of output: one JSON object with the figures.
+
+    .venv/bin/python bench/ingest.py --households 1000000 --records 100000
+    .venv/bin/python bench/ingest.py --reuse-db nser_bench_ingest   # skip creating + seeding
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+import uuid
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from app.main import create_app  # noqa: E402
+from app.schemas.updates import UPDATE_KINDS  # noqa: E402
+from app.settings import Settings  # noqa: E402
+
+ADMIN = os.environ.get("NSER_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def cli(args: list[str], url: str) -> str:
+    env = {**os.environ, "NSER_DATABASE_URL": url, "NSER_LOG_JSON": "true"}
+    out = subprocess.run(
+        [sys.executable, "-m", "app", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return out.stdout
+
+
+async def prepare(name: str, households: int, reuse: bool) -> str:
+    url = ADMIN.rpartition("/")[0] + f"/{name}"
+    if not reuse:
+        admin = await asyncpg.connect(ADMIN)
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        await admin.close()
+        cli(["db", "upgrade"], url)
+        t = time.perf_counter()
+        cli(["seed", "--households", str(households)], url)
+        print(f"seeded {households} households in {time.perf_counter() - t:.0f}s", flush=True)
+    return url
+
+
+async def make_records(conn: asyncpg.Connection, n: int) -> list[dict[str, Any]]:
+    rng = random.Random(11)
+    hh = await conn.fetch(
+        """SELECT h.id, h.district_code, h.tehsil_code, h.union_council_code,
+                  (SELECT m.cnic FROM members m WHERE m.household_id = h.id AND m.cnic IS NOT NULL
+                     AND m.relationship <> 'head' AND m.deceased_on IS NULL LIMIT 1) AS cnic
+             FROM households h TABLESAMPLE SYSTEM (20) LIMIT $1""",
+        n,
+    )
+    today = date.today()
+    records: list[dict[str, Any]] = []
+    for i in range(n):
+        h = hh[i % len(hh)]
+        pick = i % 10
+        base: dict[str, Any] = {"ref": str(i), "household_id": h["id"]}
+        if pick < 3:
+            records.append({**base, "kind": "phone_change", "phone": f"+9230{i:08d}"})
+        elif pick < 6:
+            records.append(
+                {
+                    **base,
+                    "kind": "household_survey",
+                    "indicators": {
+                        "rooms": rng.randint(1, 8),
+                        "cows": rng.randint(0, 4),
+                        "electrical": rng.sample(["refrigerator", "television", "air_cooler"], 2),
+                    },
+                }
+            )
+        elif pick < 7 and h["cnic"]:
+            records.append(
+                {
+                    "ref": str(i),
+                    "kind": "member_death",
+                    "cnic": h["cnic"],
+                    "date_of_death": (today - timedelta(days=1)).isoformat(),
+                }
+            )
+        elif pick < 9:
+            records.append(
+                {
+                    **base,
+                    "kind": "address_change",
+                    "address": f"House {i}",
+                    "district": h["district_code"],
+                    "tehsil": h["tehsil_code"],
+                    "union_council": h["union_council_code"],
+                }
+            )
+        else:
+            records.append(
+                {
+                    **base,
+                    "kind": "member_birth",
+                    "member": {
+                        "name": f"Child {i}",
+                        "gender": rng.choice(["male", "female"]),
+                        "date_of_birth": (today - timedelta(days=rng.randint(1, 300))).isoformat(),
+                        "relationship": "other_relative",
+                    },
+                }
+            )
+    return records
+
+
+async def baseline(conn: asyncpg.Connection, records: list[dict[str, Any]]) -> float:
+    """The same changes by set-based SQL (last write per household wins), then rolled back."""
+    phone = {r["household_id"]: r["phone"] for r in records if r["kind"] == "phone_change"}
+    survey = {
+        r["household_id"]: r["indicators"] for r in records if r["kind"] == "household_survey"
+    }
+    addr = {r["household_id"]: r["address"] for r in records if r["kind"] == "address_change"}
+    deaths = {r["cnic"]: r["date_of_death"] for r in records if r["kind"] == "member_death"}
+    births = [r for r in records if r["kind"] == "member_birth"]
+    tr = conn.transaction()
+    await tr.start()
+    t = time.perf_counter()
+    await conn.execute(
+        "UPDATE households h SET phone = v.p, version = version + 1 FROM unnest($1::bigint[],"
+        " $2::text[]) v(id, p) WHERE h.id = v.id",
+        list(phone),
+        list(phone.values()),
+    )
+    await conn.execute(
+        """UPDATE households h SET rooms = v.r, cows = v.c, electrical = v.e, version = version + 1
+             FROM (SELECT * FROM jsonb_to_recordset($1::jsonb)
+                   AS x(id bigint, rooms smallint, cows smallint, electrical text[])) v(id, r, c, e)
+            WHERE h.id = v.id""",
+        json.dumps([{"id": k, **v} for k, v in survey.items()]),
+    )
+    await conn.execute(
+        "UPDATE households h SET address = v.a, version = version + 1 FROM unnest($1::bigint[],"
+        " $2::text[]) v(id, a) WHERE h.id = v.id",
+        list(addr),
+        list(addr.values()),
+    )
+    await conn.execute(
+        "UPDATE members m SET deceased_on = v.d::date FROM unnest($1::text[], $2::text[]) v(c, d)"
+        " WHERE m.cnic = v.c",
+        list(deaths),
+        list(deaths.values()),
+    )
+    await conn.execute(
+        """INSERT INTO members (household_id, name, gender, date_of_birth, relationship,
+                                marital_status)
+           SELECT h, n, g, d::date, 'other_relative', 'never_married'
+             FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[]) v(h, n, g, d)""",
+        [r["household_id"] for r in births],
+        [r["member"]["name"] for r in births],
+        [r["member"]["gender"] for r in births],
+        [r["member"]["date_of_birth"] for r in births],
+    )
+    touched = sorted(set(survey) | {r["household_id"] for r in births})
+    from app.services import pmt
+
+    await pmt.rescore_households(conn, touched)
+    seconds = time.perf_counter() - t
+    await tr.rollback()
+    return seconds
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    name = args.reuse_db or f"nser_bench_ingest_{uuid.uuid4().hex[:6]}"
+    url = await prepare(name, args.households, bool(args.reuse_db))
+    conn = await asyncpg.connect(url)
+    households = await conn.fetchval("SELECT count(*) FROM households")
+    records = await make_records(conn, args.records)
+    base_s = await baseline(conn, records)
+    print(f"baseline: {len(records)} records in {base_s:.2f}s", flush=True)
+    partner = json.loads(
+        cli(
+            [
+                "partners",
+                "create",
+                "--name",
+                "Bench",
+                "--type",
+                "government",
+                "--categories",
+                "iii",
+                "--update-kinds",
+                "member_birth",
+                "--json",
+            ],
+            url,
+        )
+    )
+    await conn.execute(
+        "UPDATE agreements SET update_kinds = $1 WHERE id = $2::uuid",
+        list(UPDATE_KINDS),
+        partner["agreement_id"],
+    )
+    settings = Settings(
+        database_url=url,
+        environment="test",
+        log_level="WARNING",
+        updates_max_records=len(records) + 1,
+        updates_max_body_bytes=512 * 1024 * 1024,
+        in_process_workers=args.workers,
+    )
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://bench", timeout=600
+        ) as c:
+            tok = (
+                await c.post(
+                    "/v1/auth/token",
+                    data={
+                        "grant_type": "client_credentials",
+                        "client_id": partner["client_id"],
+                        "client_secret": partner["client_secret"],
+                    },
+                )
+            ).json()["access_token"]
+            h = {"Authorization": f"Bearer {tok}", "Idempotency-Key": uuid.uuid4().hex}
+            body = json.dumps({"records": records}).encode()
+            t0 = time.perf_counter()
+            r = await c.post(
+                "/v1/partner/updates",
+                content=body,
+                headers={**h, "Content-Type": "application/json"},
+            )
+            assert r.status_code == 202, r.text
+            t202 = time.perf_counter()
+            batch = r.json()["batch_id"]
+            while True:
+                s = (await c.get(f"/v1/partner/updates/{batch}?results=false", headers=h)).json()
+                if s["status"] == "done":
+                    break
+                await asyncio.sleep(0.25)
+            done = time.perf_counter()
+    await conn.close()
+    seconds = done - t202
+    rate = len(records) / seconds
+    base_rate = len(records) / base_s
+    return {
+        "bench": "ingest",
+        "households": households,
+        "records": len(records),
+        "receive_seconds": round(t202 - t0, 2),
+        "process_seconds": round(seconds, 2),
+        "records_per_second": round(rate),
+        "baseline_seconds": round(base_s, 2),
+        "baseline_records_per_second": round(base_rate),
+        "ratio_to_baseline": round(rate / base_rate, 3),
+        "counts": s["counts"],
+        "database": name,
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--households", type=int, default=1_000_000)
+    p.add_argument("--records", type=int, default=100_000)
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--reuse-db", default="", help="an existing seeded database name")
+    result = asyncio.run(run(p.parse_args()))
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -75,9 +75,9 @@ def _sql(p: Principal, f: Filters, k: int) -> tuple[str, list[object]]:
     selects = []
     for i, level in enumerate(levels):
         name = f"l{i}"
-        condition = "" if i == 0 else " WHERE c < " + kp
+        condition = "" if i == 0 else f" WHERE c{i - 1} < {kp}"
         ctes.append(
-            f"{name} AS (SELECT *, count(*) OVER (PARTITION BY {level}, {', '.join(qi)}) AS c "
+            f"{name} AS (SELECT *, count(*) OVER (PARTITION BY {level}, {', '.join(qi)}) AS c{i} "
             f"FROM {source}{condition})"
         )
         shown = LEVELS[LEVELS.index(level) :]
@@ -88,7 +88,7 @@ def _sql(p: Principal, f: Filters, k: int) -> tuple[str, list[object]]:
         selects.append(
             f"SELECT hid, mid, {geo}, gender, age_bracket, poverty_band"
             f"{''.join(', ' + d for d in dims)}, {i} AS generalized "
-            f"FROM {name} WHERE c >= {kp}"
+            f"FROM {name} WHERE c{i} >= {kp}"
         )
         source = name
     sql = "WITH " + ", ".join(ctes) + ", published AS (" + " UNION ALL ".join(selects) + ") "
@@ -103,8 +103,7 @@ async def authorize(pool: asyncpg.Pool, p: Principal, f: Filters) -> None:
         raise Forbidden(
             f"dimension not available in anonymized extracts: {', '.join(not_extractable)}"
         )
-    g = Filters(**{**f.__dict__, "dimensions": []})
-    await beneficiary_service.authorize(pool, p, g)
+    await beneficiary_service.check_geography(pool, p, f)
     from app.services.sharing import denied_dimensions
 
     denied = denied_dimensions(f.dimensions, p.dimensions)

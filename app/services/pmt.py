@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import asyncpg
@@ -24,6 +25,7 @@ from app.services.pmt_features import (
 )
 
 BANDS = ("ultra_poor", "very_poor", "poor", "non_poor", "well_off")
+_CENT = Decimal("0.01")
 _WORD = re.compile(r"[A-Za-z0-9_.-]{1,40}")
 
 
@@ -122,7 +124,13 @@ ILLUSTRATIVE = PmtModel(
 
 
 def clamp(value: float) -> float:
-    return round(min(100.0, max(0.0, value)), 2)
+    """0..100 rounded to cents exactly as PostgreSQL's ``round(x::numeric, 2)`` does it.
+
+    The float8 -> numeric cast keeps 15 significant digits and numeric rounds half away
+    from zero; Python's ``round`` works on the exact binary value, which differs at ties.
+    """
+    bounded = min(100.0, max(0.0, value))
+    return float(Decimal(f"{bounded:.15g}").quantize(_CENT, rounding=ROUND_HALF_UP))
 
 
 def band_of(model: PmtModel, score_value: float) -> str:
@@ -138,18 +146,22 @@ def score(
     """Score one household (indicators + member rows) under ``model``."""
     surveyed_on: date = household["surveyed_on"]
     facts = member_facts(members, surveyed_on)
-    raw = model.intercept + sum(
-        weight * PY_FEATURES[name](household, facts) for name, weight in model.weights.items()
-    )
+    raw = float(model.intercept)
+    for name, weight in sorted(model.weights.items()):  # the SQL's order of additions
+        raw += weight * PY_FEATURES[name](household, facts)
     value = clamp(raw)
     return value, band_of(model, value)
 
 
 def _score_expression(model: PmtModel) -> str:
     terms = " + ".join(
-        f"({float(w)!r}) * ({SQL_FEATURES[name]})" for name, w in sorted(model.weights.items())
+        f"{float(w)!r}::float8 * ({SQL_FEATURES[name]})"
+        for name, w in sorted(model.weights.items())
     )
-    raw = f"({float(model.intercept)!r}) + {terms}" if terms else repr(float(model.intercept))
+    # float8 throughout, like the Python score (numeric arithmetic is slower and rounds
+    # differently); the result is rounded to numeric(5,2) once, as the column stores it.
+    intercept = f"{float(model.intercept)!r}::float8"
+    raw = f"{intercept} + {terms}" if terms else intercept
     return f"round(least(100, greatest(0, {raw}))::numeric, 2)"
 
 

@@ -66,8 +66,16 @@ def _head_education(m: list[MemberFacts]) -> float:
     return float(EDUCATION_YEARS.get(heads[0] or "none", 0)) if heads else 0.0
 
 
-def _land_acres(h: Mapping[str, Any]) -> float:
-    return sum(float(h.get(f"land_{unit}") or 0) * acres for unit, acres in LAND_ACRES.items())
+def _land(h: Mapping[str, Any], unit: str) -> float:
+    return float(h.get(f"land_{unit}") or 0)
+
+
+def _log_land_acres(h: Mapping[str, Any]) -> float:
+    # Same operations in the same order as the SQL expression, so both give the same float.
+    return math.log(
+        1 + _land(h, "muraba") * 25 + _land(h, "acre") + _land(h, "kanal") / 8
+        + _land(h, "marla") / 160
+    )
 
 
 def _has(column: str, item: str) -> Feature:
@@ -99,7 +107,7 @@ PY_FEATURES: dict[str, Feature] = {
         (h.get("cows") or 0) + (h.get("buffaloes") or 0) + (h.get("bullocks") or 0)
     ),
     "small_livestock": lambda h, _m: float((h.get("goats") or 0) + (h.get("lambs") or 0)),
-    "log_land_acres": lambda h, _m: math.log1p(_land_acres(h)),
+    "log_land_acres": lambda h, _m: _log_land_acres(h),
 }
 
 # SQL over ``h`` (households) and ``m`` (the member aggregate of ``MEMBER_AGGREGATE``).
@@ -129,8 +137,8 @@ SQL_FEATURES: dict[str, str] = {
     "cooking_stove": "('cooking_stove' = ANY(h.kitchen))::int",
     "large_livestock": "(h.cows + h.buffaloes + h.bullocks)",
     "small_livestock": "(h.goats + h.lambs)",
-    "log_land_acres": "ln(1 + h.land_muraba * 25 + h.land_acre + h.land_kanal / 8.0"
-    " + h.land_marla / 160.0)::float8",
+    "log_land_acres": "ln(1 + h.land_muraba::float8 * 25 + h.land_acre::float8"
+    " + h.land_kanal::float8 / 8 + h.land_marla::float8 / 160)",
 }
 
 _EDU_CASE = (
@@ -139,12 +147,14 @@ _EDU_CASE = (
     + " ELSE 0 END"
 )
 
-# Age counts at the survey date, so a re-score does not drift with the calendar.
+# Age counts at the survey date, so a re-score does not drift with the calendar. "Under 15"
+# is written as a date comparison (born after the survey date minus 15 years), which is the
+# same test as ``age_on`` (Feb 29 included) and far cheaper than age() per member.
 MEMBER_AGGREGATE = f"""
 SELECT mb.household_id,
        count(*) AS size,
-       count(*) FILTER (WHERE date_part('year', age(hh.surveyed_on, mb.date_of_birth)) < 15
-                          OR date_part('year', age(hh.surveyed_on, mb.date_of_birth)) >= 65)
+       count(*) FILTER (WHERE mb.date_of_birth > hh.surveyed_on - interval '15 years'
+                          OR mb.date_of_birth <= hh.surveyed_on - interval '65 years')
          AS dependents,
        max({_EDU_CASE}) FILTER (WHERE mb.relationship = 'head') AS head_education,
        count(*) FILTER (WHERE cardinality(mb.disabilities) > 0) AS disabled

@@ -33,7 +33,7 @@ from app.services.seed_households import households as generate_households
 from app.services.seed_members import members as generate_members
 
 CHUNK = 25_000
-SCORE_CHUNK = 100_000
+SCORE_CHUNK = 250_000
 PREFETCH = 2
 _LOCK_KEY = 0x5EED_0001  # one seed at a time per database
 _TABLES = ("households", "members")
@@ -85,10 +85,16 @@ def _encoded_chunk(
 async def _drop_secondary(conn: asyncpg.Connection) -> list[tuple[str, str]]:
     """Drop foreign keys and plain indexes of the big tables; returns (table, DDL) to redo."""
     redo: list[tuple[str, str]] = []
+    # Foreign keys, and unique constraints no foreign key relies on (form_number).
     fks = await conn.fetch(
         """SELECT conrelid::regclass::text AS tbl, conname, pg_get_constraintdef(oid) AS def
-             FROM pg_constraint
-            WHERE contype = 'f' AND conrelid = ANY($1::regclass[])""",
+             FROM pg_constraint c
+            WHERE conrelid = ANY($1::regclass[])
+              AND (contype = 'f'
+                   OR (contype = 'u' AND NOT EXISTS (
+                         SELECT 1 FROM pg_constraint f
+                          WHERE f.contype = 'f' AND f.conindid = c.conindid)))
+            ORDER BY contype""",
         list(_TABLES),
     )
     for fk in fks:
@@ -109,11 +115,10 @@ async def _drop_secondary(conn: asyncpg.Connection) -> list[tuple[str, str]]:
     return redo
 
 
-async def _redo(conn: asyncpg.Connection, redo: list[tuple[str, str]], table: str) -> None:
-    # Foreign keys last: validating one is a join that the rebuilt indexes do not slow.
-    for tbl, ddl in sorted(redo, key=lambda r: r[1].startswith("ALTER")):
-        if tbl == table:
-            await conn.execute(ddl)
+async def _redo(conn: asyncpg.Connection, redo: list[tuple[str, str]]) -> None:
+    # Indexes and unique constraints first (households before members), foreign keys last.
+    for _tbl, ddl in sorted(redo, key=lambda r: ("FOREIGN KEY" in r[1], r[0])):
+        await conn.execute(ddl)
 
 
 async def _load(
@@ -193,13 +198,15 @@ async def seed_registry(
             redo = await _drop_secondary(conn) if empty and first_id == 1 else []
             members = await _load(conn, villages, seed, first_id, households, today, progress)
             last_id = first_id + households - 1
-            await _redo(conn, redo, "members")
+            # Sorts and hashes of a few million rows stay in memory for this transaction.
+            await conn.execute("SET LOCAL work_mem = '256MB'")
+            await conn.execute("SET LOCAL maintenance_work_mem = '512MB'")
             await conn.execute("ANALYZE households, members")
             for start in range(first_id, last_id + 1, SCORE_CHUNK):
                 end = min(start + SCORE_CHUNK - 1, last_id)
                 await pmt.rescore_range(conn, model, start, end)
                 progress("score", end - first_id + 1, households)
-            await _redo(conn, redo, "households")
+            await _redo(conn, redo)
             await conn.execute(
                 "SELECT setval(pg_get_serial_sequence('households', 'id'), $1)", last_id
             )

@@ -1,0 +1,88 @@
+"""Time `nser seed` into a fresh database.
+
+    .venv/bin/python bench/seed.py                       # 1,000,000 households
+    .venv/bin/python bench/seed.py --households 200000 --seed 3 --keep
+
+Creates a database on NSER_BENCH_ADMIN_URL (default the local server), migrates it with
+`nser db upgrade`, runs the seed in-process (generation + COPY + index rebuild + PMT
+scoring, everything `nser seed` does), prints the band distribution, drops the database
+(unless --keep) and prints one JSON object as the last line:
+{"households", "members", "seconds", "households_per_s"}. Target: 1M in under 300 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import asyncpg
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from app.services.seed import seed_registry  # noqa: E402
+
+ADMIN_URL = os.environ.get("NSER_BENCH_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+async def admin(sql: str) -> None:
+    conn = await asyncpg.connect(ADMIN_URL)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--households", type=int, default=1_000_000)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
+    args = parser.parse_args()
+
+    name = f"nser_bench_seed_{uuid.uuid4().hex[:8]}"
+    url = f"{ADMIN_URL.rpartition('/')[0]}/{name}"
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    try:
+        subprocess.run(
+            [sys.executable, "-m", "app", "db", "upgrade"],
+            cwd=ROOT, env={**os.environ, "NSER_DATABASE_URL": url}, check=True,
+            capture_output=True,
+        )
+        started = time.perf_counter()
+        last = [started]
+
+        def progress(stage: str, done: int, total: int) -> None:
+            now = time.perf_counter()
+            if now - last[0] > 10 or done == total:
+                print(f"  {stage}: {done}/{total} at {now - started:.1f}s", file=sys.stderr)
+                last[0] = now
+
+        result = asyncio.run(seed_registry(url, args.households, args.seed, progress=progress))
+        seconds = time.perf_counter() - started
+        total = sum(result.bands.values())
+        for band in ("ultra_poor", "very_poor", "poor", "non_poor", "well_off"):
+            n = result.bands.get(band, 0)
+            print(f"{band:>11}: {n:>8} ({100 * n / total:.1f}%)")
+        if args.keep:
+            print(f"kept {url}")
+    finally:
+        if not args.keep:
+            asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    print(json.dumps({
+        "households": result.households,
+        "members": result.members,
+        "seconds": round(seconds, 1),
+        "households_per_s": round(result.households / seconds),
+    }))
+
+
+if __name__ == "__main__":
+    main()

@@ -9,6 +9,7 @@ in-process app) the default registry is used.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -36,9 +37,19 @@ LATENCY = Histogram(
 UNMATCHED_ROUTE = "<unmatched>"
 
 
+_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+
 def observe(method: str, route: str, status: int, seconds: float) -> None:
-    REQUESTS.labels(method, route, str(status)).inc()
-    LATENCY.labels(method, route).observe(seconds)
+    # Label children are cached: .labels() validates and hashes its arguments on every call.
+    # The key space is bounded (methods x route templates x statuses), never raw paths.
+    key = (method, route, status)
+    children = _children.get(key)
+    if children is None:
+        children = (REQUESTS.labels(method, route, str(status)), LATENCY.labels(method, route))
+        _children[key] = children
+    children[0].inc()
+    children[1].observe(seconds)
 
 
 def render() -> tuple[bytes, str]:

@@ -23,6 +23,7 @@ access_log = logging.getLogger("nser.access")
 # carry data (a CNIC, a header injection) into our logs and responses.
 _SANE_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}", re.ASCII)
 _HEADER = b"x-request-id"
+_PID = os.getpid()  # uvicorn spawns its workers, so each imports this afresh
 
 
 def _incoming_request_id(scope: Scope) -> str | None:
@@ -61,16 +62,27 @@ class RequestContextMiddleware:
             route = getattr(scope.get("route"), "path", None) or metrics.UNMATCHED_ROUTE
             method: str = scope["method"]
             metrics.observe(method, route, status, duration)
-            client = scope.get("client")
-            access_log.info(
-                "request",
-                extra={
-                    "method": method,
-                    "path": mask_cnic(scope["path"]),
-                    "route": route,
-                    "status": status,
-                    "duration_ms": round(duration * 1000, 3),
-                    "client": client[0] if client else None,
-                    "pid": os.getpid(),  # which worker answered
-                },
-            )
+            if access_log.isEnabledFor(logging.INFO):
+                client = scope.get("client")
+                # makeRecord + handle: the same record as .info() without findCaller's
+                # stack walk, which is a measurable share of a short request.
+                access_log.handle(
+                    access_log.makeRecord(
+                        access_log.name,
+                        logging.INFO,
+                        __file__,
+                        0,
+                        "request",
+                        (),
+                        None,
+                        extra={
+                            "method": method,
+                            "path": mask_cnic(scope["path"]),
+                            "route": route,
+                            "status": status,
+                            "duration_ms": round(duration * 1000, 3),
+                            "client": client[0] if client else None,
+                            "pid": _PID,  # which worker answered
+                        },
+                    )
+                )

@@ -180,7 +180,12 @@ def rescore_sql(model: PmtModel, where: str) -> str:
     It writes history for every household whose score or band changes and returns how many
     households it re-scored.
     """
-    member_where = where.replace("{h}", "hh")
+    # Conditions on the id go straight to members.household_id: the planner does not carry
+    # a range across the join, and without it each chunk would read every member.
+    member_where = (
+        f"({where.replace('{h}.id', 'mb.household_id').replace('{h}', 'hh')})"
+        f" AND ({where.replace('{h}', 'hh')})"
+    )
     household_where = where.replace("{h}", "h")
     aggregate = MEMBER_AGGREGATE.format(where=member_where)
     return f"""
@@ -201,7 +206,7 @@ WITH scored AS (
      SET pmt_score = b.score, poverty_band = b.band, pmt_version = '{model.version}',
          updated_at = now()
     FROM banded b
-   WHERE h.id = b.id
+   WHERE h.id = b.id AND {household_where}
      AND (h.pmt_score IS DISTINCT FROM b.score OR h.poverty_band IS DISTINCT FROM b.band
           OR h.pmt_version IS DISTINCT FROM '{model.version}')
   RETURNING h.id, h.version, b.old_score, b.old_band, b.old_version, b.score, b.band

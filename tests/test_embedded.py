@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
 import subprocess
 import sys
@@ -66,4 +67,7 @@ def test_serve_with_no_database_url_starts_migrates_and_answers(tmp_path: Path) 
             server.process.terminate()
             server.process.wait(timeout=30)
             pg.cleanup()  # the last handle: stops the embedded PostgreSQL
+            # Its atexit hook would run again at interpreter exit and log to pytest's
+            # already-closed capture stream.
+            atexit.unregister(pg._cleanup)
     assert (data_dir / "pgdata" / "PG_VERSION").exists()

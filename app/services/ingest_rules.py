@@ -40,8 +40,30 @@ CHILD_RELATIONSHIPS = (
 _PHONE = re.compile(r"(?:\+92|0)(3[0-9]{9})", re.ASCII)
 
 
+_DERIVED = frozenset(DERIVED)
+_DERIVED_NESTED = frozenset(DERIVED_NESTED)
+_NESTED = ("member", "household", "indicators")
+
+
+def _has_derived(raw: Mapping[str, Any]) -> bool:
+    """A cheap pre-check of :func:`derived_fields` (most records set none)."""
+    if not _DERIVED.isdisjoint(raw):
+        return True
+    for key in _NESTED:
+        nested = raw.get(key)
+        if isinstance(nested, Mapping):
+            if not _DERIVED_NESTED.isdisjoint(nested):
+                return True
+            for m in nested.get("members") or []:
+                if isinstance(m, Mapping) and not _DERIVED_NESTED.isdisjoint(m):
+                    return True
+    return False
+
+
 def derived_fields(raw: Mapping[str, Any]) -> list[str]:
     """Reasons for every derived field the record (or its nested objects) tries to set."""
+    if not _has_derived(raw):
+        return []
     found = [f"'{k}' is derived by the registry and cannot be set" for k in DERIVED if k in raw]
     for key in ("member", "household", "indicators"):
         nested = raw.get(key)

@@ -8,7 +8,7 @@ the records' results: an applied record and its outcome commit together or not a
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,10 +39,10 @@ HOUSEHOLD_COLUMNS = {
     "buffaloes": "smallint",
     "bullocks": "smallint",
     "lambs": "smallint",
-    "land_muraba": "numeric",
-    "land_acre": "numeric",
-    "land_kanal": "numeric",
-    "land_marla": "numeric",
+    "land_muraba": "float8",
+    "land_acre": "float8",
+    "land_kanal": "float8",
+    "land_marla": "float8",
     "version": "int",
 }
 MEMBER_COLUMNS = {
@@ -93,6 +93,9 @@ class State:
     # Member ids whose household was not locked (looked up by CNIC or id only).
     stray_members: dict[int, Row] = field(default_factory=dict)
     form_numbers: set[str] = field(default_factory=set)
+    # Households whose members are all in ``members`` (the others were named only by
+    # phone/address changes, which never look at members).
+    members_loaded: set[int] = field(default_factory=set)
     # Writes accumulated while applying, flushed by ``write``.
     dirty_households: set[int] = field(default_factory=set)
     new_households: set[int] = field(default_factory=set)
@@ -128,12 +131,19 @@ class Wanted:
     member_ids: set[int] = field(default_factory=set)
     cnics: set[str] = field(default_factory=set)
     form_numbers: set[str] = field(default_factory=set)
+    # Households named only by records that never read their members.
+    bare_household_ids: set[int] = field(default_factory=set)
+
+
+PMT_COLUMNS = {"pmt_score": "float8", "poverty_band": "text", "pmt_version": "text"}
 
 
 def _household_row(record: asyncpg.Record) -> Row:
     row = dict(record)
     for col in LAND:
         row[col] = float(row[col])
+    if row["pmt_score"] is not None:
+        row["pmt_score"] = float(row["pmt_score"])
     return row
 
 
@@ -144,18 +154,19 @@ async def load(conn: asyncpg.Connection, wanted: Wanted, state: State, *, lock: 
         list(wanted.cnics),
         list(wanted.member_ids),
     )
-    ids = set(wanted.household_ids) | {r["household_id"] for r in found}
-    ids -= state.households.keys()
+    full = set(wanted.household_ids) | {r["household_id"] for r in found}
+    ids = (full | wanted.bare_household_ids) - state.households.keys()
     if ids:
-        cols = ", ".join(HOUSEHOLD_COLUMNS)
+        cols = ", ".join([*HOUSEHOLD_COLUMNS, *PMT_COLUMNS])
         rows = await conn.fetch(
             f"SELECT {cols} FROM households WHERE id = ANY($1) ORDER BY id"
             + (" FOR UPDATE" if lock else ""),
             sorted(ids),
         )
-        fresh = [r["id"] for r in rows]
         for r in rows:
             state.households[r["id"]] = _household_row(r)
+    fresh = [i for i in sorted(full) if i in state.households and i not in state.members_loaded]
+    if fresh:
         mcols = ", ".join(MEMBER_COLUMNS)
         for m in await conn.fetch(
             f"SELECT {mcols} FROM members WHERE household_id = ANY($1) ORDER BY id",
@@ -163,6 +174,7 @@ async def load(conn: asyncpg.Connection, wanted: Wanted, state: State, *, lock: 
         ):
             if m["id"] not in state.members:
                 state.add_member(dict(m))
+        state.members_loaded.update(fresh)
     for r in found:
         if r["cnic"] and r["cnic"] not in state.cnic_owner:
             state.cnic_owner[r["cnic"]] = r["id"]
@@ -187,67 +199,143 @@ async def allocate_ids(conn: asyncpg.Connection, table: str, n: int) -> list[int
     return [r["id"] for r in rows]
 
 
-def _recordset(columns: dict[str, str]) -> str:
+# Per-session staging tables: a chunk's rows go in by binary COPY (one round trip each) and
+# are merged by set-based statements; ON COMMIT DELETE ROWS empties them at every commit.
+_STAGE_HOUSEHOLDS = {**HOUSEHOLD_COLUMNS, **PMT_COLUMNS, "is_new": "boolean"}
+_STAGE_MEMBERS = {**MEMBER_COLUMNS, "is_new": "boolean"}
+
+
+def _columns(columns: dict[str, str]) -> str:
     return ", ".join(f'"{c}" {t}' for c, t in columns.items())
 
 
-def _json(rows: Iterable[Row], columns: Iterable[str]) -> str:
-    cols = list(columns)
-    return orjson.dumps([{c: r.get(c) for c in cols} for r in rows]).decode()
+_STAGING = f"""
+CREATE TEMP TABLE IF NOT EXISTS nser_stage_households ({_columns(_STAGE_HOUSEHOLDS)})
+  ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS nser_stage_members ({_columns(_STAGE_MEMBERS)})
+  ON COMMIT DELETE ROWS;
+"""
+_HOUSEHOLD_STAGED = [*HOUSEHOLD_COLUMNS, *PMT_COLUMNS]
+_HCOLS = [c for c in (*HOUSEHOLD_COLUMNS, *PMT_COLUMNS) if c != "id"]
+_MCOLS = [c for c in MEMBER_COLUMNS if c != "id"]
+_MERGE_HOUSEHOLDS = f"""
+INSERT INTO households (id, {", ".join(_HCOLS)})
+SELECT id, {", ".join(_HCOLS)} FROM nser_stage_households WHERE is_new ORDER BY id;
+UPDATE households h SET {", ".join(f"{c} = v.{c}" for c in _HCOLS if c != "form_number")},
+       updated_at = now()
+  FROM nser_stage_households v WHERE h.id = v.id AND NOT v.is_new;
+"""
+_MERGE_MEMBERS = f"""
+INSERT INTO members (id, {", ".join(_MCOLS)})
+SELECT id, {", ".join(_MCOLS)} FROM nser_stage_members WHERE is_new ORDER BY id;
+UPDATE members m SET {", ".join(f"{c} = v.{c}" for c in _MCOLS)}, updated_at = now()
+  FROM nser_stage_members v WHERE m.id = v.id AND NOT v.is_new;
+"""
+
+
+def _jsonb(value: Any) -> str | None:
+    return None if value is None else orjson.dumps(value).decode()
+
+
+def prescore(state: State, model: pmt_service.PmtModel) -> list[int]:
+    """Score the households to re-score in memory, so each is written once per chunk.
+
+    ``pmt.score`` is the Python twin of the SQL re-score (tests/test_pmt.py keeps them
+    equal); ``pmt.rescore_households`` still runs after the write, in the same transaction,
+    and corrects (and logs) any household whose stored score the SQL would compute
+    differently. Returns the ids to hand it. A ``pmt_rescore`` history row is added for
+    each change of score, band or model, as the SQL re-score writes it.
+    """
+    ids = sorted(state.rescore)
+    for hid in ids:
+        hh = state.households[hid]
+        if hid not in state.members_loaded and hid not in state.new_households:
+            continue  # not expected; the SQL re-score below handles it
+        value, band = pmt_service.score(model, hh, state.household_members(hid))
+        old = (hh.get("pmt_score"), hh.get("poverty_band"), hh.get("pmt_version"))
+        if old == (value, band, model.version):
+            continue
+        hh["pmt_score"], hh["poverty_band"], hh["pmt_version"] = value, band, model.version
+        state.dirty_households.add(hid)
+        if old[0] is not None:
+            state.history.append(
+                {
+                    "household_id": hid,
+                    "member_id": None,
+                    "version": hh["version"],
+                    "change": "pmt_rescore",
+                    "before": dict(zip(PMT_COLUMNS, old, strict=True)),
+                    "after": dict(zip(PMT_COLUMNS, (value, band, model.version), strict=True)),
+                    "batch_id": None,
+                    "ref": None,
+                    "actor": "pmt",
+                    "source": "pmt_recompute",
+                }
+            )
+    return ids
 
 
 async def write(conn: asyncpg.Connection, state: State, results: list[Row], batch_id: str) -> None:
-    """Flush the chunk's writes and its results (inside the caller's transaction)."""
-    hcols = [c for c in HOUSEHOLD_COLUMNS if c != "id"]
-    if state.new_households:
-        rows = [state.households[i] for i in sorted(state.new_households)]
-        await conn.execute(
-            f"""INSERT INTO households (id, {", ".join(hcols)})
-                SELECT id, {", ".join(hcols)}
-                  FROM jsonb_to_recordset($1::jsonb) AS v({_recordset(HOUSEHOLD_COLUMNS)})""",
-            _json(rows, HOUSEHOLD_COLUMNS),
-        )
-    dirty = sorted(state.dirty_households - state.new_households)
-    if dirty:
-        sets = ", ".join(f"{c} = v.{c}" for c in hcols if c != "form_number")
-        await conn.execute(
-            f"""UPDATE households h SET {sets}, updated_at = now()
-                  FROM jsonb_to_recordset($1::jsonb) AS v({_recordset(HOUSEHOLD_COLUMNS)})
-                 WHERE h.id = v.id""",
-            _json((state.households[i] for i in dirty), HOUSEHOLD_COLUMNS),
-        )
-    mcols = [c for c in MEMBER_COLUMNS if c != "id"]
-    if state.new_members:
-        await conn.execute(
-            f"""INSERT INTO members (id, {", ".join(mcols)})
-                SELECT id, {", ".join(mcols)}
-                  FROM jsonb_to_recordset($1::jsonb) AS v({_recordset(MEMBER_COLUMNS)})""",
-            _json((state.members[i] for i in sorted(state.new_members)), MEMBER_COLUMNS),
-        )
-    mdirty = sorted(state.dirty_members - state.new_members)
-    if mdirty:
-        sets = ", ".join(f"{c} = v.{c}" for c in mcols)
-        await conn.execute(
-            f"""UPDATE members m SET {sets}, updated_at = now()
-                  FROM jsonb_to_recordset($1::jsonb) AS v({_recordset(MEMBER_COLUMNS)})
-                 WHERE m.id = v.id""",
-            _json((state.members[i] for i in mdirty), MEMBER_COLUMNS),
-        )
-    if state.history:
-        hist = ", ".join(f'"{c}"' for c in HISTORY_COLUMNS)
-        await conn.execute(
-            f"""INSERT INTO household_history ({hist}, source)
-                SELECT {hist}, 'partner_batch'
-                  FROM jsonb_to_recordset($1::jsonb) AS v({_recordset(HISTORY_COLUMNS)})""",
-            _json(state.history, HISTORY_COLUMNS),
-        )
+    """Flush the chunk's writes and its results (inside the caller's transaction).
+
+    Every household and member row is written once: new and changed rows are COPYed into
+    the session's staging tables and merged with one INSERT and one UPDATE per table; the
+    history and the results are COPYed straight into their tables.
+    """
+    rescore: list[int] = []
     if state.rescore:
-        await pmt_service.rescore_households(conn, sorted(state.rescore))
-    cols = ", ".join(f'"{c}"' for c in RESULT_COLUMNS)
-    await conn.execute(
-        f"""INSERT INTO update_results (batch_id, {cols})
-            SELECT $2::uuid, {cols}
-              FROM jsonb_to_recordset($1::jsonb) AS v({_recordset(RESULT_COLUMNS)})""",
-        _json(results, RESULT_COLUMNS),
-        batch_id,
+        rescore = prescore(state, await pmt_service.current_model(conn))
+    households = sorted(state.dirty_households | state.new_households)
+    members = sorted(state.dirty_members | state.new_members)
+    if households or members:
+        await conn.execute(_STAGING)
+    if households:
+        new = state.new_households
+        await conn.copy_records_to_table(
+            "nser_stage_households",
+            columns=list(_STAGE_HOUSEHOLDS),
+            records=[
+                (*(state.households[i].get(c) for c in _HOUSEHOLD_STAGED), i in new)
+                for i in households
+            ],
+        )
+    if members:
+        new = state.new_members
+        await conn.copy_records_to_table(
+            "nser_stage_members",
+            columns=list(_STAGE_MEMBERS),
+            records=[(*(state.members[i][c] for c in MEMBER_COLUMNS), i in new) for i in members],
+        )
+    merge = (_MERGE_HOUSEHOLDS if households else "") + (_MERGE_MEMBERS if members else "")
+    if merge:
+        await conn.execute(merge)
+    if state.history:
+        await conn.copy_records_to_table(
+            "household_history",
+            columns=[*HISTORY_COLUMNS, "source"],
+            records=[
+                (
+                    h["household_id"],
+                    h["member_id"],
+                    h["version"],
+                    h["change"],
+                    _jsonb(h["before"]),
+                    _jsonb(h["after"]),
+                    h["batch_id"],
+                    h["ref"],
+                    h["actor"],
+                    h.get("source", "partner_batch"),
+                )
+                for h in state.history
+            ],
+        )
+    if rescore:
+        # The SQL re-score is the authority: with the in-memory scores already written it
+        # normally finds nothing to change and only reads.
+        await pmt_service.rescore_households(conn, rescore)
+    bid = uuid.UUID(batch_id)
+    await conn.copy_records_to_table(
+        "update_results",
+        columns=["batch_id", *RESULT_COLUMNS],
+        records=[(bid, *(r[c] for c in RESULT_COLUMNS)) for r in results],
     )

@@ -254,7 +254,10 @@ async def rescore_households(conn: asyncpg.Connection, household_ids: Sequence[i
     if not household_ids:
         return 0
     model = await current_model(conn)
-    changed: int = await conn.fetchval(rescore_sql(model, _IDS), list(household_ids))
+    # Each household's score computed once (the band CASE would otherwise repeat the whole
+    # expression per cut-off); households already scored right are only read.
+    sql = rescore_sql(model, _IDS).replace("WITH scored AS (", "WITH scored AS MATERIALIZED (", 1)
+    changed: int = await conn.fetchval(sql, list(household_ids))
     return changed
 
 

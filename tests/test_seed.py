@@ -1,14 +1,34 @@
-"""`nser seed` invariants, checked in SQL on the session's seeded database (3000 households)."""
+"""`nser seed` invariants, checked in SQL on a freshly seeded database (3000 households).
+
+The module seeds its own database: the session's shared one is changed by other modules
+(updates applied, test rows inserted), and these are invariants of the seed itself.
+"""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
 import pytest
 from conftest import create_database, drop_database, run_cli
 
 from app.services import pmt
+
+
+@pytest.fixture(scope="module")
+def own_seeded_url() -> Iterator[str]:
+    url = create_database()
+    run_cli(["seed", "--households", "3000", "--seed", "7"], url)
+    yield url
+    drop_database(url)
+
+
+@pytest.fixture(scope="module")
+async def db(own_seeded_url: str) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(own_seeded_url)
+    yield conn
+    await conn.close()
 
 
 async def test_cnics_are_unique_13_digits_with_gender_parity(db: asyncpg.Connection) -> None:

@@ -8,7 +8,9 @@ the records' results: an applied record and its outcome commit together or not a
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -275,12 +277,19 @@ def prescore(state: State, model: pmt_service.PmtModel) -> list[int]:
     return ids
 
 
-async def write(conn: asyncpg.Connection, state: State, results: list[Row], batch_id: str) -> None:
+async def write(
+    conn: asyncpg.Connection,
+    state: State,
+    results: list[Row],
+    batch_id: str,
+    meanwhile: Callable[[], None] | None = None,
+) -> None:
     """Flush the chunk's writes and its results (inside the caller's transaction).
 
     Every household and member row is written once: new and changed rows are COPYed into
     the session's staging tables and merged with one INSERT and one UPDATE per table; the
-    history and the results are COPYed straight into their tables.
+    history and the results are COPYed straight into their tables. ``meanwhile`` (CPU work
+    that does not touch the connection) runs while PostgreSQL executes the merge.
     """
     rescore: list[int] = []
     if state.rescore:
@@ -307,35 +316,41 @@ async def write(conn: asyncpg.Connection, state: State, results: list[Row], batc
             records=[(*(state.members[i][c] for c in MEMBER_COLUMNS), i in new) for i in members],
         )
     merge = (_MERGE_HOUSEHOLDS if households else "") + (_MERGE_MEMBERS if members else "")
-    if merge:
-        await conn.execute(merge)
-    if state.history:
+    # The merge is sent before the rows below are built, so both run at once.
+    merging = asyncio.ensure_future(conn.execute(merge)) if merge else None
+    try:
+        if merging is not None:
+            await asyncio.sleep(0)  # let the task send the statement
+        history = [
+            (
+                h["household_id"],
+                h["member_id"],
+                h["version"],
+                h["change"],
+                _jsonb(h["before"]),
+                _jsonb(h["after"]),
+                h["batch_id"],
+                h["ref"],
+                h["actor"],
+                h.get("source", "partner_batch"),
+            )
+            for h in state.history
+        ]
+        bid = uuid.UUID(batch_id)
+        outcomes = [(bid, *(r[c] for c in RESULT_COLUMNS)) for r in results]
+        if meanwhile is not None:
+            meanwhile()
+    finally:
+        if merging is not None:
+            await merging
+    if history:
         await conn.copy_records_to_table(
-            "household_history",
-            columns=[*HISTORY_COLUMNS, "source"],
-            records=[
-                (
-                    h["household_id"],
-                    h["member_id"],
-                    h["version"],
-                    h["change"],
-                    _jsonb(h["before"]),
-                    _jsonb(h["after"]),
-                    h["batch_id"],
-                    h["ref"],
-                    h["actor"],
-                    h.get("source", "partner_batch"),
-                )
-                for h in state.history
-            ],
+            "household_history", columns=[*HISTORY_COLUMNS, "source"], records=history
         )
     if rescore:
         # The SQL re-score is the authority: with the in-memory scores already written it
         # normally finds nothing to change and only reads.
         await pmt_service.rescore_households(conn, rescore)
-    bid = uuid.UUID(batch_id)
     await conn.copy_records_to_table(
-        "update_results",
-        columns=["batch_id", *RESULT_COLUMNS],
-        records=[(bid, *(r[c] for c in RESULT_COLUMNS)) for r in results],
+        "update_results", columns=["batch_id", *RESULT_COLUMNS], records=outcomes
     )

@@ -10,6 +10,7 @@ the lease has expired. Positions that already have a result are skipped and the 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import socket
@@ -110,6 +111,8 @@ class BatchRun:
         self.today = datetime.now(UTC).date()
         # A dry run changes nothing, so its simulated state carries across chunks.
         self.dry_state = state_service.State() if batch.dry_run else None
+        # Records of the next chunk parsed ahead (position -> parsed record or outcome).
+        self.parsed: dict[int, tuple[Any, apply_service.Outcome | None]] = {}
 
     def _parse(self, position: int, raw: Any) -> tuple[Any, apply_service.Outcome | None]:
         rec, reasons = rules.parse_record(raw)
@@ -123,9 +126,14 @@ class BatchRun:
             )
         return rec, None
 
-    async def chunk(self, positions: Sequence[int]) -> None:
+    def _parse_ahead(self, positions: Sequence[int]) -> None:
+        """Parse the next chunk's records (pure CPU) while the database works on this one."""
+        self.parsed = {p: self._parse(p, self.batch.records[p]) for p in positions}
+
+    async def chunk(self, positions: Sequence[int], next_positions: Sequence[int] = ()) -> None:
         """Apply these records and store their results in one transaction."""
-        parsed = [(p, *self._parse(p, self.batch.records[p])) for p in positions]
+        ahead, self.parsed = self.parsed, {}
+        parsed = [(p, *(ahead.get(p) or self._parse(p, self.batch.records[p]))) for p in positions]
         records = [rec for _, rec, early in parsed if early is None]
         n_households = sum(1 for r in records if r.kind == "new_household")
         n_members = sum(
@@ -166,7 +174,9 @@ class BatchRun:
                 results.append(_result(position, raw, early))
             if dry:
                 state.clear_writes()
-            await state_service.write(conn, state, results, str(self.batch.id))
+            await state_service.write(
+                conn, state, results, str(self.batch.id), lambda: self._parse_ahead(next_positions)
+            )
 
     async def reject_alone(self, position: int, exc: Exception) -> None:
         raw = self.batch.records[position]
@@ -194,7 +204,7 @@ class BatchRun:
         for start in range(0, len(todo), CHUNK):
             positions = todo[start : start + CHUNK]
             try:
-                await self.chunk(positions)
+                await self.chunk(positions, todo[start + CHUNK : start + 2 * CHUNK])
             except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError, LeaseLost):
                 raise
             except asyncpg.PostgresError as exc:
@@ -228,7 +238,14 @@ async def process_one(conn: asyncpg.Connection, worker: str, lease_seconds: floa
         return False
     log.info("batch claimed", extra={"batch_id": str(batch.id), "records": len(batch.records)})
     geo = await load_geography(conn)
-    await BatchRun(conn, batch, worker, geo).run()
+    # The parsed body (up to 100,000 records) lives as long as the batch: keep the cyclic
+    # GC from re-scanning it (and the rest of the process) at every full collection, which
+    # otherwise costs a fifth of the processing time. Memory is still freed by refcount.
+    gc.freeze()
+    try:
+        await BatchRun(conn, batch, worker, geo).run()
+    finally:
+        gc.unfreeze()
     log.info("batch done", extra={"batch_id": str(batch.id)})
     return True
 

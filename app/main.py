@@ -12,6 +12,7 @@ from app.db import create_engine, create_pool, make_sessionmaker, resolve_databa
 from app.errors import register_exception_handlers
 from app.logging import configure_logging
 from app.middleware import RequestContextMiddleware
+from app.public_fastpath import PublicLookupFastPath
 from app.routers import beneficiaries as beneficiaries_router
 from app.routers import docs, health, households, partner_updates, public_scores
 from app.routers import extracts as extracts_router
@@ -49,11 +50,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        # Metrics are Prometheus (/metrics); FastAPI's OpenTelemetry hooks would only re-check
+        # for providers on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
     register_exception_handlers(app)
     rate_limit.install(app, settings)
-    app.add_middleware(RequestContextMiddleware)
+    if settings.public_fast_path:
+        app.add_middleware(PublicLookupFastPath, api=app)
+    app.add_middleware(RequestContextMiddleware)  # added last: the outermost layer
     app.include_router(health.router)
     app.include_router(metrics_router.router)
     app.include_router(docs.router)

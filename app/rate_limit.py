@@ -27,13 +27,14 @@ import ipaddress
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from fastapi import FastAPI, Request
+from limits import RateLimitItem, parse_many
 from limits.storage import MemoryStorage, storage_from_string
 from limits.strategies import FixedWindowRateLimiter
 from slowapi import Limiter
@@ -84,13 +85,19 @@ def _is_trusted(address: str, trusted: list[IpNetwork]) -> bool:
     return any(ip in network for network in trusted)
 
 
-def client_ip(request: Request) -> str:
-    """Key function for public routes: the client IP as :func:`forwarded_client` sees it."""
-    peer = request.client.host if request.client else "unknown"
-    trusted: list[IpNetwork] = request.app.state.trusted_networks
+def scope_client_ip(scope: Mapping[str, Any], trusted: list[IpNetwork]) -> str:
+    """The client IP of an ASGI request scope, as :func:`forwarded_client` sees it."""
+    client = scope.get("client")
+    peer = client[0] if client else "unknown"
     if not trusted:
         return peer
-    return forwarded_client(peer, request.headers.getlist("x-forwarded-for"), trusted)
+    forwarded = [v.decode("latin-1") for k, v in scope["headers"] if k == b"x-forwarded-for"]
+    return forwarded_client(peer, forwarded, trusted)
+
+
+def client_ip(request: Request) -> str:
+    """Key function for public routes: the client IP as :func:`forwarded_client` sees it."""
+    return scope_client_ip(request.scope, request.app.state.trusted_networks)
 
 
 def partner_client_key(request: Request) -> str:
@@ -140,6 +147,7 @@ class _Backend:
     fallback: Any
     key_prefix: str
     storage_dead: bool = False
+    recheck_at: float = 0.0
 
 
 class AppLimiter(Limiter):  # type: ignore[misc]
@@ -289,9 +297,51 @@ async def _too_many_requests(request: Request, exc: Exception) -> Response:
     )
 
 
+# -- the public look-up's own check -------------------------------------------------------
+
+RECHECK_SECONDS = 5.0
+
+
+def _live_strategy(backend: _Backend) -> Any:
+    """The shared storage's strategy, or the per-process fallback while it is down."""
+    if backend.storage_dead and time.monotonic() >= backend.recheck_at:
+        backend.recheck_at = time.monotonic() + RECHECK_SECONDS
+        try:
+            backend.storage_dead = not backend.storage.check()
+        except Exception:  # still down: keep counting in memory
+            backend.storage_dead = True
+    return backend.fallback if backend.storage_dead else backend.strategy
+
+
+def hit(backend: _Backend, items: list[RateLimitItem], *identifiers: str) -> int | None:
+    """Count one request against ``items``; the seconds to wait if one is spent, else None.
+
+    The same storage, key prefix and Redis-down fallback as the slowapi limiter, called
+    directly: the public look-up is the hottest path of the service and slowapi's
+    per-request bookkeeping (route lookup, limit evaluation, signature checks) cost it
+    more than the database query did.
+    """
+    strategy = _live_strategy(backend)
+    try:
+        for item in items:
+            if not strategy.hit(item, backend.key_prefix, *identifiers):
+                reset_at = strategy.get_window_stats(item, backend.key_prefix, *identifiers)
+                return max(1, math.ceil(float(reset_at.reset_time) - time.time()))
+    except Exception:
+        if strategy is backend.fallback:  # even memory failed: answer rather than refuse
+            log.exception("rate-limit storage failed")
+            return None
+        log.warning("rate-limit storage unavailable; limiting per process until it is back")
+        backend.storage_dead = True
+        backend.recheck_at = time.monotonic() + RECHECK_SECONDS
+        return hit(backend, items, *identifiers)
+    return None
+
+
 def install(app: FastAPI, settings: Settings) -> None:
     """Bind the limiter to this app: its storage, trusted proxies and the 429 handler."""
     app.state.limiter = limiter
     app.state.rate_limit_backend = build_backend(settings.rate_limit_storage)
+    app.state.public_lookup_limits = parse_many(settings.public_lookup_limits)
     app.state.trusted_networks = settings.trusted_networks
     app.add_exception_handler(RateLimitExceeded, _too_many_requests)

@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     # Rate limiting: "memory://" or "redis://host:port/db".
     rate_limit_storage: str = "memory://"
     public_lookup_limits: str = "10/minute;100/day"
+    # Answer the public look-up in a pure-ASGI shortcut ahead of FastAPI's routing (same
+    # code, same answers; see app/public_fastpath.py). Off: the FastAPI route answers.
+    public_fast_path: bool = True
     token_limits: str = "20/minute"  # noqa: S105 - a rate, not a secret
     partner_default_limits: str = "600/minute"
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)

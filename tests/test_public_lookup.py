@@ -15,9 +15,21 @@ from app.schemas.cnic import mask_cnic, parse_cnic
 
 
 @pytest.fixture(scope="module")
-async def lookup_client(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
+async def known(database_url: str) -> str:
     await insert_known_members(database_url)
-    async for c in open_client(make_settings(database_url, public_lookup_limits="10000/minute")):
+    return database_url
+
+
+# Every look-up test runs twice: through the pure-ASGI shortcut (the default) and through
+# the FastAPI route it shortcuts, which must answer identically.
+@pytest.fixture(scope="module", params=[True, False], ids=["fast_path", "fastapi_route"])
+async def lookup_client(
+    known: str, request: pytest.FixtureRequest
+) -> AsyncIterator[httpx.AsyncClient]:
+    settings = make_settings(
+        known, public_lookup_limits="10000/minute", public_fast_path=request.param
+    )
+    async for c in open_client(settings):
         yield c
 
 

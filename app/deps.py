@@ -18,12 +18,14 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-def get_pool(request: Request) -> asyncpg.Pool:
+# Async on purpose: FastAPI runs plain ``def`` dependencies in its thread pool, a thread hop
+# on every request for what is an attribute read.
+async def get_pool(request: Request) -> asyncpg.Pool:
     pool: asyncpg.Pool = request.app.state.pool
     return pool
 
 
-def get_app_settings(request: Request) -> Settings:
+async def get_app_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 

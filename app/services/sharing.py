@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from app.models.sharing import ORGANIZATION_TYPES
+from app.schemas.updates import UPDATE_KINDS
 
 # §4.2.1 i..xvii, by their API names.
 DIMENSIONS = (
@@ -30,13 +31,6 @@ UNLOCKED = frozenset(DIMENSIONS[:7])
 # viii..xvii, the PMT's basis: locked unless an agreement grants them (never all of them).
 LOCKED = frozenset(DIMENSIONS[7:])
 CATEGORIES = ("i", "ii", "iii", "iv", "v", "vi", "vii", "viii")
-UPDATE_KINDS = (
-    "member_birth",
-    "member_death",
-    "address_change",
-    "phone_change",
-    "household_survey",
-)
 EXTRACT_GEO_LEVELS = ("province", "division", "district", "tehsil")
 
 

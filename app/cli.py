@@ -329,14 +329,18 @@ def pmt_show() -> None:
     from app.services import pmt
 
     model = _pmt_run(pmt.current_model)
-    typer.echo(json.dumps({
-        "version": model.version,
-        "description": model.description,
-        "illustrative": model.illustrative,
-        "intercept": model.intercept,
-        "weights": dict(model.weights),
-        "bands": model.bands_json(),
-    }))
+    typer.echo(
+        json.dumps(
+            {
+                "version": model.version,
+                "description": model.description,
+                "illustrative": model.illustrative,
+                "intercept": model.intercept,
+                "weights": dict(model.weights),
+                "bands": model.bands_json(),
+            }
+        )
+    )
 
 
 @cli.command("worker")
@@ -373,6 +377,81 @@ def worker(
         )
 
     asyncio.run(_main())
+
+
+DEMO_PARTNER_FILE = "demo-partner.json"
+
+
+@cli.command()
+def demo(
+    households: Annotated[int, typer.Option(help="Households in the demo registry.")] = 20_000,
+    seed: Annotated[int, typer.Option(help="Random seed of the demo registry.")] = 1,
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
+) -> None:
+    """Demo: migrate, seed a synthetic registry if empty, print what to try, then serve."""
+    from app import migrate
+    from app.services import partners as partner_service
+
+    settings = get_settings()
+    url = resolve_database_url(settings)
+    migrate.upgrade(settings, url)
+    existing = _pmt_run(lambda conn: conn.fetchval("SELECT count(*) FROM households"))
+    if not existing:
+        seed_registry(households=households, seed=seed)
+    samples = _pmt_run(
+        lambda conn: conn.fetch(
+            """SELECT DISTINCT ON (h.poverty_band) m.cnic, h.poverty_band
+             FROM members m JOIN households h ON h.id = m.household_id
+            WHERE m.cnic IS NOT NULL AND m.deceased_on IS NULL AND m.relationship = 'head'
+            ORDER BY h.poverty_band, h.id"""
+        )
+    )
+    # The demo partner's secret is shown once by the service; keep it beside the demo data.
+    credentials_file = settings.data_dir / DEMO_PARTNER_FILE
+    partner = json.loads(credentials_file.read_text()) if credentials_file.exists() else {}
+    known = partner and _pmt_run(
+        lambda conn: conn.fetchval(
+            "SELECT count(*) FROM api_clients WHERE client_id = $1", partner["client_id"]
+        )
+    )
+    if not known:
+        spec = partner_service.PartnerSpec(
+            name="Demo programme",
+            type="government",
+            categories=["iii", "iv", "v", "vi"],
+            dimensions=["disability", "education"],
+            geo_codes=[],
+            update_kinds=["member_birth", "member_death", "phone_change", "address_change"],
+        )
+        made = _run_db(lambda conn: partner_service.create_partner(conn, spec))
+        partner = {"client_id": made.client_id, "client_secret": made.client_secret}
+        credentials_file.parent.mkdir(parents=True, exist_ok=True)
+        credentials_file.write_text(json.dumps(partner))
+        credentials_file.chmod(0o600)
+    base = f"http://{host}:{port}"
+    typer.echo(f"\nNSER demo registry ready ({existing or households} households).")
+    typer.echo(
+        f"Public look-up (limits per IP: {settings.public_lookup_limits}), "
+        "one CNIC per poverty band:"
+    )
+    for row in samples:
+        cnic = row["cnic"]
+        typer.echo(
+            f"  curl {base}/v1/public/scores/{cnic[:5]}-{cnic[5:12]}-{cnic[12]}"
+            f"    # {row['poverty_band']}"
+        )
+    typer.echo("Partner API (demo agreement: categories iii, iv, v, vi):")
+    typer.echo(
+        f"  curl -s -d grant_type=client_credentials -d client_id={partner['client_id']} "
+        f"-d client_secret={partner['client_secret']} {base}/v1/auth/token"
+    )
+    typer.echo(
+        f"  curl -H 'Authorization: Bearer TOKEN' "
+        f"'{base}/v1/partner/beneficiaries?poverty_band=ultra_poor&limit=2'"
+    )
+    typer.echo(f"API docs: {base}/docs\n")
+    serve(host=host, port=port, workers=1, migrate_db=False)
 
 
 def main() -> None:

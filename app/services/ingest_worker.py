@@ -114,6 +114,7 @@ class BatchRun:
         self.dry_state = state_service.State() if batch.dry_run else None
         # Records of the next chunk parsed ahead (position -> parsed record or outcome).
         self.parsed: dict[int, tuple[Any, apply_service.Outcome | None]] = {}
+        self.chunks = 0
 
     def _parse(self, position: int, raw: Any) -> tuple[Any, apply_service.Outcome | None]:
         rec, reasons = rules.parse_record(raw)
@@ -179,7 +180,10 @@ class BatchRun:
                 conn, state, results, str(self.batch.id), lambda: self._parse_ahead(next_positions)
             )
         if not gc.isenabled():
-            gc.collect(0)  # see _quiet_gc: only what this chunk allocated and left alive
+            # See _quiet_gc: what this chunk allocated and left alive, and now and then the
+            # survivors of earlier passes too (the frozen body is never scanned).
+            self.chunks += 1
+            gc.collect(1 if self.chunks % 16 == 0 else 0)
 
     async def reject_alone(self, position: int, exc: Exception) -> None:
         raw = self.batch.records[position]
@@ -244,8 +248,8 @@ def _quiet_gc() -> Iterator[None]:
     The parsed body (up to 100,000 records) and the chunk states are large and acyclic:
     automatic passes re-scanned them over and over (a fifth of the processing time).
     Objects alive at the start are frozen out of the GC (refcounting still frees them) and
-    ``BatchRun.chunk`` collects the youngest generation once per chunk (cheap: the chunk's
-    state is already freed), so cyclic garbage stays bounded; the rest waits for the end.
+    ``BatchRun.chunk`` collects the young generations after each chunk (cheap: the chunk's
+    state is already freed), so cyclic garbage stays bounded.
     Reentrant across in-process workers: the first in disables, the last out restores.
     """
     global _gc_holders

@@ -8,7 +8,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, TypeVar
 
 import asyncpg
 import typer
@@ -105,8 +105,12 @@ cli.add_typer(keys_cli, name="keys")
 
 
 def _run_db(job: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
-    """Run ``job`` on one connection to the configured database; rule violations fail."""
+    """Run ``job`` on one connection to the configured database.
+
+    Rule violations and database errors end the command with a one-line reason.
+    """
     from app.db import asyncpg_target
+    from app.services.pmt import InvalidModel
     from app.services.sharing import RuleViolation
 
     async def _main() -> T:
@@ -119,8 +123,8 @@ def _run_db(job: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
 
     try:
         return asyncio.run(_main())
-    except RuleViolation as exc:
-        fail(str(exc))
+    except (RuleViolation, InvalidModel, OSError, asyncpg.PostgresError) as exc:
+        fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         raise  # unreachable: fail() exits
 
 
@@ -249,29 +253,6 @@ pmt_cli = typer.Typer(help="Proxy means test: current model, re-scoring.", no_ar
 cli.add_typer(pmt_cli, name="pmt")
 
 
-def _pmt_run(job: Any) -> Any:
-    """Run ``job(conn)`` on one asyncpg connection; database errors fail in one line."""
-    import asyncio
-
-    import asyncpg
-
-    from app.db import asyncpg_target
-    from app.services.pmt import InvalidModel
-
-    async def _main() -> Any:
-        target = asyncpg_target(resolve_database_url(get_settings()))
-        conn = await asyncpg.connect(dsn=target.dsn, host=target.host)
-        try:
-            return await job(conn)
-        finally:
-            await conn.close()
-
-    try:
-        return asyncio.run(_main())
-    except (OSError, asyncpg.PostgresError, InvalidModel) as exc:
-        fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-
-
 @cli.command("seed")
 def seed_registry(
     households: Annotated[int, typer.Option("--households", help="Households to add.")],
@@ -294,7 +275,7 @@ def seed_registry(
         def progress(stage: str, done: int, total: int) -> None:
             bar.update(tasks[stage], completed=done, total=total)
 
-        result = _pmt_run(
+        result = _run_db(
             lambda _conn: seed_service.seed_registry(url, households, seed, progress=progress)
         )
     bands = ", ".join(f"{band} {n}" for band, n in sorted(result.bands.items()))
@@ -317,7 +298,7 @@ def pmt_recompute() -> None:
         def progress(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
 
-        model, changed = _pmt_run(lambda conn: pmt.recompute(conn, on_progress=progress))
+        model, changed = _run_db(lambda conn: pmt.recompute(conn, on_progress=progress))
     typer.echo(f"re-scored under {model.version}: {changed} households changed")
 
 
@@ -328,7 +309,7 @@ def pmt_show() -> None:
 
     from app.services import pmt
 
-    model = _pmt_run(pmt.current_model)
+    model = _run_db(pmt.current_model)
     typer.echo(
         json.dumps(
             {
@@ -396,10 +377,10 @@ def demo(
     settings = get_settings()
     url = resolve_database_url(settings)
     migrate.upgrade(settings, url)
-    existing = _pmt_run(lambda conn: conn.fetchval("SELECT count(*) FROM households"))
+    existing = _run_db(lambda conn: conn.fetchval("SELECT count(*) FROM households"))
     if not existing:
         seed_registry(households=households, seed=seed)
-    samples = _pmt_run(
+    samples = _run_db(
         lambda conn: conn.fetch(
             """SELECT DISTINCT ON (h.poverty_band) m.cnic, h.poverty_band
              FROM members m JOIN households h ON h.id = m.household_id
@@ -410,7 +391,7 @@ def demo(
     # The demo partner's secret is shown once by the service; keep it beside the demo data.
     credentials_file = settings.data_dir / DEMO_PARTNER_FILE
     partner = json.loads(credentials_file.read_text()) if credentials_file.exists() else {}
-    known = partner and _pmt_run(
+    known = partner and _run_db(
         lambda conn: conn.fetchval(
             "SELECT count(*) FROM api_clients WHERE client_id = $1", partner["client_id"]
         )

@@ -53,7 +53,9 @@ def main() -> None:
     try:
         subprocess.run(
             [sys.executable, "-m", "app", "db", "upgrade"],
-            cwd=ROOT, env={**os.environ, "NSER_DATABASE_URL": url}, check=True,
+            cwd=ROOT,
+            env={**os.environ, "NSER_DATABASE_URL": url},
+            check=True,
             capture_output=True,
         )
         started = time.perf_counter()
@@ -76,12 +78,16 @@ def main() -> None:
     finally:
         if not args.keep:
             asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    print(json.dumps({
-        "households": result.households,
-        "members": result.members,
-        "seconds": round(seconds, 1),
-        "households_per_s": round(result.households / seconds),
-    }))
+    print(
+        json.dumps(
+            {
+                "households": result.households,
+                "members": result.members,
+                "seconds": round(seconds, 1),
+                "households_per_s": round(result.households / seconds),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

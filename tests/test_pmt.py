@@ -17,8 +17,13 @@ from hypothesis import strategies as st
 from app.services import pmt
 from app.services.pmt import ILLUSTRATIVE, InvalidModel, PmtModel, band_of, clamp, score
 
-BANDS = [("ultra_poor", 16.17), ("very_poor", 24.0), ("poor", 32.0), ("non_poor", 50.0),
-         ("well_off", None)]
+BANDS = [
+    ("ultra_poor", 16.17),
+    ("very_poor", 24.0),
+    ("poor", 32.0),
+    ("non_poor", 50.0),
+    ("well_off", None),
+]
 SURVEYED = date(2020, 6, 15)
 
 
@@ -37,8 +42,14 @@ HOUSEHOLD = {
     "electrical": ["refrigerator", "television"],
     "gas": [],
     "kitchen": ["cooking_stove"],
-    "cows": 2, "buffaloes": 1, "bullocks": 0, "goats": 3, "lambs": 0,
-    "land_muraba": Decimal("0"), "land_acre": Decimal("2"), "land_kanal": Decimal("4"),
+    "cows": 2,
+    "buffaloes": 1,
+    "bullocks": 0,
+    "goats": 3,
+    "lambs": 0,
+    "land_muraba": Decimal("0"),
+    "land_acre": Decimal("2"),
+    "land_kanal": Decimal("4"),
     "land_marla": Decimal("0"),
 }
 MEMBERS = [
@@ -105,15 +116,25 @@ def test_bands_are_monotonic_in_the_score(values: list[float]) -> None:
     ],
 )
 def test_invalid_models_are_refused(changes: dict[str, Any], message: str) -> None:
-    fields: dict[str, Any] = {"version": "t-1", "intercept": 1.0, "weights": {},
-                              "bands": BANDS, **changes}
+    fields: dict[str, Any] = {
+        "version": "t-1",
+        "intercept": 1.0,
+        "weights": {},
+        "bands": BANDS,
+        **changes,
+    }
     with pytest.raises(InvalidModel, match=message):
         PmtModel(**fields)
 
 
 def test_model_from_a_row_with_json_text() -> None:
-    row = {"version": "v2", "intercept": 3, "weights": json.dumps({"household_size": -1}),
-           "bands": json.dumps(ILLUSTRATIVE.bands_json()), "illustrative": False}
+    row = {
+        "version": "v2",
+        "intercept": 3,
+        "weights": json.dumps({"household_size": -1}),
+        "bands": json.dumps(ILLUSTRATIVE.bands_json()),
+        "illustrative": False,
+    }
     model = PmtModel.from_row(row)
     assert model.weights == {"household_size": -1.0}
     assert model.bands == ILLUSTRATIVE.bands
@@ -149,7 +170,9 @@ async def _install_model(url: str, version: str, **weights: float) -> None:
                 """INSERT INTO pmt_models (version, description, intercept, weights, bands,
                                            illustrative, is_current)
                    VALUES ($1, 'test', 30, $2::jsonb, $3::jsonb, true, true)""",
-                version, json.dumps(weights), json.dumps(ILLUSTRATIVE.bands_json()),
+                version,
+                json.dumps(weights),
+                json.dumps(ILLUSTRATIVE.bands_json()),
             )
     finally:
         await conn.close()

@@ -73,7 +73,10 @@ def _land(h: Mapping[str, Any], unit: str) -> float:
 def _log_land_acres(h: Mapping[str, Any]) -> float:
     # Same operations in the same order as the SQL expression, so both give the same float.
     return math.log(
-        1 + _land(h, "muraba") * 25 + _land(h, "acre") + _land(h, "kanal") / 8
+        1
+        + _land(h, "muraba") * 25
+        + _land(h, "acre")
+        + _land(h, "kanal") / 8
         + _land(h, "marla") / 160
     )
 

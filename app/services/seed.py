@@ -99,8 +99,9 @@ async def _drop_secondary(conn: asyncpg.Connection) -> list[tuple[str, str]]:
     )
     for fk in fks:
         await conn.execute(f'ALTER TABLE {fk["tbl"]} DROP CONSTRAINT "{fk["conname"]}"')
-        redo.append((fk["tbl"], f'ALTER TABLE {fk["tbl"]} ADD CONSTRAINT "{fk["conname"]}" '
-                                f'{fk["def"]}'))
+        redo.append(
+            (fk["tbl"], f'ALTER TABLE {fk["tbl"]} ADD CONSTRAINT "{fk["conname"]}" {fk["def"]}')
+        )
     indexes = await conn.fetch(
         """SELECT i.indrelid::regclass::text AS tbl, ci.relname, pg_get_indexdef(i.indexrelid)
                   AS def
@@ -138,32 +139,70 @@ async def _load(
 
         def submit(i: int) -> None:
             if i < len(sizes):
-                pending[i] = pool.submit(_encoded_chunk, villages, seed, i,
-                                         first_id + i * CHUNK, sizes[i], today)
+                pending[i] = pool.submit(
+                    _encoded_chunk, villages, seed, i, first_id + i * CHUNK, sizes[i], today
+                )
 
         for i in range(PREFETCH):
             submit(i)
         for i in range(len(sizes)):
             chunk = await asyncio.wrap_future(pending.pop(i), loop=loop)
             submit(i + PREFETCH)
-            await conn.copy_to_table("households", source=io.BytesIO(chunk.households),
-                                     columns=_HOUSEHOLD_COLUMNS, format="csv")
-            await conn.copy_to_table("members", source=io.BytesIO(chunk.members),
-                                     columns=_MEMBER_COLUMNS, format="csv")
+            await conn.copy_to_table(
+                "households",
+                source=io.BytesIO(chunk.households),
+                columns=_HOUSEHOLD_COLUMNS,
+                format="csv",
+            )
+            await conn.copy_to_table(
+                "members", source=io.BytesIO(chunk.members), columns=_MEMBER_COLUMNS, format="csv"
+            )
             members += chunk.member_count
             progress("load", i * CHUNK + chunk.household_count, count)
     return members
 
 
 _HOUSEHOLD_COLUMNS = [
-    "id", "form_number", "province_code", "division_code", "district_code", "tehsil_code",
-    "union_council_code", "village_code", "address", "lat", "lon", "phone", "surveyed_on",
-    "rooms", "toilet_type", "electrical", "gas", "kitchen", "cows", "goats", "buffaloes",
-    "bullocks", "lambs", "land_muraba", "land_acre", "land_kanal", "land_marla",
+    "id",
+    "form_number",
+    "province_code",
+    "division_code",
+    "district_code",
+    "tehsil_code",
+    "union_council_code",
+    "village_code",
+    "address",
+    "lat",
+    "lon",
+    "phone",
+    "surveyed_on",
+    "rooms",
+    "toilet_type",
+    "electrical",
+    "gas",
+    "kitchen",
+    "cows",
+    "goats",
+    "buffaloes",
+    "bullocks",
+    "lambs",
+    "land_muraba",
+    "land_acre",
+    "land_kanal",
+    "land_marla",
 ]
 _MEMBER_COLUMNS = [
-    "household_id", "cnic", "name", "gender", "date_of_birth", "relationship",
-    "marital_status", "disabilities", "education", "employment", "deceased_on",
+    "household_id",
+    "cnic",
+    "name",
+    "gender",
+    "date_of_birth",
+    "relationship",
+    "marital_status",
+    "disabilities",
+    "education",
+    "employment",
+    "deceased_on",
 ]
 
 
@@ -214,7 +253,8 @@ async def seed_registry(
         bands = await conn.fetch(
             """SELECT poverty_band, count(*) AS n FROM households
                 WHERE id BETWEEN $1 AND $2 GROUP BY 1""",
-            first_id, last_id,
+            first_id,
+            last_id,
         )
     finally:
         await conn.close()

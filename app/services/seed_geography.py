@@ -46,15 +46,37 @@ def subunit_rows(tehsils: list[asyncpg.Record]) -> list[tuple[object, ...]]:
             root = PLACE_ROOTS[int(rng.integers(len(PLACE_ROOTS)))]
             ulat, ulon = lat0 + rng.normal(0, 0.06), lon0 + rng.normal(0, 0.06)
             common = (t["province_code"], t["geo_tagged"], t["cnic_digit"])
-            rows.append((uc, "union_council", f"UC-{u} {root}", t["code"], common[0],
-                         round(ulat, 5), round(ulon, 5), common[1], common[2]))
+            rows.append(
+                (
+                    uc,
+                    "union_council",
+                    f"UC-{u} {root}",
+                    t["code"],
+                    common[0],
+                    round(ulat, 5),
+                    round(ulon, 5),
+                    common[1],
+                    common[2],
+                )
+            )
             for v in range(1, int(rng.integers(4, 7)) + 1):
                 prefix = prefixes[int(rng.integers(len(prefixes)))]
                 vroot = PLACE_ROOTS[int(rng.integers(len(PLACE_ROOTS)))]
                 name = f"{prefix} {vroot} {int(rng.integers(1, 400))}"
                 vlat, vlon = ulat + rng.normal(0, 0.02), ulon + rng.normal(0, 0.02)
-                rows.append((f"{uc}{v:02d}", "village", name, uc, common[0],
-                             round(vlat, 5), round(vlon, 5), common[1], common[2]))
+                rows.append(
+                    (
+                        f"{uc}{v:02d}",
+                        "village",
+                        name,
+                        uc,
+                        common[0],
+                        round(vlat, 5),
+                        round(vlon, 5),
+                        common[1],
+                        common[2],
+                    )
+                )
     return rows
 
 
@@ -73,8 +95,17 @@ async def ensure_subunits(conn: asyncpg.Connection) -> int:
         await conn.copy_records_to_table(
             "geo_units",
             records=rows,
-            columns=["code", "level", "name_en", "parent_code", "province_code", "lat", "lon",
-                     "geo_tagged", "cnic_digit"],
+            columns=[
+                "code",
+                "level",
+                "name_en",
+                "parent_code",
+                "province_code",
+                "lat",
+                "lon",
+                "geo_tagged",
+                "cnic_digit",
+            ],
         )
     return len(rows)
 
@@ -117,8 +148,10 @@ async def load_villages(conn: asyncpg.Connection) -> Villages:
     if not rows:
         raise RuntimeError("no villages in geo_units: run `nser db upgrade` first")
     codes = np.array(
-        [[r["village"], r["uc"], r["tehsil"], r["district"], r["division"], r["province"]]
-         for r in rows],
+        [
+            [r["village"], r["uc"], r["tehsil"], r["district"], r["division"], r["province"]]
+            for r in rows
+        ],
         dtype=object,
     )
     province = np.array([PROVINCES.index(r["province"]) for r in rows], dtype=np.int64)

@@ -21,8 +21,15 @@ SURVEY_START = np.datetime64("2019-01-01")
 SURVEY_DAYS = 1096  # 2019-01-01 .. 2021-12-31
 
 # Mean latent wealth by province (Islamabad richest, Balochistan poorest).
-PROVINCE_WEALTH = {"PK1": 0.15, "PK2": -0.55, "PK3": -0.1, "PK4": 0.9, "PK5": -0.1,
-                   "PK6": 0.1, "PK7": -0.1}
+PROVINCE_WEALTH = {
+    "PK1": 0.15,
+    "PK2": -0.55,
+    "PK3": -0.1,
+    "PK4": 0.9,
+    "PK5": -0.1,
+    "PK6": 0.1,
+    "PK7": -0.1,
+}
 _PROV_SHIFT = np.array([PROVINCE_WEALTH[p] for p in PROVINCES])
 
 # Ownership odds per item: sigmoid(a + b * wealth + c * urban).
@@ -42,13 +49,17 @@ _KITCHEN_ODDS = {"cooking_stove": (0.3, 1.0, 0.6), "cooking_range": (-2.6, 1.4, 
 def array_literals(items: tuple[str, ...]) -> pa.Array:
     """PostgreSQL array literals for every subset of ``items``, indexed by bitmask."""
     return pa.array(
-        ["{" + ",".join(x for i, x in enumerate(items) if mask >> i & 1) + "}"
-         for mask in range(1 << len(items))]
+        [
+            "{" + ",".join(x for i, x in enumerate(items) if mask >> i & 1) + "}"
+            for mask in range(1 << len(items))
+        ]
     )
 
 
-_LITERALS = {name: array_literals(items) for name, items in
-             (("electrical", ELECTRICAL), ("gas", GAS), ("kitchen", KITCHEN))}
+_LITERALS = {
+    name: array_literals(items)
+    for name, items in (("electrical", ELECTRICAL), ("gas", GAS), ("kitchen", KITCHEN))
+}
 
 
 @dataclass(frozen=True)
@@ -131,8 +142,11 @@ def households(
     lon = pa.array(np.round(villages.lon[v] + jitter[:, 1], 6), mask=no_point)
     has_phone = ~untagged & (rng.random(n) < 0.9)
     phone_digits = pc.utf8_lpad(_text(rng.integers(0, 500_000_000, n)), 9, "0")
-    phone = pc.if_else(pa.array(has_phone), pc.binary_join_element_wise("+923", phone_digits, ""),
-                       pa.scalar(None, pa.string()))
+    phone = pc.if_else(
+        pa.array(has_phone),
+        pc.binary_join_element_wise("+923", phone_digits, ""),
+        pa.scalar(None, pa.string()),
+    )
     house_no = _text(rng.integers(1, 900, n))
     names = villages.names[v]
     address = pc.binary_join_element_wise(
@@ -143,34 +157,36 @@ def households(
         "NSER-", _text(years), "-", pc.utf8_lpad(_text(ids), 10, "0"), ""
     )
     codes = villages.codes[v]
-    table = pa.table({
-        "id": ids,
-        "form_number": form,
-        "province_code": pa.array(codes[:, 5], pa.string()),
-        "division_code": pa.array(codes[:, 4], pa.string()),
-        "district_code": pa.array(codes[:, 3], pa.string()),
-        "tehsil_code": pa.array(codes[:, 2], pa.string()),
-        "union_council_code": pa.array(codes[:, 1], pa.string()),
-        "village_code": pa.array(codes[:, 0], pa.string()),
-        "address": address,
-        "lat": lat,
-        "lon": lon,
-        "phone": phone,
-        "surveyed_on": pa.array(surveyed_on),
-        "rooms": rooms,
-        "toilet_type": pa.array(TOILET_TYPES).take(pa.array(toilet)),
-        "electrical": _LITERALS["electrical"].take(pa.array(electrical)),
-        "gas": _LITERALS["gas"].take(pa.array(gas)),
-        "kitchen": _LITERALS["kitchen"].take(pa.array(kitchen)),
-        "cows": cows.astype(np.int64),
-        "goats": goats.astype(np.int64),
-        "buffaloes": buffaloes.astype(np.int64),
-        "bullocks": bullocks.astype(np.int64),
-        "lambs": lambs.astype(np.int64),
-        "land_muraba": muraba,
-        "land_acre": acre,
-        "land_kanal": kanal,
-        "land_marla": marla,
-    })
+    table = pa.table(
+        {
+            "id": ids,
+            "form_number": form,
+            "province_code": pa.array(codes[:, 5], pa.string()),
+            "division_code": pa.array(codes[:, 4], pa.string()),
+            "district_code": pa.array(codes[:, 3], pa.string()),
+            "tehsil_code": pa.array(codes[:, 2], pa.string()),
+            "union_council_code": pa.array(codes[:, 1], pa.string()),
+            "village_code": pa.array(codes[:, 0], pa.string()),
+            "address": address,
+            "lat": lat,
+            "lon": lon,
+            "phone": phone,
+            "surveyed_on": pa.array(surveyed_on),
+            "rooms": rooms,
+            "toilet_type": pa.array(TOILET_TYPES).take(pa.array(toilet)),
+            "electrical": _LITERALS["electrical"].take(pa.array(electrical)),
+            "gas": _LITERALS["gas"].take(pa.array(gas)),
+            "kitchen": _LITERALS["kitchen"].take(pa.array(kitchen)),
+            "cows": cows.astype(np.int64),
+            "goats": goats.astype(np.int64),
+            "buffaloes": buffaloes.astype(np.int64),
+            "bullocks": bullocks.astype(np.int64),
+            "lambs": lambs.astype(np.int64),
+            "land_muraba": muraba,
+            "land_acre": acre,
+            "land_kanal": kanal,
+            "land_marla": marla,
+        }
+    )
     frame = HouseholdFrame(ids, v, province, untagged, urban, wealth, surveyed_on)
     return frame, table

@@ -54,15 +54,30 @@ class _Blocks:
     def __init__(self) -> None:
         self.parts: list[tuple[Ints, ...]] = []
 
-    def add(self, hh: Ints, order: int, rel: Ints | int, female: Ints | int, age: Ints,
-            marital: Ints | int) -> None:
+    def add(
+        self,
+        hh: Ints,
+        order: int,
+        rel: Ints | int,
+        female: Ints | int,
+        age: Ints,
+        marital: Ints | int,
+    ) -> None:
         n = len(hh)
 
         def full(x: Ints | int) -> Ints:
             return np.full(n, x, dtype=np.int64) if isinstance(x, int) else x.astype(np.int64)
 
-        self.parts.append((hh.astype(np.int64), np.full(n, order, dtype=np.int64), full(rel),
-                           full(female), age.astype(np.int64), full(marital)))
+        self.parts.append(
+            (
+                hh.astype(np.int64),
+                np.full(n, order, dtype=np.int64),
+                full(rel),
+                full(female),
+                age.astype(np.int64),
+                full(marital),
+            )
+        )
 
     def stack(self) -> tuple[Ints, ...]:
         cols = [np.concatenate([p[i] for p in self.parts]) for i in range(6)]
@@ -86,12 +101,22 @@ def _roles(rng: np.random.Generator, hh: HouseholdFrame) -> tuple[Ints, ...]:
     has_spouse = ~female_head & (rng.random(n) < np.where(head_age < 65, 0.93, 0.7))
     r = rng.random(n)
     head_marital = np.where(
-        has_spouse, MAR["married"],
-        np.where(female_head,
-                 np.select([r < 0.65, r < 0.85, r < 0.95],
-                           [MAR["widowed"], MAR["married"], MAR["divorced"]], MAR["separated"]),
-                 np.where(head_age < 30, MAR["never_married"],
-                          np.where(r < 0.6, MAR["widowed"], MAR["divorced"]))))
+        has_spouse,
+        MAR["married"],
+        np.where(
+            female_head,
+            np.select(
+                [r < 0.65, r < 0.85, r < 0.95],
+                [MAR["widowed"], MAR["married"], MAR["divorced"]],
+                MAR["separated"],
+            ),
+            np.where(
+                head_age < 30,
+                MAR["never_married"],
+                np.where(r < 0.6, MAR["widowed"], MAR["divorced"]),
+            ),
+        ),
+    )
     b.add(idx, 0, REL["head"], female_head.astype(np.int64), head_age, head_marital)
 
     spouse_age = np.clip(head_age - 1 - rng.gamma(2.0, 2.5, n).astype(np.int64), 18, 90)
@@ -108,8 +133,14 @@ def _roles(rng: np.random.Generator, hh: HouseholdFrame) -> tuple[Ints, ...]:
     span = np.clip(mother_age[k] - 17, 1, 27)
     kid_age = np.floor(rng.random(len(k)) * span).astype(np.int64)
     kid_female = rng.random(len(k)) >= 0.53
-    b.add(k, 4, np.where(kid_female, REL["daughter"], REL["son"]), kid_female.astype(np.int64),
-          kid_age, MAR["never_married"])
+    b.add(
+        k,
+        4,
+        np.where(kid_female, REL["daughter"], REL["son"]),
+        kid_female.astype(np.int64),
+        kid_age,
+        MAR["never_married"],
+    )
 
     # Joint family: a married son with his wife and their children.
     joint = idx[(head_age >= 44) & (rng.random(n) < 0.42)]
@@ -121,8 +152,14 @@ def _roles(rng: np.random.Generator, hh: HouseholdFrame) -> tuple[Ints, ...]:
     g = np.repeat(np.arange(len(joint)), grand)
     g_age = np.floor(rng.random(len(g)) * np.clip(dil_age[g] - 17, 1, 14)).astype(np.int64)
     g_female = rng.random(len(g)) >= 0.51
-    b.add(joint[g], 7, np.where(g_female, REL["granddaughter"], REL["grandson"]),
-          g_female.astype(np.int64), g_age, MAR["never_married"])
+    b.add(
+        joint[g],
+        7,
+        np.where(g_female, REL["granddaughter"], REL["grandson"]),
+        g_female.astype(np.int64),
+        g_age,
+        MAR["never_married"],
+    )
 
     # The head's elderly parents.
     young = head_age < 50
@@ -131,47 +168,76 @@ def _roles(rng: np.random.Generator, hh: HouseholdFrame) -> tuple[Ints, ...]:
     both = np.intersect1d(father, mother)
     f_age = np.minimum(head_age[father] + 22 + rng.gamma(2.0, 3.0, len(father)), 98)
     m_age = np.minimum(head_age[mother] + 19 + rng.gamma(2.0, 3.0, len(mother)), 98)
-    b.add(father, 2, REL["father"], 0, f_age,
-          np.where(np.isin(father, both), MAR["married"], MAR["widowed"]))
-    b.add(mother, 3, REL["mother"], 1, m_age,
-          np.where(np.isin(mother, both), MAR["married"], MAR["widowed"]))
+    b.add(
+        father,
+        2,
+        REL["father"],
+        0,
+        f_age,
+        np.where(np.isin(father, both), MAR["married"], MAR["widowed"]),
+    )
+    b.add(
+        mother,
+        3,
+        REL["mother"],
+        1,
+        m_age,
+        np.where(np.isin(mother, both), MAR["married"], MAR["widowed"]),
+    )
 
     # A divorced, separated or widowed daughter living with her parents (a second family).
     back = idx[(head_age >= 42) & (rng.random(n) < 0.07)]
     back_age = _ages_between(rng, np.full(len(back), 20), np.minimum(head_age[back] - 18, 45))
     r = rng.random(len(back))
-    back_status = np.select([r < 0.45, r < 0.8], [MAR["divorced"], MAR["widowed"]],
-                            MAR["separated"])
+    back_status = np.select(
+        [r < 0.45, r < 0.8], [MAR["divorced"], MAR["widowed"]], MAR["separated"]
+    )
     b.add(back, 4, REL["daughter"], 1, back_age, back_status)
 
     # Unmarried younger siblings and the odd other relative or lodger.
     sib = idx[(head_age < 40) & (rng.random(n) < 0.12)]
     sib_age = np.maximum(head_age[sib] - rng.integers(1, 12, len(sib)), 10)
     sib_female = rng.random(len(sib)) < 0.45
-    b.add(sib, 8, np.where(sib_female, REL["sister"], REL["brother"]), sib_female.astype(np.int64),
-          sib_age, MAR["never_married"])
+    b.add(
+        sib,
+        8,
+        np.where(sib_female, REL["sister"], REL["brother"]),
+        sib_female.astype(np.int64),
+        sib_age,
+        MAR["never_married"],
+    )
     other = idx[rng.random(n) < 0.04]
     o_age = rng.integers(18, 80, len(other))
     o_female = rng.random(len(other)) < 0.5
-    b.add(other, 9, np.where(rng.random(len(other)) < 0.8, REL["other_relative"],
-                             REL["non_relative"]), o_female.astype(np.int64), o_age,
-          np.where(o_age >= 55, MAR["widowed"], MAR["never_married"]))
+    b.add(
+        other,
+        9,
+        np.where(rng.random(len(other)) < 0.8, REL["other_relative"], REL["non_relative"]),
+        o_female.astype(np.int64),
+        o_age,
+        np.where(o_age >= 55, MAR["widowed"], MAR["never_married"]),
+    )
     return b.stack()
 
 
-def _dates_of_birth(rng: np.random.Generator, surveyed: npt.NDArray[np.datetime64],
-                    age: Ints) -> npt.NDArray[np.datetime64]:
+def _dates_of_birth(
+    rng: np.random.Generator, surveyed: npt.NDArray[np.datetime64], age: Ints
+) -> npt.NDArray[np.datetime64]:
     # floor(age * 365.25) + 1 .. + 364 days before the survey is always exactly ``age`` years.
     days = np.floor(age * 365.25).astype(np.int64) + 1 + rng.integers(0, 364, len(age))
     born: npt.NDArray[np.datetime64] = surveyed - days.astype("timedelta64[D]")
     return born
 
 
-def _education(rng: np.random.Generator, age: Ints, female: Ints,
-               wealth: npt.NDArray[np.float64], urban: npt.NDArray[np.bool_]) -> Ints:
+def _education(
+    rng: np.random.Generator,
+    age: Ints,
+    female: Ints,
+    wealth: npt.NDArray[np.float64],
+    urban: npt.NDArray[np.bool_],
+) -> Ints:
     older = np.clip((age - 30) / 40.0, 0, 1)
-    latent = (0.9 * wealth + 0.5 * urban - 0.5 * female - 1.1 * older
-              + rng.normal(0, 1, len(age)))
+    latent = 0.9 * wealth + 0.5 * urban - 0.5 * female - 1.1 * older + rng.normal(0, 1, len(age))
     level = np.searchsorted(np.array([-0.6, 0.0, 0.5, 1.1, 1.7, 2.4]), latent)
     cap = np.searchsorted(_MIN_AGE_FOR_LEVEL, age, side="right") - 1
     capped: Ints = np.minimum(level, cap).astype(np.int64)
@@ -180,17 +246,30 @@ def _education(rng: np.random.Generator, age: Ints, female: Ints,
 
 def _employment(rng: np.random.Generator, age: Ints, female: Ints, edu: Ints) -> Ints:
     r = rng.random(len(age))
-    adult_m = np.select([r < 0.45, r < 0.8, r < 0.93], [EMP["employed"], EMP["self_employed"],
-                                                         EMP["unemployed"]], EMP["unable_to_work"])
-    adult_f = np.select([r < 0.8, r < 0.88, r < 0.94], [EMP["homemaker"], EMP["employed"],
-                                                         EMP["self_employed"]], EMP["unemployed"])
+    adult_m = np.select(
+        [r < 0.45, r < 0.8, r < 0.93],
+        [EMP["employed"], EMP["self_employed"], EMP["unemployed"]],
+        EMP["unable_to_work"],
+    )
+    adult_f = np.select(
+        [r < 0.8, r < 0.88, r < 0.94],
+        [EMP["homemaker"], EMP["employed"], EMP["self_employed"]],
+        EMP["unemployed"],
+    )
     youth = np.where(r < 0.35 + 0.1 * edu, EMP["student"], np.where(female == 1, adult_f, adult_m))
-    old = np.select([r < 0.4, r < 0.6], [EMP["retired"], EMP["unable_to_work"]],
-                    np.where(female == 1, EMP["homemaker"], EMP["self_employed"]))
+    old = np.select(
+        [r < 0.4, r < 0.6],
+        [EMP["retired"], EMP["unable_to_work"]],
+        np.where(female == 1, EMP["homemaker"], EMP["self_employed"]),
+    )
     return np.select(
         [age < 5, age < 15, age < 24, age < 60],
-        [EMP["child"], np.where(edu > 0, EMP["student"], EMP["child"]), youth,
-         np.where(female == 1, adult_f, adult_m)],
+        [
+            EMP["child"],
+            np.where(edu > 0, EMP["student"], EMP["child"]),
+            youth,
+            np.where(female == 1, adult_f, adult_m),
+        ],
         old,
     ).astype(np.int64)
 
@@ -207,8 +286,9 @@ def _unless(missing: npt.NDArray[np.bool_], values: pa.Array) -> pa.Array:
     return pc.if_else(pa.array(missing), pa.scalar(None, values.type), values)
 
 
-def members(rng: np.random.Generator, hh: HouseholdFrame, villages: Villages,
-            today: date) -> pa.Table:
+def members(
+    rng: np.random.Generator, hh: HouseholdFrame, villages: Villages, today: date
+) -> pa.Table:
     h, _order, rel, female, age, marital = _roles(rng, hh)
     m = len(h)
     starts = np.searchsorted(h, np.arange(len(hh.ids)))
@@ -236,11 +316,14 @@ def members(rng: np.random.Generator, hh: HouseholdFrame, villages: Villages,
     member_family[own] = family[rng.integers(0, len(hh.ids), int(own.sum()))]
     name = pc.binary_join_element_wise(
         pc.if_else(pa.array(female == 1), female_first, male_first),
-        pa.array(member_family, pa.string()), " ")
+        pa.array(member_family, pa.string()),
+        " ",
+    )
 
     disabled = rng.random(m) < 0.012 + 0.0007 * age
     kinds = (1 << rng.integers(0, len(DISABILITIES), m)) | np.where(
-        rng.random(m) < 0.15, 1 << rng.integers(0, len(DISABILITIES), m), 0)
+        rng.random(m) < 0.15, 1 << rng.integers(0, len(DISABILITIES), m), 0
+    )
     disability_mask = np.where(disabled, kinds, 0)
     edu = _education(rng, age, female, hh.wealth[h], hh.urban[h])
     employment = _employment(rng, age, female, edu)
@@ -251,19 +334,22 @@ def members(rng: np.random.Generator, hh: HouseholdFrame, villages: Villages,
     today_d = np.datetime64(today.isoformat(), "D")
     span = (today_d - surveyed).astype(np.int64)
     died = surveyed + (1 + np.floor(rng.random(m) * np.maximum(span - 1, 1))).astype(
-        "timedelta64[D]")
+        "timedelta64[D]"
+    )
     died = np.minimum(died, today_d - np.timedelta64(1, "D"))
 
-    return pa.table({
-        "household_id": hh.ids[h],
-        "cnic": _unless(~has_cnic, pc.cast(pa.array(cnic), pa.string())),
-        "name": name,
-        "gender": pa.array(["male", "female"]).take(pa.array(female)),
-        "date_of_birth": pa.array(dob),
-        "relationship": pa.array(RELATIONSHIPS).take(pa.array(rel)),
-        "marital_status": pa.array(MARITAL).take(pa.array(marital)),
-        "disabilities": _unless(untagged, _DISABILITY_LITERALS.take(pa.array(disability_mask))),
-        "education": _unless(untagged, pa.array(EDUCATION_LEVELS).take(pa.array(edu))),
-        "employment": pa.array(EMPLOYMENT).take(pa.array(employment)),
-        "deceased_on": pa.array(died, mask=~dies),
-    })
+    return pa.table(
+        {
+            "household_id": hh.ids[h],
+            "cnic": _unless(~has_cnic, pc.cast(pa.array(cnic), pa.string())),
+            "name": name,
+            "gender": pa.array(["male", "female"]).take(pa.array(female)),
+            "date_of_birth": pa.array(dob),
+            "relationship": pa.array(RELATIONSHIPS).take(pa.array(rel)),
+            "marital_status": pa.array(MARITAL).take(pa.array(marital)),
+            "disabilities": _unless(untagged, _DISABILITY_LITERALS.take(pa.array(disability_mask))),
+            "education": _unless(untagged, pa.array(EDUCATION_LEVELS).take(pa.array(edu))),
+            "employment": pa.array(EMPLOYMENT).take(pa.array(employment)),
+            "deceased_on": pa.array(died, mask=~dies),
+        }
+    )

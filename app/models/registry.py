@@ -103,6 +103,8 @@ class Household(Timestamps, Base):
         Index("ix_households_tehsil_id", "tehsil_code", "id"),
         Index("ix_households_uc_id", "union_council_code", "id"),
         Index("ix_households_score", "pmt_score"),
+        # Free space per page for HOT updates (migration 0004).
+        {"postgresql_with": {"fillfactor": 80}},
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(start=1), primary_key=True)
@@ -165,6 +167,7 @@ class Member(Timestamps, Base):
         ),
         Index("uq_members_cnic", "cnic", unique=True, postgresql_where=text("cnic IS NOT NULL")),
         Index("ix_members_household_id", "household_id"),
+        {"postgresql_with": {"fillfactor": 90}},
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(start=1), primary_key=True)

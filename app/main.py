@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -36,6 +37,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.sessionmaker = make_sessionmaker(engine)
         app.state.pool = await create_pool(url, max_size=settings.db_pool_size)
         workers = ingest_worker.start_in_process(url, settings.in_process_workers)
+        # Everything built at start-up lives as long as the process: keep it out of the
+        # cyclic collector's full passes, which otherwise re-walk it under load.
+        gc.freeze()
         try:
             yield
         finally:

@@ -277,7 +277,7 @@ def main() -> None:
 
     def summary(name: str) -> dict[str, float]:
         return {
-            "rps": round(statistics.mean(r["rps"] for r in runs[name]), 1),
+            "rps": round(statistics.median(r["rps"] for r in runs[name]), 1),
             "p50_ms": round(statistics.median(r["p50_ms"] for r in runs[name]), 3),
             "p99_ms": round(statistics.median(r["p99_ms"] for r in runs[name]), 3),
         }

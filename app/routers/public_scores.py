@@ -79,4 +79,4 @@ async def public_score_response(state: State, written: str, client: str) -> Resp
         )
     if score is None:
         return problem(404, "no living member of the registry has this CNIC")
-    return Response(score.model_dump_json(), media_type="application/json")
+    return Response(score, media_type="application/json")

@@ -7,7 +7,9 @@ from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
 
+import asyncpg
 import orjson
+import sqlalchemy.exc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -102,6 +104,20 @@ class ServiceUnavailable(AppError):
     status = 503
 
 
+# Raised when PostgreSQL is unreachable, restarting or refusing connections.
+DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.OperatorInterventionError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.InterfaceError,
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+)
+
+
 def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     out = []
     for err in exc.errors():
@@ -136,6 +152,21 @@ def register_exception_handlers(app: FastAPI) -> None:
         errors = _validation_errors(exc)
         detail = "; ".join(f"{e['field'] or 'request'}: {e['message']}" for e in errors[:5])
         return problem(422, detail or "invalid request", errors=errors)
+
+    async def _database_unavailable(request: Request, exc: Exception) -> Response:
+        # The database restarting or out of connections is a moment, not a server bug:
+        # the client may retry (nothing was half-done: transactions roll back).
+        log.warning(
+            "database unavailable: %s", type(exc).__name__, extra={"path": request.url.path}
+        )
+        return problem(
+            503,
+            "the registry is temporarily unavailable; try again shortly",
+            headers={"Retry-After": "5"},
+        )
+
+    for unavailable in DATABASE_UNAVAILABLE:
+        app.add_exception_handler(unavailable, _database_unavailable)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:

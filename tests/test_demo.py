@@ -1,0 +1,72 @@
+"""`nser demo` (what `make demo` runs): from an empty data folder to a registry that answers
+the CNICs it prints, and a partner whose printed credentials get a token."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from server import ROOT, _stop, free_port
+from test_embedded import _embedded_env
+
+CNIC_LINE = re.compile(r"/v1/public/scores/(\d{5}-\d{7}-\d)\s+# (\w+)")
+CREDENTIALS = re.compile(r"client_id=(\S+) -d client_secret=(\S+)")
+
+
+@pytest.mark.slow
+def test_demo_prints_cnics_that_answer_and_working_partner_credentials(tmp_path: Path) -> None:
+    port = free_port()
+    env = _embedded_env(tmp_path / "data")
+    out_path = tmp_path / "demo.out"
+    with out_path.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "app", "demo", "--households", "300", "--port", str(port)],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert process.poll() is None, out_path.read_text()
+            assert time.monotonic() < deadline, out_path.read_text()
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.3)
+        printed = out_path.read_text()
+        samples = CNIC_LINE.findall(printed)
+        assert {band for _, band in samples} == {
+            "ultra_poor",
+            "very_poor",
+            "poor",
+            "non_poor",
+            "well_off",
+        }
+        for cnic, band in samples:
+            answer = httpx.get(f"{base}/v1/public/scores/{cnic}", timeout=10)
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["poverty_band"] == band
+        match = CREDENTIALS.search(printed)
+        assert match, printed
+        token = httpx.post(
+            f"{base}/v1/auth/token",
+            timeout=30,
+            data={
+                "grant_type": "client_credentials",
+                "client_id": match[1],
+                "client_secret": match[2],
+            },
+        )
+        assert token.status_code == 200, token.text
+    finally:
+        _stop(process)

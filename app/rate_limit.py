@@ -7,10 +7,11 @@ shares one count. An optional ``key_prefix`` query parameter on that URL
 If Redis fails, slowapi's in-memory fallback keeps the limit per process and the request
 is still answered; it re-checks Redis with a back-off and returns to it when it is back.
 
-Limits are given as callables so each request can carry its own limit string: public
-look-ups read ``NSER_PUBLIC_LOOKUP_LIMITS``; partner routes read ``request.state.rate_limits``
+Limits are given as callables so each request can carry its own limit string: the token
+endpoint reads ``NSER_TOKEN_LIMITS``; partner routes read ``request.state.rate_limits``
 (set by the auth dependency from the agreement) and fall back to
-``NSER_PARTNER_DEFAULT_LIMITS``::
+``NSER_PARTNER_DEFAULT_LIMITS``. The public look-up, the hottest path, counts
+``NSER_PUBLIC_LOOKUP_LIMITS`` with :func:`hit` on the same storage, without the decorator::
 
     @router.get("/scores/{cnic}")
     @rate_limit.limit(partner_limits, key_func=partner_client_key)
@@ -117,11 +118,6 @@ def _settings() -> Settings:
     return settings
 
 
-def public_lookup_limits() -> str:
-    """``NSER_PUBLIC_LOOKUP_LIMITS``, e.g. ``10/minute;100/day``."""
-    return _settings().public_lookup_limits
-
-
 def token_limits() -> str:
     """``NSER_TOKEN_LIMITS`` for the token endpoint."""
     return _settings().token_limits
@@ -184,7 +180,6 @@ _function: Any
 for _function in (
     client_ip,
     partner_client_key,
-    public_lookup_limits,
     token_limits,
     partner_limits,
 ):

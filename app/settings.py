@@ -20,7 +20,6 @@ class Settings(BaseSettings):
     environment: Literal["development", "test", "production"] = "development"
     # Empty means: start the embedded PostgreSQL in ``data_dir``.
     database_url: str = ""
-    read_database_url: str = ""
     data_dir: Path = Path(".nser")
     migrations_dir: Path = ROOT / "migrations"
     db_pool_size: int = 10
@@ -45,7 +44,6 @@ class Settings(BaseSettings):
 
     # Anonymized extracts.
     k_anonymity: int = 5
-    public_suppression_threshold: int = 10
 
     # Updates back.
     updates_max_body_bytes: int = 20 * 1024 * 1024

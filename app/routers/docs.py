@@ -1,7 +1,12 @@
-"""Interactive API docs served entirely from this service (no CDN: works offline)."""
+"""Interactive API docs served entirely from this service (no CDN: works offline).
+
+The Swagger UI files come from the ``fastapi-offline`` package (Swagger UI 5, which reads
+the OpenAPI 3.1 that FastAPI writes) instead of being copied into this repository.
+"""
 
 from __future__ import annotations
 
+from importlib.resources import files
 from pathlib import Path
 
 from fastapi import APIRouter, Request
@@ -12,11 +17,12 @@ from app.errors import NotFound
 
 router = APIRouter(include_in_schema=False)
 
-STATIC = Path(__file__).resolve().parent.parent / "web" / "static"
+STATIC = Path(str(files("fastapi_offline") / "static"))
+# URL name -> (file in the package, media type): an allow-list, no path built from input.
 ASSETS = {
-    "swagger-ui-bundle.js": "text/javascript",
-    "swagger-ui.css": "text/css",
-    "swagger-ui-favicon-32x32.png": "image/png",
+    "swagger-ui-bundle.js": ("swagger-ui-bundle.js", "text/javascript"),
+    "swagger-ui.css": ("swagger-ui.css", "text/css"),
+    "swagger-ui-favicon-32x32.png": ("favicon.png", "image/png"),
 }
 
 
@@ -42,10 +48,13 @@ async def get_docs_oauth2_redirect() -> HTMLResponse:
 
 @router.get("/docs/static/{name}")
 async def get_docs_asset(name: str) -> FileResponse:
-    """One of the vendored Swagger UI files (an allow-list: no path is built from input)."""
-    media_type = ASSETS.get(name)
-    if media_type is None:
+    """One of the Swagger UI files."""
+    asset = ASSETS.get(name)
+    if asset is None:
         raise NotFound("no such docs asset")
+    filename, media_type = asset
     return FileResponse(
-        STATIC / name, media_type=media_type, headers={"Cache-Control": "public, max-age=86400"}
+        STATIC / filename,
+        media_type=media_type,
+        headers={"Cache-Control": "public, max-age=86400"},
     )

@@ -8,6 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from app.services import ingest_rules as rules
+from app.services import ingest_state, pmt
 
 TODAY = date(2026, 6, 1)
 
@@ -112,3 +113,66 @@ def test_geography_nesting() -> None:
     assert reasons == ["unknown tehsil code 'X'"]
     _, reasons = geo.resolve(district="D", tehsil="U", union_council="U", village=None)
     assert reasons == ["code 'U' is a union_council, not a tehsil"]
+
+
+def _scored_state() -> tuple[ingest_state.State, dict[str, object]]:
+    state = ingest_state.State()
+    hh: dict[str, object] = {
+        "id": 1,
+        "surveyed_on": date(2020, 1, 1),
+        "rooms": 2,
+        "toilet_type": "none",
+        "electrical": [],
+        "gas": [],
+        "kitchen": [],
+        **dict.fromkeys(("cows", "goats", "buffaloes", "bullocks", "lambs"), 0),
+        **dict.fromkeys(ingest_state.LAND, 0.0),
+        "version": 3,
+        "pmt_score": 99.0,
+        "poverty_band": "well_off",
+        "pmt_version": pmt.ILLUSTRATIVE.version,
+    }
+    state.households[1] = hh
+    state.members_loaded.add(1)
+    for i, (rel, edu) in enumerate((("head", "matric"), ("spouse", None), ("son", None)), 1):
+        state.add_member(
+            {
+                "id": i,
+                "household_id": 1,
+                "cnic": None,
+                "relationship": rel,
+                "education": edu,
+                "date_of_birth": date(1990 + 10 * (rel == "son"), 1, 1),
+                "disabilities": None,
+                "deceased_on": None,
+            }
+        )
+    state.rescore.add(1)
+    return state, hh
+
+
+def test_prescore_is_final_and_logs_the_change() -> None:
+    state, hh = _scored_state()
+    assert ingest_state.prescore(state, pmt.ILLUSTRATIVE) == []
+    value, band = pmt.score(pmt.ILLUSTRATIVE, hh, state.household_members(1))
+    assert (hh["pmt_score"], hh["poverty_band"]) == (value, band)
+    assert 1 in state.dirty_households
+    (row,) = state.history
+    assert (row["change"], row["version"], row["source"]) == ("pmt_rescore", 3, "pmt_recompute")
+    assert row["before"]["pmt_score"] == 99.0
+    assert row["after"]["pmt_score"] == value
+
+
+def test_prescore_leaves_to_the_sql_what_memory_cannot_vouch_for() -> None:
+    # Two living heads: the Python twin takes the first one's education, the SQL the highest.
+    state, hh = _scored_state()
+    state.members[2]["relationship"] = "head"
+    assert ingest_state.prescore(state, pmt.ILLUSTRATIVE) == [1]
+    assert hh["pmt_score"] == 99.0
+    assert not state.history
+    # Members not all loaded (the household was named only by a phone/address change).
+    state, hh = _scored_state()
+    state.members_loaded.clear()
+    assert ingest_state.prescore(state, pmt.ILLUSTRATIVE) == [1]
+    assert hh["pmt_score"] == 99.0
+    assert not state.dirty_households

@@ -13,7 +13,7 @@ import pytest
 from partner_helpers import create_staff, get_token
 from updates_helpers import checksum, headers, send, updates_partner
 
-from app.services import ingest_store
+from app.services import ingest_store, pmt
 
 TODAY = date.today()
 
@@ -150,6 +150,10 @@ async def test_every_kind_applies_and_is_visible(
     results = _score(body)
     assert {r: v["outcome"] for r, v in results.items()} == dict.fromkeys(results, "applied"), body
     assert body["counts"]["applied"] == 8
+    # The in-memory re-score is final: the SQL re-score finds nothing left to change.
+    touched = {r["household_id"] for r in results.values()} | {hh[6]["id"]}
+    async with db.transaction():  # (an assertion failure rolls it back)
+        assert await pmt.rescore_households(db, sorted(touched)) == 0
 
     born = await db.fetchrow(
         "SELECT name, household_id FROM members WHERE id = $1", results["birth"]["member_id"]

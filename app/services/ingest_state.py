@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 import asyncpg
@@ -140,13 +141,12 @@ class Wanted:
 PMT_COLUMNS = {"pmt_score": "float8", "poverty_band": "text", "pmt_version": "text"}
 
 
-def _household_row(record: asyncpg.Record) -> Row:
-    row = dict(record)
-    for col in LAND:
-        row[col] = float(row[col])
-    if row["pmt_score"] is not None:
-        row["pmt_score"] = float(row["pmt_score"])
-    return row
+# Land and the score are numeric columns read as float8 (the cast and Python's float() of
+# the Decimal are both the correctly rounded double), so a row is just ``dict(record)``.
+_LOAD_COLUMNS = ", ".join(
+    f"{c}::float8 AS {c}" if c in (*LAND, "pmt_score") else c
+    for c in (*HOUSEHOLD_COLUMNS, *PMT_COLUMNS)
+)
 
 
 async def load(conn: asyncpg.Connection, wanted: Wanted, state: State, *, lock: bool) -> None:
@@ -159,14 +159,13 @@ async def load(conn: asyncpg.Connection, wanted: Wanted, state: State, *, lock: 
     full = set(wanted.household_ids) | {r["household_id"] for r in found}
     ids = (full | wanted.bare_household_ids) - state.households.keys()
     if ids:
-        cols = ", ".join([*HOUSEHOLD_COLUMNS, *PMT_COLUMNS])
         rows = await conn.fetch(
-            f"SELECT {cols} FROM households WHERE id = ANY($1) ORDER BY id"
+            f"SELECT {_LOAD_COLUMNS} FROM households WHERE id = ANY($1) ORDER BY id"
             + (" FOR UPDATE" if lock else ""),
             sorted(ids),
         )
         for r in rows:
-            state.households[r["id"]] = _household_row(r)
+            state.households[r["id"]] = dict(r)
     fresh = [i for i in sorted(full) if i in state.households and i not in state.members_loaded]
     if fresh:
         mcols = ", ".join(MEMBER_COLUMNS)
@@ -235,24 +234,63 @@ UPDATE members m SET {", ".join(f"{c} = v.{c}" for c in _MCOLS)}, updated_at = n
 """
 
 
+_HOUSEHOLD_GETTER = itemgetter(*_HOUSEHOLD_STAGED)
+_MEMBER_STAGED = itemgetter(*MEMBER_COLUMNS)
+_RESULT_VALUES = itemgetter(*RESULT_COLUMNS)
+# Households scored between two turns of the event loop (a few milliseconds of CPU).
+_SCORE_SLICE = 64
+
+
+def _staged(row: Row) -> tuple[Any, ...]:
+    """A household row's staged values (a household whose score is left to the SQL may
+    not have the score columns yet: those stage as NULL)."""
+    try:
+        values: tuple[Any, ...] = _HOUSEHOLD_GETTER(row)
+    except KeyError:
+        return tuple(row.get(c) for c in _HOUSEHOLD_STAGED)
+    return values
+
+
 def _jsonb(value: Any) -> str | None:
     return None if value is None else orjson.dumps(value).decode()
 
 
-def prescore(state: State, model: pmt_service.PmtModel) -> list[int]:
+def _sql_only(state: State, hid: int) -> bool:
+    """Whether this household must be re-scored by the SQL rather than in memory.
+
+    ``pmt.score`` and the SQL re-score are the same function of the same rows (NOT NULL
+    indicators, the living members; tests/test_pmt.py checks them equal) except where the
+    chunk does not hold every member, or where a household has several living heads (the
+    Python takes the first head's education, the SQL the highest): those few go to the SQL.
+    """
+    if hid not in state.members_loaded and hid not in state.new_households:
+        return True
+    heads = 0
+    for mid in state.by_household.get(hid, ()):
+        m = state.members[mid]
+        if m["relationship"] == "head" and m["deceased_on"] is None:
+            heads += 1
+    return heads > 1
+
+
+def prescore(
+    state: State, model: pmt_service.PmtModel, ids: Sequence[int] | None = None
+) -> list[int]:
     """Score the households to re-score in memory, so each is written once per chunk.
 
     ``pmt.score`` is the Python twin of the SQL re-score (tests/test_pmt.py keeps them
-    equal); ``pmt.rescore_households`` still runs after the write, in the same transaction,
-    and corrects (and logs) any household whose stored score the SQL would compute
-    differently. Returns the ids to hand it. A ``pmt_rescore`` history row is added for
-    each change of score, band or model, as the SQL re-score writes it.
+    equal, tests/test_updates_api.py checks a batch leaves nothing for the SQL to change),
+    so its result is final: no second, SQL pass re-reads these households and their
+    members. A ``pmt_rescore`` history row is added for each change of score, band or
+    model, as the SQL re-score writes it. Returns the ids left to ``pmt.rescore_households``
+    (see :func:`_sql_only`; normally none). ``ids``: only these (of ``state.rescore``).
     """
-    ids = sorted(state.rescore)
-    for hid in ids:
+    left: list[int] = []
+    for hid in sorted(state.rescore) if ids is None else ids:
+        if _sql_only(state, hid):
+            left.append(hid)
+            continue
         hh = state.households[hid]
-        if hid not in state.members_loaded and hid not in state.new_households:
-            continue  # not expected; the SQL re-score below handles it
         value, band = pmt_service.score(model, hh, state.household_members(hid))
         old = (hh.get("pmt_score"), hh.get("poverty_band"), hh.get("pmt_version"))
         if old == (value, band, model.version):
@@ -274,7 +312,7 @@ def prescore(state: State, model: pmt_service.PmtModel) -> list[int]:
                     "source": "pmt_recompute",
                 }
             )
-    return ids
+    return left
 
 
 async def write(
@@ -288,12 +326,29 @@ async def write(
 
     Every household and member row is written once: new and changed rows are COPYed into
     the session's staging tables and merged with one INSERT and one UPDATE per table; the
-    history and the results are COPYed straight into their tables. ``meanwhile`` (CPU work
-    that does not touch the connection) runs while PostgreSQL executes the merge.
+    history and the results are COPYed straight into their tables. The in-memory re-score
+    runs while PostgreSQL stores the results, and ``meanwhile`` (CPU work that does not
+    touch the connection) while it executes the merge.
     """
+    bid = uuid.UUID(batch_id)
+    outcomes = [(bid, *_RESULT_VALUES(r)) for r in results]
+    model = await pmt_service.current_model(conn) if state.rescore else None
+    # The results go in first, so PostgreSQL stores them while Python scores households.
+    storing = asyncio.ensure_future(
+        conn.copy_records_to_table(
+            "update_results", columns=["batch_id", *RESULT_COLUMNS], records=outcomes
+        )
+    )
     rescore: list[int] = []
-    if state.rescore:
-        rescore = prescore(state, await pmt_service.current_model(conn))
+    try:
+        if model is not None:
+            ids = sorted(state.rescore)
+            for start in range(0, len(ids), _SCORE_SLICE):
+                # Between slices the event loop runs, so the COPY proceeds meanwhile.
+                await asyncio.sleep(0)
+                rescore += prescore(state, model, ids[start : start + _SCORE_SLICE])
+    finally:
+        await storing
     households = sorted(state.dirty_households | state.new_households)
     members = sorted(state.dirty_members | state.new_members)
     if households or members:
@@ -303,17 +358,15 @@ async def write(
         await conn.copy_records_to_table(
             "nser_stage_households",
             columns=list(_STAGE_HOUSEHOLDS),
-            records=[
-                (*(state.households[i].get(c) for c in _HOUSEHOLD_STAGED), i in new)
-                for i in households
-            ],
+            records=[(*_staged(state.households[i]), i in new) for i in households],
         )
     if members:
         new = state.new_members
+        member = _MEMBER_STAGED
         await conn.copy_records_to_table(
             "nser_stage_members",
             columns=list(_STAGE_MEMBERS),
-            records=[(*(state.members[i][c] for c in MEMBER_COLUMNS), i in new) for i in members],
+            records=[(*member(state.members[i]), i in new) for i in members],
         )
     merge = (_MERGE_HOUSEHOLDS if households else "") + (_MERGE_MEMBERS if members else "")
     # The merge is sent before the rows below are built, so both run at once.
@@ -336,8 +389,6 @@ async def write(
             )
             for h in state.history
         ]
-        bid = uuid.UUID(batch_id)
-        outcomes = [(bid, *(r[c] for c in RESULT_COLUMNS)) for r in results]
         if meanwhile is not None:
             meanwhile()
     finally:
@@ -348,9 +399,5 @@ async def write(
             "household_history", columns=[*HISTORY_COLUMNS, "source"], records=history
         )
     if rescore:
-        # The SQL re-score is the authority: with the in-memory scores already written it
-        # normally finds nothing to change and only reads.
+        # Only the households the in-memory score cannot vouch for (normally none).
         await pmt_service.rescore_households(conn, rescore)
-    await conn.copy_records_to_table(
-        "update_results", columns=["batch_id", *RESULT_COLUMNS], records=outcomes
-    )

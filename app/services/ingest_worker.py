@@ -31,7 +31,8 @@ from app.services import ingest_state as state_service
 
 log = logging.getLogger("nser.ingest")
 
-CHUNK = 1000
+# Records per transaction: fewer, larger chunks cost fewer commits and per-chunk queries.
+CHUNK = 2000
 DEFAULT_LEASE_SECONDS = 60.0
 
 _CLAIM = """

@@ -29,7 +29,7 @@ def test_phone_rejects_everything_else(value: str) -> None:
 def test_phone_reason_is_actionable() -> None:
     _, reasons = rules.phone_reasons("12345")
     assert reasons == [
-        "phone '12345' is not a Pakistani mobile number (+923XXXXXXXXX or 03XXXXXXXXX)"
+        "phone '12345' is not a Pakistani mobile number (+923xxxxxxxxx or 03xxxxxxxxx)"
     ]
 
 

@@ -113,7 +113,7 @@ def parse_record(raw: object) -> tuple[Any, list[str]]:
 
 
 def normalize_phone(value: str) -> str | None:
-    """+923XXXXXXXXX or 03XXXXXXXXX (spaces/dashes allowed) -> +923XXXXXXXXX; else None."""
+    """+92 3xx xxxxxxx or 03xx xxxxxxx (spaces/dashes allowed) -> +923xxxxxxxxx; else None."""
     match = _PHONE.fullmatch(re.sub(r"[\s-]", "", value))
     return f"+92{match.group(1)}" if match else None
 
@@ -122,7 +122,7 @@ def phone_reasons(value: str) -> tuple[str | None, list[str]]:
     phone = normalize_phone(value)
     if phone is None:
         return None, [
-            f"phone {value!r} is not a Pakistani mobile number (+923XXXXXXXXX or 03XXXXXXXXX)"
+            f"phone {value!r} is not a Pakistani mobile number (+923xxxxxxxxx or 03xxxxxxxxx)"
         ]
     return phone, []
 

@@ -102,7 +102,6 @@ class Household(Timestamps, Base):
         Index("ix_households_district_id", "district_code", "id"),
         Index("ix_households_tehsil_id", "tehsil_code", "id"),
         Index("ix_households_uc_id", "union_council_code", "id"),
-        Index("ix_households_score", "pmt_score"),
         # Free space per page for HOT updates (migration 0004).
         {"postgresql_with": {"fillfactor": 80}},
     )

@@ -131,10 +131,14 @@ async def published_keys(conn: asyncpg.Connection) -> list[dict[str, Any]]:
 
 
 class KeyStore:
-    """Per-process cache of keys; a kid it has not seen triggers one (throttled) reload."""
+    """Per-process cache of verification keys, refreshed every ``refresh_seconds``.
+
+    A kid the cache has not seen is looked up by primary key at once: a key rotated in by
+    another process (the CLI, another worker) verifies from its first token. The look-up is
+    one indexed read, no more than the agreement check every request makes anyway.
+    """
 
     refresh_seconds = 30.0
-    miss_reload_seconds = 1.0
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
@@ -143,31 +147,38 @@ class KeyStore:
         self._loaded_at = 0.0
         self._lock = asyncio.Lock()
 
+    @staticmethod
+    def _key(row: asyncpg.Record) -> VerificationKey:
+        return VerificationKey(
+            kid=row["kid"],
+            algorithm=row["algorithm"],
+            public_jwk=orjson.loads(row["public_jwk"]),
+            verify_until=None if row["is_current"] else row["verify_until"],
+        )
+
     async def _reload(self, conn: asyncpg.Connection) -> None:
         rows = await conn.fetch(
             "SELECT kid, algorithm, public_jwk, verify_until, is_current FROM signing_keys"
         )
-        self._verify = {
-            row["kid"]: VerificationKey(
-                kid=row["kid"],
-                algorithm=row["algorithm"],
-                public_jwk=orjson.loads(row["public_jwk"]),
-                verify_until=None if row["is_current"] else row["verify_until"],
-            )
-            for row in rows
-        }
+        self._verify = {row["kid"]: self._key(row) for row in rows}
         self._loaded_at = time.monotonic()
 
     async def verification_key(self, pool: asyncpg.Pool, kid: str) -> VerificationKey | None:
-        age = time.monotonic() - self._loaded_at
-        if age > self.refresh_seconds or (
-            kid not in self._verify and age > self.miss_reload_seconds
-        ):
+        if time.monotonic() - self._loaded_at > self.refresh_seconds:
             async with self._lock:
-                if time.monotonic() - self._loaded_at > self.miss_reload_seconds:
+                if time.monotonic() - self._loaded_at > self.refresh_seconds:
                     async with pool.acquire() as conn:
                         await self._reload(conn)
-        return self._verify.get(kid)
+        key = self._verify.get(kid)
+        if key is None:
+            row = await pool.fetchrow(
+                "SELECT kid, algorithm, public_jwk, verify_until, is_current"
+                " FROM signing_keys WHERE kid = $1",
+                kid,
+            )
+            if row is not None:
+                key = self._verify[kid] = self._key(row)
+        return key
 
     async def signing_key(self, pool: asyncpg.Pool) -> SigningKey:
         """The current key, read each time (a rotation by the CLI takes effect at once)."""

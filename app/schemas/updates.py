@@ -138,8 +138,9 @@ class MemberUpdate(_MemberTarget):
     new_cnic: Cnic | None = None
 
 
-class AddressChange(_Target):
-    kind: Literal["address_change"]
+class _Placement(_Strict):
+    """Where a household lives: an address and its geography codes (checked for nesting)."""
+
     address: Annotated[str, Field(min_length=1, max_length=500)]
     province: GeoCode | None = None
     division: GeoCode | None = None
@@ -147,6 +148,10 @@ class AddressChange(_Target):
     tehsil: GeoCode
     union_council: GeoCode
     village: GeoCode | None = None
+
+
+class AddressChange(_Target, _Placement):
+    kind: Literal["address_change"]
 
 
 class PhoneChange(_Target):
@@ -160,15 +165,8 @@ class HouseholdSurvey(_Target):
     surveyed_on: date | None = None
 
 
-class NewHouseholdIn(Indicators):
+class NewHouseholdIn(Indicators, _Placement):
     form_number: Annotated[str, Field(min_length=1, max_length=32)] | None = None
-    address: Annotated[str, Field(min_length=1, max_length=500)]
-    province: GeoCode | None = None
-    division: GeoCode | None = None
-    district: GeoCode
-    tehsil: GeoCode
-    union_council: GeoCode
-    village: GeoCode | None = None
     phone: Annotated[str, Field(min_length=1, max_length=20)] | None = None
     surveyed_on: date
     members: Annotated[list[MemberIn], Field(min_length=1, max_length=60)]

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,18 @@ def create_database() -> str:
 def drop_database(url: str) -> None:
     name = url.rpartition("/")[2]
     asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@contextmanager
+def fresh_database(households: int = 0, seed: int = 0) -> Iterator[str]:
+    """A database of its own for a module, migrated (and seeded if asked), dropped after."""
+    url = create_database()
+    try:
+        if households:
+            run_cli(["seed", "--households", str(households), "--seed", str(seed)], url)
+        yield url
+    finally:
+        drop_database(url)
 
 
 def cli_env(url: str, **extra: str) -> dict[str, str]:
@@ -98,9 +111,8 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 @pytest.fixture(scope="session")
 def database_url() -> Iterator[str]:
     """One migrated database shared by the session's tests (seeded lazily by fixtures)."""
-    url = create_database()
-    yield url
-    drop_database(url)
+    with fresh_database() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

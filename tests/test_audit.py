@@ -6,15 +6,19 @@ from collections.abc import Iterator
 
 import asyncpg
 import pytest
-from conftest import create_database, drop_database, make_settings, open_client, run_cli
+from conftest import (
+    fresh_database,
+    make_settings,
+    open_client,
+    run_cli,
+)
 from partner_helpers import bearer, create_partner, get_token
 
 
 @pytest.fixture(scope="module")
 def audit_url() -> Iterator[str]:
-    url = create_database()
-    yield url
-    drop_database(url)
+    with fresh_database() as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from typing import Any
 
 import asyncpg
 import pytest
-from conftest import create_database, drop_database, run_cli
+from conftest import fresh_database, run_cli
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -209,10 +209,8 @@ async def _rescore_one(url: str) -> tuple[int, int, int]:
 
 @pytest.fixture(scope="module")
 def fresh_url() -> Any:
-    url = create_database()
-    run_cli(["seed", "--households", "400", "--seed", "3"], url)
-    yield url
-    drop_database(url)
+    with fresh_database(households=400, seed=3) as url:
+        yield url
 
 
 def test_recompute_is_idempotent_and_writes_history_on_a_new_model(fresh_url: str) -> None:

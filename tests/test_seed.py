@@ -11,17 +11,15 @@ from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
 import pytest
-from conftest import create_database, drop_database, run_cli
+from conftest import create_database, drop_database, fresh_database, run_cli
 
 from app.services import pmt
 
 
 @pytest.fixture(scope="module")
 def own_seeded_url() -> Iterator[str]:
-    url = create_database()
-    run_cli(["seed", "--households", "3000", "--seed", "7"], url)
-    yield url
-    drop_database(url)
+    with fresh_database(households=3000, seed=7) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

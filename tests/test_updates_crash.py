@@ -21,11 +21,9 @@ import pytest
 from conftest import (
     ROOT,
     cli_env,
-    create_database,
-    drop_database,
+    fresh_database,
     make_settings,
     open_client,
-    run_cli,
 )
 from updates_helpers import headers, updates_partner
 
@@ -34,10 +32,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def url() -> Iterator[str]:
-    db = create_database()
-    run_cli(["seed", "--households", "1500", "--seed", "3"], db)
-    yield db
-    drop_database(db)
+    with fresh_database(households=1500, seed=3) as db:
+        yield db
 
 
 @pytest.fixture(scope="module")

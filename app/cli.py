@@ -341,7 +341,8 @@ def worker(
     from app.db import asyncpg_target
     from app.services import ingest_worker
 
-    target = asyncpg_target(resolve_database_url(get_settings()))
+    settings = get_settings()
+    target = asyncpg_target(resolve_database_url(settings))
 
     async def _main() -> None:
         stop = asyncio.Event()
@@ -355,6 +356,8 @@ def worker(
             poll_seconds=poll_seconds,
             stop=stop,
             exit_when_idle=exit_when_idle,
+            chunk=settings.ingest_chunk_records,
+            pipeline=settings.ingest_pipeline,
         )
 
     asyncio.run(_main())

@@ -36,7 +36,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = engine
         app.state.sessionmaker = make_sessionmaker(engine)
         app.state.pool = await create_pool(url, max_size=settings.db_pool_size)
-        workers = ingest_worker.start_in_process(url, settings.in_process_workers)
+        workers = ingest_worker.start_in_process(
+            url,
+            settings.in_process_workers,
+            chunk=settings.ingest_chunk_records,
+            pipeline=settings.ingest_pipeline,
+        )
         # Everything built at start-up lives as long as the process: keep it out of the
         # cyclic collector's full passes, which otherwise re-walk it under load.
         gc.freeze()

@@ -49,6 +49,10 @@ class Settings(BaseSettings):
     updates_max_body_bytes: int = 20 * 1024 * 1024
     updates_max_records: int = 50_000
     in_process_workers: int = 1
+    # Records per ingest transaction, and whether a worker reads and applies the next chunk
+    # on a second connection while the previous one is written.
+    ingest_chunk_records: int = Field(default=2000, ge=1, le=20_000)
+    ingest_pipeline: bool = True
 
     log_level: str = "INFO"
     log_json: bool = True

@@ -15,6 +15,7 @@ import asyncio
 import json
 import os
 import random
+import resource
 import subprocess
 import sys
 import time
@@ -186,6 +187,26 @@ async def make_records(conn: asyncpg.Connection, n: int) -> list[dict[str, Any]]
     return records
 
 
+async def backend_cpu(conn: asyncpg.Connection) -> float:
+    """CPU seconds used so far by the workers' PostgreSQL backends (same machine: /proc)."""
+    pids = await conn.fetch(
+        "SELECT pid FROM pg_stat_activity WHERE application_name = 'nser-worker'"
+    )
+    total = 0.0
+    for r in pids:
+        try:
+            fields = Path(f"/proc/{r['pid']}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def own_cpu() -> float:
+    u = resource.getrusage(resource.RUSAGE_SELF)
+    return u.ru_utime + u.ru_stime
+
+
 def wire(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The records as sent: without the baseline's private ``_`` keys."""
     return [{k: v for k, v in r.items() if not k.startswith("_")} for r in records]
@@ -313,12 +334,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     conn = await asyncpg.connect(url)
     households = await conn.fetchval("SELECT count(*) FROM households")
     records = await make_records(conn, args.records)
-    # Both runs start from a vacuumed registry: the seed's re-score and the rolled-back
-    # baseline leave dead row versions that would otherwise tax whichever runs next.
+    # Both runs start from a vacuumed registry (the seed's re-score and the rolled-back
+    # baseline leave dead row versions that would otherwise tax whichever runs next) and
+    # right after a checkpoint (so both pay the same full-page writes, and neither shares
+    # the disk with the flushing of what came before).
     await conn.execute("VACUUM (ANALYZE) households, members")
+    await conn.execute("CHECKPOINT")
     base_s = await baseline(conn, records)
     print(f"baseline: {len(records)} records in {base_s:.2f}s", flush=True)
     await conn.execute("VACUUM (ANALYZE) households, members")
+    await conn.execute("CHECKPOINT")
     partner = json.loads(
         cli(
             [
@@ -368,6 +393,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             ).json()["access_token"]
             h = {"Authorization": f"Bearer {tok}", "Idempotency-Key": uuid.uuid4().hex}
             body = json.dumps({"records": wire(records)}).encode()
+            await asyncio.sleep(1)  # the workers' connections are open
+            pg0, py0 = await backend_cpu(conn), own_cpu()
             t0 = time.perf_counter()
             r = await c.post(
                 "/v1/partner/updates",
@@ -383,6 +410,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     break
                 await asyncio.sleep(0.25)
             done = time.perf_counter()
+            pg1, py1 = await backend_cpu(conn), own_cpu()
     await conn.close()
     seconds = done - t202
     rate = len(records) / seconds
@@ -394,6 +422,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "receive_seconds": round(t202 - t0, 2),
         "process_seconds": round(seconds, 2),
         "records_per_second": round(rate),
+        "service_cpu_seconds": round(py1 - py0, 2),
+        "postgres_worker_cpu_seconds": round(pg1 - pg0, 2),
         "baseline_seconds": round(base_s, 2),
         "baseline_records_per_second": round(base_rate),
         "ratio_to_baseline": round(rate / base_rate, 3),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import date
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import asyncpg
@@ -84,6 +84,24 @@ def test_clamp_rounds_like_postgres_numeric() -> None:
     assert clamp(250) == 100.0
     assert clamp(16.165) == 16.17  # the binary value is 16.16499..., numeric sees 16.165
     assert clamp(0.005) == 0.01
+    assert clamp(2.675) == 2.68  # binary 2.67499999..., numeric 2.675
+    assert clamp(0.00004) == 0.0
+    assert clamp(99.995) == 100.0
+
+
+def _numeric_round(value: float) -> float:
+    bounded = min(100.0, max(0.0, value))
+    return float(Decimal(f"{bounded:.15g}").quantize(Decimal("0.01"), rounding=ROUND_HALF_UP))
+
+
+def test_clamp_rounds_every_tie_like_numeric() -> None:
+    for thousandths in range(0, 100_001, 5):  # every value that sits on a tie, 0.005 apart
+        assert clamp(thousandths / 1000) == _numeric_round(thousandths / 1000), thousandths
+
+
+@given(st.floats(min_value=-1, max_value=101, allow_nan=False))
+def test_clamp_matches_numeric_rounding_of_the_15_digit_cast(value: float) -> None:
+    assert clamp(value) == _numeric_round(value)
 
 
 @given(st.floats(min_value=-1e6, max_value=1e6, allow_nan=False))

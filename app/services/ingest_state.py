@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any
@@ -237,8 +237,6 @@ UPDATE members m SET {", ".join(f"{c} = v.{c}" for c in _MCOLS)}, updated_at = n
 _HOUSEHOLD_GETTER = itemgetter(*_HOUSEHOLD_STAGED)
 _MEMBER_STAGED = itemgetter(*MEMBER_COLUMNS)
 _RESULT_VALUES = itemgetter(*RESULT_COLUMNS)
-# Households scored between two turns of the event loop (a few milliseconds of CPU).
-_SCORE_SLICE = 64
 
 
 def _staged(row: Row) -> tuple[Any, ...]:
@@ -315,89 +313,106 @@ def prescore(
     return left
 
 
-async def write(
-    conn: asyncpg.Connection,
-    state: State,
-    results: list[Row],
-    batch_id: str,
-    meanwhile: Callable[[], None] | None = None,
-) -> None:
-    """Flush the chunk's writes and its results (inside the caller's transaction).
+@dataclass
+class Flush:
+    """A chunk's writes as rows ready to send: built in Python by :func:`prepare`, sent by
+    :func:`flush` without any more Python work in between (so that, in a pipeline, Python
+    prepares the next chunk while PostgreSQL stores this one)."""
 
-    Every household and member row is written once: new and changed rows are COPYed into
-    the session's staging tables and merged with one INSERT and one UPDATE per table; the
-    history and the results are COPYed straight into their tables. The in-memory re-score
-    runs while PostgreSQL stores the results, and ``meanwhile`` (CPU work that does not
-    touch the connection) while it executes the merge.
+    results: list[tuple[Any, ...]]
+    households: list[tuple[Any, ...]]
+    members: list[tuple[Any, ...]]
+    history: list[tuple[Any, ...]]
+    # Households the in-memory score cannot vouch for (see _sql_only; normally none).
+    rescore: list[int]
+
+
+# Records or households handled between two turns of the event loop: a few milliseconds of
+# CPU, so that in a pipeline the other chunk's statements are sent as soon as PostgreSQL
+# has answered the previous one, not when a long stretch of Python work ends.
+SLICE = 128
+
+
+async def prepare(
+    state: State, results: list[Row], batch_id: str, model: pmt_service.PmtModel | None
+) -> Flush:
+    """Score the households to re-score (``model``: the current one) and build every row.
+
+    Every household and member row is written once: new and changed rows go to the
+    staging tables and are merged with one INSERT and one UPDATE per table.
     """
     bid = uuid.UUID(batch_id)
-    outcomes = [(bid, *_RESULT_VALUES(r)) for r in results]
-    model = await pmt_service.current_model(conn) if state.rescore else None
-    # The results go in first, so PostgreSQL stores them while Python scores households.
-    storing = asyncio.ensure_future(
-        conn.copy_records_to_table(
-            "update_results", columns=["batch_id", *RESULT_COLUMNS], records=outcomes
-        )
-    )
     rescore: list[int] = []
-    try:
-        if model is not None:
-            ids = sorted(state.rescore)
-            for start in range(0, len(ids), _SCORE_SLICE):
-                # Between slices the event loop runs, so the COPY proceeds meanwhile.
-                await asyncio.sleep(0)
-                rescore += prescore(state, model, ids[start : start + _SCORE_SLICE])
-    finally:
-        await storing
-    households = sorted(state.dirty_households | state.new_households)
-    members = sorted(state.dirty_members | state.new_members)
-    if households or members:
+    if model is not None and state.rescore:
+        ids = sorted(state.rescore)
+        for start in range(0, len(ids), SLICE):
+            rescore += prescore(state, model, ids[start : start + SLICE])
+            await asyncio.sleep(0)
+    new_households, new_members = state.new_households, state.new_members
+    member = _MEMBER_STAGED
+    households = [
+        (*_staged(state.households[i]), i in new_households)
+        for i in sorted(state.dirty_households | new_households)
+    ]
+    members = [
+        (*member(state.members[i]), i in new_members)
+        for i in sorted(state.dirty_members | new_members)
+    ]
+    await asyncio.sleep(0)
+    history = [
+        (
+            h["household_id"],
+            h["member_id"],
+            h["version"],
+            h["change"],
+            _jsonb(h["before"]),
+            _jsonb(h["after"]),
+            h["batch_id"],
+            h["ref"],
+            h["actor"],
+            h.get("source", "partner_batch"),
+        )
+        for h in state.history
+    ]
+    await asyncio.sleep(0)
+    return Flush(
+        results=[(bid, *_RESULT_VALUES(r)) for r in results],
+        households=households,
+        members=members,
+        history=history,
+        rescore=rescore,
+    )
+
+
+async def flush(conn: asyncpg.Connection, rows: Flush) -> None:
+    """Send a prepared chunk (inside the caller's transaction): binary COPYs and one merge."""
+    await conn.copy_records_to_table(
+        "update_results", columns=["batch_id", *RESULT_COLUMNS], records=rows.results
+    )
+    if rows.households or rows.members:
         await conn.execute(_STAGING)
-    if households:
-        new = state.new_households
+    if rows.households:
         await conn.copy_records_to_table(
-            "nser_stage_households",
-            columns=list(_STAGE_HOUSEHOLDS),
-            records=[(*_staged(state.households[i]), i in new) for i in households],
+            "nser_stage_households", columns=list(_STAGE_HOUSEHOLDS), records=rows.households
         )
-    if members:
-        new = state.new_members
-        member = _MEMBER_STAGED
+    if rows.members:
         await conn.copy_records_to_table(
-            "nser_stage_members",
-            columns=list(_STAGE_MEMBERS),
-            records=[(*member(state.members[i]), i in new) for i in members],
+            "nser_stage_members", columns=list(_STAGE_MEMBERS), records=rows.members
         )
-    merge = (_MERGE_HOUSEHOLDS if households else "") + (_MERGE_MEMBERS if members else "")
-    # The merge is sent before the rows below are built, so both run at once.
-    merging = asyncio.ensure_future(conn.execute(merge)) if merge else None
-    try:
-        if merging is not None:
-            await asyncio.sleep(0)  # let the task send the statement
-        history = [
-            (
-                h["household_id"],
-                h["member_id"],
-                h["version"],
-                h["change"],
-                _jsonb(h["before"]),
-                _jsonb(h["after"]),
-                h["batch_id"],
-                h["ref"],
-                h["actor"],
-                h.get("source", "partner_batch"),
-            )
-            for h in state.history
-        ]
-        if meanwhile is not None:
-            meanwhile()
-    finally:
-        if merging is not None:
-            await merging
-    if history:
+    merge = (_MERGE_HOUSEHOLDS if rows.households else "") + (
+        _MERGE_MEMBERS if rows.members else ""
+    )
+    if merge:
+        await conn.execute(merge)
+    if rows.history:
         await conn.copy_records_to_table(
-            "household_history", columns=[*HISTORY_COLUMNS, "source"], records=history
+            "household_history", columns=[*HISTORY_COLUMNS, "source"], records=rows.history
         )
-    if rescore:
-        # Only the households the in-memory score cannot vouch for (normally none).
-        await pmt_service.rescore_households(conn, rescore)
+    if rows.rescore:
+        await pmt_service.rescore_households(conn, rows.rescore)
+
+
+async def write(conn: asyncpg.Connection, state: State, results: list[Row], batch_id: str) -> None:
+    """Prepare and flush in one go (inside the caller's transaction)."""
+    model = await pmt_service.current_model(conn) if state.rescore else None
+    await flush(conn, await prepare(state, results, batch_id, model))

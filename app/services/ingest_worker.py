@@ -23,11 +23,13 @@ from typing import Any
 
 import asyncpg
 import orjson
+from asyncpg.transaction import Transaction
 
 from app.db import asyncpg_target
 from app.services import ingest_apply as apply_service
 from app.services import ingest_rules as rules
 from app.services import ingest_state as state_service
+from app.services import pmt as pmt_service
 
 log = logging.getLogger("nser.ingest")
 
@@ -102,20 +104,92 @@ def _result(position: int, raw: Any, outcome: apply_service.Outcome) -> state_se
     }
 
 
+# Errors after which the connection (or the lease) is gone: the worker reconnects and the
+# batch resumes from its stored results. Any other database error refuses one chunk, which
+# is then redone one record at a time.
+_FATAL: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CannotConnectNowError,
+    OSError,
+    LeaseLost,
+)
+
+
+async def _rollback(tx: Transaction) -> None:
+    """Roll back if still open; a broken connection is the worker loop's to handle."""
+    try:
+        await tx.rollback()
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+        pass
+
+
+@dataclass
+class Step:
+    """One chunk between its load and its commit: an open transaction holding the locks on
+    the chunk's households, the registry slice it read, and (once applied) its results."""
+
+    conn: asyncpg.Connection
+    tx: Transaction
+    positions: Sequence[int]
+    parsed: list[tuple[int, Any, apply_service.Outcome | None]]
+    wanted: state_service.Wanted
+    state: state_service.State
+    household_ids: list[int]
+    member_ids: list[int]
+    model: pmt_service.PmtModel | None
+    rows: state_service.Flush | None = None
+
+
+def depends(wanted: state_service.Wanted, earlier: state_service.State) -> bool:
+    """Whether a chunk loaded while ``earlier`` was still uncommitted may have read stale rows.
+
+    Households are safe: the later chunk locks them ``FOR UPDATE``, which waits for the
+    earlier chunk's commit and then reads the committed row, and reads their members after
+    that. What it looks up without a lock can be stale: which member holds a CNIC (a member
+    moved, a CNIC issued or registered by the earlier chunk), where a member id lives, and
+    which form numbers are taken. The earlier chunk holds every CNIC, member and form
+    number it read or wrote, so no overlap with those means nothing stale was read.
+    """
+    return (
+        not wanted.cnics.isdisjoint(earlier.cnic_owner)
+        or not wanted.form_numbers.isdisjoint(earlier.form_numbers)
+        or any(m in earlier.members or m in earlier.stray_members for m in wanted.member_ids)
+    )
+
+
 class BatchRun:
+    """Processes one claimed batch, ``chunk`` records per transaction.
+
+    With a ``spare`` connection, chunks are pipelined: chunk N+1 is loaded (its households
+    locked) and applied in Python on one connection while chunk N is written and committed
+    on the other, so PostgreSQL and Python work at the same time. Writes and commits stay
+    strictly in chunk order, and a chunk that may have read something the previous one
+    changes (see :func:`depends`) is re-read after that one commits, so every record still
+    sees the effect of every earlier record, as if the batch ran one record at a time.
+    """
+
     def __init__(
-        self, conn: asyncpg.Connection, batch: Batch, worker: str, geo: rules.Geography
+        self,
+        conn: asyncpg.Connection,
+        batch: Batch,
+        worker: str,
+        geo: rules.Geography,
+        *,
+        chunk: int = CHUNK,
+        spare: asyncpg.Connection | None = None,
     ) -> None:
         self.conn = conn
+        self.spare = spare
         self.batch = batch
         self.worker = worker
         self.geo = geo
+        self.chunk_size = max(chunk, 1)
         self.today = datetime.now(UTC).date()
         # A dry run changes nothing, so its simulated state carries across chunks.
         self.dry_state = state_service.State() if batch.dry_run else None
-        # Records of the next chunk parsed ahead (position -> parsed record or outcome).
-        self.parsed: dict[int, tuple[Any, apply_service.Outcome | None]] = {}
-        self.chunks = 0
+        self.reloads = 0
 
     def _parse(self, position: int, raw: Any) -> tuple[Any, apply_service.Outcome | None]:
         rec, reasons = rules.parse_record(raw)
@@ -129,14 +203,9 @@ class BatchRun:
             )
         return rec, None
 
-    def _parse_ahead(self, positions: Sequence[int]) -> None:
-        """Parse the next chunk's records (pure CPU) while the database works on this one."""
-        self.parsed = {p: self._parse(p, self.batch.records[p]) for p in positions}
-
-    async def chunk(self, positions: Sequence[int], next_positions: Sequence[int] = ()) -> None:
-        """Apply these records and store their results in one transaction."""
-        ahead, self.parsed = self.parsed, {}
-        parsed = [(p, *(ahead.get(p) or self._parse(p, self.batch.records[p]))) for p in positions]
+    async def _begin(self, conn: asyncpg.Connection, positions: Sequence[int]) -> Step:
+        """Open the chunk's transaction, lock and read what its records name, allocate ids."""
+        parsed = [(p, *self._parse(p, self.batch.records[p])) for p in positions]
         records = [rec for _, rec, early in parsed if early is None]
         n_households = sum(1 for r in records if r.kind == "new_household")
         n_members = sum(
@@ -144,47 +213,82 @@ class BatchRun:
             for r in records
             if r.kind in ("new_household", "member_birth")
         )
-        conn = self.conn
-        async with conn.transaction():
-            if not await conn.fetchval(_RENEW, self.batch.id, self.worker):
+        dry = self.batch.dry_run
+        wanted = apply_service.wanted(records)
+        state = self.dry_state if self.dry_state is not None else state_service.State()
+        tx = conn.transaction()
+        await tx.start()
+        try:
+            await state_service.load(conn, wanted, state, lock=not dry)
+            household_ids = (
+                [] if dry else await state_service.allocate_ids(conn, "households", n_households)
+            )
+            member_ids = [] if dry else await state_service.allocate_ids(conn, "members", n_members)
+            model = None if dry else await pmt_service.current_model(conn)
+        except BaseException:
+            await _rollback(tx)
+            raise
+        return Step(conn, tx, positions, parsed, wanted, state, household_ids, member_ids, model)
+
+    async def _reload(self, step: Step) -> None:
+        """Read the chunk's slice again (same transaction, locks kept) after the chunk it
+        depends on has committed."""
+        self.reloads += 1
+        step.state = state_service.State()
+        await state_service.load(step.conn, step.wanted, step.state, lock=True)
+
+    async def _apply(self, step: Step) -> None:
+        """Apply the chunk's records in order to its in-memory slice, re-score, and build
+        the rows to write (pure CPU)."""
+        ctx = apply_service.Context(
+            state=step.state,
+            geography=self.geo,
+            today=self.today,
+            batch_id=str(self.batch.id),
+            actor=self.batch.client_id,
+            ref="",
+            new_household_ids=step.household_ids,
+            new_member_ids=step.member_ids,
+            dry_run=self.batch.dry_run,
+        )
+        results = []
+        for i, (position, rec, early) in enumerate(step.parsed, 1):
+            raw = self.batch.records[position]
+            if early is None:
+                ctx.ref = rec.ref
+                early = apply_service.apply(ctx, rec)
+            results.append(_result(position, raw, early))
+            if i % state_service.SLICE == 0:
+                await asyncio.sleep(0)
+        if self.batch.dry_run:
+            step.state.clear_writes()
+        step.rows = await state_service.prepare(step.state, results, str(self.batch.id), step.model)
+
+    async def _finish(self, step: Step) -> None:
+        """Prove the lease, write the chunk and its results, commit (PostgreSQL only)."""
+        assert step.rows is not None
+        try:
+            if not await step.conn.fetchval(_RENEW, self.batch.id, self.worker):
                 raise LeaseLost(str(self.batch.id))
-            state = self.dry_state if self.dry_state is not None else state_service.State()
-            await state_service.load(
-                conn, apply_service.wanted(records), state, lock=not self.batch.dry_run
-            )
-            dry = self.batch.dry_run
-            ctx = apply_service.Context(
-                state=state,
-                geography=self.geo,
-                today=self.today,
-                batch_id=str(self.batch.id),
-                actor=self.batch.client_id,
-                ref="",
-                new_household_ids=[]
-                if dry
-                else await state_service.allocate_ids(conn, "households", n_households),
-                new_member_ids=[]
-                if dry
-                else await state_service.allocate_ids(conn, "members", n_members),
-                dry_run=dry,
-            )
-            results = []
-            for position, rec, early in parsed:
-                raw = self.batch.records[position]
-                if early is None:
-                    ctx.ref = rec.ref
-                    early = apply_service.apply(ctx, rec)
-                results.append(_result(position, raw, early))
-            if dry:
-                state.clear_writes()
-            await state_service.write(
-                conn, state, results, str(self.batch.id), lambda: self._parse_ahead(next_positions)
-            )
+            await state_service.flush(step.conn, step.rows)
+            await step.tx.commit()
+        except BaseException:
+            await _rollback(step.tx)
+            raise
         if not gc.isenabled():
-            # See _quiet_gc: what this chunk allocated and left alive, and now and then the
-            # survivors of earlier passes too (the frozen body is never scanned).
-            self.chunks += 1
-            gc.collect(1 if self.chunks % 16 == 0 else 0)
+            # See _quiet_gc: what is alive now (the next chunk's slice, in a pipeline) is
+            # moved out of the collector's sight; refcounting still frees it.
+            gc.freeze()
+
+    async def chunk(self, positions: Sequence[int]) -> None:
+        """Apply these records and store their results in one transaction."""
+        step = await self._begin(self.conn, positions)
+        try:
+            await self._apply(step)
+        except BaseException:
+            await _rollback(step.tx)
+            raise
+        await self._finish(step)
 
     async def reject_alone(self, position: int, exc: Exception) -> None:
         raw = self.batch.records[position]
@@ -209,17 +313,13 @@ class BatchRun:
             )
         }
         todo = [p for p in range(len(self.batch.records)) if p not in done]
-        for start in range(0, len(todo), CHUNK):
-            positions = todo[start : start + CHUNK]
-            try:
-                await self.chunk(positions, todo[start + CHUNK : start + 2 * CHUNK])
-            except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError, LeaseLost):
-                raise
-            except asyncpg.PostgresError as exc:
-                # One record the database refuses (e.g. a CNIC registered meanwhile by another
-                # batch) must not block the others: redo this chunk one record at a time.
-                log.warning("chunk failed, retrying record by record", extra={"error": str(exc)})
-                await self._one_by_one(positions)
+        size = self.chunk_size
+        chunks = [todo[i : i + size] for i in range(0, len(todo), size)]
+        if self.spare is not None and not self.batch.dry_run and len(chunks) > 1:
+            await self._pipelined(chunks)
+        else:
+            for positions in chunks:
+                await self._serial(positions)
         await self.conn.execute(
             """UPDATE update_batches SET status = 'done', finished_at = now()
                 WHERE id = $1 AND claimed_by = $2""",
@@ -227,13 +327,101 @@ class BatchRun:
             self.worker,
         )
 
+    async def _serial(self, positions: Sequence[int]) -> None:
+        try:
+            await self.chunk(positions)
+        except _FATAL:
+            raise
+        except asyncpg.PostgresError as exc:
+            # One record the database refuses (e.g. a CNIC registered meanwhile by another
+            # batch) must not block the others: redo this chunk one record at a time.
+            log.warning("chunk failed, retrying record by record", extra={"error": str(exc)})
+            await self._one_by_one(positions)
+
+    @staticmethod
+    async def _settled(pending: asyncio.Future[None]) -> bool:
+        """Wait for a chunk's commit; False if the database refused the chunk (its
+        transaction is rolled back; the caller redoes it record by record once no other
+        transaction is open)."""
+        try:
+            await pending
+            return True
+        except _FATAL:
+            raise
+        except asyncpg.PostgresError as exc:
+            log.warning("chunk failed, retrying record by record", extra={"error": str(exc)})
+            return False
+
+    async def _pipelined(self, chunks: list[list[int]]) -> None:
+        assert self.spare is not None
+        conns = (self.conn, self.spare)
+        pending: asyncio.Future[None] | None = None  # the previous chunk's write and commit
+        prev: Step | None = None
+        k = 0
+        try:
+            while k < len(chunks):
+                conn = conns[1] if prev is not None and prev.conn is conns[0] else conns[0]
+                try:
+                    step: Step | None = await self._begin(conn, chunks[k])
+                except _FATAL:
+                    raise
+                except asyncpg.PostgresError as exc:
+                    # E.g. a lock wait the database broke as a deadlock: redo it alone.
+                    log.warning("chunk load failed, retrying alone", extra={"error": str(exc)})
+                    step = None
+                ok = True
+                try:
+                    if (
+                        pending is not None
+                        and prev is not None
+                        and step is not None
+                        and depends(step.wanted, prev.state)
+                    ):
+                        ok = await self._settled(pending)
+                        pending = None
+                        if ok:
+                            await self._reload(step)
+                    if ok and step is not None:
+                        await self._apply(step)
+                    if pending is not None:
+                        ok = await self._settled(pending) and ok
+                        pending = None
+                except BaseException:
+                    if step is not None:
+                        await _rollback(step.tx)
+                    raise
+                if not ok or step is None:
+                    if step is not None:
+                        await _rollback(step.tx)
+                    if not ok and prev is not None:
+                        # The previous chunk was refused: record by record, then this one
+                        # is read again (it may have read rows that chunk had locked).
+                        await self._one_by_one(prev.positions)
+                    prev = None
+                    if step is None:
+                        await self._serial(chunks[k])
+                        k += 1
+                    continue
+                pending = asyncio.ensure_future(self._finish(step))
+                prev = step
+                k += 1
+            if pending is not None:
+                ok = await self._settled(pending)
+                pending = None
+                if not ok and prev is not None:
+                    await self._one_by_one(prev.positions)
+        finally:
+            if pending is not None:
+                pending.cancel()
+                await asyncio.gather(pending, return_exceptions=True)
+
     async def _one_by_one(self, positions: Sequence[int]) -> None:
         if self.dry_state is not None:
             self.dry_state = state_service.State()
         for p in positions:
             try:
                 await self.chunk([p])
-            except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError, LeaseLost):
+            except _FATAL:
                 raise
             except asyncpg.PostgresError as exc:
                 await self.reject_alone(p, exc)
@@ -244,14 +432,17 @@ _gc_holders = 0
 
 @contextmanager
 def _quiet_gc() -> Iterator[None]:
-    """No automatic cyclic GC while a batch runs; an explicit pass after each chunk instead.
+    """No cyclic GC while a batch runs.
 
     The parsed body (up to 100,000 records) and the chunk states are large and acyclic:
-    automatic passes re-scanned them over and over (a fifth of the processing time).
-    Objects alive at the start are frozen out of the GC (refcounting still frees them) and
-    ``BatchRun.chunk`` collects the young generations after each chunk (cheap: the chunk's
-    state is already freed), so cyclic garbage stays bounded.
-    Reentrant across in-process workers: the first in disables, the last out restores.
+    automatic passes re-scanned them over and over (a fifth of the processing time), and
+    even an explicit young-generation pass after each chunk cost 30 ms, since the next
+    chunk's slice is alive by then. Refcounting frees all of it; the objects alive at the
+    end of each chunk are frozen out of the GC's sight instead (``gc.freeze`` is O(1)).
+    The cyclic garbage a chunk leaves is a few dozen objects (asyncio's futures and
+    exceptions; measured on the 100,000-record bench), collected once the batch ends and
+    the GC is back on. Reentrant across in-process workers: the first in disables, the
+    last out restores.
     """
     global _gc_holders
     if _gc_holders == 0:
@@ -267,7 +458,14 @@ def _quiet_gc() -> Iterator[None]:
             gc.enable()
 
 
-async def process_one(conn: asyncpg.Connection, worker: str, lease_seconds: float) -> bool:
+async def process_one(
+    conn: asyncpg.Connection,
+    worker: str,
+    lease_seconds: float,
+    *,
+    chunk: int = CHUNK,
+    spare: asyncpg.Connection | None = None,
+) -> bool:
     """Claim and finish one batch; False when the queue is empty."""
     with _quiet_gc():
         batch = await claim(conn, worker, lease_seconds)
@@ -276,8 +474,9 @@ async def process_one(conn: asyncpg.Connection, worker: str, lease_seconds: floa
         gc.freeze()  # the parsed body too
         log.info("batch claimed", extra={"batch_id": str(batch.id), "records": len(batch.records)})
         geo = await load_geography(conn)
-        await BatchRun(conn, batch, worker, geo).run()
-    log.info("batch done", extra={"batch_id": str(batch.id)})
+        run = BatchRun(conn, batch, worker, geo, chunk=chunk, spare=spare)
+        await run.run()
+    log.info("batch done", extra={"batch_id": str(batch.id), "reloads": run.reloads})
     return True
 
 
@@ -289,18 +488,35 @@ async def run_worker(
     poll_seconds: float = 0.5,
     stop: asyncio.Event | None = None,
     exit_when_idle: bool = False,
+    chunk: int = CHUNK,
+    pipeline: bool = True,
 ) -> None:
-    """Process batches until ``stop`` is set; survives database restarts by reconnecting."""
+    """Process batches until ``stop`` is set; survives database restarts by reconnecting.
+
+    ``pipeline``: a second connection, so that one chunk is read and applied while the one
+    before it is written (see :class:`BatchRun`).
+    """
     stop = stop or asyncio.Event()
     worker = worker_name()
-    conn: asyncpg.Connection | None = None
+    conns: list[asyncpg.Connection] = []
+
+    def drop() -> None:
+        for c in conns:
+            c.terminate()
+        conns.clear()
+
     while not stop.is_set():
         try:
-            if conn is None or conn.is_closed():
-                conn = await asyncpg.connect(
-                    dsn, host=host, server_settings={"application_name": "nser-worker"}
-                )
-            if await process_one(conn, worker, lease_seconds):
+            if not conns or any(c.is_closed() for c in conns):
+                drop()
+                for _ in range(2 if pipeline else 1):
+                    conns.append(
+                        await asyncpg.connect(
+                            dsn, host=host, server_settings={"application_name": "nser-worker"}
+                        )
+                    )
+            spare = conns[1] if len(conns) > 1 else None
+            if await process_one(conns[0], worker, lease_seconds, chunk=chunk, spare=spare):
                 continue
             if exit_when_idle:
                 break
@@ -312,24 +528,21 @@ async def run_worker(
             asyncpg.AdminShutdownError,
         ) as exc:
             log.warning("database unavailable; retrying", extra={"error": str(exc)})
-            if conn is not None:
-                conn.terminate()
-            conn = None
+            drop()
         except LeaseLost as exc:
             log.warning(
                 "lease lost; batch taken over by another worker", extra={"batch_id": str(exc)}
             )
+            drop()  # a chunk may have been cut short on either connection: start clean
         except Exception:
             log.exception("worker error; retrying")
-            if conn is not None:
-                conn.terminate()
-            conn = None
+            drop()
         try:
             await asyncio.wait_for(stop.wait(), timeout=poll_seconds)
         except TimeoutError:
             pass
-    if conn is not None:
-        await conn.close()
+    for c in conns:
+        await c.close()
 
 
 @dataclass
@@ -350,13 +563,25 @@ class InProcessWorkers:
 
 
 def start_in_process(
-    url: str, count: int, lease_seconds: float = DEFAULT_LEASE_SECONDS
+    url: str,
+    count: int,
+    lease_seconds: float = DEFAULT_LEASE_SECONDS,
+    *,
+    chunk: int = CHUNK,
+    pipeline: bool = True,
 ) -> InProcessWorkers:
     target = asyncpg_target(url)
     stop = asyncio.Event()
     tasks = [
         asyncio.create_task(
-            run_worker(target.dsn, host=target.host, lease_seconds=lease_seconds, stop=stop),
+            run_worker(
+                target.dsn,
+                host=target.host,
+                lease_seconds=lease_seconds,
+                stop=stop,
+                chunk=chunk,
+                pipeline=pipeline,
+            ),
             name=f"nser-ingest-worker-{i}",
         )
         for i in range(max(count, 0))

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
+from functools import cached_property
 from typing import Any
 
 import asyncpg
@@ -21,7 +22,8 @@ from app.services.pmt_features import (
     MEMBER_AGGREGATE,
     PY_FEATURES,
     SQL_FEATURES,
-    member_facts,
+    Feature,
+    member_aggregate,
 )
 
 BANDS = ("ultra_poor", "very_poor", "poor", "non_poor", "well_off")
@@ -67,6 +69,11 @@ class PmtModel:
         finite = [float(b) for b in bounds[:-1] if b is not None]
         if finite != sorted(finite) or len(set(finite)) != len(finite):
             raise InvalidModel("band cut-offs must increase")
+
+    @cached_property
+    def terms(self) -> tuple[tuple[float, Feature], ...]:
+        """(weight, feature) in the order of the SQL's additions (by feature name)."""
+        return tuple((float(w), PY_FEATURES[name]) for name, w in sorted(self.weights.items()))
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> PmtModel:
@@ -128,9 +135,18 @@ def clamp(value: float) -> float:
 
     The float8 -> numeric cast keeps 15 significant digits and numeric rounds half away
     from zero; Python's ``round`` works on the exact binary value, which differs at ties.
+    So the rounding is done on those 15 digits, as text (a Decimal does the same, slower).
     """
     bounded = min(100.0, max(0.0, value))
-    return float(Decimal(f"{bounded:.15g}").quantize(_CENT, rounding=ROUND_HALF_UP))
+    text = f"{bounded:.15g}"
+    if "e" in text or not math.isfinite(bounded):
+        # Exponent form only below 1e-4 (which rounds to 0.00); NaN stays NaN.
+        return float(Decimal(text).quantize(_CENT, rounding=ROUND_HALF_UP))
+    whole, _, fraction = text.partition(".")
+    cents = int(whole) * 100 + int((fraction + "00")[:2])
+    if fraction[2:3] >= "5":
+        cents += 1  # half away from zero (the value is not negative)
+    return cents / 100  # correctly rounded: the double nearest to the decimal
 
 
 def band_of(model: PmtModel, score_value: float) -> str:
@@ -145,10 +161,10 @@ def score(
 ) -> tuple[float, str]:
     """Score one household (indicators + member rows) under ``model``."""
     surveyed_on: date = household["surveyed_on"]
-    facts = member_facts(members, surveyed_on)
+    aggregate = member_aggregate(members, surveyed_on)
     raw = float(model.intercept)
-    for name, weight in sorted(model.weights.items()):  # the SQL's order of additions
-        raw += weight * PY_FEATURES[name](household, facts)
+    for weight, feature in model.terms:  # the SQL's order of additions
+        raw += weight * feature(household, aggregate)
     value = clamp(raw)
     return value, band_of(model, value)
 

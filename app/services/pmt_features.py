@@ -32,38 +32,38 @@ def age_on(born: date, on: date) -> int:
     return on.year - born.year - ((on.month, on.day) < (born.month, born.day))
 
 
-@dataclass(frozen=True)
-class MemberFacts:
-    age: int
-    relationship: str
-    education: str | None
-    disabled: bool
+@dataclass(frozen=True, slots=True)
+class MemberAggregate:
+    """The living members, as the features see them: the Python twin of
+    ``MEMBER_AGGREGATE`` (one pass over the members, however many features use them)."""
+
+    size: int
+    dependents: int
+    head_education: str | None  # the first living head's
+    disabled: int
 
 
-def member_facts(members: Sequence[Mapping[str, Any]], surveyed_on: date) -> list[MemberFacts]:
-    """The living members, as the features see them."""
-    return [
-        MemberFacts(
-            age=age_on(m["date_of_birth"], surveyed_on),
-            relationship=m["relationship"],
-            education=m.get("education"),
-            disabled=bool(m.get("disabilities")),
-        )
-        for m in members
-        if m.get("deceased_on") is None
-    ]
+def member_aggregate(members: Sequence[Mapping[str, Any]], surveyed_on: date) -> MemberAggregate:
+    size = dependents = disabled = 0
+    head_education: str | None = None
+    head_seen = False
+    year, month_day = surveyed_on.year, (surveyed_on.month, surveyed_on.day)
+    for m in members:
+        if m.get("deceased_on") is not None:
+            continue
+        size += 1
+        born: date = m["date_of_birth"]
+        age = year - born.year - (month_day < (born.month, born.day))  # age_on, inlined
+        if age < 15 or age >= 65:
+            dependents += 1
+        if not head_seen and m["relationship"] == "head":
+            head_seen, head_education = True, m.get("education")
+        if m.get("disabilities"):
+            disabled += 1
+    return MemberAggregate(size, dependents, head_education, disabled)
 
 
-Feature = Callable[[Mapping[str, Any], list[MemberFacts]], float]
-
-
-def _size(m: list[MemberFacts]) -> int:
-    return max(len(m), 1)
-
-
-def _head_education(m: list[MemberFacts]) -> float:
-    heads = [f.education for f in m if f.relationship == "head"]
-    return float(EDUCATION_YEARS.get(heads[0] or "none", 0)) if heads else 0.0
+Feature = Callable[[Mapping[str, Any], MemberAggregate], float]
 
 
 def _land(h: Mapping[str, Any], unit: str) -> float:
@@ -82,15 +82,15 @@ def _log_land_acres(h: Mapping[str, Any]) -> float:
 
 
 def _has(column: str, item: str) -> Feature:
-    return lambda h, _m: 1.0 if item in (h.get(column) or []) else 0.0
+    return lambda h, _m: 1.0 if item in (h.get(column) or ()) else 0.0
 
 
 PY_FEATURES: dict[str, Feature] = {
-    "household_size": lambda _h, m: float(len(m)),
-    "dependency_ratio": lambda _h, m: sum(1 for f in m if f.age < 15 or f.age >= 65) / _size(m),
-    "rooms_per_member": lambda h, m: float(h.get("rooms") or 0) / _size(m),
-    "head_education_years": lambda _h, m: _head_education(m),
-    "has_disabled_member": lambda _h, m: 1.0 if any(f.disabled for f in m) else 0.0,
+    "household_size": lambda _h, m: float(m.size),
+    "dependency_ratio": lambda _h, m: m.dependents / max(m.size, 1),
+    "rooms_per_member": lambda h, m: float(h.get("rooms") or 0) / max(m.size, 1),
+    "head_education_years": lambda _h, m: float(EDUCATION_YEARS.get(m.head_education or "none", 0)),
+    "has_disabled_member": lambda _h, m: 1.0 if m.disabled else 0.0,
     "toilet_flush": lambda h, _m: (
         1.0 if h.get("toilet_type") in ("flush_septic", "flush_sewer") else 0.0
     ),

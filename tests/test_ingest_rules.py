@@ -163,6 +163,37 @@ def test_prescore_is_final_and_logs_the_change() -> None:
     assert row["after"]["pmt_score"] == value
 
 
+def test_prescore_writes_the_score_change_into_the_change_that_caused_it() -> None:
+    state, hh = _scored_state()
+    shared_before, shared_after = {"rooms": 2}, {"rooms": 5}
+    for version in (4, 5):  # two changes to the household in this chunk
+        state.history.append(
+            {
+                "household_id": 1,
+                "member_id": None,
+                "version": version,
+                "change": "household_survey",
+                "before": shared_before,
+                "after": shared_after,
+                "batch_id": "b",
+                "ref": str(version),
+                "actor": "partner",
+            }
+        )
+    assert ingest_state.prescore(state, pmt.ILLUSTRATIVE) == []
+    first, last = state.history  # no row of its own
+    assert first["after"] == {"rooms": 5}  # untouched, and the shared dicts too
+    assert shared_after == {"rooms": 5} and shared_before == {"rooms": 2}
+    assert last["before"] == {
+        "rooms": 2,
+        "pmt_score": 99.0,
+        "poverty_band": "well_off",
+        "pmt_version": pmt.ILLUSTRATIVE.version,
+    }
+    assert last["after"]["pmt_score"] == hh["pmt_score"] != 99.0
+    assert last["after"]["rooms"] == 5
+
+
 def test_prescore_leaves_to_the_sql_what_memory_cannot_vouch_for() -> None:
     # Two living heads: the Python twin takes the first one's education, the SQL the highest.
     state, hh = _scored_state()

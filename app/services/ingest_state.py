@@ -272,17 +272,25 @@ def _sql_only(state: State, hid: int) -> bool:
 
 
 def prescore(
-    state: State, model: pmt_service.PmtModel, ids: Sequence[int] | None = None
+    state: State,
+    model: pmt_service.PmtModel,
+    ids: Sequence[int] | None = None,
+    last_rows: dict[int, Row] | None = None,
 ) -> list[int]:
     """Score the households to re-score in memory, so each is written once per chunk.
 
     ``pmt.score`` is the Python twin of the SQL re-score (tests/test_pmt.py keeps them
     equal, tests/test_updates_api.py checks a batch leaves nothing for the SQL to change),
     so its result is final: no second, SQL pass re-reads these households and their
-    members. A ``pmt_rescore`` history row is added for each change of score, band or
-    model, as the SQL re-score writes it. Returns the ids left to ``pmt.rescore_households``
-    (see :func:`_sql_only`; normally none). ``ids``: only these (of ``state.rescore``).
+    members. A change of score, band or model is written into the history row of the
+    chunk's last change to that household (the change that led to it, so the staff view
+    shows cause and effect in one version); with no such row, a ``pmt_rescore`` row of its
+    own, as the SQL re-score writes it. Returns the ids left to ``pmt.rescore_households``
+    (see :func:`_sql_only`; normally none). ``ids``: only these (of ``state.rescore``);
+    ``last_rows``: household id -> its last history row (built here if not given).
     """
+    if last_rows is None:
+        last_rows = last_history_rows(state)
     left: list[int] = []
     for hid in sorted(state.rescore) if ids is None else ids:
         if _sql_only(state, hid):
@@ -291,19 +299,28 @@ def prescore(
         hh = state.households[hid]
         value, band = pmt_service.score(model, hh, state.household_members(hid))
         old = (hh.get("pmt_score"), hh.get("poverty_band"), hh.get("pmt_version"))
-        if old == (value, band, model.version):
+        new = (value, band, model.version)
+        if old == new:
             continue
-        hh["pmt_score"], hh["poverty_band"], hh["pmt_version"] = value, band, model.version
+        hh["pmt_score"], hh["poverty_band"], hh["pmt_version"] = new
         state.dirty_households.add(hid)
-        if old[0] is not None:
+        before = dict(zip(PMT_COLUMNS, old, strict=True)) if old[0] is not None else None
+        after = dict(zip(PMT_COLUMNS, new, strict=True))
+        row = last_rows.get(hid)
+        if row is not None:
+            # Copies: a move's two rows share their before/after dicts.
+            if before is not None:
+                row["before"] = {**(row["before"] or {}), **before}
+            row["after"] = {**(row["after"] or {}), **after}
+        elif before is not None:
             state.history.append(
                 {
                     "household_id": hid,
                     "member_id": None,
                     "version": hh["version"],
                     "change": "pmt_rescore",
-                    "before": dict(zip(PMT_COLUMNS, old, strict=True)),
-                    "after": dict(zip(PMT_COLUMNS, (value, band, model.version), strict=True)),
+                    "before": before,
+                    "after": after,
                     "batch_id": None,
                     "ref": None,
                     "actor": "pmt",
@@ -311,6 +328,11 @@ def prescore(
                 }
             )
     return left
+
+
+def last_history_rows(state: State) -> dict[int, Row]:
+    """Household id -> the chunk's last history row for it."""
+    return {h["household_id"]: h for h in state.history}
 
 
 @dataclass
@@ -345,8 +367,9 @@ async def prepare(
     rescore: list[int] = []
     if model is not None and state.rescore:
         ids = sorted(state.rescore)
+        last_rows = last_history_rows(state)
         for start in range(0, len(ids), SLICE):
-            rescore += prescore(state, model, ids[start : start + SLICE])
+            rescore += prescore(state, model, ids[start : start + SLICE], last_rows)
             await asyncio.sleep(0)
     new_households, new_members = state.new_households, state.new_members
     member = _MEMBER_STAGED

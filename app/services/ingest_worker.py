@@ -14,6 +14,7 @@ import gc
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -35,6 +36,9 @@ log = logging.getLogger("nser.ingest")
 
 # Records per transaction: fewer, larger chunks cost fewer commits and per-chunk queries.
 CHUNK = 2000
+# A pipelined batch: up to two chunks writing, one being applied, one loading.
+PIPELINE_CONNECTIONS = 4
+MAX_WRITING = 2
 DEFAULT_LEASE_SECONDS = 60.0
 
 _CLAIM = """
@@ -49,10 +53,17 @@ UPDATE update_batches b
                 FOR UPDATE SKIP LOCKED)
 RETURNING b.id, b.client_id, b.dry_run, b.update_kinds, b.body, b.attempts
 """
-# Renews the lease and proves this worker still owns the batch (row-locked until commit).
+# Renews the lease (and proves this worker still owns the batch).
 _RENEW = """
 UPDATE update_batches SET claimed_at = now()
  WHERE id = $1 AND claimed_by = $2 AND status = 'processing' RETURNING id
+"""
+# Proves, inside a chunk's transaction, that this worker still owns the batch, and holds a
+# share lock on it until commit: a reclaim (FOR UPDATE) cannot slip in between, while the
+# chunks this worker writes at the same time do not wait for each other.
+_OWNED = """
+SELECT id FROM update_batches
+ WHERE id = $1 AND claimed_by = $2 AND status = 'processing' FOR SHARE
 """
 
 
@@ -162,12 +173,13 @@ def depends(wanted: state_service.Wanted, earlier: state_service.State) -> bool:
 class BatchRun:
     """Processes one claimed batch, ``chunk`` records per transaction.
 
-    With a ``spare`` connection, chunks are pipelined: chunk N+1 is loaded (its households
-    locked) and applied in Python on one connection while chunk N is written and committed
-    on the other, so PostgreSQL and Python work at the same time. Writes and commits stay
-    strictly in chunk order, and a chunk that may have read something the previous one
-    changes (see :func:`depends`) is re-read after that one commits, so every record still
-    sees the effect of every earlier record, as if the batch ran one record at a time.
+    With ``PIPELINE_CONNECTIONS`` connections (``conn`` and the ``spares``), chunks are
+    pipelined: while earlier chunks are written and committed, chunk N is applied in
+    Python (its households locked by its own open transaction) and chunk N+1 is loaded, so
+    PostgreSQL and Python work at the same time (see :meth:`_pipelined`). A chunk that may
+    have read something an uncommitted earlier chunk changes (see :func:`depends`) is
+    re-read once that one has committed, so every record still sees the effect of every
+    earlier record, as if the batch ran one record at a time.
     """
 
     def __init__(
@@ -178,10 +190,14 @@ class BatchRun:
         geo: rules.Geography,
         *,
         chunk: int = CHUNK,
-        spare: asyncpg.Connection | None = None,
+        spares: Sequence[asyncpg.Connection] = (),
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
     ) -> None:
         self.conn = conn
-        self.spare = spare
+        self.lease_seconds = lease_seconds
+        self.renewed_at = time.monotonic()  # claimed just now
+        # The pipeline's connections (the first is ``conn``, for everything done alone).
+        self.conns = (conn, *spares)
         self.batch = batch
         self.worker = worker
         self.geo = geo
@@ -216,6 +232,11 @@ class BatchRun:
         dry = self.batch.dry_run
         wanted = apply_service.wanted(records)
         state = self.dry_state if self.dry_state is not None else state_service.State()
+        if time.monotonic() - self.renewed_at > self.lease_seconds / 4:
+            # Between transactions, so no chunk's transaction holds the row while waiting.
+            self.renewed_at = time.monotonic()
+            if not await conn.fetchval(_RENEW, self.batch.id, self.worker):
+                raise LeaseLost(str(self.batch.id))
         tx = conn.transaction()
         await tx.start()
         try:
@@ -268,7 +289,7 @@ class BatchRun:
         """Prove the lease, write the chunk and its results, commit (PostgreSQL only)."""
         assert step.rows is not None
         try:
-            if not await step.conn.fetchval(_RENEW, self.batch.id, self.worker):
+            if not await step.conn.fetchval(_OWNED, self.batch.id, self.worker):
                 raise LeaseLost(str(self.batch.id))
             await state_service.flush(step.conn, step.rows)
             await step.tx.commit()
@@ -315,7 +336,7 @@ class BatchRun:
         todo = [p for p in range(len(self.batch.records)) if p not in done]
         size = self.chunk_size
         chunks = [todo[i : i + size] for i in range(0, len(todo), size)]
-        if self.spare is not None and not self.batch.dry_run and len(chunks) > 1:
+        if len(self.conns) >= PIPELINE_CONNECTIONS and not self.batch.dry_run and len(chunks) > 1:
             await self._pipelined(chunks)
         else:
             for positions in chunks:
@@ -352,68 +373,120 @@ class BatchRun:
             log.warning("chunk failed, retrying record by record", extra={"error": str(exc)})
             return False
 
+    def _load(
+        self, positions: Sequence[int], busy: Sequence[Step | None]
+    ) -> asyncio.Future[Step | None]:
+        """Start loading a chunk on a connection no other chunk in flight is using."""
+        taken = {id(s.conn) for s in busy if s is not None}
+        conn = next(c for c in self.conns if id(c) not in taken)
+
+        async def begin() -> Step | None:
+            try:
+                return await self._begin(conn, positions)
+            except _FATAL:
+                raise
+            except asyncpg.PostgresError as exc:
+                # E.g. a lock wait the database broke as a deadlock: the caller redoes the
+                # chunk alone.
+                log.warning("chunk load failed, retrying alone", extra={"error": str(exc)})
+                return None
+
+        return asyncio.ensure_future(begin())
+
+    @staticmethod
+    async def _discard(loading: asyncio.Future[Step | None], *, cancel: bool = False) -> None:
+        """Drop a chunk loaded ahead: its transaction rolled back, its locks released.
+
+        ``cancel`` only on the way out with an error (the worker then drops its
+        connections); otherwise the load is let finish, so its connection stays clean."""
+        if cancel and not loading.done():
+            loading.cancel()
+        try:
+            step = await loading
+        except (asyncio.CancelledError, Exception):
+            return  # the load's own handler rolled its transaction back
+        if step is not None:
+            await _rollback(step.tx)
+
     async def _pipelined(self, chunks: list[list[int]]) -> None:
-        assert self.spare is not None
-        conns = (self.conn, self.spare)
-        pending: asyncio.Future[None] | None = None  # the previous chunk's write and commit
-        prev: Step | None = None
+        """Chunk N+1 loading, chunk N applied in Python, chunks N-1 and N-2 writing.
+
+        Each iteration waits for chunk N's load and starts N+1's. If N may have read
+        something stale (:func:`depends`) from a chunk that was uncommitted when N's load
+        started, it waits for every write in flight and reads N again. Then it applies N,
+        keeps at most ``MAX_WRITING`` writes in flight, and starts N's. Two chunks writing
+        at once never touch the same household, CNIC or form number: the later one would
+        have waited for the earlier one's locks when it loaded, or have been re-read after
+        its commit; so their commit order does not matter (a crash leaves any subset
+        committed, and the rest is redone on resume).
+        """
+        writing: list[tuple[asyncio.Future[None], Step]] = []
+        ahead: tuple[asyncio.Future[Step | None], list[Step]] | None = None
         k = 0
         try:
             while k < len(chunks):
-                conn = conns[1] if prev is not None and prev.conn is conns[0] else conns[0]
+                if ahead is None:
+                    busy = [s for _, s in writing]
+                    ahead = (self._load(chunks[k], busy), busy)
+                loading, stale_wrt = ahead
+                ahead = None
+                step = await loading
+                failed: list[Step] = []
                 try:
-                    step: Step | None = await self._begin(conn, chunks[k])
-                except _FATAL:
-                    raise
-                except asyncpg.PostgresError as exc:
-                    # E.g. a lock wait the database broke as a deadlock: redo it alone.
-                    log.warning("chunk load failed, retrying alone", extra={"error": str(exc)})
-                    step = None
-                ok = True
-                try:
-                    if (
-                        pending is not None
-                        and prev is not None
-                        and step is not None
-                        and depends(step.wanted, prev.state)
-                    ):
-                        ok = await self._settled(pending)
-                        pending = None
-                        if ok:
+                    if step is not None and k + 1 < len(chunks):
+                        # Uncommitted while the next load runs: this chunk and the writing.
+                        busy = [*(s for _, s in writing), step]
+                        ahead = (self._load(chunks[k + 1], busy), busy)
+                    if step is not None and any(depends(step.wanted, s.state) for s in stale_wrt):
+                        failed += await self._drain(writing, 0)
+                        if not failed:
                             await self._reload(step)
-                    if ok and step is not None:
+                    if step is not None and not failed:
                         await self._apply(step)
-                    if pending is not None:
-                        ok = await self._settled(pending) and ok
-                        pending = None
+                    failed += await self._drain(writing, MAX_WRITING - 1)
                 except BaseException:
                     if step is not None:
                         await _rollback(step.tx)
                     raise
-                if not ok or step is None:
+                if failed or step is None:
+                    # A refused chunk goes record by record once nothing else is open; this
+                    # chunk is then read again (it may have read rows the refused one held).
                     if step is not None:
                         await _rollback(step.tx)
-                    if not ok and prev is not None:
-                        # The previous chunk was refused: record by record, then this one
-                        # is read again (it may have read rows that chunk had locked).
-                        await self._one_by_one(prev.positions)
-                    prev = None
-                    if step is None:
+                    if ahead is not None:
+                        await self._discard(ahead[0])
+                        ahead = None
+                    failed += await self._drain(writing, 0)
+                    for refused in failed:
+                        await self._one_by_one(refused.positions)
+                    if step is None and not failed:
                         await self._serial(chunks[k])
                         k += 1
                     continue
-                pending = asyncio.ensure_future(self._finish(step))
-                prev = step
+                writing.append((asyncio.ensure_future(self._finish(step)), step))
                 k += 1
-            if pending is not None:
-                ok = await self._settled(pending)
-                pending = None
-                if not ok and prev is not None:
-                    await self._one_by_one(prev.positions)
+            for refused in await self._drain(writing, 0):
+                await self._one_by_one(refused.positions)
         finally:
-            if pending is not None:
-                pending.cancel()
-                await asyncio.gather(pending, return_exceptions=True)
+            for future, _ in writing:
+                future.cancel()
+            await asyncio.gather(*(f for f, _ in writing), return_exceptions=True)
+            if ahead is not None:
+                await self._discard(ahead[0], cancel=True)
+
+    async def _drain(
+        self, writing: list[tuple[asyncio.Future[None], Step]], keep: int
+    ) -> list[Step]:
+        """Wait for the oldest writes until at most ``keep`` are in flight; returns the
+        chunks the database refused (rolled back, to redo record by record)."""
+        refused: list[Step] = []
+        while len(writing) > keep:
+            future, step = writing[0]
+            ok = await self._settled(future)
+            writing.pop(0)
+            if not ok:
+                refused.append(step)
+        return refused
 
     async def _one_by_one(self, positions: Sequence[int]) -> None:
         if self.dry_state is not None:
@@ -464,7 +537,7 @@ async def process_one(
     lease_seconds: float,
     *,
     chunk: int = CHUNK,
-    spare: asyncpg.Connection | None = None,
+    spares: Sequence[asyncpg.Connection] = (),
 ) -> bool:
     """Claim and finish one batch; False when the queue is empty."""
     with _quiet_gc():
@@ -474,7 +547,9 @@ async def process_one(
         gc.freeze()  # the parsed body too
         log.info("batch claimed", extra={"batch_id": str(batch.id), "records": len(batch.records)})
         geo = await load_geography(conn)
-        run = BatchRun(conn, batch, worker, geo, chunk=chunk, spare=spare)
+        run = BatchRun(
+            conn, batch, worker, geo, chunk=chunk, spares=spares, lease_seconds=lease_seconds
+        )
         await run.run()
     log.info("batch done", extra={"batch_id": str(batch.id), "reloads": run.reloads})
     return True
@@ -509,14 +584,13 @@ async def run_worker(
         try:
             if not conns or any(c.is_closed() for c in conns):
                 drop()
-                for _ in range(2 if pipeline else 1):
+                for _ in range(PIPELINE_CONNECTIONS if pipeline else 1):
                     conns.append(
                         await asyncpg.connect(
                             dsn, host=host, server_settings={"application_name": "nser-worker"}
                         )
                     )
-            spare = conns[1] if len(conns) > 1 else None
-            if await process_one(conns[0], worker, lease_seconds, chunk=chunk, spare=spare):
+            if await process_one(conns[0], worker, lease_seconds, chunk=chunk, spares=conns[1:]):
                 continue
             if exit_when_idle:
                 break

@@ -183,7 +183,8 @@ def test_prescore_writes_the_score_change_into_the_change_that_caused_it() -> No
     assert ingest_state.prescore(state, pmt.ILLUSTRATIVE) == []
     first, last = state.history  # no row of its own
     assert first["after"] == {"rooms": 5}  # untouched, and the shared dicts too
-    assert shared_after == {"rooms": 5} and shared_before == {"rooms": 2}
+    assert shared_after == {"rooms": 5}
+    assert shared_before == {"rooms": 2}
     assert last["before"] == {
         "rooms": 2,
         "pmt_score": 99.0,

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from app.services import pmt
 from app.services.pmt import ILLUSTRATIVE, InvalidModel, PmtModel, band_of, clamp, score
+from app.services.pmt_features import MemberSummary, member_aggregate
 
 BANDS = [
     ("ultra_poor", 16.17),
@@ -77,6 +78,24 @@ def test_score_of_a_hand_computed_household() -> None:
     value, band = score(model, HOUSEHOLD, MEMBERS)
     assert value == 22.26  # 10 - 3 - 2 + 3 + 5 - 1.5 + 2 + 4 + 1.5 + 0.75 + 2.5055
     assert band == "very_poor"
+
+
+def test_member_summary_scores_like_the_member_rows() -> None:
+    """Surveys score from a summary of the members (birth dates, heads, the first head's
+    education, the disabled), counted at whatever survey date the household ends with."""
+    living = [m for m in MEMBERS if m.get("deceased_on") is None]
+    summary = MemberSummary(
+        born=[m["date_of_birth"] for m in living],
+        heads=1,
+        head_education="matric",
+        disabled=1,
+    )
+    for surveyed_on in (SURVEYED, date(2025, 6, 16), date(2024, 2, 29)):
+        household = {**HOUSEHOLD, "surveyed_on": surveyed_on}
+        assert summary.aggregate(surveyed_on) == member_aggregate(MEMBERS, surveyed_on)
+        assert pmt.score_aggregate(ILLUSTRATIVE, household, summary.aggregate(surveyed_on)) == (
+            score(ILLUSTRATIVE, household, MEMBERS)
+        )
 
 
 def test_clamp_rounds_like_postgres_numeric() -> None:

@@ -69,6 +69,11 @@ def wanted(records: Sequence[Any]) -> Wanted:
             if f["household_id"] is not None:
                 w.bare_household_ids.add(f["household_id"])
             continue
+        if r.kind == "household_survey" and f["cnic"] is None:
+            # The household row, and of its members only what the re-score needs.
+            if f["household_id"] is not None:
+                w.scored_household_ids.add(f["household_id"])
+            continue
         for attr in ("household_id", "to_household_id"):
             if (v := f.get(attr)) is not None:
                 w.household_ids.add(v)

@@ -19,6 +19,7 @@ import asyncpg
 import orjson
 
 from app.services import pmt as pmt_service
+from app.services.pmt_features import MEMBER_SUMMARY_SQL, MemberSummary
 
 HOUSEHOLD_COLUMNS = {
     "id": "bigint",
@@ -99,6 +100,8 @@ class State:
     # Households whose members are all in ``members`` (the others were named only by
     # phone/address changes, which never look at members).
     members_loaded: set[int] = field(default_factory=set)
+    # For households whose members are not loaded but whose score is wanted (surveys).
+    summaries: dict[int, MemberSummary] = field(default_factory=dict)
     # Writes accumulated while applying, flushed by ``write``.
     dirty_households: set[int] = field(default_factory=set)
     new_households: set[int] = field(default_factory=set)
@@ -136,6 +139,8 @@ class Wanted:
     form_numbers: set[str] = field(default_factory=set)
     # Households named only by records that never read their members.
     bare_household_ids: set[int] = field(default_factory=set)
+    # Households whose members matter only to the re-score (surveys): a summary of them.
+    scored_household_ids: set[int] = field(default_factory=set)
 
 
 PMT_COLUMNS = {"pmt_score": "float8", "poverty_band": "text", "pmt_version": "text"}
@@ -157,7 +162,7 @@ async def load(conn: asyncpg.Connection, wanted: Wanted, state: State, *, lock: 
         list(wanted.member_ids),
     )
     full = set(wanted.household_ids) | {r["household_id"] for r in found}
-    ids = (full | wanted.bare_household_ids) - state.households.keys()
+    ids = (full | wanted.bare_household_ids | wanted.scored_household_ids) - state.households.keys()
     if ids:
         rows = await conn.fetch(
             f"SELECT {_LOAD_COLUMNS} FROM households WHERE id = ANY($1) ORDER BY id"
@@ -176,6 +181,18 @@ async def load(conn: asyncpg.Connection, wanted: Wanted, state: State, *, lock: 
             if m["id"] not in state.members:
                 state.add_member(dict(m))
         state.members_loaded.update(fresh)
+    summarize = [
+        i
+        for i in sorted(wanted.scored_household_ids - full)
+        if i in state.households and i not in state.members_loaded and i not in state.summaries
+    ]
+    if summarize:
+        for r in await conn.fetch(MEMBER_SUMMARY_SQL, summarize):
+            state.summaries[r["household_id"]] = MemberSummary(
+                r["born"], r["heads"], r["head_education"], r["disabled"]
+            )
+        for i in summarize:  # no living member at all
+            state.summaries.setdefault(i, MemberSummary((), 0, None, 0))
     for r in found:
         if r["cnic"] and r["cnic"] not in state.cnic_owner:
             state.cnic_owner[r["cnic"]] = r["id"]
@@ -258,11 +275,13 @@ def _sql_only(state: State, hid: int) -> bool:
 
     ``pmt.score`` and the SQL re-score are the same function of the same rows (NOT NULL
     indicators, the living members; tests/test_pmt.py checks them equal) except where the
-    chunk does not hold every member, or where a household has several living heads (the
-    Python takes the first head's education, the SQL the highest): those few go to the SQL.
+    chunk holds neither every member nor their summary, or where a household has several
+    living heads (the Python takes the first head's education, the SQL the highest):
+    those few go to the SQL.
     """
     if hid not in state.members_loaded and hid not in state.new_households:
-        return True
+        summary = state.summaries.get(hid)
+        return summary is None or summary.heads > 1
     heads = 0
     for mid in state.by_household.get(hid, ()):
         m = state.members[mid]
@@ -297,7 +316,13 @@ def prescore(
             left.append(hid)
             continue
         hh = state.households[hid]
-        value, band = pmt_service.score(model, hh, state.household_members(hid))
+        summary = state.summaries.get(hid)
+        if summary is not None and hid not in state.members_loaded:
+            value, band = pmt_service.score_aggregate(
+                model, hh, summary.aggregate(hh["surveyed_on"])
+            )
+        else:
+            value, band = pmt_service.score(model, hh, state.household_members(hid))
         old = (hh.get("pmt_score"), hh.get("poverty_band"), hh.get("pmt_version"))
         new = (value, band, model.version)
         if old == new:

@@ -23,6 +23,7 @@ from app.services.pmt_features import (
     PY_FEATURES,
     SQL_FEATURES,
     Feature,
+    MemberAggregate,
     member_aggregate,
 )
 
@@ -161,7 +162,13 @@ def score(
 ) -> tuple[float, str]:
     """Score one household (indicators + member rows) under ``model``."""
     surveyed_on: date = household["surveyed_on"]
-    aggregate = member_aggregate(members, surveyed_on)
+    return score_aggregate(model, household, member_aggregate(members, surveyed_on))
+
+
+def score_aggregate(
+    model: PmtModel, household: Mapping[str, Any], aggregate: MemberAggregate
+) -> tuple[float, str]:
+    """Score one household from its indicators and its living members' aggregate."""
     raw = float(model.intercept)
     for weight, feature in model.terms:  # the SQL's order of additions
         raw += weight * feature(household, aggregate)

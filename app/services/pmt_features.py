@@ -63,6 +63,41 @@ def member_aggregate(members: Sequence[Mapping[str, Any]], surveyed_on: date) ->
     return MemberAggregate(size, dependents, head_education, disabled)
 
 
+@dataclass(frozen=True, slots=True)
+class MemberSummary:
+    """What the PMT needs of a household's living members when nothing else is needed of
+    them: their birth dates (the dependants are counted at whatever survey date the
+    household ends up with), heads, the first head's education and the disabled."""
+
+    born: Sequence[date]
+    heads: int
+    head_education: str | None
+    disabled: int
+
+    def aggregate(self, surveyed_on: date) -> MemberAggregate:
+        year, month_day = surveyed_on.year, (surveyed_on.month, surveyed_on.day)
+        dependents = 0
+        for born in self.born:
+            age = year - born.year - (month_day < (born.month, born.day))
+            if age < 15 or age >= 65:
+                dependents += 1
+        return MemberAggregate(len(self.born), dependents, self.head_education, self.disabled)
+
+
+# The SQL that reads a MemberSummary per household (member ids order "first").
+MEMBER_SUMMARY_SQL = """
+SELECT household_id,
+       array_agg(date_of_birth) AS born,
+       count(*) FILTER (WHERE relationship = 'head') AS heads,
+       (array_agg(education ORDER BY id) FILTER (WHERE relationship = 'head'))[1]
+         AS head_education,
+       count(*) FILTER (WHERE cardinality(disabilities) > 0) AS disabled
+  FROM members
+ WHERE household_id = ANY($1) AND deceased_on IS NULL
+ GROUP BY household_id
+"""
+
+
 Feature = Callable[[Mapping[str, Any], MemberAggregate], float]
 
 

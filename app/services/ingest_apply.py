@@ -340,14 +340,14 @@ def member_update(ctx: Context, rec: s.MemberUpdate) -> Outcome:
     return Outcome("applied", [], hh["id"], m["id"])
 
 
-def _geo(ctx: Context, rec: Any) -> Row:
+def _geo(ctx: Context, rec: Any, village: str | None = None) -> Row:
     chain, reasons = ctx.geography.resolve(
         province=rec.province,
         division=rec.division,
         district=rec.district,
         tehsil=rec.tehsil,
         union_council=rec.union_council,
-        village=rec.village,
+        village=rec.village if village is None else village,
     )
     if reasons:
         raise Reject(reasons)
@@ -356,10 +356,11 @@ def _geo(ctx: Context, rec: Any) -> Row:
 
 def address_change(ctx: Context, rec: s.AddressChange) -> Outcome:
     hh = household_target(ctx, rec)
+    village = None
     if rec.village is None and rec.union_council == hh["union_council_code"]:
         # Same union council, no village named: the household stays in its village.
-        rec = rec.model_copy(update={"village": hh["village_code"]})
-    changes = {"address": rec.address, **_geo(ctx, rec)}
+        village = hh["village_code"]
+    changes = {"address": rec.address, **_geo(ctx, rec, village)}
     return _update_household(ctx, hh, "address_change", changes, rescore=False)
 
 
@@ -384,9 +385,15 @@ def phone_change(ctx: Context, rec: s.PhoneChange) -> Outcome:
     return _update_household(ctx, hh, "phone_change", {"phone": phone}, rescore=False)
 
 
+_INDICATORS = frozenset(s.Indicators.model_fields)
+
+
 def _indicators(ind: s.Indicators) -> Row:
+    """The indicators a record sets (the validated fields' values; lists copied)."""
     return {
-        k: v for k, v in ind.model_dump(exclude_none=True).items() if k in s.Indicators.model_fields
+        k: list(v) if isinstance(v, list) else v
+        for k, v in ind.__dict__.items()
+        if v is not None and k in _INDICATORS
     }
 
 

@@ -46,17 +46,20 @@ _NESTED = ("member", "household", "indicators")
 
 
 def _has_derived(raw: Mapping[str, Any]) -> bool:
-    """A cheap pre-check of :func:`derived_fields` (most records set none)."""
+    """A cheap pre-check of :func:`derived_fields` (most records set none). Records come
+    from JSON, so objects are dicts (``isinstance`` against ``dict``, not the slower ABC)."""
     if not _DERIVED.isdisjoint(raw):
         return True
     for key in _NESTED:
         nested = raw.get(key)
-        if isinstance(nested, Mapping):
+        if isinstance(nested, dict):
             if not _DERIVED_NESTED.isdisjoint(nested):
                 return True
-            for m in nested.get("members") or []:
-                if isinstance(m, Mapping) and not _DERIVED_NESTED.isdisjoint(m):
-                    return True
+            members = nested.get("members")
+            if isinstance(members, list):
+                for m in members:
+                    if isinstance(m, dict) and not _DERIVED_NESTED.isdisjoint(m):
+                        return True
     return False
 
 

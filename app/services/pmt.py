@@ -22,8 +22,9 @@ from app.services.pmt_features import (
     MEMBER_AGGREGATE,
     PY_FEATURES,
     SQL_FEATURES,
-    Feature,
     MemberAggregate,
+    RawScore,
+    compile_raw_score,
     member_aggregate,
 )
 
@@ -72,9 +73,9 @@ class PmtModel:
             raise InvalidModel("band cut-offs must increase")
 
     @cached_property
-    def terms(self) -> tuple[tuple[float, Feature], ...]:
-        """(weight, feature) in the order of the SQL's additions (by feature name)."""
-        return tuple((float(w), PY_FEATURES[name]) for name, w in sorted(self.weights.items()))
+    def raw_score(self) -> RawScore:
+        """The model as one Python function, adding the terms in the SQL's order (by name)."""
+        return compile_raw_score(self.intercept, sorted(self.weights.items()))
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> PmtModel:
@@ -169,10 +170,7 @@ def score_aggregate(
     model: PmtModel, household: Mapping[str, Any], aggregate: MemberAggregate
 ) -> tuple[float, str]:
     """Score one household from its indicators and its living members' aggregate."""
-    raw = float(model.intercept)
-    for weight, feature in model.terms:  # the SQL's order of additions
-        raw += weight * feature(household, aggregate)
-    value = clamp(raw)
+    value = clamp(model.raw_score(household, aggregate))
     return value, band_of(model, value)
 
 

@@ -98,9 +98,6 @@ SELECT household_id,
 """
 
 
-Feature = Callable[[Mapping[str, Any], MemberAggregate], float]
-
-
 def _land(h: Mapping[str, Any], unit: str) -> float:
     return float(h.get(f"land_{unit}") or 0)
 
@@ -116,37 +113,66 @@ def _log_land_acres(h: Mapping[str, Any]) -> float:
     )
 
 
-def _has(column: str, item: str) -> Feature:
-    return lambda h, _m: 1.0 if item in (h.get(column) or ()) else 0.0
+def _has(column: str, item: str) -> str:
+    return f"(1.0 if {item!r} in (h.get({column!r}) or ()) else 0.0)"
 
 
-PY_FEATURES: dict[str, Feature] = {
-    "household_size": lambda _h, m: float(m.size),
-    "dependency_ratio": lambda _h, m: m.dependents / max(m.size, 1),
-    "rooms_per_member": lambda h, m: float(h.get("rooms") or 0) / max(m.size, 1),
-    "head_education_years": lambda _h, m: float(EDUCATION_YEARS.get(m.head_education or "none", 0)),
-    "has_disabled_member": lambda _h, m: 1.0 if m.disabled else 0.0,
-    "toilet_flush": lambda h, _m: (
-        1.0 if h.get("toilet_type") in ("flush_septic", "flush_sewer") else 0.0
-    ),
-    "toilet_none": lambda h, _m: 1.0 if h.get("toilet_type") in (None, "none") else 0.0,
-    "refrigerator": _has("electrical", "refrigerator"),
-    "air_conditioner": _has("electrical", "air_conditioner"),
-    "freezer": _has("electrical", "freezer"),
-    "television": _has("electrical", "television"),
-    "washing_machine": _has("electrical", "washing_machine"),
-    "microwave_oven": _has("electrical", "microwave_oven"),
-    "air_cooler": _has("electrical", "air_cooler"),
+# Python over ``h`` (the household row) and ``m`` (its MemberAggregate): expressions, so a
+# model compiles into one function (see ``compile_raw_score``), as the SQL ones compile
+# into one statement.
+PY_FEATURES: dict[str, str] = {
+    "household_size": "float(m.size)",
+    "dependency_ratio": "m.dependents / max(m.size, 1)",
+    "rooms_per_member": "float(h.get('rooms') or 0) / max(m.size, 1)",
+    "head_education_years": "float(EDUCATION_YEARS.get(m.head_education or 'none', 0))",
+    "has_disabled_member": "(1.0 if m.disabled else 0.0)",
+    "toilet_flush": "(1.0 if h.get('toilet_type') in ('flush_septic', 'flush_sewer') else 0.0)",
+    "toilet_none": "(1.0 if h.get('toilet_type') in (None, 'none') else 0.0)",
+    **{
+        item: _has("electrical", item)
+        for item in (
+            "refrigerator",
+            "air_conditioner",
+            "freezer",
+            "television",
+            "washing_machine",
+            "microwave_oven",
+            "air_cooler",
+        )
+    },
     "geyser": _has("gas", "geyser"),
     "heater": _has("gas", "heater"),
     "cooking_range": _has("kitchen", "cooking_range"),
     "cooking_stove": _has("kitchen", "cooking_stove"),
-    "large_livestock": lambda h, _m: float(
-        (h.get("cows") or 0) + (h.get("buffaloes") or 0) + (h.get("bullocks") or 0)
+    "large_livestock": (
+        "float((h.get('cows') or 0) + (h.get('buffaloes') or 0) + (h.get('bullocks') or 0))"
     ),
-    "small_livestock": lambda h, _m: float((h.get("goats") or 0) + (h.get("lambs") or 0)),
-    "log_land_acres": lambda h, _m: _log_land_acres(h),
+    "small_livestock": "float((h.get('goats') or 0) + (h.get('lambs') or 0))",
+    "log_land_acres": "_log_land_acres(h)",
 }
+
+RawScore = Callable[[Mapping[str, Any], MemberAggregate], float]
+
+
+def compile_raw_score(intercept: float, terms: Sequence[tuple[str, float]]) -> RawScore:
+    """One Python function computing ``intercept + w1 * f1 + w2 * f2 ...`` in that order.
+
+    Built from this module's own expressions and the model's weights written by ``repr``
+    (exact for floats) — the way dataclasses and namedtuple build code — so scoring a
+    household is one call instead of a call per feature.
+    """
+    lines = ["def raw_score(h, m):", f"    raw = {float(intercept)!r}"]
+    for name, weight in terms:
+        lines.append(f"    raw += {float(weight)!r} * {PY_FEATURES[name]}")
+    lines.append("    return raw")
+    namespace: dict[str, Any] = {
+        "EDUCATION_YEARS": EDUCATION_YEARS,
+        "_log_land_acres": _log_land_acres,
+    }
+    exec(compile("\n".join(lines), "<pmt model>", "exec"), namespace)  # noqa: S102
+    function: RawScore = namespace["raw_score"]
+    return function
+
 
 # SQL over ``h`` (households) and ``m`` (the member aggregate of ``MEMBER_AGGREGATE``).
 SQL_FEATURES: dict[str, str] = {

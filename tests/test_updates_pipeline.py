@@ -191,27 +191,46 @@ async def test_a_chunk_the_database_refuses_goes_record_by_record(
     client: httpx.AsyncClient, url: str, db: asyncpg.Connection
 ) -> None:
     """Two new households whose generated form numbers collide, in different chunks: the
-    database refuses the second one's chunk; that chunk is redone record by record and the
-    chunks after it still apply, each record with exactly one outcome."""
+    database refuses the second one's chunk when it writes; that chunk is redone record by
+    record and the chunks after it still apply, each record with exactly one outcome. The
+    next chunk changes a household of the refused one again (loaded while the refused one
+    was writing): it must see that household after the refused chunk's redo, not before."""
     partner = await updates_partner(url, client, f"Pipeline {uuid.uuid4().hex[:6]}")
     hh = await _pick(db, 4)
     suffix = uuid.uuid4().hex[:15]
     records: list[Any] = [
+        # chunk 1
         _new_household(f"a{suffix}", hh[0], _cnic(), None),
         {"ref": "p1", "kind": "phone_change", "household_id": hh[1]["id"], "phone": "03004444444"},
+        # chunk 2: refused as a whole (the second generated form number), then one by one
         {"ref": "p2", "kind": "phone_change", "household_id": hh[2]["id"], "phone": "03005555555"},
         _new_household(f"b{suffix}", hh[0], _cnic(), None),
+        # chunk 3: the household p2 changed, at the version p2 leaves it
+        {
+            "ref": "p3",
+            "kind": "phone_change",
+            "household_id": hh[2]["id"],
+            "expected_version": hh[2]["version"] + 1,
+            "phone": "03006666666",
+        },
+        # chunks 3 and 4
         *(
             {"ref": f"p{i}", "kind": "phone_change", "household_id": hh[3]["id"], "phone": p}
-            for i, p in ((3, "03006666666"), (4, "03007777777"), (5, "03008888888"))
+            for i, p in ((4, "03007777777"), (5, "03008888888"))
         ),
     ]
     body = await send(client, partner, records)
     got = {r["ref"]: r for r in body["results"]}
     assert len(body["results"]) == len(records)
-    assert body["counts"] == {"applied": 6, "rejected": 1, "conflict": 0, "unchanged": 0}
     assert got[f"b{suffix}"]["outcome"] == "rejected"
     assert "registry refused" in got[f"b{suffix}"]["reasons"][0]
+    assert body["counts"] == {"applied": 6, "rejected": 1, "conflict": 0, "unchanged": 0}, got
+    assert await db.fetchrow(
+        "SELECT phone, version FROM households WHERE id = $1", hh[2]["id"]
+    ) == (
+        "+923006666666",
+        hh[2]["version"] + 2,
+    )
     assert await db.fetchval("SELECT phone FROM households WHERE id = $1", hh[3]["id"]) == (
         "+923008888888"
     )

@@ -437,7 +437,23 @@ class BatchRun:
                         # Uncommitted while the next load runs: this chunk and the writing.
                         busy = [*(s for _, s in writing), step]
                         ahead = (self._load(chunks[k + 1], busy), busy)
-                    if step is not None and any(depends(step.wanted, s.state) for s in stale_wrt):
+                    if step is not None and writing:
+                        # A household this chunk shares with a chunk still writing was read
+                        # after that chunk's transaction ended (the lock waited for it): if
+                        # it was refused, this chunk read the state before it, and must wait
+                        # to know. (That write is over already, so this costs nothing.)
+                        shared = [
+                            i
+                            for i, (_, s) in enumerate(writing)
+                            if not step.state.households.keys().isdisjoint(s.state.households)
+                        ]
+                        if shared:
+                            failed += await self._drain(writing, len(writing) - shared[-1] - 1)
+                    if (
+                        step is not None
+                        and not failed
+                        and any(depends(step.wanted, s.state) for s in stale_wrt)
+                    ):
                         failed += await self._drain(writing, 0)
                         if not failed:
                             await self._reload(step)

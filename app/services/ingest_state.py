@@ -19,7 +19,7 @@ import asyncpg
 import orjson
 
 from app.services import pmt as pmt_service
-from app.services.pmt_features import MEMBER_SUMMARY_SQL, MemberSummary
+from app.services.pmt_features import MEMBER_SUMMARY_SQL, MemberSummary, member_summary
 
 HOUSEHOLD_COLUMNS = {
     "id": "bigint",
@@ -270,24 +270,12 @@ def _jsonb(value: Any) -> str | None:
     return None if value is None else orjson.dumps(value).decode()
 
 
-def _sql_only(state: State, hid: int) -> bool:
-    """Whether this household must be re-scored by the SQL rather than in memory.
-
-    ``pmt.score`` and the SQL re-score are the same function of the same rows (NOT NULL
-    indicators, the living members; tests/test_pmt.py checks them equal) except where the
-    chunk holds neither every member nor their summary, or where a household has several
-    living heads (the Python takes the first head's education, the SQL the highest):
-    those few go to the SQL.
-    """
-    if hid not in state.members_loaded and hid not in state.new_households:
-        summary = state.summaries.get(hid)
-        return summary is None or summary.heads > 1
-    heads = 0
-    for mid in state.by_household.get(hid, ()):
-        m = state.members[mid]
-        if m["relationship"] == "head" and m["deceased_on"] is None:
-            heads += 1
-    return heads > 1
+def _summary(state: State, hid: int) -> MemberSummary | None:
+    """The household's living members as the PMT needs them, if the chunk holds them: all
+    its member rows, or the summary read for a survey; else None."""
+    if hid in state.members_loaded or hid in state.new_households:
+        return member_summary(state.household_members(hid))
+    return state.summaries.get(hid)
 
 
 def prescore(
@@ -305,24 +293,21 @@ def prescore(
     chunk's last change to that household (the change that led to it, so the staff view
     shows cause and effect in one version); with no such row, a ``pmt_rescore`` row of its
     own, as the SQL re-score writes it. Returns the ids left to ``pmt.rescore_households``
-    (see :func:`_sql_only`; normally none). ``ids``: only these (of ``state.rescore``);
+    (see :func:`_summary`; normally none). ``ids``: only these (of ``state.rescore``);
     ``last_rows``: household id -> its last history row (built here if not given).
     """
     if last_rows is None:
         last_rows = last_history_rows(state)
     left: list[int] = []
     for hid in sorted(state.rescore) if ids is None else ids:
-        if _sql_only(state, hid):
+        summary = _summary(state, hid)
+        if summary is None or summary.heads > 1:
+            # Left to the SQL: members not in the chunk, or several living heads (the
+            # Python takes the first head's education, the SQL the highest).
             left.append(hid)
             continue
         hh = state.households[hid]
-        summary = state.summaries.get(hid)
-        if summary is not None and hid not in state.members_loaded:
-            value, band = pmt_service.score_aggregate(
-                model, hh, summary.aggregate(hh["surveyed_on"])
-            )
-        else:
-            value, band = pmt_service.score(model, hh, state.household_members(hid))
+        value, band = pmt_service.score_aggregate(model, hh, summary.aggregate(hh["surveyed_on"]))
         old = (hh.get("pmt_score"), hh.get("poverty_band"), hh.get("pmt_version"))
         new = (value, band, model.version)
         if old == new:
@@ -370,7 +355,7 @@ class Flush:
     households: list[tuple[Any, ...]]
     members: list[tuple[Any, ...]]
     history: list[tuple[Any, ...]]
-    # Households the in-memory score cannot vouch for (see _sql_only; normally none).
+    # Households the in-memory score cannot vouch for (see prescore; normally none).
     rescore: list[int]
 
 

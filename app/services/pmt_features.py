@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+from app.models.registry import ELECTRICAL, GAS, KITCHEN
+
 EDUCATION_YEARS = {
     "none": 0,
     "primary": 5,
@@ -22,6 +24,13 @@ EDUCATION_YEARS = {
     "intermediate": 12,
     "graduate": 14,
     "postgraduate": 16,
+}
+
+# Each household item is a feature of its own: item -> the array column that lists it.
+ITEMS = {
+    **dict.fromkeys(ELECTRICAL, "electrical"),
+    **dict.fromkeys(GAS, "gas"),
+    **dict.fromkeys(KITCHEN, "kitchen"),
 }
 
 # Acres per unit of the local land measures (§4.2.1 xvii).
@@ -43,31 +52,12 @@ class MemberAggregate:
     disabled: int
 
 
-def member_aggregate(members: Sequence[Mapping[str, Any]], surveyed_on: date) -> MemberAggregate:
-    size = dependents = disabled = 0
-    head_education: str | None = None
-    head_seen = False
-    year, month_day = surveyed_on.year, (surveyed_on.month, surveyed_on.day)
-    for m in members:
-        if m.get("deceased_on") is not None:
-            continue
-        size += 1
-        born: date = m["date_of_birth"]
-        age = year - born.year - (month_day < (born.month, born.day))  # age_on, inlined
-        if age < 15 or age >= 65:
-            dependents += 1
-        if not head_seen and m["relationship"] == "head":
-            head_seen, head_education = True, m.get("education")
-        if m.get("disabilities"):
-            disabled += 1
-    return MemberAggregate(size, dependents, head_education, disabled)
-
-
 @dataclass(frozen=True, slots=True)
 class MemberSummary:
-    """What the PMT needs of a household's living members when nothing else is needed of
-    them: their birth dates (the dependants are counted at whatever survey date the
-    household ends up with), heads, the first head's education and the disabled."""
+    """A household's living members as the PMT needs them: their birth dates (the
+    dependants are counted at whatever survey date the household ends up with), heads,
+    the first head's education and the disabled. Built from member rows
+    (:func:`member_summary`) or read as one row per household (``MEMBER_SUMMARY_SQL``)."""
 
     born: Sequence[date]
     heads: int
@@ -78,10 +68,31 @@ class MemberSummary:
         year, month_day = surveyed_on.year, (surveyed_on.month, surveyed_on.day)
         dependents = 0
         for born in self.born:
-            age = year - born.year - (month_day < (born.month, born.day))
+            age = year - born.year - (month_day < (born.month, born.day))  # age_on, inlined
             if age < 15 or age >= 65:
                 dependents += 1
         return MemberAggregate(len(self.born), dependents, self.head_education, self.disabled)
+
+
+def member_summary(members: Sequence[Mapping[str, Any]]) -> MemberSummary:
+    born: list[date] = []
+    heads = disabled = 0
+    head_education: str | None = None
+    for m in members:
+        if m.get("deceased_on") is not None:
+            continue
+        born.append(m["date_of_birth"])
+        if m["relationship"] == "head":
+            if not heads:
+                head_education = m.get("education")
+            heads += 1
+        if m.get("disabilities"):
+            disabled += 1
+    return MemberSummary(born, heads, head_education, disabled)
+
+
+def member_aggregate(members: Sequence[Mapping[str, Any]], surveyed_on: date) -> MemberAggregate:
+    return member_summary(members).aggregate(surveyed_on)
 
 
 # The SQL that reads a MemberSummary per household (member ids order "first").
@@ -128,22 +139,7 @@ PY_FEATURES: dict[str, str] = {
     "has_disabled_member": "(1.0 if m.disabled else 0.0)",
     "toilet_flush": "(1.0 if h.get('toilet_type') in ('flush_septic', 'flush_sewer') else 0.0)",
     "toilet_none": "(1.0 if h.get('toilet_type') in (None, 'none') else 0.0)",
-    **{
-        item: _has("electrical", item)
-        for item in (
-            "refrigerator",
-            "air_conditioner",
-            "freezer",
-            "television",
-            "washing_machine",
-            "microwave_oven",
-            "air_cooler",
-        )
-    },
-    "geyser": _has("gas", "geyser"),
-    "heater": _has("gas", "heater"),
-    "cooking_range": _has("kitchen", "cooking_range"),
-    "cooking_stove": _has("kitchen", "cooking_stove"),
+    **{item: _has(column, item) for item, column in ITEMS.items()},
     "large_livestock": (
         "float((h.get('cows') or 0) + (h.get('buffaloes') or 0) + (h.get('bullocks') or 0))"
     ),
@@ -183,22 +179,7 @@ SQL_FEATURES: dict[str, str] = {
     "has_disabled_member": "(m.disabled > 0)::int",
     "toilet_flush": "(coalesce(h.toilet_type IN ('flush_septic','flush_sewer'), false))::int",
     "toilet_none": "(coalesce(h.toilet_type, 'none') = 'none')::int",
-    **{
-        item: f"('{item}' = ANY(h.electrical))::int"
-        for item in (
-            "refrigerator",
-            "air_conditioner",
-            "freezer",
-            "television",
-            "washing_machine",
-            "microwave_oven",
-            "air_cooler",
-        )
-    },
-    "geyser": "('geyser' = ANY(h.gas))::int",
-    "heater": "('heater' = ANY(h.gas))::int",
-    "cooking_range": "('cooking_range' = ANY(h.kitchen))::int",
-    "cooking_stove": "('cooking_stove' = ANY(h.kitchen))::int",
+    **{item: f"('{item}' = ANY(h.{column}))::int" for item, column in ITEMS.items()},
     "large_livestock": "(h.cows + h.buffaloes + h.bullocks)",
     "small_livestock": "(h.goats + h.lambs)",
     "log_land_acres": "ln(1 + h.land_muraba::float8 * 25 + h.land_acre::float8"

@@ -53,7 +53,7 @@ UPDATE update_batches b
                 FOR UPDATE SKIP LOCKED)
 RETURNING b.id, b.client_id, b.dry_run, b.update_kinds, b.body, b.attempts
 """
-# Renews the lease (and proves this worker still owns the batch).
+# Renews the lease (and proves this worker still owns the batch): between transactions.
 _RENEW = """
 UPDATE update_batches SET claimed_at = now()
  WHERE id = $1 AND claimed_by = $2 AND status = 'processing' RETURNING id
@@ -317,7 +317,7 @@ class BatchRun:
             "rejected", [f"the registry refused the change: {getattr(exc, 'message', str(exc))}"]
         )
         async with self.conn.transaction():
-            if not await self.conn.fetchval(_RENEW, self.batch.id, self.worker):
+            if not await self.conn.fetchval(_OWNED, self.batch.id, self.worker):
                 raise LeaseLost(str(self.batch.id))
             await state_service.write(
                 self.conn,
@@ -411,10 +411,9 @@ class BatchRun:
     async def _pipelined(self, chunks: list[list[int]]) -> None:
         """Chunk N+1 loading, chunk N applied in Python, chunks N-1 and N-2 writing.
 
-        Each iteration waits for chunk N's load and starts N+1's. If N may have read
-        something stale (:func:`depends`) from a chunk that was uncommitted when N's load
-        started, it waits for every write in flight and reads N again. Then it applies N,
-        keeps at most ``MAX_WRITING`` writes in flight, and starts N's. Two chunks writing
+        Each iteration waits for chunk N's load, starts N+1's, applies N once nothing it
+        read can still change (:meth:`_apply_when_ready`), keeps at most ``MAX_WRITING``
+        writes in flight, and starts N's. Two chunks writing
         at once never touch the same household, CNIC or form number: the later one would
         have waited for the earlier one's locks when it loaded, or have been re-read after
         its commit; so their commit order does not matter (a crash leaves any subset
@@ -431,34 +430,16 @@ class BatchRun:
                 loading, stale_wrt = ahead
                 ahead = None
                 step = await loading
-                failed: list[Step] = []
+                if step is not None and k + 1 < len(chunks):
+                    # Uncommitted while the next load runs: this chunk and the writing.
+                    busy = [*(s for _, s in writing), step]
+                    ahead = (self._load(chunks[k + 1], busy), busy)
                 try:
-                    if step is not None and k + 1 < len(chunks):
-                        # Uncommitted while the next load runs: this chunk and the writing.
-                        busy = [*(s for _, s in writing), step]
-                        ahead = (self._load(chunks[k + 1], busy), busy)
-                    if step is not None and writing:
-                        # A household this chunk shares with a chunk still writing was read
-                        # after that chunk's transaction ended (the lock waited for it): if
-                        # it was refused, this chunk read the state before it, and must wait
-                        # to know. (That write is over already, so this costs nothing.)
-                        shared = [
-                            i
-                            for i, (_, s) in enumerate(writing)
-                            if not step.state.households.keys().isdisjoint(s.state.households)
-                        ]
-                        if shared:
-                            failed += await self._drain(writing, len(writing) - shared[-1] - 1)
-                    if (
-                        step is not None
-                        and not failed
-                        and any(depends(step.wanted, s.state) for s in stale_wrt)
-                    ):
-                        failed += await self._drain(writing, 0)
-                        if not failed:
-                            await self._reload(step)
-                    if step is not None and not failed:
-                        await self._apply(step)
+                    failed = (
+                        []
+                        if step is None
+                        else await self._apply_when_ready(step, writing, stale_wrt)
+                    )
                     failed += await self._drain(writing, MAX_WRITING - 1)
                 except BaseException:
                     if step is not None:
@@ -489,6 +470,35 @@ class BatchRun:
             await asyncio.gather(*(f for f, _ in writing), return_exceptions=True)
             if ahead is not None:
                 await self._discard(ahead[0], cancel=True)
+
+    async def _apply_when_ready(
+        self,
+        step: Step,
+        writing: list[tuple[asyncio.Future[None], Step]],
+        stale_wrt: Sequence[Step],
+    ) -> list[Step]:
+        """Apply a loaded chunk once nothing it read can still change under it; returns
+        the chunks the database refused meanwhile (then this one is not applied).
+
+        A household it shares with a chunk still writing was read after that chunk's
+        transaction ended (the lock waited for it): if that chunk was refused, this one read
+        the state before it, so it waits to know (the write is over already: no cost). If
+        it may have read something stale (:func:`depends`) from a chunk uncommitted when
+        its load started, it waits for every write in flight and reads again.
+        """
+        shared = [
+            i
+            for i, (_, s) in enumerate(writing)
+            if not step.state.households.keys().isdisjoint(s.state.households)
+        ]
+        refused = await self._drain(writing, len(writing) - shared[-1] - 1) if shared else []
+        if not refused and any(depends(step.wanted, s.state) for s in stale_wrt):
+            refused = await self._drain(writing, 0)
+            if not refused:
+                await self._reload(step)
+        if not refused:
+            await self._apply(step)
+        return refused
 
     async def _drain(
         self, writing: list[tuple[asyncio.Future[None], Step]], keep: int

@@ -17,16 +17,13 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
-from pathlib import Path
 
 import asyncpg
 import httpx
 import psutil
+from common import ROOT, bench_database, create_partner
 
-ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-ADMIN = os.environ.get("NSER_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 PROVINCE = "PK6"
 
 
@@ -38,18 +35,6 @@ def env(url: str) -> dict[str, str]:
         "NSER_TOKEN_LIMITS": "1000/minute",
         "NSER_LOG_LEVEL": "WARNING",
     }
-
-
-def cli(args: list[str], url: str) -> str:
-    out = subprocess.run(
-        [sys.executable, "-m", "app", *args],
-        cwd=ROOT,
-        env=env(url),
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return out.stdout
 
 
 def copy_sql() -> str:
@@ -79,36 +64,17 @@ async def run_copy(url: str) -> tuple[int, int, float]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--households", type=int, default=1_000_000)
-    ap.add_argument("--reuse-db", default=None, help="URL of an already seeded database")
+    ap.add_argument("--reuse-db", default=None, help="an already seeded database (name or URL)")
     args = ap.parse_args()
-    url = args.reuse_db
-    if url is None:
-        name = f"nser_bench_{uuid.uuid4().hex[:8]}"
-        asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
-        url = ADMIN.rpartition("/")[0] + "/" + name
-        cli(["db", "upgrade"], url)
-        t = time.perf_counter()
-        cli(["seed", "--households", str(args.households)], url)
-        print(
-            f"seeded {args.households} households in {time.perf_counter() - t:.0f} s",
-            file=sys.stderr,
-        )
-    partner = json.loads(
-        cli(
-            [
-                "partners",
-                "create",
-                "--name",
-                "Bench",
-                "--type",
-                "government",
-                "--categories",
-                "iv",
-                "--json",
-            ],
-            url,
-        )
-    )
+    with bench_database(args.reuse_db, args.households) as url:
+        result = measure(url, args)
+    for key, value in result.items():
+        print(f"{key}: {value}")
+    print(json.dumps(result))
+
+
+def measure(url: str, args: argparse.Namespace) -> dict[str, object]:
+    partner = create_partner(url, "iv")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -182,17 +148,7 @@ def main() -> None:
         "ratio_vs_copy": round((lines / http_s) / (copy_lines / copy_s), 2),
         "server_peak_rss_mb": round(peak / 2**20, 1),
     }
-    for key, value in result.items():
-        print(f"{key}: {value}")
-    print(json.dumps(result))
-
-
-async def _admin(sql: str) -> None:
-    conn = await asyncpg.connect(ADMIN)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
+    return result
 
 
 if __name__ == "__main__":

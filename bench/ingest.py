@@ -16,7 +16,6 @@ import json
 import os
 import random
 import resource
-import subprocess
 import sys
 import time
 import uuid
@@ -26,43 +25,13 @@ from typing import Any
 
 import asyncpg
 import httpx
+from common import ROOT, bench_database, create_partner
 
-ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app.main import create_app  # noqa: E402
-from app.schemas.updates import UPDATE_KINDS  # noqa: E402
-from app.settings import Settings  # noqa: E402
-
-ADMIN = os.environ.get("NSER_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-
-
-def cli(args: list[str], url: str) -> str:
-    env = {**os.environ, "NSER_DATABASE_URL": url, "NSER_LOG_JSON": "true"}
-    out = subprocess.run(
-        [sys.executable, "-m", "app", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return out.stdout
-
-
-async def prepare(name: str, households: int, reuse: bool) -> str:
-    url = ADMIN.rpartition("/")[0] + f"/{name}"
-    if not reuse:
-        admin = await asyncpg.connect(ADMIN)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        await admin.close()
-        cli(["db", "upgrade"], url)
-        t = time.perf_counter()
-        cli(["seed", "--households", str(households)], url)
-        print(f"seeded {households} households in {time.perf_counter() - t:.0f}s", flush=True)
-    return url
-
+from app.main import create_app
+from app.schemas.updates import UPDATE_KINDS
+from app.settings import Settings
 
 NEW_MEMBERS = (
     ("head", "male", 40, "married"),
@@ -328,9 +297,7 @@ async def baseline(conn: asyncpg.Connection, records: list[dict[str, Any]]) -> f
     return seconds
 
 
-async def run(args: argparse.Namespace) -> dict[str, Any]:
-    name = args.reuse_db or f"nser_bench_ingest_{uuid.uuid4().hex[:6]}"
-    url = await prepare(name, args.households, bool(args.reuse_db))
+async def run(args: argparse.Namespace, url: str) -> dict[str, Any]:
     conn = await asyncpg.connect(url)
     households = await conn.fetchval("SELECT count(*) FROM households")
     records = await make_records(conn, args.records)
@@ -344,24 +311,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     print(f"baseline: {len(records)} records in {base_s:.2f}s", flush=True)
     await conn.execute("VACUUM (ANALYZE) households, members")
     await conn.execute("CHECKPOINT")
-    partner = json.loads(
-        cli(
-            [
-                "partners",
-                "create",
-                "--name",
-                "Bench",
-                "--type",
-                "government",
-                "--categories",
-                "iii",
-                "--update-kinds",
-                "member_birth",
-                "--json",
-            ],
-            url,
-        )
-    )
+    partner = create_partner(url, "iii", update_kinds="member_birth")
     await conn.execute(
         "UPDATE agreements SET update_kinds = $1 WHERE id = $2::uuid",
         list(UPDATE_KINDS),
@@ -428,7 +378,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "baseline_records_per_second": round(base_rate),
         "ratio_to_baseline": round(rate / base_rate, 3),
         "counts": s["counts"],
-        "database": name,
+        "database": url.rpartition("/")[2],
     }
 
 
@@ -437,8 +387,10 @@ def main() -> None:
     p.add_argument("--households", type=int, default=1_000_000)
     p.add_argument("--records", type=int, default=100_000)
     p.add_argument("--workers", type=int, default=1)
-    p.add_argument("--reuse-db", default="", help="an existing seeded database name")
-    result = asyncio.run(run(p.parse_args()))
+    p.add_argument("--reuse-db", default="", help="an existing seeded database (name or URL)")
+    args = p.parse_args()
+    with bench_database(args.reuse_db, args.households) as url:
+        result = asyncio.run(run(args, url))
     print(json.dumps(result))
 
 

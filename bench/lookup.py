@@ -30,15 +30,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import asyncpg
 import httpx
+from common import ROOT, bench_database, log
 
-ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-ADMIN_URL = os.environ.get("NSER_BENCH_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 LUA = """
 local paths = {}
@@ -54,40 +52,11 @@ end
 """
 
 
-def log(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
-
-
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-def nser(args: list[str], url: str) -> None:
-    env = {**os.environ, "NSER_DATABASE_URL": url, "NSER_ENVIRONMENT": "test"}
-    subprocess.run([sys.executable, "-m", "app", *args], cwd=ROOT, env=env, check=True)
-
-
-async def admin(sql: str) -> None:
-    conn = await asyncpg.connect(ADMIN_URL)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
-def fresh_database(households: int, seed: int) -> str:
-    name = f"nser_bench_{uuid.uuid4().hex[:8]}"
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    url = f"{ADMIN_URL.rpartition('/')[0]}/{name}"
-    log(f"database {url}: migrating and seeding {households} households")
-    started = time.monotonic()
-    nser(["db", "upgrade"], url)
-    nser(["seed", "--households", str(households), "--seed", str(seed)], url)
-    log(f"seeded in {time.monotonic() - started:.0f} s")
-    return url
 
 
 async def write_cnics(url: str, path: Path, count: int) -> None:
@@ -203,7 +172,43 @@ def main() -> None:
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed (apt-get install -y wrk)")
 
-    url = args.reuse_db or fresh_database(args.households, args.seed)
+    with bench_database(args.reuse_db, args.households, args.seed, keep=args.keep_db) as url:
+        runs, statuses, real_log = measure(url, args)
+
+    def summary(name: str) -> dict[str, float]:
+        return {
+            "rps": round(statistics.median(r["rps"] for r in runs[name]), 1),
+            "p50_ms": round(statistics.median(r["p50_ms"] for r in runs[name]), 3),
+            "p99_ms": round(statistics.median(r["p99_ms"] for r in runs[name]), 3),
+        }
+
+    service, base = summary("service"), summary("baseline")
+    report = {
+        "households": None if args.reuse_db else args.households,
+        "database": url if args.reuse_db else "fresh",
+        "concurrency": args.connections,
+        "duration_s": args.duration,
+        "rounds": args.rounds,
+        "service": service,
+        "baseline": base,
+        "rps_ratio": round(service["rps"] / base["rps"], 3),
+        "p99_ratio": round(service["p99_ms"] / base["p99_ms"], 3),
+        "service_statuses": statuses,
+        "service_log": str(real_log),
+    }
+    report["meets_target"] = report["rps_ratio"] >= 0.7 and report["p99_ratio"] <= 1.5
+    print(
+        f"service : {service['rps']:>9.1f} req/s  p50 {service['p50_ms']} ms  p99 {service['p99_ms']} ms"
+    )
+    print(f"baseline: {base['rps']:>9.1f} req/s  p50 {base['p50_ms']} ms  p99 {base['p99_ms']} ms")
+    print(f"ratio   : {report['rps_ratio']:.1%} of baseline req/s; p99 x{report['p99_ratio']}")
+    print(json.dumps(report))
+
+
+def measure(
+    url: str, args: argparse.Namespace
+) -> tuple[dict[str, list[dict[str, float]]], dict[str, float], Path]:
+    """Start the service and the baseline on ``url`` and drive both with wrk, alternating."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     work = Path(tempfile.mkdtemp(prefix="nser-bench-"))
@@ -271,38 +276,7 @@ def main() -> None:
         stop(real)
         stop(baseline)
         shutil.rmtree(work, ignore_errors=True)
-        if not args.reuse_db and not args.keep_db:
-            name = url.rpartition("/")[2]
-            asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-    def summary(name: str) -> dict[str, float]:
-        return {
-            "rps": round(statistics.median(r["rps"] for r in runs[name]), 1),
-            "p50_ms": round(statistics.median(r["p50_ms"] for r in runs[name]), 3),
-            "p99_ms": round(statistics.median(r["p99_ms"] for r in runs[name]), 3),
-        }
-
-    service, base = summary("service"), summary("baseline")
-    report = {
-        "households": None if args.reuse_db else args.households,
-        "database": url if args.reuse_db else "fresh",
-        "concurrency": args.connections,
-        "duration_s": args.duration,
-        "rounds": args.rounds,
-        "service": service,
-        "baseline": base,
-        "rps_ratio": round(service["rps"] / base["rps"], 3),
-        "p99_ratio": round(service["p99_ms"] / base["p99_ms"], 3),
-        "service_statuses": statuses,
-        "service_log": str(real_log),
-    }
-    report["meets_target"] = report["rps_ratio"] >= 0.7 and report["p99_ratio"] <= 1.5
-    print(
-        f"service : {service['rps']:>9.1f} req/s  p50 {service['p50_ms']} ms  p99 {service['p99_ms']} ms"
-    )
-    print(f"baseline: {base['rps']:>9.1f} req/s  p50 {base['p50_ms']} ms  p99 {base['p99_ms']} ms")
-    print(f"ratio   : {report['rps_ratio']:.1%} of baseline req/s; p99 x{report['p99_ratio']}")
-    print(json.dumps(report))
+    return runs, statuses, real_log
 
 
 if __name__ == "__main__":

@@ -15,29 +15,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import subprocess
 import sys
 import time
-import uuid
-from pathlib import Path
 
-import asyncpg
+from common import ROOT, bench_database
 
-ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app.services.seed import seed_registry  # noqa: E402
-
-ADMIN_URL = os.environ.get("NSER_BENCH_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-
-
-async def admin(sql: str) -> None:
-    conn = await asyncpg.connect(ADMIN_URL)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
+from app.services.seed import seed_registry
 
 
 def main() -> None:
@@ -47,17 +32,8 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
     args = parser.parse_args()
 
-    name = f"nser_bench_seed_{uuid.uuid4().hex[:8]}"
-    url = f"{ADMIN_URL.rpartition('/')[0]}/{name}"
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    try:
-        subprocess.run(
-            [sys.executable, "-m", "app", "db", "upgrade"],
-            cwd=ROOT,
-            env={**os.environ, "NSER_DATABASE_URL": url},
-            check=True,
-            capture_output=True,
-        )
+    # Migrated only: the seed itself is what is timed, in-process.
+    with bench_database(None, 0, keep=args.keep) as url:
         started = time.perf_counter()
         last = [started]
 
@@ -69,15 +45,10 @@ def main() -> None:
 
         result = asyncio.run(seed_registry(url, args.households, args.seed, progress=progress))
         seconds = time.perf_counter() - started
-        total = sum(result.bands.values())
-        for band in ("ultra_poor", "very_poor", "poor", "non_poor", "well_off"):
-            n = result.bands.get(band, 0)
-            print(f"{band:>11}: {n:>8} ({100 * n / total:.1f}%)")
-        if args.keep:
-            print(f"kept {url}")
-    finally:
-        if not args.keep:
-            asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    total = sum(result.bands.values())
+    for band in ("ultra_poor", "very_poor", "poor", "non_poor", "well_off"):
+        n = result.bands.get(band, 0)
+        print(f"{band:>11}: {n:>8} ({100 * n / total:.1f}%)")
     print(
         json.dumps(
             {

@@ -12,7 +12,7 @@ import hashlib
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 import orjson
@@ -35,6 +35,43 @@ class AuditRecord:
     households: int
     members: int
     request_id: str | None = field(default_factory=lambda: request_id_var.get(None))
+
+    @classmethod
+    def of(
+        cls,
+        caller: Caller,
+        *,
+        endpoint: str,
+        filters: dict[str, Any],
+        dimensions: list[str],
+        households: int,
+        members: int,
+    ) -> AuditRecord:
+        """The record of an access to personal data by ``caller`` (a partner or staff)."""
+        return cls(
+            caller.kind,
+            caller.client_id,
+            caller.agreement_id,
+            caller.organization_id,
+            endpoint,
+            filters,
+            dimensions,
+            households,
+            members,
+        )
+
+
+class Caller(Protocol):
+    """Who accesses data: what the audit log records of a partner or staff principal."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def client_id(self) -> str | None: ...
+    @property
+    def agreement_id(self) -> uuid.UUID | None: ...
+    @property
+    def organization_id(self) -> uuid.UUID | None: ...
 
 
 def canonical(row_id: int, at: datetime, rec: dict[str, Any]) -> bytes:

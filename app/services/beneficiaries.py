@@ -99,11 +99,8 @@ async def authorize(pool: asyncpg.Pool, p: Principal, f: Filters) -> None:
 def _record(
     p: Principal, f: Filters, households: int, members: int, mode: str
 ) -> audit.AuditRecord:
-    return audit.AuditRecord(
-        actor_type=p.kind,
-        client_id=p.client_id,
-        agreement_id=p.agreement_id,
-        organization_id=p.organization_id,
+    return audit.AuditRecord.of(
+        p,
         endpoint=f"{ENDPOINT} ({mode})",
         filters=f.as_audit(),
         dimensions=list(f.dimensions),

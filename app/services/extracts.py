@@ -130,11 +130,8 @@ async def open_extract(
         summary = Summary(row["n"], row["hh"], row["g"], row["total"] - row["n"], k)
         await audit.append_with_pool(
             pool,
-            audit.AuditRecord(
-                actor_type=p.kind,
-                client_id=p.client_id,
-                agreement_id=p.agreement_id,
-                organization_id=p.organization_id,
+            audit.AuditRecord.of(
+                p,
                 endpoint=f"/v1/partner/extracts/anonymized ({fmt})",
                 filters={**f.as_audit(), "k": k},
                 dimensions=_dims(f),

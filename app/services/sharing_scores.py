@@ -24,11 +24,8 @@ async def partner_score(pool: asyncpg.Pool, p: Principal, cnic: str) -> PartnerS
         row = await conn.fetchrow(_SQL, cnic, list(p.geo_codes))
         await audit.append(
             conn,
-            audit.AuditRecord(
-                actor_type=p.kind,
-                client_id=p.client_id,
-                agreement_id=p.agreement_id,
-                organization_id=p.organization_id,
+            audit.AuditRecord.of(
+                p,
                 endpoint="/v1/partner/scores/{cnic}",
                 filters={"cnic": cnic[:5] + "*******" + cnic[-1]},
                 dimensions=[],

@@ -51,22 +51,26 @@ def check_organization_type(value: str) -> None:
         )
 
 
-def check_categories(values: Iterable[str]) -> list[str]:
+def _distinct_known(values: Iterable[str], known: Iterable[str], what: str, hint: str) -> list[str]:
+    """The values without repeats, each one of ``known`` (else "unknown <what> ...")."""
     out = list(dict.fromkeys(values))
+    allowed = set(known)
+    for value in out:
+        if value not in allowed:
+            raise RuleViolation(f"unknown {what} {value!r}{hint}")
+    return out
+
+
+def check_categories(values: Iterable[str]) -> list[str]:
+    out = _distinct_known(values, CATEGORIES, "category", " (one of i..viii)")
     if not out:
         raise RuleViolation("at least one category is required")
-    for value in out:
-        if value not in CATEGORIES:
-            raise RuleViolation(f"unknown category {value!r} (one of i..viii)")
     return out
 
 
 def check_dimensions(values: Iterable[str]) -> list[str]:
     """Known names only, and never every locked dimension (§4.2.3)."""
-    out = list(dict.fromkeys(values))
-    for value in out:
-        if value not in DIMENSIONS:
-            raise RuleViolation(f"unknown dimension {value!r}")
+    out = _distinct_known(values, DIMENSIONS, "dimension", "")
     if LOCKED <= set(out):
         raise RuleViolation(
             "an agreement may never grant all of the locked dimensions viii-xvii "
@@ -76,11 +80,9 @@ def check_dimensions(values: Iterable[str]) -> list[str]:
 
 
 def check_update_kinds(values: Iterable[str]) -> list[str]:
-    out = list(dict.fromkeys(values))
-    for value in out:
-        if value not in UPDATE_KINDS:
-            raise RuleViolation(f"unknown update kind {value!r} (one of {', '.join(UPDATE_KINDS)})")
-    return out
+    return _distinct_known(
+        values, UPDATE_KINDS, "update kind", f" (one of {', '.join(UPDATE_KINDS)})"
+    )
 
 
 def denied_dimensions(requested: Iterable[str], granted: Iterable[str]) -> list[str]:

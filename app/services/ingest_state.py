@@ -217,8 +217,9 @@ async def allocate_ids(conn: asyncpg.Connection, table: str, n: int) -> list[int
     return [r["id"] for r in rows]
 
 
-# Per-session staging tables: a chunk's rows go in by binary COPY (one round trip each) and
-# are merged by set-based statements; ON COMMIT DELETE ROWS empties them at every commit.
+# Per-session staging tables (created once per connection, by ``open_connection``): a
+# chunk's rows go in by binary COPY (one round trip each) and are merged by set-based
+# statements; ON COMMIT DELETE ROWS empties them at every commit.
 _STAGE_HOUSEHOLDS = {**HOUSEHOLD_COLUMNS, **PMT_COLUMNS, "is_new": "boolean"}
 _STAGE_MEMBERS = {**MEMBER_COLUMNS, "is_new": "boolean"}
 
@@ -233,6 +234,13 @@ CREATE TEMP TABLE IF NOT EXISTS nser_stage_households ({_columns(_STAGE_HOUSEHOL
 CREATE TEMP TABLE IF NOT EXISTS nser_stage_members ({_columns(_STAGE_MEMBERS)})
   ON COMMIT DELETE ROWS;
 """
+
+
+async def open_connection(conn: asyncpg.Connection) -> None:
+    """Make a new connection ready to write chunks: its session's staging tables."""
+    await conn.execute(_STAGING)
+
+
 _HOUSEHOLD_STAGED = [*HOUSEHOLD_COLUMNS, *PMT_COLUMNS]
 _HCOLS = [c for c in (*HOUSEHOLD_COLUMNS, *PMT_COLUMNS) if c != "id"]
 _MCOLS = [c for c in MEMBER_COLUMNS if c != "id"]
@@ -422,8 +430,6 @@ async def flush(conn: asyncpg.Connection, rows: Flush) -> None:
     await conn.copy_records_to_table(
         "update_results", columns=["batch_id", *RESULT_COLUMNS], records=rows.results
     )
-    if rows.households or rows.members:
-        await conn.execute(_STAGING)
     if rows.households:
         await conn.copy_records_to_table(
             "nser_stage_households", columns=list(_STAGE_HOUSEHOLDS), records=rows.households

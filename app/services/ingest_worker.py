@@ -611,11 +611,11 @@ async def run_worker(
             if not conns or any(c.is_closed() for c in conns):
                 drop()
                 for _ in range(PIPELINE_CONNECTIONS if pipeline else 1):
-                    conns.append(
-                        await asyncpg.connect(
-                            dsn, host=host, server_settings={"application_name": "nser-worker"}
-                        )
+                    conn = await asyncpg.connect(
+                        dsn, host=host, server_settings={"application_name": "nser-worker"}
                     )
+                    conns.append(conn)
+                    await state_service.open_connection(conn)
             if await process_one(conns[0], worker, lease_seconds, chunk=chunk, spares=conns[1:]):
                 continue
             if exit_when_idle:

@@ -110,8 +110,8 @@ def _run_db(job: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
     Rule violations and database errors end the command with a one-line reason.
     """
     from app.db import asyncpg_target
-    from app.services.pmt import InvalidModel
-    from app.services.sharing import RuleViolation
+    from app.services.pmt.model import InvalidModel
+    from app.services.sharing.rules import RuleViolation
 
     async def _main() -> T:
         target = asyncpg_target(resolve_database_url(get_settings()))
@@ -146,8 +146,8 @@ def partners_create(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Create an organization, its agreement and API client; prints the secret once."""
-    from app.services import partners as partner_service
-    from app.services.sharing import split_list
+    from app.services.sharing import partners as partner_service
+    from app.services.sharing.rules import split_list
 
     spec = partner_service.PartnerSpec(
         name=name,
@@ -175,7 +175,7 @@ def partners_create(
 
 
 def _set_status(agreement_id: str, status: str, reason: str | None) -> None:
-    from app.services import partners as partner_service
+    from app.services.sharing import partners as partner_service
 
     _run_db(lambda conn: partner_service.set_agreement_status(conn, agreement_id, status, reason))
     typer.echo(f"agreement {agreement_id} {status}")
@@ -212,8 +212,8 @@ def staff_create(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Create a staff API client; prints the secret once."""
-    from app.services import partners as partner_service
-    from app.services.sharing import split_list
+    from app.services.sharing import partners as partner_service
+    from app.services.sharing.rules import split_list
 
     made = _run_db(lambda conn: partner_service.create_staff_client(conn, name, split_list(scopes)))
     payload: dict[str, object] = {"client_id": made.client_id, "client_secret": made.client_secret}
@@ -240,7 +240,7 @@ cli.add_typer(audit_cli, name="audit")
 @audit_cli.command("verify")
 def audit_verify() -> None:
     """Walk the audit chain; exit 1 naming the first altered, removed or reordered row."""
-    from app.services import audit as audit_service
+    from app.services.audit import trail as audit_service
 
     verdict = _run_db(audit_service.verify)
     if not verdict.ok:
@@ -261,7 +261,7 @@ def seed_registry(
     """Add a deterministic synthetic registry (households, members, scores) with COPY."""
     from rich.progress import Progress
 
-    from app.services import seed as seed_service
+    from app.services.seed import loader as seed_service
 
     if households < 1:
         fail("--households must be at least 1")
@@ -290,7 +290,7 @@ def pmt_recompute() -> None:
     """Re-score every household under the current PMT model (history for changes)."""
     from rich.progress import Progress
 
-    from app.services import pmt
+    from app.services.pmt import model as pmt
 
     with Progress(transient=True) as bar:
         task = bar.add_task("re-scoring", total=None)
@@ -307,7 +307,7 @@ def pmt_show() -> None:
     """Print the current PMT model as JSON."""
     import json
 
-    from app.services import pmt
+    from app.services.pmt import model as pmt
 
     model = _run_db(pmt.current_model)
     typer.echo(
@@ -339,7 +339,7 @@ def worker(
     import signal
 
     from app.db import asyncpg_target
-    from app.services import ingest_worker
+    from app.services.ingest import worker as ingest_worker
 
     settings = get_settings()
     target = asyncpg_target(resolve_database_url(settings))
@@ -375,7 +375,7 @@ def demo(
 ) -> None:
     """Demo: migrate, seed a synthetic registry if empty, print what to try, then serve."""
     from app import migrate
-    from app.services import partners as partner_service
+    from app.services.sharing import partners as partner_service
 
     settings = get_settings()
     url = resolve_database_url(settings)

@@ -21,7 +21,7 @@ from app.routers import jwks as jwks_router
 from app.routers import metrics as metrics_router
 from app.routers import partner_scores as partner_scores_router
 from app.routers import tokens as tokens_router
-from app.services import ingest_worker
+from app.services.ingest import worker as ingest_worker
 from app.settings import Settings, get_settings
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from app.services.lookup import PUBLIC_SCORE_SQL
+from app.services.registry.lookup import PUBLIC_SCORE_SQL
 
 _CNIC = re.compile(r"[0-9]{13}|[0-9]{5}-[0-9]{7}-[0-9]", re.ASCII)
 _JSON = [(b"content-type", b"application/json")]

@@ -38,7 +38,7 @@ def env(url: str) -> dict[str, str]:
 
 
 def copy_sql() -> str:
-    from app.services.beneficiaries_sql import Filters, household_document
+    from app.services.sharing.beneficiaries_sql import Filters, household_document
 
     doc = household_document(Filters())
     # asyncpg wraps this in COPY (...) TO STDOUT.

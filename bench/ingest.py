@@ -289,7 +289,7 @@ async def baseline(conn: asyncpg.Connection, records: list[dict[str, Any]]) -> f
         | {r["to_household_id"] for r in moves}
         | set(new_ids)
     )
-    from app.services import pmt
+    from app.services.pmt import model as pmt
 
     await pmt.rescore_households(conn, touched)
     seconds = time.perf_counter() - t

@@ -22,7 +22,7 @@ from common import ROOT, bench_database
 
 sys.path.insert(0, str(ROOT))
 
-from app.services.seed import seed_registry
+from app.services.seed.loader import seed_registry
 
 
 def main() -> None:

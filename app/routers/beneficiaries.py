@@ -13,9 +13,9 @@ from app.auth.scopes import Scope
 from app.deps import PoolDep
 from app.rate_limit import limit, partner_client_key, partner_limits
 from app.schemas.partner import BeneficiaryPage
-from app.services import beneficiaries as beneficiary_service
-from app.services.beneficiaries_sql import Filters
-from app.services.sharing import split_list
+from app.services.sharing import beneficiaries as beneficiary_service
+from app.services.sharing.beneficiaries_sql import Filters
+from app.services.sharing.rules import split_list
 
 router = APIRouter(prefix="/v1/partner", tags=["partner"])
 

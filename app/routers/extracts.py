@@ -13,7 +13,7 @@ from app.auth.scopes import Scope
 from app.deps import PoolDep, SettingsDep
 from app.rate_limit import limit, partner_client_key, partner_limits
 from app.routers.beneficiaries import FiltersDep
-from app.services import extracts as extract_service
+from app.services.sharing import extracts as extract_service
 
 router = APIRouter(prefix="/v1/partner", tags=["partner"])
 PARQUET = "application/vnd.apache.parquet"

@@ -6,7 +6,7 @@ from fastapi import APIRouter
 
 from app.deps import PoolDep, SettingsDep
 from app.errors import ServiceUnavailable
-from app.services import health as health_service
+from app.services.registry import health as health_service
 
 router = APIRouter(tags=["operations"])
 

@@ -11,7 +11,7 @@ from app.auth.partner import Principal
 from app.auth.scopes import Scope
 from app.deps import PoolDep
 from app.schemas.updates import HouseholdHistory
-from app.services import ingest_history as history_service
+from app.services.registry import history as history_service
 
 router = APIRouter(prefix="/v1/households", tags=["staff"])
 StaffReader = Annotated[Principal, Depends(require_scope(Scope.STAFF_READ))]

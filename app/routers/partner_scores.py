@@ -15,7 +15,7 @@ from app.errors import NotFound
 from app.rate_limit import limit, partner_client_key, partner_limits
 from app.schemas.partner import PartnerScore
 from app.schemas.public import Cnic
-from app.services import sharing_scores as score_service
+from app.services.sharing import scores as score_service
 
 router = APIRouter(prefix="/v1/partner", tags=["partner"])
 

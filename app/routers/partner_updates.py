@@ -15,7 +15,7 @@ from app.auth.scopes import Scope
 from app.deps import PoolDep, SettingsDep
 from app.errors import Forbidden
 from app.schemas.updates import BatchAccepted, BatchStatus, UpdateBatchIn
-from app.services import ingest_store as ingest_service
+from app.services.ingest import store as ingest_service
 
 router = APIRouter(prefix="/v1/partner/updates", tags=["partner updates"])
 UpdatesWriter = Annotated[Principal, Depends(require_scope(Scope.UPDATES_WRITE))]

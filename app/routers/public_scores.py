@@ -13,7 +13,7 @@ from app import rate_limit
 from app.errors import PROBLEM_JSON, problem
 from app.schemas.cnic import CNIC_PATTERN
 from app.schemas.public import PublicScore, parse_cnic
-from app.services import lookup as lookup_service
+from app.services.registry import lookup as lookup_service
 
 router = APIRouter(prefix="/v1/public", tags=["public"])
 

@@ -3,7 +3,7 @@
 The envelope is checked when the batch is received; each record is validated by the worker
 against these models, so one bad record is rejected with its reasons and never sinks the
 others. Models forbid unknown fields; fields the registry derives get their own reason
-(see ``app.services.ingest_rules``).
+(see ``app.services.ingest.rules``).
 """
 
 from __future__ import annotations

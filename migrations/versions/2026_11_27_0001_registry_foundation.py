@@ -42,7 +42,7 @@ PMT = sa.table(
     sa.column("illustrative"),
     sa.column("is_current"),
 )
-# Frozen copy of app.services.pmt.ILLUSTRATIVE as shipped with this revision.
+# Frozen copy of app.services.pmt.model.ILLUSTRATIVE as shipped with this revision.
 ILLUSTRATIVE_MODEL = {
     "version": "illustrative-2026.1",
     "description": "Illustrative PMT weights for the synthetic registry; not the official model.",

@@ -7,8 +7,9 @@ from datetime import date
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.services import ingest_rules as rules
-from app.services import ingest_state, pmt
+from app.services.ingest import rules
+from app.services.ingest import state as ingest_state
+from app.services.pmt import model as pmt
 
 TODAY = date(2026, 6, 1)
 

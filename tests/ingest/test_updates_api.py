@@ -13,7 +13,8 @@ import pytest
 from partner_helpers import create_staff, get_token
 from updates_helpers import checksum, headers, send, updates_partner
 
-from app.services import ingest_store, pmt
+from app.services.ingest import store as ingest_store
+from app.services.pmt import model as pmt
 
 TODAY = date.today()
 

@@ -18,8 +18,8 @@ import pytest
 from conftest import fresh_database, make_settings, open_client
 from updates_helpers import send, updates_partner
 
-from app.services import ingest_state
-from app.services.ingest_worker import depends
+from app.services.ingest import state as ingest_state
+from app.services.ingest.worker import depends
 
 TODAY = date.today()
 

@@ -14,9 +14,9 @@ from conftest import fresh_database, run_cli
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.services import pmt
-from app.services.pmt import ILLUSTRATIVE, InvalidModel, PmtModel, band_of, clamp, score
-from app.services.pmt_features import MemberSummary, member_aggregate
+from app.services.pmt import model as pmt
+from app.services.pmt.features import MemberSummary, member_aggregate
+from app.services.pmt.model import ILLUSTRATIVE, InvalidModel, PmtModel, band_of, clamp, score
 
 BANDS = [
     ("ultra_poor", 16.17),

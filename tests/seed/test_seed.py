@@ -13,7 +13,7 @@ import asyncpg
 import pytest
 from conftest import create_database, drop_database, fresh_database, run_cli
 
-from app.services import pmt
+from app.services.pmt import model as pmt
 
 
 @pytest.fixture(scope="module")

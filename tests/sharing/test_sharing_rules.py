@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from app.services import sharing
-from app.services.sharing import RuleViolation
+from app.services.sharing import rules as sharing
+from app.services.sharing.rules import RuleViolation
 
 
 def test_categories_dimensions_and_kinds_are_known_and_deduplicated() -> None:

@@ -16,8 +16,8 @@ from typing import Any
 from app.models.registry import LIVESTOCK
 from app.schemas import updates as s
 from app.schemas.cnic import mask_cnic
-from app.services import ingest_rules as rules
-from app.services.ingest_state import LAND, Row, State, Wanted
+from app.services.ingest import rules
+from app.services.ingest.state import LAND, Row, State, Wanted
 
 log = logging.getLogger("nser.ingest")
 

@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from app.schemas.updates import UPDATE_KINDS, UpdateRecord
-from app.services.pmt_features import age_on
+from app.services.pmt.features import age_on
 
 _RECORD = TypeAdapter[Any](UpdateRecord)
 

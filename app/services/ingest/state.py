@@ -18,8 +18,8 @@ from typing import Any
 import asyncpg
 import orjson
 
-from app.services import pmt as pmt_service
-from app.services.pmt_features import MEMBER_SUMMARY_SQL, MemberSummary, member_summary
+from app.services.pmt import model as pmt_service
+from app.services.pmt.features import MEMBER_SUMMARY_SQL, MemberSummary, member_summary
 
 HOUSEHOLD_COLUMNS = {
     "id": "bigint",

@@ -27,10 +27,10 @@ import orjson
 from asyncpg.transaction import Transaction
 
 from app.db import asyncpg_target
-from app.services import ingest_apply as apply_service
-from app.services import ingest_rules as rules
-from app.services import ingest_state as state_service
-from app.services import pmt as pmt_service
+from app.services.ingest import apply as apply_service
+from app.services.ingest import rules
+from app.services.ingest import state as state_service
+from app.services.pmt import model as pmt_service
 
 log = logging.getLogger("nser.ingest")
 

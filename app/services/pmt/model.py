@@ -18,7 +18,7 @@ from typing import Any
 
 import asyncpg
 
-from app.services.pmt_features import (
+from app.services.pmt.features import (
     MEMBER_AGGREGATE,
     PY_FEATURES,
     SQL_FEATURES,

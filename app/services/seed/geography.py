@@ -15,7 +15,7 @@ import asyncpg
 import numpy as np
 import numpy.typing as npt
 
-from app.services.seed_names import PLACE_ROOTS, VILLAGE_PREFIX
+from app.services.seed.names import PLACE_ROOTS, VILLAGE_PREFIX
 
 # Share of households per province (census-like; Azad Kashmir, GB, Islamabad are small).
 PROVINCE_SHARE = {

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from app.models.registry import ELECTRICAL, GAS, KITCHEN, TOILET_TYPES
-from app.services.seed_geography import PROVINCES, Villages
+from app.services.seed.geography import PROVINCES, Villages
 
 SURVEY_START = np.datetime64("2019-01-01")
 SURVEY_DAYS = 1096  # 2019-01-01 .. 2021-12-31

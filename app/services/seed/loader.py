@@ -27,10 +27,10 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from app.db import asyncpg_target
-from app.services import pmt
-from app.services.seed_geography import Villages, ensure_subunits, load_villages
-from app.services.seed_households import households as generate_households
-from app.services.seed_members import members as generate_members
+from app.services.pmt import model as pmt
+from app.services.seed.geography import Villages, ensure_subunits, load_villages
+from app.services.seed.households import households as generate_households
+from app.services.seed.members import members as generate_members
 
 CHUNK = 25_000
 SCORE_CHUNK = 250_000

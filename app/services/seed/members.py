@@ -23,9 +23,9 @@ from app.models.registry import (
     MARITAL,
     RELATIONSHIPS,
 )
-from app.services.seed_geography import PROVINCES, Villages
-from app.services.seed_households import HouseholdFrame, array_literals
-from app.services.seed_names import (
+from app.services.seed.geography import PROVINCES, Villages
+from app.services.seed.households import HouseholdFrame, array_literals
+from app.services.seed.names import (
     FAMILY_BY_PROVINCE,
     FAMILY_COMMON,
     FEMALE_FIRST,

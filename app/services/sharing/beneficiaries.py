@@ -19,8 +19,9 @@ import orjson
 
 from app.auth.partner import Principal
 from app.errors import Forbidden, ValidationFailed
-from app.services import audit, sharing
-from app.services.beneficiaries_sql import (
+from app.services.audit import trail as audit
+from app.services.sharing import rules as sharing
+from app.services.sharing.beneficiaries_sql import (
     GEO_LEVELS,
     Filters,
     Query,
@@ -193,7 +194,7 @@ def _cell(value: Any) -> Any:
 
 async def csv_rows(f: Filters, docs: AsyncIterator[str], batch: int = 500) -> AsyncIterator[bytes]:
     """One row per member, household columns repeated (dimensions as extra columns)."""
-    from app.services.beneficiaries_sql import HOUSEHOLD_DIMENSIONS, MEMBER_DIMENSIONS
+    from app.services.sharing.beneficiaries_sql import HOUSEHOLD_DIMENSIONS, MEMBER_DIMENSIONS
 
     hh_dims = [d for d in f.dimensions if d in HOUSEHOLD_DIMENSIONS]
     m_dims = [d for d in f.dimensions if d in MEMBER_DIMENSIONS]

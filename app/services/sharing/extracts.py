@@ -20,9 +20,9 @@ import orjson
 
 from app.auth.partner import Principal
 from app.errors import Forbidden
-from app.services import audit
-from app.services import beneficiaries as beneficiary_service
-from app.services.beneficiaries_sql import AGE_BRACKET, Filters, Query, household_where
+from app.services.audit import trail as audit
+from app.services.sharing import beneficiaries as beneficiary_service
+from app.services.sharing.beneficiaries_sql import AGE_BRACKET, Filters, Query, household_where
 
 LEVELS = ("tehsil", "district", "division", "province")
 # Dimensions an extract may carry, as member-level expressions (all coarse categories).
@@ -104,7 +104,7 @@ async def authorize(pool: asyncpg.Pool, p: Principal, f: Filters) -> None:
             f"dimension not available in anonymized extracts: {', '.join(not_extractable)}"
         )
     await beneficiary_service.check_geography(pool, p, f)
-    from app.services.sharing import denied_dimensions
+    from app.services.sharing.rules import denied_dimensions
 
     denied = denied_dimensions(f.dimensions, p.dimensions)
     if denied:

@@ -12,8 +12,8 @@ from limits import parse_many
 
 from app.auth import secrets as client_secrets
 from app.auth.scopes import Scope
-from app.services import sharing
-from app.services.sharing import RuleViolation
+from app.services.sharing import rules as sharing
+from app.services.sharing.rules import RuleViolation
 
 
 @dataclass(frozen=True)

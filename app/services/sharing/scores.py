@@ -6,7 +6,7 @@ import asyncpg
 
 from app.auth.partner import Principal
 from app.schemas.partner import PartnerScore
-from app.services import audit
+from app.services.audit import trail as audit
 
 _SQL = """
 SELECT h.id, h.pmt_score::float8 AS pmt_score, h.poverty_band, h.surveyed_on, h.pmt_version

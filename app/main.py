@@ -17,6 +17,7 @@ from app.public_fastpath import PublicLookupFastPath
 from app.routers import beneficiaries as beneficiaries_router
 from app.routers import docs, health, households, partner_updates, public_scores
 from app.routers import extracts as extracts_router
+from app.routers import geography as geography_router
 from app.routers import jwks as jwks_router
 from app.routers import metrics as metrics_router
 from app.routers import partner_scores as partner_scores_router
@@ -80,4 +81,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(extracts_router.router)
     app.include_router(partner_updates.router)
     app.include_router(households.router)
+    app.include_router(geography_router.router)
     return app

@@ -6,9 +6,9 @@ import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
-from app import __version__, rate_limit
+from app import __version__, openapi, rate_limit
 from app.db import create_engine, create_pool, make_sessionmaker, resolve_database_url
 from app.errors import register_exception_handlers
 from app.logging import configure_logging
@@ -24,6 +24,7 @@ from app.routers import partner_scores as partner_scores_router
 from app.routers import tokens as tokens_router
 from app.services.ingest import worker as ingest_worker
 from app.settings import Settings, get_settings
+from app.strict import reject_unknown_parameters
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -58,6 +59,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description="Household registry, PMT scores and permissioned data sharing.",
         lifespan=lifespan,
+        # Fail closed: an unknown query parameter or a control character is a 422 everywhere.
+        dependencies=[Depends(reject_unknown_parameters)],
         docs_url=None,
         redoc_url=None,
         # Metrics are Prometheus (/metrics); FastAPI's OpenTelemetry hooks would only re-check
@@ -66,6 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     register_exception_handlers(app)
+    openapi.install(app)
     rate_limit.install(app, settings)
     if settings.public_fast_path:
         app.add_middleware(PublicLookupFastPath, api=app)

@@ -40,7 +40,8 @@ class PublicLookupFastPath:
             path: str = scope["path"]
             if path.startswith(PATH_PREFIX):
                 written = path[len(PATH_PREFIX) :]
-                if written and "/" not in written:
+                # A query string goes to FastAPI, which refuses parameters it does not know.
+                if written and "/" not in written and not scope.get("query_string"):
                     scope["route"] = _ROUTE  # names the metrics series, as routing would
                     state = self.api.state
                     client = scope_client_ip(scope, state.trusted_networks)

@@ -207,7 +207,14 @@ def limit(
 ) -> Callable[[Handler], Handler]:
     """``limiter.limit`` with types: ``@limit(partner_limits, key_func=partner_client_key)``."""
     decorator: Callable[[Handler], Handler] = limiter.limit(value, key_func=key_func)
-    return decorator
+
+    def apply(handler: Handler) -> Handler:
+        limited = decorator(handler)
+        # Read by app.openapi: the operation documents its 429.
+        limited.rate_limited = True  # type: ignore[attr-defined]
+        return limited
+
+    return apply
 
 
 class LoopMemoryStorage(MemoryStorage):  # type: ignore[misc]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
+from pydantic import Field
 from starlette.responses import Response, StreamingResponse
 
 from app.auth.deps import require_scope
@@ -21,7 +22,13 @@ router = APIRouter(prefix="/v1/partner", tags=["partner"])
 
 MemberType = Literal["children", "adults", "elderly", "ever_married_women", "disabled"]
 Band = Literal["ultra_poor", "very_poor", "poor", "non_poor", "well_off"]
-Codes = Annotated[list[str] | None, Query(max_length=200)]
+# A geography code is shaped before any query: letters and digits, at most 16 (PK6,
+# PK604, PK6D01, a union council PK604001...). Anything else never reaches the database.
+CODE_PATTERN = r"^[A-Za-z0-9]{1,16}$"
+Codes = Annotated[
+    list[Annotated[str, Field(pattern=CODE_PATTERN)]] | None,
+    Query(max_length=200, description="unit codes (repeatable), as GET /v1/public/geography gives"),
+]
 
 
 def beneficiary_filters(
@@ -55,7 +62,16 @@ FiltersDep = Annotated[Filters, Depends(beneficiary_filters)]
 BeneficiaryReader = Annotated[Principal, Depends(require_scope(Scope.BENEFICIARIES_READ))]
 
 
-@router.get("/beneficiaries", response_model=BeneficiaryPage)
+@router.get(
+    "/beneficiaries",
+    response_model=BeneficiaryPage,
+    responses={
+        200: {
+            "description": "A page (JSON), or every match streamed (NDJSON or CSV, by Accept)",
+            "content": {"application/x-ndjson": {}, "text/csv": {}},
+        }
+    },
+)
 @limit(partner_limits, key_func=partner_client_key)
 async def list_beneficiaries(
     request: Request,

@@ -19,7 +19,16 @@ router = APIRouter(prefix="/v1/partner", tags=["partner"])
 PARQUET = "application/vnd.apache.parquet"
 
 
-@router.get("/extracts/anonymized", response_class=StreamingResponse)
+@router.get(
+    "/extracts/anonymized",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "k-anonymous records: NDJSON (default), CSV or Parquet, by Accept",
+            "content": {"application/x-ndjson": {}, "text/csv": {}, PARQUET: {}},
+        }
+    },
+)
 @limit(partner_limits, key_func=partner_client_key)
 async def get_anonymized_extract(
     request: Request,

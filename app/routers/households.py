@@ -10,6 +10,7 @@ from app.auth.deps import require_scope
 from app.auth.partner import Principal
 from app.auth.scopes import Scope
 from app.deps import PoolDep
+from app.openapi import problems
 from app.schemas.updates import HouseholdHistory
 from app.services.registry import history as history_service
 
@@ -17,7 +18,7 @@ router = APIRouter(prefix="/v1/households", tags=["staff"])
 StaffReader = Annotated[Principal, Depends(require_scope(Scope.STAFF_READ))]
 
 
-@router.get("/{household_id}/history", response_model=HouseholdHistory)
+@router.get("/{household_id}/history", response_model=HouseholdHistory, responses=problems(404))
 async def get_household_history(
     household_id: Annotated[int, Path(ge=1, le=2**63 - 1)], _staff: StaffReader, pool: PoolDep
 ) -> HouseholdHistory:

@@ -12,6 +12,7 @@ from app.auth.partner import Principal
 from app.auth.scopes import Scope
 from app.deps import PoolDep
 from app.errors import NotFound
+from app.openapi import problems
 from app.rate_limit import limit, partner_client_key, partner_limits
 from app.schemas.partner import PartnerScore
 from app.schemas.public import Cnic
@@ -20,7 +21,11 @@ from app.services.sharing import scores as score_service
 router = APIRouter(prefix="/v1/partner", tags=["partner"])
 
 
-@router.get("/scores/{cnic}", response_model=PartnerScore)
+@router.get(
+    "/scores/{cnic}",
+    response_model=PartnerScore,
+    responses=problems(404, _404="No living member within the agreement's scope has this CNIC"),
+)
 @limit(partner_limits, key_func=partner_client_key)
 async def get_partner_score(
     request: Request,

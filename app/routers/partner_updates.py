@@ -14,6 +14,7 @@ from app.auth.partner import Principal
 from app.auth.scopes import Scope
 from app.deps import PoolDep, SettingsDep
 from app.errors import Forbidden
+from app.openapi import problems
 from app.schemas.updates import BatchAccepted, BatchStatus, UpdateBatchIn
 from app.services.ingest import store as ingest_service
 
@@ -48,7 +49,16 @@ def _sender(principal: Principal) -> ingest_service.Sender:
     status_code=202,
     response_model=BatchAccepted,
     openapi_extra=_BODY_DOC,
-    responses={200: {"description": "the same key and body were already received"}},
+    responses={
+        200: {"description": "the same key and body were already received", "model": BatchAccepted},
+        **problems(
+            400,
+            409,
+            413,
+            _400="The Idempotency-Key header is missing or too long",
+            _409="A batch with this Idempotency-Key is still being stored; retry shortly",
+        ),
+    },
 )
 async def post_updates(
     request: Request,
@@ -73,7 +83,11 @@ async def post_updates(
     return _json(payload, 202 if got.created else 200)
 
 
-@router.get("/{batch_id}", response_model=BatchStatus)
+@router.get(
+    "/{batch_id}",
+    response_model=BatchStatus,
+    responses=problems(404, _404="No batch of the caller's has this id"),
+)
 async def get_update_batch(
     batch_id: uuid.UUID,
     principal: UpdatesWriter,

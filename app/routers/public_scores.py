@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import asyncpg
 from fastapi import APIRouter, Path, Request
@@ -10,7 +10,8 @@ from starlette.datastructures import State
 from starlette.responses import Response
 
 from app import rate_limit
-from app.errors import PROBLEM_JSON, problem
+from app.errors import problem
+from app.openapi import problems
 from app.schemas.cnic import CNIC_PATTERN
 from app.schemas.public import PublicScore, parse_cnic
 from app.services.registry import lookup as lookup_service
@@ -18,13 +19,14 @@ from app.services.registry import lookup as lookup_service
 router = APIRouter(prefix="/v1/public", tags=["public"])
 
 PATH_PREFIX = "/v1/public/scores/"
-_PROBLEM: dict[str, Any] = {"content": {PROBLEM_JSON: {}}}
 
 
 @router.get(
     "/scores/{cnic}",
     response_model=PublicScore,
-    responses={404: _PROBLEM, 422: _PROBLEM, 429: _PROBLEM, 503: _PROBLEM},
+    # Answered without the database dependency or the limiter decorator (see the fast
+    # path), so 429 and 503 are declared here rather than implied.
+    responses=problems(404, 429, 503),
 )
 async def get_poverty_score(
     request: Request,

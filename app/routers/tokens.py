@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Depends, Request
+from starlette.datastructures import FormData
 from starlette.responses import JSONResponse, Response
 
 from app.auth import grant
 from app.auth.deps import get_keystore
 from app.deps import PoolDep, SettingsDep
+from app.errors import ValidationFailed
 from app.rate_limit import client_ip, limit, partner_client_key, token_limits
 from app.schemas.tokens import OAuthErrorBody, TokenResponse
+from app.strict import CONTROL, has_control
 
 router = APIRouter(prefix="/v1/auth", tags=["auth"])
 
@@ -17,10 +22,67 @@ _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 _OAUTH_ERROR = {"model": OAuthErrorBody}
 
 
+FORM_FIELDS = ("grant_type", "client_id", "client_secret", "scope")
+_FORM_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/x-www-form-urlencoded": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "grant_type": {"type": "string", "enum": ["client_credentials"]},
+                        "client_id": {"type": "string", "maxLength": 64},
+                        "client_secret": {"type": "string", "maxLength": 256},
+                        "scope": {"type": "string", "description": "space-separated scopes"},
+                    },
+                    "required": ["grant_type"],
+                    "additionalProperties": False,
+                }
+            }
+        },
+    }
+}
+
+
+def checked_form(form: FormData) -> dict[str, str]:
+    """The token form's fields; an unknown, repeated or non-text field is a 422.
+
+    RFC 6749 would have unknown parameters ignored; this registry fails closed instead, so a
+    misspelt ``scope`` is never taken for "every scope". The problem body carries the OAuth
+    members ``error``/``error_description`` too, for OAuth client libraries.
+    """
+    errors = []
+    for key in dict.fromkeys(form.keys()):
+        shown = CONTROL.sub("?", key)[:64]
+        values = form.getlist(key)
+        if key not in FORM_FIELDS:
+            errors.append(_form_error(shown, f"unknown form field {shown!r}", "extra_forbidden"))
+        elif len(values) > 1:
+            errors.append(_form_error(shown, "given more than once", "value_error"))
+        elif not isinstance(values[0], str):
+            errors.append(_form_error(shown, "must be text, not a file", "string_type"))
+        elif has_control(values[0]):
+            errors.append(
+                _form_error(shown, "control characters are not allowed", "string_pattern_mismatch")
+            )
+    if errors:
+        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
+        raise ValidationFailed(
+            detail,
+            errors=errors,
+            extra={"error": "invalid_request", "error_description": detail},
+        )
+    return {key: value for key, value in form.items() if isinstance(value, str)}
+
+
+def _form_error(field: str, message: str, kind: str) -> dict[str, Any]:
+    return {"loc": ["body", field], "field": field, "message": message, "type": kind}
+
+
 async def token_request(request: Request) -> grant.TokenRequest:
     """Parse the form first, so the per-client limit can key on the claimed client id."""
-    form = await request.form()
-    fields = {key: value for key, value in form.items() if isinstance(value, str)}
+    fields = checked_form(await request.form())
     try:
         parsed = grant.parse_request(fields, request.headers.get("authorization"))
     except grant.OAuthError as exc:
@@ -34,7 +96,8 @@ async def token_request(request: Request) -> grant.TokenRequest:
 @router.post(
     "/token",
     response_model=TokenResponse,
-    responses={400: _OAUTH_ERROR, 401: _OAUTH_ERROR, 429: {}},
+    responses={400: _OAUTH_ERROR, 401: _OAUTH_ERROR},
+    openapi_extra=_FORM_DOC,
 )
 @limit(token_limits, key_func=client_ip)
 @limit(token_limits, key_func=partner_client_key)

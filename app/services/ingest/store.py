@@ -7,6 +7,7 @@ is durably in PostgreSQL, so the commit must happen before the handler returns.
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -73,6 +74,14 @@ def check_envelope(body: bytes, max_records: int) -> tuple[bool, int]:
             errors=[{"field": "dry_run", "message": "must be a boolean"}],
         )
     records = doc.get("records")
+    if _ESCAPED_CONTROL.search(body):
+        raise ValidationFailed(
+            "text may not hold control characters (U+0000-U+001F, U+007F)",
+            errors=[
+                {"field": where, "message": "control characters are not allowed"}
+                for where in _control_locations(doc)[:20]
+            ],
+        )
     if not isinstance(records, list) or not records:
         raise ValidationFailed(
             "records must be a non-empty array",
@@ -86,6 +95,31 @@ def check_envelope(body: bytes, max_records: int) -> tuple[bool, int]:
     return dry_run, len(records)
 
 
+# JSON carries a control character in a string (or a key) only as an escape: \u0000-\u001f,
+# \u007f, or one of \b \f \n \r \t. An escape counts when an odd number of backslashes
+# leads it (``\\n`` is a backslash and an "n"). The bytes are scanned at C speed; the
+# slow walk below only runs to name the fields of a body that has one.
+_ESCAPED_CONTROL = re.compile(rb"(?<!\\)(?:\\\\)*\\(?:u00[01][0-9a-fA-F]|u007[fF]|[bfnrt])")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _control_locations(node: Any, path: str = "") -> list[str]:
+    """The JSON paths (``records[3].member.name``) whose text or key holds a control character."""
+    found: list[str] = []
+    if isinstance(node, str):
+        return [path or "(body)"] if _CONTROL.search(node) else []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            where = f"{path}.{_CONTROL.sub('?', key)}" if path else _CONTROL.sub("?", key)
+            if _CONTROL.search(key):
+                found.append(where)
+            found += _control_locations(value, where)
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            found += _control_locations(value, f"{path}[{i}]")
+    return found
+
+
 def lock_key(client_id: str, key: str) -> int:
     """The advisory-lock id of (client, idempotency key): 64 bits of a SHA-256."""
     digest = hashlib.sha256(f"{client_id}\x00{key}".encode()).digest()
@@ -97,6 +131,8 @@ def check_key(key: str | None) -> str:
         raise BadRequest("the Idempotency-Key header is required")
     if len(key) > 200:
         raise BadRequest("the Idempotency-Key header is at most 200 characters")
+    if _CONTROL.search(key):
+        raise BadRequest("the Idempotency-Key header may not hold control characters")
     return key
 
 

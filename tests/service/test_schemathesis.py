@@ -1,0 +1,101 @@
+"""Schemathesis fuzzes a live server from its own /openapi.json and finds nothing.
+
+The checks: no 5xx (``not_a_server_error``), every status and content type is one the
+document declares (``status_code_conformance``, ``content_type_conformance``), input the
+schema forbids is refused (``negative_data_rejection``), and an operation that needs a token
+refuses a request without one (``ignored_auth``). The partner's token holds every category,
+so the fuzzer reaches past authorization. The run is bounded in time; a database of its own
+keeps the batches it sends away from the other tests' registry.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import fresh_database
+from partner_helpers import create_partner
+from server import Server, serve
+
+CHECKS = ",".join(
+    (
+        "not_a_server_error",
+        "status_code_conformance",
+        "content_type_conformance",
+        "negative_data_rejection",
+        "ignored_auth",
+    )
+)
+MAX_SECONDS = 60
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, str]]:
+    with fresh_database(households=300, seed=11) as url:
+        partner = create_partner(
+            url,
+            name="Fuzzing Partner",
+            categories="i,ii,iii,iv,v,vi,vii,viii",
+            dimensions="education,room_count",
+            update_kinds="phone_change,address_change,member_update",
+        )
+        env = {
+            "NSER_DATABASE_URL": url,
+            "NSER_PUBLIC_LOOKUP_LIMITS": "100000/minute",
+            "NSER_TOKEN_LIMITS": "100000/minute",
+            "NSER_PARTNER_DEFAULT_LIMITS": "100000/minute",
+            "NSER_LOG_LEVEL": "WARNING",
+        }
+        with serve(env, tmp_path_factory.mktemp("fuzz"), workers=1) as server:
+            form = {
+                "grant_type": "client_credentials",
+                "client_id": partner["client_id"],
+                "client_secret": partner["client_secret"],
+            }
+            got = httpx.post(f"{server.base_url}/v1/auth/token", data=form, timeout=10)
+            assert got.status_code == 200, got.text
+            yield server, got.json()["access_token"]
+
+
+@pytest.mark.slow
+def test_schemathesis_finds_nothing(live: tuple[Server, str], tmp_path: Path) -> None:
+    server, token = live
+    report = tmp_path / "report"
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("schemathesis")),
+            "run",
+            f"{server.base_url}/openapi.json",
+            "--checks",
+            CHECKS,
+            "--header",
+            f"Authorization: Bearer {token}",
+            "--max-time",
+            str(MAX_SECONDS),
+            "--workers",
+            "1",
+            "--request-timeout",
+            "20",
+            "--seed",
+            "2026",
+            "--report",
+            "junit",
+            "--report-dir",
+            str(report),
+            "--no-color",
+            "--generation-database",
+            "none",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=MAX_SECONDS * 4,
+        check=False,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-20000:]
+    assert "No issues found" in output or " passed" in output, output[-5000:]

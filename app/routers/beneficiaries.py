@@ -13,6 +13,7 @@ from app.auth.partner import Principal
 from app.auth.scopes import Scope
 from app.deps import PoolDep
 from app.rate_limit import limit, partner_client_key, partner_limits
+from app.schemas.geography import CODE_PATTERN
 from app.schemas.partner import BeneficiaryPage
 from app.services.sharing import beneficiaries as beneficiary_service
 from app.services.sharing.beneficiaries_sql import Filters
@@ -22,9 +23,8 @@ router = APIRouter(prefix="/v1/partner", tags=["partner"])
 
 MemberType = Literal["children", "adults", "elderly", "ever_married_women", "disabled"]
 Band = Literal["ultra_poor", "very_poor", "poor", "non_poor", "well_off"]
-# A geography code is shaped before any query: letters and digits, at most 16 (PK6,
-# PK604, PK6D01, a union council PK604001...). Anything else never reaches the database.
-CODE_PATTERN = r"^[A-Za-z0-9]{1,16}$"
+# A geography code is shaped before any query (PK6, PK604, PK6D01, a union council
+# PK604001...): anything else never reaches the database.
 Codes = Annotated[
     list[Annotated[str, Field(pattern=CODE_PATTERN)]] | None,
     Query(max_length=200, description="unit codes (repeatable), as GET /v1/public/geography gives"),

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Header, Query
 from starlette.responses import Response
 
 from app.deps import PoolDep
-from app.errors import PROBLEM_JSON
+from app.openapi import problems
 from app.schemas.geography import (
     CODE_PATTERN,
     SEARCH_MAX_LENGTH,
@@ -31,10 +31,6 @@ _CACHE_HEADERS: dict[str, Any] = {
     "ETag": {"description": "Strong tag of the body", "schema": {"type": "string"}},
     "Cache-Control": {"description": CACHE_CONTROL, "schema": {"type": "string"}},
 }
-
-
-def _problem(description: str) -> dict[str, Any]:
-    return {"description": description, "content": {PROBLEM_JSON: {}}}
 
 
 def entity_tag(body: bytes) -> str:
@@ -56,8 +52,12 @@ def not_modified(if_none_match: str | None, tag: str) -> bool:
     responses={
         200: {"headers": _CACHE_HEADERS},
         304: {"description": "Not Modified: If-None-Match names the current tag"},
-        404: _problem("No unit has the parent code"),
-        422: _problem("Unknown level, malformed parent or q, parent not coarser than level"),
+        **problems(
+            404,
+            422,
+            _404="No unit has the parent code",
+            _422="Unknown level, malformed parent or q, parent not coarser than level",
+        ),
     },
 )
 async def list_geography(

@@ -64,7 +64,7 @@ DIVISIONS: dict[str, list[tuple[str, list[int]]]] = {
     ],
 }
 
-# CNIC's first digit per province (DESIGN §3); Azad Kashmir's CNICs begin with 8.
+# CNIC's first digit per province; Azad Kashmir's CNICs begin with 8.
 CNIC_DIGIT = {"PK1": "8", "PK2": "5", "PK3": "7", "PK4": "6", "PK5": "1", "PK6": "3", "PK7": "4"}
 # Former FATA agencies (now KP districts) carry the FATA digit 2.
 FATA_DISTRICTS = {"PK502", "PK513", "PK518", "PK524", "PK525", "PK527", "PK530"}

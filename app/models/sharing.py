@@ -62,7 +62,7 @@ class Agreement(Timestamps, Base):
     )
     # Roman numerals of §4.2.4: i..viii.
     categories: Mapped[list[str]] = mapped_column(ARRAY(String(8)), nullable=False)
-    # Dimension names of DESIGN §4 granted beyond the unlocked ones.
+    # Dimension names (protocol §4.2.1, docs/api.md) granted beyond the unlocked ones.
     dimensions: Mapped[list[str]] = mapped_column(
         ARRAY(String(32)), nullable=False, server_default=text("'{}'")
     )

@@ -1,4 +1,4 @@
-"""Updates back into the registry (API.md "Updates back", protocol §5.2)."""
+"""Updates back into the registry (docs/api.md "Updates back into the registry", protocol §5.2)."""
 
 from __future__ import annotations
 

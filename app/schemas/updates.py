@@ -1,4 +1,4 @@
-"""Updates sent back by partners (API.md "Updates back", protocol §5.2).
+"""Updates sent back by partners (docs/api.md "Updates back into the registry", protocol §5.2).
 
 The envelope is checked when the batch is received; each record is validated by the worker
 against these models, so one bad record is rejected with its reasons and never sinks the

@@ -20,7 +20,7 @@ from app.services.pmt.features import age_on
 
 _RECORD = TypeAdapter[Any](UpdateRecord)
 
-# Set by the registry, never by a partner (API.md: derived fields can't be set).
+# Set by the registry, never by a partner (docs/api.md: derived fields can't be set).
 DERIVED = ("pmt_score", "poverty_band", "pmt_version", "version", "id", "created_at", "updated_at")
 DERIVED_NESTED = (*DERIVED, "household_id", "member_id", "family_id")
 MIN_MOTHER_GAP_YEARS = 12

@@ -12,7 +12,7 @@ import orjson
 
 from app.schemas.public import mask_cnic
 
-# Deceased members are not answered (API.md: 404 as for an unknown CNIC). The partial
+# Deceased members are not answered (docs/api.md: 404 as for an unknown CNIC). The partial
 # unique index on members.cnic serves the equality.
 PUBLIC_SCORE_SQL = """
 SELECT h.pmt_score::float8 AS pmt_score, h.poverty_band, h.surveyed_on, h.pmt_version

@@ -14,7 +14,7 @@ MEMBER_TYPE_SQL = {
     "children": "m.date_of_birth > current_date - interval '18 years'",
     "adults": ADULT,
     "elderly": "m.date_of_birth <= current_date - interval '65 years'",
-    # DESIGN §3: the benefit recipient, as in the ``families`` view.
+    # Protocol §3.1: the benefit recipient, as in the ``families`` view.
     "ever_married_women": (
         "(m.gender = 'female' AND m.marital_status IN ('married','divorced','separated',"
         f"'widowed') AND {ADULT})"

@@ -1,4 +1,4 @@
-"""The sharing rules of DESIGN §4: dimensions, categories, the locked-dimensions rule."""
+"""The sharing rules (protocol §4.2): dimensions, categories, the locked-dimensions rule."""
 
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ class Problem(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     type: str = Field(default="about:blank", examples=["about:blank"])
-    title: str = Field(examples=["Unprocessable Content"])
+    title: str = Field(examples=["Unprocessable Entity"])
     status: int = Field(examples=[422])
     detail: str = Field(examples=["distric: unknown query parameter 'distric'"])
     errors: list[ProblemError] | None = Field(

@@ -204,7 +204,7 @@ class UpdateBatchIn(BaseModel):
     dry_run: bool = False
     records: list[dict[str, Any]] = Field(
         min_length=1,
-        description="Records of the kinds in API.md; each has a partner-chosen `ref`.",
+        description="Records of the kinds in docs/api.md; each has a partner-chosen `ref`.",
     )
 
 

@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_HOUSEHOLDS ?= 20000
 
-.PHONY: install install-dev demo test lint typecheck hadolint pytest bench clean
+.PHONY: install install-dev demo test lint typecheck hadolint pytest wheel-check bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,8 +30,14 @@ typecheck:
 hadolint:
 	$(BIN)/hadolint Dockerfile
 
+## The whole suite; it includes tests/service/test_wheel.py (see wheel-check).
 pytest:
 	$(BIN)/pytest -q
+
+## The wheel on its own: build it, install it into a fresh venv, then from a temporary
+## folder migrate, seed and serve a fresh PostgreSQL database (part of `make test` too).
+wheel-check:
+	$(BIN)/pytest -q tests/service/test_wheel.py
 
 ## Install with dev extras, then lint, type-check, hadolint and the test suite.
 test: install-dev lint typecheck hadolint pytest

@@ -1,16 +1,21 @@
-"""Run Alembic from the service itself (CLI, embedded start-up, tests)."""
+"""Run Alembic from the service itself (CLI, embedded start-up, tests).
+
+Everything Alembic needs is set here, so an installed wheel migrates from any working
+directory: the scripts come from ``settings.migrations_dir`` (shipped inside the package,
+see ``app.settings.bundled_migrations_dir``) and no alembic.ini is read. The top-level
+alembic.ini is for running the ``alembic`` command itself from a checkout.
+"""
 
 from __future__ import annotations
 
 from alembic import command
 from alembic.config import Config
 
-from app.settings import ROOT, Settings
+from app.settings import Settings
 
 
 def alembic_config(settings: Settings, url: str) -> Config:
-    ini = ROOT / "alembic.ini"
-    config = Config(str(ini)) if ini.exists() else Config()
+    config = Config()
     config.set_main_option("script_location", str(settings.migrations_dir))
     config.attributes["database_url"] = url
     config.attributes["configure_logging"] = False

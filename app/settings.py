@@ -14,6 +14,19 @@ ROOT = Path(__file__).resolve().parent.parent
 DEV_SECRET = "dev-only-key-encryption-secret-change-me"  # noqa: S105 - refused outside development
 
 
+def bundled_migrations_dir() -> Path:
+    """The Alembic scripts this code was released with.
+
+    An installed wheel carries the top-level ``migrations/`` folder as ``app/migrations``
+    (pyproject.toml maps it with ``package-dir``); a checkout or an editable install uses
+    the top-level folder itself. NSER_MIGRATIONS_DIR overrides both.
+    """
+    packaged = Path(__file__).resolve().parent / "migrations"
+    if (packaged / "env.py").is_file():
+        return packaged
+    return ROOT / "migrations"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="NSER_", env_file=".env", extra="ignore")
 
@@ -21,7 +34,7 @@ class Settings(BaseSettings):
     # Empty means: start the embedded PostgreSQL in ``data_dir``.
     database_url: str = ""
     data_dir: Path = Path(".nser")
-    migrations_dir: Path = ROOT / "migrations"
+    migrations_dir: Path = Field(default_factory=bundled_migrations_dir)
     db_pool_size: int = 10
     db_pool_max_overflow: int = 10
 

@@ -5,7 +5,7 @@
 #   docker run -p 8000:8000 -e NSER_DATABASE_URL=postgresql://... -e NSER_KEY_ENCRYPTION_SECRET=... \
 #              -e NSER_RATE_LIMIT_STORAGE=redis://redis:6379/0 nser
 
-# --- build: install the package and its dependencies into a self-contained venv -----------
+# --- build: build the wheel, install it and its dependencies into a self-contained venv ----
 FROM python:3.11.7-slim-bookworm AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -15,15 +15,17 @@ ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY app ./app
-RUN pip install --no-cache-dir .
+COPY migrations ./migrations
+# The wheel carries the migrations (as app/migrations) and app/data: the venv needs nothing else.
+RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
+    && pip install --no-cache-dir /wheels/nser-*.whl
 
-# --- runtime: the venv, the migrations, a non-root user; no compilers, no sources -----------
+# --- runtime: the venv and a non-root user; no compilers, no sources -------------------------
 FROM python:3.11.7-slim-bookworm AS runtime
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     NSER_ENVIRONMENT=production \
-    NSER_MIGRATIONS_DIR=/app/migrations \
     NSER_DATA_DIR=/var/lib/nser
 RUN groupadd --system --gid 10001 nser \
     && useradd --system --uid 10001 --gid nser --home-dir /app --shell /usr/sbin/nologin nser \
@@ -31,8 +33,6 @@ RUN groupadd --system --gid 10001 nser \
     && chown nser:nser /var/lib/nser
 WORKDIR /app
 COPY --from=build /opt/venv /opt/venv
-COPY alembic.ini ./alembic.ini
-COPY migrations ./migrations
 USER 10001:10001
 EXPOSE 8000
 # /healthz answers while the process is up; python is used because the slim image has no curl.

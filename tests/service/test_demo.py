@@ -4,24 +4,37 @@ the CNICs it prints, and a partner whose printed credentials get a token."""
 from __future__ import annotations
 
 import re
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from server import ROOT, _stop, free_port
-from test_embedded import _embedded_env
+from test_embedded import _embedded_env, postmaster, stop_postmaster
 
 CNIC_LINE = re.compile(r"/v1/public/scores/(\d{5}-\d{7}-\d)\s+# (\w+)")
 CREDENTIALS = re.compile(r"client_id=(\S+) -d client_secret=(\S+)")
 
 
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Iterator[Path]:
+    """The demo's data folder; its embedded PostgreSQL is stopped after the test even if the
+    demo process could not stop it (it runs detached, in a session of its own)."""
+    path = tmp_path / "data"
+    yield path
+    stop_postmaster(path / "pgdata")
+
+
 @pytest.mark.slow
-def test_demo_prints_cnics_that_answer_and_working_partner_credentials(tmp_path: Path) -> None:
+def test_demo_prints_cnics_that_answer_and_working_partner_credentials(
+    tmp_path: Path, data_dir: Path
+) -> None:
     port = free_port()
-    env = _embedded_env(tmp_path / "data")
+    env = _embedded_env(data_dir)
     out_path = tmp_path / "demo.out"
     with out_path.open("wb") as out:
         process = subprocess.Popen(
@@ -68,5 +81,9 @@ def test_demo_prints_cnics_that_answer_and_working_partner_credentials(tmp_path:
             },
         )
         assert token.status_code == 200, token.text
+        # Ctrl-C at the terminal of `make demo`: the demo exits and stops its PostgreSQL.
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=60)
+        assert postmaster((data_dir / "pgdata").resolve()) is None
     finally:
         _stop(process)

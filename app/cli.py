@@ -208,15 +208,27 @@ def partners_revoke(
 @staff_cli.command("create")
 def staff_create(
     name: Annotated[str, typer.Option(help="Who the client is for.")],
-    scopes: Annotated[str, typer.Option(help="Comma-separated scopes.")] = "staff:read",
+    role: Annotated[
+        list[str] | None,
+        typer.Option(help="officer, committee, secretary, me or admin (repeatable)."),
+    ] = None,
+    scopes: Annotated[str, typer.Option(help="Comma-separated extra scopes.")] = "",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Create a staff API client; prints the secret once."""
+    """Create a staff API client with roles; prints the secret once."""
     from app.services.sharing import partners as partner_service
     from app.services.sharing.rules import split_list
 
-    made = _run_db(lambda conn: partner_service.create_staff_client(conn, name, split_list(scopes)))
-    payload: dict[str, object] = {"client_id": made.client_id, "client_secret": made.client_secret}
+    roles = [r for item in role or [] for r in split_list(item)]
+    made = _run_db(
+        lambda conn: partner_service.create_staff_client(conn, name, split_list(scopes), roles)
+    )
+    # Staff are their API client: the staff id is the client id the audit log records.
+    payload: dict[str, object] = {
+        "staff_id": made.client_id,
+        "client_id": made.client_id,
+        "client_secret": made.client_secret,
+    }
     if as_json:
         _echo_json(payload)
     else:

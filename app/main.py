@@ -21,6 +21,8 @@ from app.routers import geography as geography_router
 from app.routers import jwks as jwks_router
 from app.routers import metrics as metrics_router
 from app.routers import partner_scores as partner_scores_router
+from app.routers import requests as requests_router
+from app.routers import staff as staff_router
 from app.routers import tokens as tokens_router
 from app.services.ingest import worker as ingest_worker
 from app.settings import Settings, get_settings
@@ -85,5 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(extracts_router.router)
     app.include_router(partner_updates.router)
     app.include_router(households.router)
+    app.include_router(requests_router.router)
+    app.include_router(staff_router.router)
     app.include_router(geography_router.router)
     return app

@@ -23,6 +23,7 @@ from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import iter_route_contexts
+from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from app.auth.deps import get_principal
@@ -62,6 +63,20 @@ def problems(*statuses: int, **descriptions: str) -> dict[int | str, dict[str, A
             "content": {PROBLEM_JSON: {"schema": PROBLEM_REF}},
         }
     return out
+
+
+_BODY_MODELS: list[type[BaseModel]] = []
+
+
+def json_request_body(*models: type[BaseModel], required: bool = True) -> dict[str, Any]:
+    """``openapi_extra`` declaring a JSON body read by ``app.strict.json_body``: one model,
+    or one of several (an action whose body depends on a path parameter)."""
+    _BODY_MODELS.extend(models)
+    refs = [{"$ref": f"#/components/schemas/{model.__name__}"} for model in models]
+    schema = refs[0] if len(refs) == 1 else {"oneOf": refs}
+    return {
+        "requestBody": {"required": required, "content": {"application/json": {"schema": schema}}}
+    }
 
 
 def implied_statuses(dependant: Dependant, endpoint: Any) -> tuple[set[int], bool]:
@@ -120,8 +135,9 @@ def complete(document: dict[str, Any], app: FastAPI) -> dict[str, Any]:
     schemas = components.setdefault("schemas", {})
     for unused in ("HTTPValidationError", "ValidationError"):
         schemas.pop(unused, None)
+    models: list[type[BaseModel]] = [Problem, ProblemError, *_BODY_MODELS]
     _, defs = models_json_schema(
-        [(Problem, "validation"), (ProblemError, "validation")],
+        [(m, "validation") for m in models],
         ref_template="#/components/schemas/{model}",
     )
     schemas.update(defs.get("$defs", {}))

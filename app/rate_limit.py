@@ -123,6 +123,11 @@ def token_limits() -> str:
     return _settings().token_limits
 
 
+def request_form_limits() -> str:
+    """``NSER_REQUEST_FORM_LIMITS``: data-sharing request forms per client IP."""
+    return _settings().request_form_limits
+
+
 def partner_limits() -> str:
     """The calling agreement's limits (``request.state.rate_limits``), else the default."""
     request = _current_request.get()

@@ -13,14 +13,14 @@ import asyncpg
 
 from app.auth.keys import KeyStore
 from app.auth.partner import check_agreement
-from app.auth.scopes import agreement_scopes, parse_scope
+from app.auth.scopes import agreement_scopes, parse_scope, staff_scopes
 from app.auth.secrets import verify_secret
 from app.auth.tokens import issue_token
 from app.errors import Forbidden
 from app.settings import Settings
 
 _CLIENT_SQL = """
-SELECT c.client_id, c.kind, c.scopes AS client_scopes, c.secret_hash, c.disabled_at,
+SELECT c.client_id, c.kind, c.scopes AS client_scopes, c.roles, c.secret_hash, c.disabled_at,
        a.id AS agreement_id, a.status, a.valid_from, a.valid_to, a.categories, a.update_kinds
   FROM api_clients c LEFT JOIN agreements a ON a.id = c.agreement_id
  WHERE c.client_id = $1
@@ -83,7 +83,7 @@ async def client_credentials(
     if row["disabled_at"] is not None:
         raise OAuthError("invalid_client", "client credentials are disabled", 401)
     if row["kind"] == "staff":
-        allowed = frozenset(row["client_scopes"])
+        allowed = staff_scopes(row["client_scopes"], row["roles"])
     else:
         try:
             check_agreement(row)

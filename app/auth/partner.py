@@ -9,7 +9,7 @@ from typing import Any
 
 import asyncpg
 
-from app.auth.scopes import agreement_scopes, parse_scope
+from app.auth.scopes import agreement_scopes, parse_scope, staff_scopes
 from app.errors import Forbidden, Unauthorized
 
 
@@ -28,11 +28,12 @@ class Principal:
     rate_limit: str | None = None
     extract_geo_level: str = "tehsil"
     pseudonym_key: bytes | None = None
+    roles: frozenset[str] = frozenset()  # staff only: officer, committee, secretary, me, admin
 
 
 # One indexed read per request: the client and, for partners, its agreement and organization.
 _PRINCIPAL_SQL = """
-SELECT c.client_id, c.kind, c.scopes AS client_scopes, c.disabled_at,
+SELECT c.client_id, c.kind, c.scopes AS client_scopes, c.roles, c.disabled_at,
        a.id AS agreement_id, a.status, a.valid_from, a.valid_to, a.categories, a.dimensions,
        a.geo_codes, a.update_kinds, a.rate_limit, a.extract_geo_level, a.pseudonym_key,
        o.id AS organization_id, o.type AS organization_type
@@ -65,7 +66,8 @@ async def load_principal(
         return Principal(
             client_id=row["client_id"],
             kind="staff",
-            scopes=granted & frozenset(row["client_scopes"]),
+            scopes=granted & staff_scopes(row["client_scopes"], row["roles"]),
+            roles=frozenset(row["roles"]),
         )
     if str(row["agreement_id"]) != claims.get("agreement_id"):
         raise Forbidden("token was issued under another agreement")

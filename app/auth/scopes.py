@@ -12,11 +12,40 @@ class Scope(StrEnum):
     EXTRACTS_READ = "extracts:read"
     UPDATES_WRITE = "updates:write"
     STAFF_READ = "staff:read"
+    REQUESTS_READ = "requests:read"
+    REQUESTS_ACT = "requests:act"
+    AGREEMENTS_OVERSEE = "agreements:oversee"
+    REPORTS_READ = "reports:read"
 
 
 PARTNER_SCOPES = frozenset(
     {Scope.SCORES_READ, Scope.BENEFICIARIES_READ, Scope.EXTRACTS_READ, Scope.UPDATES_WRITE}
 )
+
+
+# What each staff role may reach over the API, read live on every request. Which workflow
+# action a role may take is the request machine's rule (app.services.requests.machine).
+ROLE_SCOPES: dict[str, frozenset[str]] = {
+    "officer": frozenset(
+        {Scope.REQUESTS_READ, Scope.REQUESTS_ACT, Scope.STAFF_READ, Scope.REPORTS_READ}
+    ),
+    "committee": frozenset({Scope.REQUESTS_READ, Scope.REQUESTS_ACT}),
+    "secretary": frozenset(
+        {Scope.REQUESTS_READ, Scope.REQUESTS_ACT, Scope.AGREEMENTS_OVERSEE, Scope.REPORTS_READ}
+    ),
+    "me": frozenset(
+        {Scope.REQUESTS_READ, Scope.AGREEMENTS_OVERSEE, Scope.REPORTS_READ, Scope.STAFF_READ}
+    ),
+    "admin": frozenset({Scope.REQUESTS_READ, Scope.REPORTS_READ, Scope.STAFF_READ}),
+}
+
+
+def staff_scopes(client_scopes: Iterable[str], roles: Iterable[str]) -> frozenset[str]:
+    """A staff client's scopes now: those it was given, and those of its roles."""
+    out = set(client_scopes)
+    for role in roles:
+        out |= ROLE_SCOPES.get(role, frozenset())
+    return frozenset(out)
 
 
 def agreement_scopes(categories: Iterable[str], update_kinds: Iterable[str]) -> frozenset[str]:

@@ -5,6 +5,7 @@ from app.models.base import Base
 from app.models.geography import GeoUnit
 from app.models.ingest import UpdateBatch, UpdateRecordResult
 from app.models.registry import Household, HouseholdHistory, Member, PmtModel
+from app.models.requests import DataRequest, Obligation, RequestEvent, SpotCheck
 from app.models.sharing import Agreement, ApiClient, Organization, SigningKey
 
 __all__ = [
@@ -12,13 +13,17 @@ __all__ = [
     "ApiClient",
     "AuditEntry",
     "Base",
+    "DataRequest",
     "GeoUnit",
     "Household",
     "HouseholdHistory",
     "Member",
+    "Obligation",
     "Organization",
     "PmtModel",
+    "RequestEvent",
     "SigningKey",
+    "SpotCheck",
     "UpdateBatch",
     "UpdateRecordResult",
 ]

@@ -98,6 +98,11 @@ class ApiClient(Base):
         CheckConstraint(
             "(kind = 'partner') = (agreement_id IS NOT NULL)", name="agreement_for_partners"
         ),
+        CheckConstraint(
+            "roles <@ ARRAY['officer','committee','secretary','me','admin']::varchar[]"
+            " AND (kind = 'staff' OR roles = '{}')",
+            name="roles",
+        ),
     )
 
     client_id: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -106,6 +111,11 @@ class ApiClient(Base):
     agreement_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("agreements.id"))
     scopes: Mapped[list[str]] = mapped_column(
         ARRAY(String(32)), nullable=False, server_default=text("'{}'")
+    )
+    # Staff clients only: officer, committee, secretary, me, admin. Their scopes follow
+    # from the roles, read live on every request (app.auth.scopes.role_scopes).
+    roles: Mapped[list[str]] = mapped_column(
+        ARRAY(String(16)), nullable=False, server_default=text("'{}'")
     )
     name: Mapped[str | None] = mapped_column(String(200))
     # argon2id hash; the secret itself is shown once, at creation.

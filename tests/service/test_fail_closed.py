@@ -58,6 +58,11 @@ async def samples(db: asyncpg.Connection) -> dict[str, str]:
         "household_id": str(row["household_id"]),
         "batch_id": str(uuid.uuid4()),
         "name": "swagger-ui.css",
+        "reference": "DSR-2026-000001",
+        "request_id": "DSR-2026-000001",
+        "agreement_id": str(uuid.uuid4()),
+        "obligation_id": str(uuid.uuid4()),
+        "action": "start_review",
     }
 
 
@@ -77,7 +82,8 @@ async def test_every_operation_refuses_an_unknown_query_parameter(
     for path, item in document["paths"].items():
         url = re.sub(r"\{(\w+)\}", lambda m: samples[m.group(1)], path)
         for method, operation in item.items():
-            token = tokens["staff" if path.startswith("/v1/households") else "partner"]
+            staff = path.startswith(("/v1/households", "/v1/staff"))
+            token = tokens["staff" if staff else "partner"]
             headers = bearer(token) if operation.get("security") else {}
             response = await sclient.request(
                 method.upper(), url, params={"distric": "PK604"}, headers=headers

@@ -12,6 +12,7 @@ from limits import parse_many
 
 from app.auth import secrets as client_secrets
 from app.auth.scopes import Scope
+from app.models.requests import STAFF_ROLES
 from app.services.sharing import rules as sharing
 from app.services.sharing.rules import RuleViolation
 
@@ -22,6 +23,14 @@ class NewPartner:
     agreement_id: uuid.UUID
     client_id: str
     client_secret: str
+
+
+@dataclass(frozen=True)
+class NewAgreement:
+    organization_id: uuid.UUID
+    agreement_id: uuid.UUID
+    client_id: str | None
+    client_secret: str | None
 
 
 @dataclass(frozen=True)
@@ -76,23 +85,38 @@ def validate(spec: PartnerSpec) -> None:
 
 
 async def create_partner(conn: asyncpg.Connection, spec: PartnerSpec) -> NewPartner:
+    """The operator's way (``nser partners create``): organization, agreement and client."""
+    made = await create_agreement(conn, spec)
+    assert made.client_id is not None
+    assert made.client_secret is not None
+    return NewPartner(made.organization_id, made.agreement_id, made.client_id, made.client_secret)
+
+
+async def create_agreement(
+    conn: asyncpg.Connection,
+    spec: PartnerSpec,
+    *,
+    organization_id: uuid.UUID | None = None,
+    with_client: bool = True,
+) -> NewAgreement:
+    """An agreement for ``spec`` under a new organization (or ``organization_id``), with an
+    API client unless ``with_client`` is false; the secret is returned once, never stored."""
     validate(spec)
     await _check_geo(conn, spec.geo_codes)
-    secret = client_secrets.new_client_secret()
-    client_id = client_secrets.new_client_id("partner")
     now = datetime.now(UTC)
     async with conn.transaction():
-        org_id: uuid.UUID = await conn.fetchval(
-            "INSERT INTO organizations (name, type) VALUES ($1, $2) RETURNING id",
-            spec.name.strip(),
-            spec.type,
-        )
+        if organization_id is None:
+            organization_id = await conn.fetchval(
+                "INSERT INTO organizations (name, type) VALUES ($1, $2) RETURNING id",
+                spec.name.strip(),
+                spec.type,
+            )
         agreement_id: uuid.UUID = await conn.fetchval(
             """INSERT INTO agreements (organization_id, categories, dimensions, geo_codes,
                    update_kinds, extract_geo_level, rate_limit, pseudonym_key, valid_from,
                    valid_to)
                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id""",
-            org_id,
+            organization_id,
             sharing.check_categories(spec.categories),
             sharing.check_dimensions(spec.dimensions),
             list(dict.fromkeys(spec.geo_codes)),
@@ -103,15 +127,20 @@ async def create_partner(conn: asyncpg.Connection, spec: PartnerSpec) -> NewPart
             now,
             now + timedelta(days=spec.valid_days),
         )
-        await conn.execute(
-            """INSERT INTO api_clients (client_id, kind, agreement_id, secret_hash, name)
-               VALUES ($1, 'partner', $2, $3, $4)""",
-            client_id,
-            agreement_id,
-            client_secrets.hash_secret(secret),
-            spec.name.strip(),
-        )
-    return NewPartner(org_id, agreement_id, client_id, secret)
+        client_id = secret = None
+        if with_client:
+            secret = client_secrets.new_client_secret()
+            client_id = client_secrets.new_client_id("partner")
+            await conn.execute(
+                """INSERT INTO api_clients (client_id, kind, agreement_id, secret_hash, name)
+                   VALUES ($1, 'partner', $2, $3, $4)""",
+                client_id,
+                agreement_id,
+                client_secrets.hash_secret(secret),
+                spec.name.strip(),
+            )
+    assert organization_id is not None
+    return NewAgreement(organization_id, agreement_id, client_id, secret)
 
 
 async def set_agreement_status(
@@ -136,22 +165,32 @@ async def set_agreement_status(
 
 
 async def create_staff_client(
-    conn: asyncpg.Connection, name: str, scopes: list[str]
+    conn: asyncpg.Connection, name: str, scopes: list[str], roles: list[str] | None = None
 ) -> NewStaffClient:
+    """A staff client with ``roles`` (their scopes follow, live) and/or explicit ``scopes``;
+    with neither, it may read household histories (``staff:read``) and nothing else."""
     if not name.strip():
         raise RuleViolation("a name is required")
     valid = {scope.value for scope in Scope}
     for scope in scopes:
         if scope not in valid:
             raise RuleViolation(f"unknown scope {scope!r} (one of {', '.join(sorted(valid))})")
+    roles = list(dict.fromkeys(roles or []))
+    for role in roles:
+        if role not in STAFF_ROLES:
+            raise RuleViolation(f"unknown role {role!r} (one of {', '.join(STAFF_ROLES)})")
+    if not scopes and not roles:
+        scopes = [Scope.STAFF_READ.value]
     secret = client_secrets.new_client_secret()
     client_id = client_secrets.new_client_id("staff")
     await conn.execute(
-        """INSERT INTO api_clients (client_id, kind, agreement_id, secret_hash, name, scopes)
-           VALUES ($1, 'staff', NULL, $2, $3, $4)""",
+        """INSERT INTO api_clients (client_id, kind, agreement_id, secret_hash, name, scopes,
+               roles)
+           VALUES ($1, 'staff', NULL, $2, $3, $4, $5)""",
         client_id,
         client_secrets.hash_secret(secret),
         name.strip(),
-        list(dict.fromkeys(scopes or [Scope.STAFF_READ.value])),
+        list(dict.fromkeys(scopes)),
+        roles,
     )
     return NewStaffClient(client_id, secret)

@@ -1,0 +1,167 @@
+"""Spot checks by the M&E team, and the Secretary lifting a suspension.
+
+A check is recorded with its outcome, findings and action. ``suspend`` and ``revoke`` change
+the agreement's status in the same transaction; access is read live from the agreement on
+every partner call, so the partner's next call is refused. A request that led to the
+agreement follows it through the machine (``active`` -> ``suspended`` -> ``active``,
+``revoked``). Revocation is final.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import asyncpg
+
+from app.auth.partner import Principal
+from app.errors import Conflict, Forbidden, NotFound
+from app.schemas.requests import ResumeIn, SpotCheckIn
+from app.services.audit import trail as audit
+from app.services.requests import machine
+from app.services.requests.machine import Action, Role, State
+
+# The agreement status each action leads to, and the statuses it may come from.
+_AGREEMENT_MOVES = {
+    Action.suspend: ("suspended", ("active",)),
+    Action.revoke: ("revoked", ("active", "suspended")),
+    Action.resume: ("active", ("suspended",)),
+}
+
+
+def _roles(principal: Principal) -> list[Role]:
+    return [Role(r) for r in sorted(principal.roles) if r in Role.__members__]
+
+
+async def _move(
+    conn: asyncpg.Connection,
+    principal: Principal,
+    agreement_id: uuid.UUID,
+    action: Action,
+    reason: str,
+) -> str:
+    """Change the agreement (409 naming its status if the action does not apply) and the
+    request behind it, recording the transition on the request's timeline."""
+    target, sources = _AGREEMENT_MOVES[action]
+    status = await conn.fetchval(
+        "SELECT status FROM agreements WHERE id = $1 FOR UPDATE", agreement_id
+    )
+    if status not in sources:
+        raise Conflict(
+            f"the agreement is {status}: {action.value} applies to "
+            f"{' or '.join(sources)} agreements",
+            extra={"state": status},
+        )
+    await conn.execute(
+        """UPDATE agreements SET status = $2, status_reason = $3, updated_at = now()
+            WHERE id = $1""",
+        agreement_id,
+        target,
+        reason[:1000],
+    )
+    request = await conn.fetchrow(
+        "SELECT id, status FROM data_requests WHERE agreement_id = $1 FOR UPDATE", agreement_id
+    )
+    if request is not None and request["status"] != target:
+        before = State(request["status"])
+        try:
+            after = machine.next_state(before, action, _roles(principal))
+        except machine.WorkflowError:
+            after = State(target)  # the agreement leads; the request follows it
+        await conn.execute(
+            "UPDATE data_requests SET status = $2, updated_at = now() WHERE id = $1",
+            request["id"],
+            after.value,
+        )
+        await conn.execute(
+            """INSERT INTO request_events (request_id, action, from_status, to_status,
+                   actor_client_id, actor_roles, payload)
+               VALUES ($1, $2, $3, $4, $5, $6, jsonb_build_object('reason', $7::text))""",
+            request["id"],
+            action.value,
+            before.value,
+            after.value,
+            principal.client_id,
+            sorted(principal.roles),
+            reason[:1000],
+        )
+    return target
+
+
+async def _agreement(conn: asyncpg.Connection, agreement_id: uuid.UUID) -> None:
+    if await conn.fetchval("SELECT 1 FROM agreements WHERE id = $1", agreement_id) is None:
+        raise NotFound("no such agreement")
+
+
+async def record(
+    pool: asyncpg.Pool, principal: Principal, agreement_id: uuid.UUID, check: SpotCheckIn
+) -> dict[str, Any]:
+    """A spot check by the M&E team (role ``me``), and its action on the agreement."""
+    if "me" not in principal.roles:
+        raise Forbidden("spot checks are recorded by the M&E team (role me)")
+    async with pool.acquire() as conn, conn.transaction():
+        await _agreement(conn, agreement_id)
+        status: str | None = None
+        if check.action != "none":
+            status = await _move(
+                conn, principal, agreement_id, Action(check.action), check.findings
+            )
+        row = await conn.fetchrow(
+            """INSERT INTO spot_checks (agreement_id, by_client_id, outcome, findings, action)
+               VALUES ($1, $2, $3, $4, $5) RETURNING id, at""",
+            agreement_id,
+            principal.client_id,
+            check.outcome,
+            check.findings,
+            check.action,
+        )
+        if status is None:
+            status = await conn.fetchval(
+                "SELECT status FROM agreements WHERE id = $1", agreement_id
+            )
+        await audit.append(
+            conn,
+            audit.AuditRecord.of(
+                principal,
+                endpoint="POST /v1/staff/agreements/{id}/spot-checks",
+                filters={
+                    "agreement": agreement_id,
+                    "outcome": check.outcome,
+                    "action": check.action,
+                },
+                dimensions=[],
+                households=0,
+                members=0,
+            ),
+        )
+    return {
+        "spot_check_id": str(row["id"]),
+        "agreement_id": str(agreement_id),
+        "outcome": check.outcome,
+        "action": check.action,
+        "agreement_status": status,
+        "at": row["at"],
+    }
+
+
+async def resume(
+    pool: asyncpg.Pool, principal: Principal, agreement_id: uuid.UUID, body: ResumeIn
+) -> dict[str, Any]:
+    """The Secretary lifts a suspension (409 for an agreement that is not suspended)."""
+    if "secretary" not in principal.roles:
+        raise Forbidden("only the Secretary lifts a suspension")
+    async with pool.acquire() as conn, conn.transaction():
+        await _agreement(conn, agreement_id)
+        status = await _move(conn, principal, agreement_id, Action.resume, body.reasons)
+        await audit.append(
+            conn,
+            audit.AuditRecord.of(
+                principal,
+                endpoint="POST /v1/staff/agreements/{id}/resume",
+                filters={"agreement": agreement_id},
+                dimensions=[],
+                households=0,
+                members=0,
+            ),
+        )
+    return {"agreement_id": str(agreement_id), "agreement_status": status}

@@ -160,7 +160,7 @@ def partners_create(
         rate_limit=rate_limit,
         extract_geo_level=extract_geo_level,
     )
-    made = _run_db(lambda conn: partner_service.create_partner(conn, spec))
+    made = _run_db(lambda conn: partner_service.create_by_operator(conn, spec))
     payload: dict[str, object] = {
         "organization_id": str(made.organization_id),
         "agreement_id": str(made.agreement_id),
@@ -203,6 +203,15 @@ def partners_revoke(
 ) -> None:
     """Revoke an agreement for good."""
     _set_status(agreement_id, "revoked", reason)
+
+
+@partners_cli.command("expire")
+def partners_expire() -> None:
+    """Mark agreements past their validity expired (and their requests); run daily."""
+    from app.services.requests import store as request_store
+
+    count = _run_db(request_store.expire_agreements)
+    typer.echo(f"{count} agreement(s) expired")
 
 
 @staff_cli.command("create")
@@ -420,7 +429,7 @@ def demo(
             geo_codes=[],
             update_kinds=["member_birth", "member_death", "phone_change", "address_change"],
         )
-        made = _run_db(lambda conn: partner_service.create_partner(conn, spec))
+        made = _run_db(lambda conn: partner_service.create_by_operator(conn, spec))
         partner = {"client_id": made.client_id, "client_secret": made.client_secret}
         credentials_file.parent.mkdir(parents=True, exist_ok=True)
         credentials_file.write_text(json.dumps(partner))

@@ -12,8 +12,7 @@ import httpx
 import pytest
 from conftest import make_settings, open_client, run_cli
 from partner_helpers import bearer, get_token
-
-ROLES = ("officer", "committee", "secretary", "me", "admin")
+from request_helpers import ROLES, act, form
 
 
 @pytest.fixture(scope="module")
@@ -51,37 +50,6 @@ async def district(db: asyncpg.Connection) -> str:
         "SELECT district_code FROM households GROUP BY 1 ORDER BY count(*) DESC LIMIT 1"
     )
     return code
-
-
-def form(**overrides: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "organization": {
-            "name": "Punjab Social Protection Authority",
-            "type": "government",
-            "contact_name": "Ayesha Khan",
-            "email": "ayesha.khan@pspa.example.pk",
-            "phone": "+92 42 1234567",
-            "address": "1 Lower Mall, Lahore",
-        },
-        "purpose": "Targeting a provincial cash transfer for ultra-poor households",
-        "extent_of_use": "The programme's MIS team of four analysts",
-        "period": {"start": "2027-01-01", "end": "2027-12-31"},
-        "storage": "vpn",
-        "categories": ["iv", "v"],
-        "dimensions": ["education", "room_count"],
-        "geography": [],
-        "own_surveys": "",
-        "methodology": "Eligibility by PMT band, verified in the field",
-        "security_measures": "Encrypted disks, role-based access, no copies outside the VPN",
-    }
-    body.update(overrides)
-    return body
-
-
-async def act(
-    c: httpx.AsyncClient, who: dict[str, str], rid: str, action: str, body: dict[str, Any]
-) -> httpx.Response:
-    return await c.post(f"/v1/staff/requests/{rid}/actions/{action}", json=body, headers=who)
 
 
 async def test_from_the_form_to_a_beneficiary_list_of_exactly_what_was_approved(

@@ -640,3 +640,29 @@ async def quote(pool: asyncpg.Pool, principal: Principal, ident: str) -> dict[st
             conn, principal, "GET /v1/staff/requests/{id}/quote", {"request": row["reference"]}
         )
     return {**answer, "frozen": row["quote"] is not None}
+
+
+async def expire_agreements(conn: asyncpg.Connection) -> int:
+    """Agreements past their validity become ``expired``, and their requests follow (the
+    ``system`` pseudo-role's ``expire``). Access already stops at ``valid_to``: this makes
+    the status say so. Run by ``nser partners expire`` (daily, from cron or a timer)."""
+    async with conn.transaction():
+        expired = await conn.fetch(
+            """UPDATE agreements SET status = 'expired', updated_at = now(),
+                      status_reason = 'validity ended'
+                WHERE status IN ('active', 'suspended') AND valid_to <= now()
+                RETURNING id"""
+        )
+        ids = [r["id"] for r in expired]
+        rows = await conn.fetch(
+            """SELECT id, status FROM data_requests
+                WHERE agreement_id = ANY($1::uuid[]) AND status IN ('active', 'suspended')
+                FOR UPDATE""",
+            ids,
+        )
+        for row in rows:
+            before = State(row["status"])
+            after = machine.next_state(before, Action.expire, [Role.system])
+            await _set_status(conn, row["id"], after)
+            await _event(conn, row["id"], Action.expire, before, after, None, ["system"], {})
+    return len(ids)

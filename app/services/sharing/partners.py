@@ -13,6 +13,7 @@ from limits import parse_many
 from app.auth import secrets as client_secrets
 from app.auth.scopes import Scope
 from app.models.requests import STAFF_ROLES
+from app.services.audit import trail as audit
 from app.services.sharing import rules as sharing
 from app.services.sharing.rules import RuleViolation
 
@@ -90,6 +91,32 @@ async def create_partner(conn: asyncpg.Connection, spec: PartnerSpec) -> NewPart
     assert made.client_id is not None
     assert made.client_secret is not None
     return NewPartner(made.organization_id, made.agreement_id, made.client_id, made.client_secret)
+
+
+async def create_by_operator(conn: asyncpg.Connection, spec: PartnerSpec) -> NewPartner:
+    """``nser partners create``: an agreement made outside the request workflow. The audit
+    log says so, with what was granted, in the same transaction."""
+    async with conn.transaction():
+        made = await create_partner(conn, spec)
+        await audit.append(
+            conn,
+            audit.AuditRecord(
+                actor_type="operator",
+                client_id=None,
+                agreement_id=made.agreement_id,
+                organization_id=made.organization_id,
+                endpoint="nser partners create",
+                filters={
+                    "workflow": "bypassed",
+                    "categories": spec.categories,
+                    "geography": spec.geo_codes,
+                },
+                dimensions=spec.dimensions,
+                households=0,
+                members=0,
+            ),
+        )
+    return made
 
 
 async def create_agreement(

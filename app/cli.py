@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import sys
 import tempfile
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Annotated, TypeVar
 
 import asyncpg
@@ -79,6 +81,11 @@ def serve(
     # Metrics from every worker are summed through files in one shared folder.
     if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="nser-metrics-")
+    if embedded:
+        # After its graceful shutdown uvicorn re-raises SIGTERM into the handler it found.
+        # Exiting there (not dying of the signal) runs the exit hooks, and with them the
+        # embedded PostgreSQL's stop: a `docker stop` or systemd leaves no server behind.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     uvicorn.run(
         "app.main:create_app",
         factory=True,
@@ -434,6 +441,7 @@ def demo(
         credentials_file.parent.mkdir(parents=True, exist_ok=True)
         credentials_file.write_text(json.dumps(partner))
         credentials_file.chmod(0o600)
+    staff = _demo_staff(settings.data_dir / DEMO_STAFF_FILE)
     base = f"http://{host}:{port}"
     typer.echo(f"\nNSER demo registry ready ({existing or households} households).")
     typer.echo(
@@ -455,8 +463,69 @@ def demo(
         f"  curl -H 'Authorization: Bearer TOKEN' "
         f"'{base}/v1/partner/beneficiaries?poverty_band=ultra_poor&limit=2'"
     )
+    typer.echo("Data-sharing request: apply (no credentials), then follow the status_url:")
+    typer.echo(
+        f"  curl -s -H 'Content-Type: application/json' -d '{json.dumps(DEMO_REQUEST_FORM)}' "
+        f"{base}/v1/requests"
+    )
+    typer.echo("Staff (demo staff: officer, committee, secretary and M&E roles):")
+    typer.echo(
+        f"  curl -s -d grant_type=client_credentials -d client_id={staff['client_id']} "
+        f"-d client_secret={staff['client_secret']} {base}/v1/auth/token"
+    )
+    typer.echo(
+        "  curl -s -X POST -H 'Authorization: Bearer STAFF_TOKEN' "
+        "-H 'Content-Type: application/json' -d '{}' "
+        f"{base}/v1/staff/requests/REFERENCE/actions/start_review"
+    )
+    typer.echo(
+        "  then review, record_interview, recommend, approve and sign (docs/api.md has each "
+        f"body); GET {base}/v1/staff/requests/REFERENCE/quote prices it"
+    )
     typer.echo(f"API docs: {base}/docs\n")
     serve(host=host, port=port, workers=1, migrate_db=False)
+
+
+DEMO_STAFF_FILE = "demo-staff.json"
+DEMO_REQUEST_FORM = {
+    "organization": {
+        "name": "Demo Research Institute",
+        "type": "academic",
+        "contact_name": "Demo Contact",
+        "email": "contact@demo.example.pk",
+        "phone": "+92 51 1234567",
+        "address": "Islamabad",
+    },
+    "purpose": "Poverty research",
+    "extent_of_use": "Two researchers",
+    "period": {"start": "2027-01-01", "end": "2027-12-31"},
+    "storage": "vpn",
+    "categories": ["iv"],
+    "methodology": "Descriptive statistics",
+    "security_measures": "Encrypted laptop",
+}
+
+
+def _demo_staff(path: Path) -> dict[str, str]:
+    """The demo's staff client, holding every workflow role; made once, kept beside the data."""
+    from app.services.sharing import partners as partner_service
+
+    staff: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+    known = staff and _run_db(
+        lambda conn: conn.fetchval(
+            "SELECT count(*) FROM api_clients WHERE client_id = $1", staff["client_id"]
+        )
+    )
+    if not known:
+        roles = ["officer", "committee", "secretary", "me"]
+        made = _run_db(
+            lambda conn: partner_service.create_staff_client(conn, "Demo staff", [], roles)
+        )
+        staff = {"client_id": made.client_id, "client_secret": made.client_secret}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(staff))
+        path.chmod(0o600)
+    return staff
 
 
 def main() -> None:

@@ -18,6 +18,7 @@ from test_embedded import _embedded_env, postmaster, stop_postmaster
 
 CNIC_LINE = re.compile(r"/v1/public/scores/(\d{5}-\d{7}-\d)\s+# (\w+)")
 CREDENTIALS = re.compile(r"client_id=(\S+) -d client_secret=(\S+)")
+REQUEST_LINE = re.compile(r"-d '(\{.*\})' \S+/v1/requests")
 
 
 @pytest.fixture
@@ -81,6 +82,33 @@ def test_demo_prints_cnics_that_answer_and_working_partner_credentials(
             },
         )
         assert token.status_code == 200, token.text
+        # The data-sharing request it prints is accepted; its staff credentials act on it.
+        form = REQUEST_LINE.search(printed)
+        assert form, printed
+        sent = httpx.post(
+            f"{base}/v1/requests",
+            content=form[1],
+            headers={"Content-Type": "application/json"},
+            timeout=10,
+        )
+        assert sent.status_code == 201, sent.text
+        staff = CREDENTIALS.findall(printed)[1]
+        staff_token = httpx.post(
+            f"{base}/v1/auth/token",
+            timeout=30,
+            data={
+                "grant_type": "client_credentials",
+                "client_id": staff[0],
+                "client_secret": staff[1],
+            },
+        ).json()["access_token"]
+        started = httpx.post(
+            f"{base}/v1/staff/requests/{sent.json()['reference']}/actions/start_review",
+            json={},
+            headers={"Authorization": f"Bearer {staff_token}"},
+            timeout=10,
+        )
+        assert started.status_code == 200, started.text
         # Ctrl-C at the terminal of `make demo`: the demo exits and stops its PostgreSQL.
         process.send_signal(signal.SIGINT)
         process.wait(timeout=60)

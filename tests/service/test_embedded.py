@@ -112,3 +112,20 @@ def test_serve_with_no_database_url_starts_migrates_and_answers(
             atexit.unregister(pg._cleanup)
     assert (data_dir / "pgdata" / "PG_VERSION").exists()
     assert postmaster((data_dir / "pgdata").resolve()) is None
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:XDG_RUNTIME_DIR is not set")
+def test_sigterm_stops_the_embedded_server_with_the_service(
+    tmp_path: Path, embedded_data_dir: Path
+) -> None:
+    """``docker stop`` or systemd sends SIGTERM: the service drains, exits, and its embedded
+    PostgreSQL goes with it."""
+    env = _embedded_env(embedded_data_dir)
+    env["NSER_DATABASE_URL"] = ""
+    with serve(env, tmp_path, workers=1, startup_timeout=120) as server:
+        pgdata = (embedded_data_dir / "pgdata").resolve()
+        assert postmaster(pgdata) is not None
+        server.process.terminate()
+        assert server.process.wait(timeout=60) == 128 + signal.SIGTERM
+    assert postmaster(pgdata) is None

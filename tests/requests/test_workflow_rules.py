@@ -183,3 +183,70 @@ async def test_the_form_is_strict_capped_limited_and_remembers_the_organization(
     limited = await rclient.post("/v1/requests", json=form(organization=org))
     assert limited.status_code == 429
     assert "Retry-After" in limited.headers
+
+
+async def test_the_quote_is_frozen_at_approval(
+    rclient: httpx.AsyncClient,
+    staff: dict[str, dict[str, str]],
+    seeded_url: str,
+    db: asyncpg.Connection,
+) -> None:
+    from datetime import date
+
+    from updates_helpers import send, updates_partner
+
+    from app.schemas.requests import RequestForm
+    from app.services.requests import store
+
+    geo = await db.fetchrow(
+        """SELECT district_code, tehsil_code, union_council_code FROM households
+            GROUP BY 1, 2, 3 ORDER BY count(*) DESC LIMIT 1"""
+    )
+    pool = await asyncpg.create_pool(seeded_url, min_size=1, max_size=2)
+    try:
+        made = await store.submit(
+            pool, RequestForm.model_validate(form(geography=[geo["district_code"]]))
+        )
+    finally:
+        await pool.close()
+    rid = str(made.request_id)
+    review = {**PAYLOADS["review"], "geography": [geo["district_code"]]}
+    for role, action, _ in PATHS["approved"]:
+        body = review if action == "review" else PAYLOADS[action]
+        assert (await act(rclient, staff[role], rid, action, body)).status_code == 200
+    url = f"/v1/staff/requests/{rid}/quote"
+    approved = (await rclient.get(url, headers=staff["officer"])).json()
+
+    # The registry grows in that district after approval (a partner's new household)...
+    partner = await updates_partner(seeded_url, rclient, "Frozen Quote Updater")
+    household = {
+        "address": "House 1, Street 2",
+        "district": geo["district_code"],
+        "tehsil": geo["tehsil_code"],
+        "union_council": geo["union_council_code"],
+        "surveyed_on": date.today().isoformat(),
+        "phone": "+923001112223",
+        "rooms": 2,
+        "toilet_type": "none",
+        "members": [
+            {
+                "name": "Imran",
+                "gender": "male",
+                "date_of_birth": "1980-01-01",
+                "relationship": "head",
+                "marital_status": "married",
+            }
+        ],
+    }
+    done = await send(
+        rclient, partner, [{"ref": "n", "kind": "new_household", "household": household}]
+    )
+    assert done["counts"]["applied"] == 1, done
+    now = await db.fetchval(
+        "SELECT count(*) FROM households WHERE district_code = $1", geo["district_code"]
+    )
+    assert now == approved["B"] + 1
+    # ...and what was approved does not move.
+    after = (await rclient.get(url, headers=staff["officer"])).json()
+    assert after == approved
+    assert after["frozen"] is True

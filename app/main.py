@@ -21,6 +21,7 @@ from app.routers import geography as geography_router
 from app.routers import jwks as jwks_router
 from app.routers import metrics as metrics_router
 from app.routers import partner_scores as partner_scores_router
+from app.routers import reports as reports_router
 from app.routers import requests as requests_router
 from app.routers import staff as staff_router
 from app.routers import tokens as tokens_router
@@ -89,5 +90,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(households.router)
     app.include_router(requests_router.router)
     app.include_router(staff_router.router)
+    app.include_router(reports_router.router)
     app.include_router(geography_router.router)
     return app

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, get_args
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 
@@ -22,11 +22,26 @@ from app.openapi import json_request_body, problems
 from app.schemas.requests import ObligationMetIn, ResumeIn, SpotCheckIn
 from app.services.monitoring import spot_checks
 from app.services.requests import obligations, store
-from app.services.requests.machine import Action
+from app.services.requests.machine import Action, State
 from app.strict import json_body, parse_json, read_capped
 
 router = APIRouter(prefix="/v1/staff", tags=["staff"])
 
+RequestState = Literal[
+    "submitted",
+    "under_review",
+    "reviewed",
+    "interviewed",
+    "recommended",
+    "not_recommended",
+    "approved",
+    "rejected",
+    "active",
+    "expired",
+    "suspended",
+    "revoked",
+    "withdrawn",
+]
 Reader = Annotated[Principal, Depends(require_scope(Scope.REQUESTS_READ))]
 Actor = Annotated[Principal, Depends(require_scope(Scope.REQUESTS_ACT))]
 Overseer = Annotated[Principal, Depends(require_scope(Scope.AGREEMENTS_OVERSEE))]
@@ -43,18 +58,19 @@ StaffAction = Annotated[
     Path(description="start_review, review, record_interview, recommend, approve, reject, sign"),
 ]
 BODY_CAP = 64 * 1024
+assert set(get_args(RequestState)) == {s.value for s in State}
 
 
 @router.get("/requests")
 async def list_requests(
     _staff: Reader,
     pool: PoolDep,
-    status: Annotated[list[str] | None, Query(max_length=13, pattern=r"^[a-z_]{1,16}$")] = None,
+    status: Annotated[list[RequestState] | None, Query(max_length=13)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     before: Annotated[datetime | None, Query(description="submitted before (paging)")] = None,
 ) -> dict[str, Any]:
     """Requests, newest first, optionally in some statuses."""
-    items = await store.list_requests(pool, status or [], limit, before)
+    items = await store.list_requests(pool, list(status or []), limit, before)
     next_before = items[-1]["submitted_at"] if len(items) == limit else None
     return {"items": items, "next_before": next_before}
 

@@ -55,7 +55,10 @@ RequestId = Annotated[
 ]
 StaffAction = Annotated[
     Action,
-    Path(description="start_review, review, record_interview, recommend, approve, reject, sign"),
+    Path(
+        description="start_review, review, record_interview, recommend, approve, reject, "
+        "sign, withdraw"
+    ),
 ]
 BODY_CAP = 64 * 1024
 assert set(get_args(RequestState)) == {s.value for s in State}

@@ -40,3 +40,29 @@ async def test_agreements_past_their_validity_expire(
     status = await db.fetchval("SELECT status FROM agreements WHERE id = $1", made["agreement_id"])
     assert status == "expired"
     assert run_cli(["partners", "expire"], seeded_url).stdout.startswith("0 ")
+
+
+async def test_operator_status_changes_move_the_request_and_are_audited(
+    seeded_url: str, db: asyncpg.Connection
+) -> None:
+    made = create_partner(seeded_url, name="Operator Suspends", categories="iii")
+    agreement = made["agreement_id"]
+    run_cli(["partners", "suspend", agreement, "--reason", "audit finding"], seeded_url)
+    run_cli(["partners", "resume", agreement], seeded_url)
+    rows = await db.fetch(
+        "SELECT endpoint, filters FROM audit_log WHERE agreement_id = $1 ORDER BY id", agreement
+    )
+    assert [r["endpoint"] for r in rows] == [
+        "nser partners create",
+        "nser partners suspend",
+        "nser partners resume",
+    ]
+    await db.execute(
+        "UPDATE agreements SET valid_to = now() - interval '1 second',"
+        " valid_from = now() - interval '1 day' WHERE id = $1",
+        agreement,
+    )
+    run_cli(["partners", "expire"], seeded_url)
+    refused = run_cli(["partners", "resume", agreement], seeded_url, check=False)
+    assert refused.returncode != 0
+    assert "expired" in refused.stderr

@@ -42,6 +42,13 @@ GEO_COLUMNS = (
 )
 # A finding of gratis research is due this long after the agreement ends (§4.2.1 a).
 FINDINGS_GRACE = timedelta(days=90)
+# What a gratis partner owes back, by the criterion it was granted under (§4.2.1 a-d).
+FINDINGS_OWED = {
+    "a": "Share the research findings with full usage rights to the registry (§4.2.1 a)",
+    "b": "Report how the data served the collaboration with BISP (§4.2.1 b)",
+    "c": "Report how the data served BISP beneficiaries or the marginalized (§4.2.1 c)",
+    "d": "Report how the data served BISP beneficiaries or the marginalized (§4.2.1 d)",
+}
 UPDATE_PERIODS = {
     "weekly": timedelta(days=7),
     "monthly": timedelta(days=31),
@@ -128,13 +135,7 @@ async def submit(pool: asyncpg.Pool, form: s.RequestForm) -> Submitted:
                 WHERE organization_key = $1 ORDER BY created_at""",
             key,
         )
-        known_org = await conn.fetchval(
-            """SELECT id FROM organizations
-                WHERE lower(regexp_replace(btrim(name), '\\s+', ' ', 'g')) = $1 AND type = $2
-                ORDER BY created_at LIMIT 1""",
-            key.rsplit("|", 1)[0],
-            form.organization.type,
-        )
+        known_org = await _known_organization(conn, key, form.organization.type)
         number = await conn.fetchval("SELECT nextval('data_request_number')")
         reference = f"DSR-{datetime.now(UTC).year}-{number:06d}"
         history = [
@@ -155,6 +156,20 @@ async def submit(pool: asyncpg.Pool, form: s.RequestForm) -> Submitted:
         )
         await _event(conn, request_id, "submit", None, State.submitted, None, [], {})
     return Submitted(request_id, reference, token)
+
+
+async def _known_organization(
+    conn: asyncpg.Connection, key: str, organization_type: str
+) -> uuid.UUID | None:
+    """An organization the registry already has under this name (spaces and case aside)."""
+    found: uuid.UUID | None = await conn.fetchval(
+        """SELECT id FROM organizations
+            WHERE lower(regexp_replace(btrim(name), '\\s+', ' ', 'g')) = $1 AND type = $2
+            ORDER BY created_at LIMIT 1""",
+        key.rsplit("|", 1)[0],
+        organization_type,
+    )
+    return found
 
 
 async def _event(
@@ -216,6 +231,20 @@ async def withdraw_by_requester(pool: asyncpg.Pool, reference: str, token: str) 
         after = _next(state, Action.withdraw, [Role.requester], None)
         await _set_status(conn, row["id"], after)
         await _event(conn, row["id"], Action.withdraw, state, after, None, ["requester"], {})
+        await audit.append(
+            conn,
+            audit.AuditRecord(
+                actor_type="requester",
+                client_id=None,
+                agreement_id=None,
+                organization_id=None,
+                endpoint="POST /v1/requests/{reference}/withdraw",
+                filters={"request": reference, "from": state.value, "to": after.value},
+                dimensions=[],
+                households=0,
+                members=0,
+            ),
+        )
     return await public_view(pool, reference, token)
 
 
@@ -362,9 +391,12 @@ async def _review(
         raise _field_error("dimensions", f"not requested: {', '.join(beyond)}")
     try:
         dimensions = sharing.check_dimensions(payload.dimensions)
-        update_kinds = sharing.check_update_kinds(payload.update_kinds)
     except RuleViolation as exc:
         raise _field_error("dimensions", str(exc)) from exc
+    try:
+        update_kinds = sharing.check_update_kinds(payload.update_kinds)
+    except RuleViolation as exc:
+        raise _field_error("update_kinds", str(exc)) from exc
     geography = list(dict.fromkeys(payload.geography))
     lineages = await _lineages(conn, geography)
     missing = [c for c in geography if c not in lineages]
@@ -476,11 +508,12 @@ async def _approve(
     if frozen.basis == "gratis":
         review = _load(row["review"])
         due = date.today() + timedelta(days=review["valid_days"]) + FINDINGS_GRACE
+        criterion = _load(row["form"])["gratis_criterion"]
         obligation_id = await conn.fetchval(
             """INSERT INTO obligations (request_id, kind, description, due_on)
                VALUES ($1, 'findings', $2, $3) RETURNING id""",
             row["id"],
-            "Share the research findings with full usage rights to the registry (§4.2.1 a)",
+            FINDINGS_OWED[criterion],
             due,
         )
         answer["obligation_id"] = str(obligation_id)
@@ -503,8 +536,12 @@ async def _sign(
     )
     # Hard copies leave by hand from NSER-MU; every other means is served by the API.
     with_client = form["storage"] != "hard_copy"
+    # The organization may have become known since the form came (another request signed).
+    organization_id = row["organization_id"] or await _known_organization(
+        conn, row["organization_key"], row["organization_type"]
+    )
     made = await partners.create_agreement(
-        conn, spec, organization_id=row["organization_id"], with_client=with_client
+        conn, spec, organization_id=organization_id, with_client=with_client
     )
     await conn.execute(
         """UPDATE organizations SET contact = $2::jsonb WHERE id = $1""",
@@ -517,10 +554,14 @@ async def _sign(
         made.organization_id,
         made.agreement_id,
     )
+    # Findings are due after the agreement ends: its validity runs from this signature.
     await conn.execute(
-        "UPDATE obligations SET agreement_id = $2, updated_at = now() WHERE request_id = $1",
+        """UPDATE obligations SET agreement_id = $2, updated_at = now(),
+                  due_on = CASE WHEN kind = 'findings' THEN $3 ELSE due_on END
+            WHERE request_id = $1""",
         row["id"],
         made.agreement_id,
+        date.today() + timedelta(days=review["valid_days"]) + FINDINGS_GRACE,
     )
     if review.get("update_frequency"):
         await conn.execute(

@@ -173,22 +173,66 @@ async def create_agreement(
 async def set_agreement_status(
     conn: asyncpg.Connection, agreement_id: str, status: str, reason: str | None = None
 ) -> None:
+    """The operator's ``nser partners suspend|resume|revoke``: the agreement changes, the
+    request that led to it (if any) follows on its timeline, and the audit log records it.
+    Revoked and expired agreements are final."""
     try:
         ident = uuid.UUID(agreement_id)
     except ValueError as exc:
         raise RuleViolation(f"not an agreement id: {agreement_id!r}") from exc
-    current: str | None = await conn.fetchval("SELECT status FROM agreements WHERE id = $1", ident)
-    if current is None:
-        raise RuleViolation(f"no agreement {agreement_id}")
-    if current == "revoked" and status != "revoked":
-        raise RuleViolation(f"agreement {agreement_id} is revoked; it cannot change status")
-    await conn.execute(
-        """UPDATE agreements SET status = $2, status_reason = $3, updated_at = now()
-            WHERE id = $1""",
-        ident,
-        status,
-        reason,
-    )
+    async with conn.transaction():
+        row = await conn.fetchrow(
+            "SELECT status, organization_id FROM agreements WHERE id = $1 FOR UPDATE", ident
+        )
+        if row is None:
+            raise RuleViolation(f"no agreement {agreement_id}")
+        current = row["status"]
+        if current in ("revoked", "expired") and status != current:
+            raise RuleViolation(f"agreement {agreement_id} is {current}; it cannot change status")
+        await conn.execute(
+            """UPDATE agreements SET status = $2, status_reason = $3, updated_at = now()
+                WHERE id = $1""",
+            ident,
+            status,
+            reason,
+        )
+        verb = {"active": "resume", "suspended": "suspend", "revoked": "revoke"}[status]
+        request = await conn.fetchrow(
+            """SELECT id, status FROM data_requests
+                WHERE agreement_id = $1 AND status IN ('active', 'suspended') FOR UPDATE""",
+            ident,
+        )
+        if request is not None and request["status"] != status:
+            await conn.execute(
+                "UPDATE data_requests SET status = $2, updated_at = now() WHERE id = $1",
+                request["id"],
+                status,
+            )
+            await conn.execute(
+                """INSERT INTO request_events (request_id, action, from_status, to_status,
+                       payload)
+                   VALUES ($1, $2, $3, $4,
+                           jsonb_build_object('operator', true, 'reason', $5::text))""",
+                request["id"],
+                verb,
+                request["status"],
+                status,
+                reason,
+            )
+        await audit.append(
+            conn,
+            audit.AuditRecord(
+                actor_type="operator",
+                client_id=None,
+                agreement_id=ident,
+                organization_id=row["organization_id"],
+                endpoint=f"nser partners {verb}",
+                filters={"from": current, "to": status, "reason": reason},
+                dimensions=[],
+                households=0,
+                members=0,
+            ),
+        )
 
 
 async def create_staff_client(

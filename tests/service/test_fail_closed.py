@@ -206,3 +206,28 @@ async def test_openapi_declares_problem_json_for_every_error(sclient: httpx.Asyn
                 assert set(content) == {PROBLEM}, (method, path, status)
                 ref = content[PROBLEM]["schema"]["$ref"]
                 assert ref == "#/components/schemas/Problem", (method, path, status)
+
+
+@pytest.mark.parametrize(
+    ("body", "has_control"),
+    [
+        (rb'{"a": "x\u0000"}', True),
+        (rb'{"a": "x\n"}', True),
+        (rb'{"a": "\u001F"}', True),
+        (rb'{"a": "\u007f"}', True),
+        (rb'{"a\t": 1}', True),
+        (rb'{"a": "x\\\n"}', True),  # an escaped backslash, then a newline
+        (rb'{"a": "x\\n"}', False),  # an escaped backslash, then "n"
+        (rb'{"a": "\\u0000"}', False),
+        (rb'{"a": "\u0020 \"quoted\" \/"}', False),
+        (b'{"a": "plain"}', False),
+    ],
+)
+def test_escaped_control_characters_are_found_by_their_escapes(
+    body: bytes, has_control: bool
+) -> None:
+    from app.services.ingest.store import _control_locations, _has_escaped_control
+
+    assert _has_escaped_control(body) is has_control
+    # The byte scan agrees with a walk of the decoded document.
+    assert bool(_control_locations(orjson.loads(body))) is has_control

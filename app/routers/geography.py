@@ -87,9 +87,9 @@ async def list_geography(
     `parent` may be any coarser unit, not only the level directly above: the answer is
     every unit of `level` beneath it (`level=tehsil&parent=PK6` is every tehsil of Punjab).
     An unknown parent is 404; a parent that is not coarser than `level` (a tehsil as the
-    parent of a district) is 422. `union_council` requires `parent` (422 without it): the
-    country has thousands. Codes are letters and digits; `q` is 1-100 characters without
-    control characters.
+    parent of a district) is 422. `union_council` and `village` require `parent` (422
+    without it): the country has thousands. Codes are letters and digits; `q` is 1-100
+    characters without control characters.
     """
     body = await geography_service.units(pool, level, parent, q)
     tag = entity_tag(body)

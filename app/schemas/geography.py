@@ -10,8 +10,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-# The levels that can be listed; villages are internal to the registry and not listed.
-Level = Literal["province", "division", "district", "tehsil", "union_council"]
+# Every level can be listed; union councils and villages (registry-assigned, many) only
+# under a parent.
+Level = Literal["province", "division", "district", "tehsil", "union_council", "village"]
 
 # Shape checks applied before any query: codes are letters and digits (PK6, PK6D01,
 # PK604, PK60401, PK60401001); a name search is bounded and has no control characters

@@ -238,6 +238,23 @@ async def test_union_councils_of_a_district_cover_its_tehsils(client: httpx.Asyn
     assert codes(answer) == sorted(codes(answer))
 
 
+async def test_villages_of_a_union_council(
+    client: httpx.AsyncClient, db: asyncpg.Connection
+) -> None:
+    uc = await db.fetchval(
+        "SELECT code FROM geo_units WHERE level = 'union_council' ORDER BY code LIMIT 1"
+    )
+    answer = await items(client, level="village", parent=uc)
+    expected = await db.fetch(
+        "SELECT code FROM geo_units WHERE level = 'village' AND parent_code = $1", uc
+    )
+    assert sorted(i["code"] for i in answer) == sorted(r["code"] for r in expected)
+    assert answer
+    assert {i["level"] for i in answer} == {"village"}
+    body = assert_problem(await client.get(URL, params={"level": "village"}), 422)
+    assert body["errors"][0]["field"] == "parent"
+
+
 async def test_union_councils_need_a_parent(no_db_client: httpx.AsyncClient) -> None:
     body = assert_problem(await no_db_client.get(URL, params={"level": "union_council"}), 422)
     assert body["errors"][0]["field"] == "parent"
@@ -286,7 +303,6 @@ async def test_a_stale_tag_gets_the_body(client: httpx.AsyncClient) -> None:
 @pytest.mark.parametrize(
     "params",
     [
-        {"level": "village"},
         {"level": "city"},
         {"level": "Province"},
         {},

@@ -9,7 +9,8 @@ Rules (the router documents them to callers):
 * ``parent`` may be any coarser unit: the answer is every unit of ``level`` below it, at any
   depth (the districts of a province, the tehsils of a division).
 * A parent that is unknown is 404; one that exists but is not coarser than ``level`` is 422.
-* Union councils are listed only under a parent (the whole country's would be thousands).
+* Union councils and villages are listed only under a parent (the whole country's would
+  be thousands).
 """
 
 from __future__ import annotations
@@ -88,14 +89,19 @@ def _item(row: asyncpg.Record) -> dict[str, Any]:
     }
 
 
+PARENT_HINT = {"union_council": "tehsil", "village": "union council"}
+
+
 async def units(pool: asyncpg.Pool, level: str, parent: str | None, q: str | None) -> bytes:
     """The JSON answer ``{"items": [...]}`` (``GeoUnits``), sorted by code.
 
     ``parent`` and ``q`` must already be checked for shape (the router's query rules).
     """
-    if level == "union_council" and parent is None:
+    if level in ("union_council", "village") and parent is None:
         raise _invalid(
-            "parent", "required for level union_council (a tehsil or coarser code)", "missing"
+            "parent",
+            f"required for level {level} (a {PARENT_HINT[level]} or coarser code)",
+            "missing",
         )
     async with pool.acquire() as conn:
         if parent is None:

@@ -59,6 +59,11 @@ class Settings(BaseSettings):
     request_form_limits: str = "5/minute;50/day"
     request_form_max_bytes: int = Field(default=64 * 1024, ge=1024, le=1024 * 1024)
 
+    # Disclosure control of every published aggregate (summaries, analysis, maps): a count
+    # below this is null; published counts are rounded to the base.
+    suppress_below: int = Field(default=10, ge=3, le=1000)
+    disclosure_rounding_base: int = Field(default=5, ge=1, le=100)
+
     # Anonymized extracts.
     k_anonymity: int = 5
 

@@ -11,6 +11,10 @@ class Scope(StrEnum):
     BENEFICIARIES_READ = "beneficiaries:read"
     EXTRACTS_READ = "extracts:read"
     UPDATES_WRITE = "updates:write"
+    SUMMARIES_READ = "summaries:read"
+    ANALYSIS_READ = "analysis:read"
+    MAPS_READ = "maps:read"
+    GEO_READ = "geo:read"
     STAFF_READ = "staff:read"
     REQUESTS_READ = "requests:read"
     REQUESTS_ACT = "requests:act"
@@ -19,8 +23,29 @@ class Scope(StrEnum):
 
 
 PARTNER_SCOPES = frozenset(
-    {Scope.SCORES_READ, Scope.BENEFICIARIES_READ, Scope.EXTRACTS_READ, Scope.UPDATES_WRITE}
+    {
+        Scope.SUMMARIES_READ,
+        Scope.ANALYSIS_READ,
+        Scope.SCORES_READ,
+        Scope.BENEFICIARIES_READ,
+        Scope.EXTRACTS_READ,
+        Scope.MAPS_READ,
+        Scope.GEO_READ,
+        Scope.UPDATES_WRITE,
+    }
 )
+# The scope each category (§4.2.4) opens; iv and v share the beneficiary lists (v adds
+# dimensions, checked per request).
+CATEGORY_SCOPES: dict[str, Scope] = {
+    "i": Scope.SUMMARIES_READ,
+    "ii": Scope.ANALYSIS_READ,
+    "iii": Scope.SCORES_READ,
+    "iv": Scope.BENEFICIARIES_READ,
+    "v": Scope.BENEFICIARIES_READ,
+    "vi": Scope.EXTRACTS_READ,
+    "vii": Scope.MAPS_READ,
+    "viii": Scope.GEO_READ,
+}
 
 
 # What each staff role may reach over the API, read live on every request. Which workflow
@@ -50,14 +75,7 @@ def staff_scopes(client_scopes: Iterable[str], roles: Iterable[str]) -> frozense
 
 def agreement_scopes(categories: Iterable[str], update_kinds: Iterable[str]) -> frozenset[str]:
     """What an agreement's categories (§4.2.4) and update kinds allow over the API."""
-    cats = set(categories)
-    scopes: set[str] = set()
-    if "iii" in cats:
-        scopes.add(Scope.SCORES_READ)
-    if cats & {"iv", "v"}:
-        scopes.add(Scope.BENEFICIARIES_READ)
-    if "vi" in cats:
-        scopes.add(Scope.EXTRACTS_READ)
+    scopes: set[str] = {CATEGORY_SCOPES[c] for c in categories if c in CATEGORY_SCOPES}
     if any(True for _ in update_kinds):
         scopes.add(Scope.UPDATES_WRITE)
     return frozenset(scopes)

@@ -4,12 +4,15 @@ from app.models.audit import AuditEntry
 from app.models.base import Base
 from app.models.geography import GeoUnit
 from app.models.ingest import UpdateBatch, UpdateRecordResult
+from app.models.products import AggregateQuery, AnalysisResult
 from app.models.registry import Household, HouseholdHistory, Member, PmtModel
 from app.models.requests import DataRequest, Obligation, RequestEvent, SpotCheck
 from app.models.sharing import Agreement, ApiClient, Organization, SigningKey
 
 __all__ = [
+    "AggregateQuery",
     "Agreement",
+    "AnalysisResult",
     "ApiClient",
     "AuditEntry",
     "Base",

@@ -19,6 +19,7 @@ from app.routers import docs, health, households, partner_updates, public_scores
 from app.routers import extracts as extracts_router
 from app.routers import geography as geography_router
 from app.routers import jwks as jwks_router
+from app.routers import maps as maps_router
 from app.routers import metrics as metrics_router
 from app.routers import partner_scores as partner_scores_router
 from app.routers import reports as reports_router
@@ -92,4 +93,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(staff_router.router)
     app.include_router(reports_router.router)
     app.include_router(geography_router.router)
+    app.include_router(maps_router.router)
     return app

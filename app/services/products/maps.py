@@ -1,0 +1,591 @@
+"""Hex-bin maps (§4.2.4 vii): households, poverty rate or mean PMT score per H3 hexagon.
+
+A map is a one-dimensional count table over ``h3`` (the hexagon id) whose margin is the total
+over the map, protected by ``app.services.disclosure`` like every published aggregate: a
+hexagon of fewer than ``suppress_below`` households (or withheld by any other rule) has a
+null value and null households; published counts are rounded to the base.
+
+The work of a map, in order:
+
+1. one ``COPY ... (FORMAT binary)`` of three float8 per household in scope (lat, lon,
+   score; NaN for NULL), read straight into numpy: the cheapest way to bring a million
+   points out of PostgreSQL;
+2. each located household's H3 cell (``latlng_to_cell`` on the exact coordinates: h3 has no
+   vectorized form, so a tight loop over the integer API), counts, score sums and
+   households below the cut-off per cell with ``np.unique``/``np.bincount``;
+3. ``protect`` over ``with_margins(["h3"], ...)``, then the GeoJSON text (hexagon outlines
+   from ``cell_to_boundary``, memoized: a cell's outline never changes).
+
+Steps 2-3 are CPU-bound and run in a worker thread so the event loop keeps serving. The
+finished answer is cached in-process (:class:`MapCache`), keyed by the normalized query and
+the registry's ``data_version``, for ``version.MAX_AGE_SECONDS``; concurrent requests for a
+map being computed wait for that one computation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from itertools import repeat
+from typing import Any, Literal
+
+import asyncpg
+import h3
+import h3.api.basic_int as h3i
+import numpy as np
+import numpy.typing as npt
+import orjson
+
+from app.auth.partner import Principal
+from app.services.audit import trail as audit
+from app.services.disclosure.policy import Policy
+from app.services.disclosure.protect import (
+    PRIMARY,
+    Disclosure,
+    Published,
+    protect,
+    round_half_up,
+)
+from app.services.disclosure.table import Cell, with_margins
+from app.services.registry import version as registry_version
+from app.services.sharing.beneficiaries import check_geography
+from app.services.sharing.beneficiaries_sql import Filters, Query, household_where
+
+Measure = Literal["households", "poverty_rate", "mean_pmt_score"]
+Format = Literal["geojson", "png"]
+MEASURES: tuple[Measure, ...] = ("households", "poverty_rate", "mean_pmt_score")
+PUBLIC_MAX_RESOLUTION = 5
+PARTNER_MAX_RESOLUTION = 7
+DEFAULT_CUT_OFF = 32.0
+PARTNER_ENDPOINT = "/v1/partner/maps"
+GEOJSON = "application/geo+json"
+PNG = "image/png"
+# A caller who is nobody: the public map checks codes, never an agreement's scope.
+PUBLIC = Principal(client_id="public", kind="public", scopes=frozenset())
+
+
+@dataclass(frozen=True)
+class MapQuery:
+    measure: Measure
+    resolution: int
+    cut_off: float
+    filters: Filters
+    scope: tuple[str, ...] = ()  # the agreement's geography (empty: none, or the public)
+
+    def key(self) -> tuple[object, ...]:
+        """The query, normalized: the same map asked in another order is the same key."""
+        f = self.filters
+        return (
+            self.measure,
+            self.resolution,
+            self.cut_off if self.measure == "poverty_rate" else None,
+            tuple((level, tuple(sorted(set(codes)))) for level, codes in f.geo().items()),
+            f.score_min,
+            f.score_max,
+            tuple(sorted(set(f.poverty_band))),
+            tuple(sorted(set(f.member_type))),
+            tuple(sorted(set(self.scope))),
+        )
+
+
+# -- fetching the points ------------------------------------------------------------------
+
+_COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
+_HEADER = 19  # signature, flags (4), header extension length (4, zero)
+_ROW = np.dtype(
+    [
+        ("fields", ">i2"),
+        ("lat_len", ">i4"),
+        ("lat", ">f8"),
+        ("lon_len", ">i4"),
+        ("lon", ">f8"),
+        ("score_len", ">i4"),
+        ("score", ">f8"),
+    ]
+)
+
+
+@dataclass
+class Located:
+    """The households in scope: the H3 cell and score (NaN: none) of each located one."""
+
+    cells: npt.NDArray[np.uint64]
+    score: npt.NDArray[np.float64]
+    total: int  # households in scope, located or not
+
+    @property
+    def without_location(self) -> int:
+        return self.total - len(self.cells)
+
+
+def cells_of(lat: npt.NDArray[np.float64], lon: npt.NDArray[np.float64], res: int) -> Any:
+    """The H3 cell (as uint64) of each point at resolution ``res``: a tight loop, h3 has
+    no vectorized ``latlng_to_cell``."""
+    return np.fromiter(
+        map(h3i.latlng_to_cell, lat.tolist(), lon.tolist(), repeat(res, len(lat))),
+        dtype=np.uint64,
+        count=len(lat),
+    )
+
+
+def locate(rows: npt.NDArray[Any], res: int) -> tuple[npt.NDArray[np.uint64], Any, int]:
+    """One batch of COPY rows: (cells, scores) of the located ones, and the row count."""
+    if len(rows) and not (
+        (rows["fields"] == 3).all()
+        and (rows["lat_len"] == 8).all()
+        and (rows["lon_len"] == 8).all()
+        and (rows["score_len"] == 8).all()
+    ):
+        raise ValueError("unexpected COPY row layout")
+    lat = rows["lat"].astype(np.float64)
+    lon = rows["lon"].astype(np.float64)
+    located = ~(np.isnan(lat) | np.isnan(lon))
+    score = rows["score"].astype(np.float64)[located]
+    return cells_of(lat[located], lon[located], res), score, len(rows)
+
+
+class _CopyReader:
+    """Reads ``COPY ... (FORMAT binary)`` of three float8 as it arrives, and hands each
+    batch of whole rows to a worker thread for its H3 cells while the rest streams in
+    (PostgreSQL's scan and the h3 loop overlap)."""
+
+    BATCH_ROWS = 50_000
+
+    def __init__(self, res: int) -> None:
+        self.res = res
+        self.buffer = bytearray()
+        self.header = False
+        self.batches: list[asyncio.Task[tuple[npt.NDArray[np.uint64], Any, int]]] = []
+
+    async def __call__(self, chunk: bytes) -> None:
+        self.buffer += chunk
+        if not self.header:
+            if len(self.buffer) < _HEADER:
+                return
+            if not self.buffer.startswith(_COPY_SIGNATURE) or any(self.buffer[15:19]):
+                raise ValueError("not a binary COPY stream without header extension")
+            del self.buffer[:_HEADER]
+            self.header = True
+        if len(self.buffer) >= self.BATCH_ROWS * _ROW.itemsize + 2:
+            self._dispatch()
+
+    def _dispatch(self) -> None:
+        # The last two bytes may be the trailer: keep them until the end.
+        whole = (len(self.buffer) - 2) // _ROW.itemsize * _ROW.itemsize
+        if whole <= 0:
+            return
+        rows = np.frombuffer(bytes(self.buffer[:whole]), dtype=_ROW)
+        del self.buffer[:whole]
+        self.batches.append(asyncio.ensure_future(asyncio.to_thread(locate, rows, self.res)))
+
+    async def finish(self) -> Located:
+        self._dispatch()
+        if not self.header or bytes(self.buffer) != b"\xff\xff":
+            for task in self.batches:
+                task.cancel()
+            raise ValueError("truncated binary COPY stream")
+        parts = [await task for task in self.batches]
+        return Located(
+            cells=np.concatenate([c for c, _, _ in parts] or [np.empty(0, np.uint64)]),
+            score=np.concatenate([s for _, s, _ in parts] or [np.empty(0, np.float64)]),
+            total=sum(n for _, _, n in parts),
+        )
+
+
+async def fetch_located(conn: asyncpg.Connection, q: MapQuery) -> Located:
+    """Every household in scope, read as (lat, lon, pmt_score) float8 (NaN for NULL), and
+    the H3 cell of each located one at the query's resolution."""
+    sql_q = Query()
+    where = household_where(sql_q, q.filters, q.scope, None)
+    sql = (
+        "SELECT coalesce(h.lat, 'NaN'::float8), coalesce(h.lon, 'NaN'::float8), "
+        "coalesce(h.pmt_score::float8, 'NaN'::float8) "
+        f"FROM households h WHERE {where}"
+    )
+    reader = _CopyReader(q.resolution)
+    try:
+        await conn.copy_from_query(sql, *sql_q.params, output=reader, format="binary")
+    except BaseException:
+        for task in reader.batches:
+            task.cancel()
+        raise
+    return await reader.finish()
+
+
+# -- hexagons --------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=200_000)
+def outline(cell: str) -> list[list[float]]:
+    """The hexagon's closed ring as GeoJSON positions ``[lon, lat]``, counter-clockwise."""
+    ring = [[round(lng, 6), round(lat, 6)] for lat, lng in h3.cell_to_boundary(cell)]
+    ring.append(ring[0])
+    return ring
+
+
+@dataclass
+class Table:
+    """Per-cell sums of the located households (cells as H3 strings, in id order)."""
+
+    cells: list[str]
+    households: list[int]
+    score_sum: list[float | None]
+    below: list[int | None]
+
+
+def aggregate(located: Located, cut_off: float) -> Table:
+    cells, inverse, counts = np.unique(located.cells, return_inverse=True, return_counts=True)
+    score = located.score
+    scored = ~np.isnan(score)
+    n = len(cells)
+    unscored = np.bincount(inverse, weights=~scored, minlength=n)
+    sums = np.bincount(inverse, weights=np.where(scored, score, 0.0), minlength=n)
+    below = np.bincount(inverse, weights=scored & (score < cut_off), minlength=n)
+    # A cell with a household of unknown score has an unknown mean and share.
+    return Table(
+        cells=[h3.int_to_str(c) for c in cells.tolist()],
+        households=counts.tolist(),
+        score_sum=[None if u else s for u, s in zip(unscored.tolist(), sums.tolist(), strict=True)],
+        below=[
+            None if u else round(b) for u, b in zip(unscored.tolist(), below.tolist(), strict=True)
+        ],
+    )
+
+
+# -- the answer -------------------------------------------------------------------------------
+
+
+@dataclass
+class MapResult:
+    """A finished map: what was published, its GeoJSON text, and what the audit records."""
+
+    query: MapQuery
+    version: int
+    features: list[tuple[str, float | int | None, int | None]]  # (h3, value, households)
+    body: bytes  # the GeoJSON FeatureCollection
+    households_in_scope: int  # true count (located or not), for the audit row only
+    created: float = field(default_factory=time.monotonic)
+    _png: bytes | None = None
+
+    def etag(self, fmt: Format) -> str:
+        payload = self.png() if fmt == "png" else self.body
+        digest = hashlib.blake2b(str(self.version).encode() + b"\0" + payload, digest_size=16)
+        return f'"{digest.hexdigest()}"'
+
+    def png(self) -> bytes:
+        if self._png is None:
+            self._png = render_png(self)
+        return self._png
+
+
+def _value(measure: Measure, cell: Published) -> float | int | None:
+    if cell.suppressed is not None:
+        return None
+    if measure == "households":
+        return cell.households
+    if measure == "poverty_rate":
+        return cell.share_below
+    return cell.mean_pmt_score
+
+
+def publish_count(n: int, policy: Policy) -> int | None:
+    """A lone count as every published count: null below the threshold, else rounded."""
+    return None if n < policy.threshold else round_half_up(n, policy.rounding_base)
+
+
+def build(q: MapQuery, located: Located, version: int, policy: Policy) -> MapResult:
+    """The protected map of the located households (CPU only: run it off the event loop)."""
+    table = aggregate(located, q.cut_off)
+    interior = [
+        Cell({"h3": cell}, n, 0, s, b)
+        for cell, n, s, b in zip(
+            table.cells, table.households, table.score_sum, table.below, strict=True
+        )
+    ]
+    if interior:
+        published, disclosure = protect(["h3"], with_margins(["h3"], interior), policy)
+    else:  # nothing located in scope: an empty map, its total withheld like any zero
+        published = [Published({"h3": None}, None, None, None, None, PRIMARY)]
+        disclosure = Disclosure(
+            suppressed_below=policy.threshold,
+            rounding_base=policy.rounding_base,
+            dominance=policy.dominance,
+            suppressed_cells=1,
+            rules={PRIMARY: 1},
+            method="No household in scope has a location: there is nothing to publish.",
+        )
+    by_cell = {p.key["h3"]: p for p in published}
+    total = by_cell.pop(None)
+    features: list[tuple[str, float | int | None, int | None]] = []
+    parts: list[bytes] = []
+    for cell in table.cells:
+        p = by_cell[cell]
+        value = _value(q.measure, p)
+        households = None if p.suppressed is not None else p.households
+        features.append((cell, value, households))
+        parts.append(
+            orjson.dumps(
+                {
+                    "type": "Feature",
+                    "geometry": {"type": "Polygon", "coordinates": [outline(cell)]},
+                    "properties": {"h3": cell, "value": value, "households": households},
+                }
+            )
+        )
+    head: dict[str, Any] = {
+        "type": "FeatureCollection",
+        "measure": q.measure,
+        "resolution": q.resolution,
+        **({"cut_off": q.cut_off} if q.measure == "poverty_rate" else {}),
+        "registry_version": version,
+        "total": {
+            "households": None if total.suppressed is not None else total.households,
+            "value": _value(q.measure, total),
+        },
+        "households_without_location": publish_count(located.without_location, policy),
+        "disclosure": disclosure.as_json(),
+    }
+    prefix = orjson.dumps(head)[:-1] + b',"features":['
+    body = prefix + b",".join(parts) + b"]}"
+    return MapResult(q, version, features, body, located.total)
+
+
+# -- the cache -----------------------------------------------------------------------------
+
+
+class MapCache:
+    """Finished maps by (normalized query, data_version), each for ``ttl`` seconds.
+
+    Bounded (least recently used out first). A map being computed is shared: a second
+    request for it awaits the first computation instead of starting its own.
+    """
+
+    def __init__(self, ttl: float = registry_version.MAX_AGE_SECONDS, size: int = 256) -> None:
+        self.ttl = ttl
+        self.size = size
+        self._done: OrderedDict[tuple[object, ...], MapResult] = OrderedDict()
+        self._running: dict[tuple[object, ...], asyncio.Future[MapResult]] = {}
+
+    def get(self, key: tuple[object, ...]) -> MapResult | None:
+        hit = self._done.get(key)
+        if hit is None:
+            return None
+        if time.monotonic() - hit.created >= self.ttl:
+            del self._done[key]
+            return None
+        self._done.move_to_end(key)
+        return hit
+
+    async def get_or_compute(
+        self, key: tuple[object, ...], compute: Callable[[], Awaitable[MapResult]]
+    ) -> MapResult:
+        hit = self.get(key)
+        if hit is not None:
+            return hit
+        running = self._running.get(key)
+        if running is not None:
+            return await asyncio.shield(running)
+        future: asyncio.Future[MapResult] = asyncio.get_running_loop().create_future()
+        self._running[key] = future
+        try:
+            result = await compute()
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: no "never retrieved" warning if nobody waits
+            raise
+        finally:
+            self._running.pop(key, None)
+        future.set_result(result)
+        self._done[key] = result
+        self._done.move_to_end(key)
+        while len(self._done) > self.size:
+            self._done.popitem(last=False)
+        return result
+
+    def clear(self) -> None:
+        self._done.clear()
+
+
+async def compute(pool: asyncpg.Pool, q: MapQuery, version: int, policy: Policy) -> MapResult:
+    async with pool.acquire() as conn:
+        located = await fetch_located(conn, q)
+    return await asyncio.to_thread(build, q, located, version, policy)
+
+
+async def public_map(pool: asyncpg.Pool, cache: MapCache, q: MapQuery, policy: Policy) -> MapResult:
+    """The public map (no agreement, no audit): cached, else checked and computed."""
+    version = await registry_version.data_version(pool)
+    key = (*q.key(), version)
+    hit = cache.get(key)
+    if hit is not None:
+        return hit
+    await check_geography(pool, PUBLIC, q.filters)
+    return await cache.get_or_compute(key, lambda: compute(pool, q, version, policy))
+
+
+async def partner_map(
+    pool: asyncpg.Pool, cache: MapCache, p: Principal, q: MapQuery, policy: Policy
+) -> MapResult:
+    """A partner's map within its agreement's geography; every answer is audited."""
+    await check_geography(pool, p, q.filters)
+    version = await registry_version.data_version(pool)
+    key = ("partner", *q.key(), version)
+    result = await cache.get_or_compute(key, lambda: compute(pool, q, version, policy))
+    filters: dict[str, object] = {
+        **q.filters.as_audit(),
+        "resolution": q.resolution,
+        "cut_off": q.cut_off if q.measure == "poverty_rate" else None,
+    }
+    await audit.append_with_pool(
+        pool,
+        audit.AuditRecord.of(
+            p,
+            endpoint=f"{PARTNER_ENDPOINT}/{q.measure}",
+            filters=filters,
+            dimensions=[],
+            households=result.households_in_scope,
+            members=0,
+        ),
+    )
+    return result
+
+
+# -- the picture ------------------------------------------------------------------------------
+
+SIZE = 800
+_MARGIN = 40
+_TITLE_BAND = 56
+_LEGEND_BAND = 70
+# A colour ramp from light yellow to dark purple (viridis-like, reversed for "more").
+_RAMP = (
+    (253, 231, 37),
+    (122, 209, 81),
+    (34, 168, 132),
+    (42, 120, 142),
+    (65, 68, 135),
+    (68, 1, 84),
+)
+_SUPPRESSED_FILL = (200, 200, 200)
+_SUPPRESSED_HATCH = (150, 150, 150)
+_TITLES = {
+    "households": "Households per hexagon",
+    "poverty_rate": "Share of households below PMT {cut_off:g}",
+    "mean_pmt_score": "Mean PMT score per hexagon",
+}
+
+
+def _colour(t: float) -> tuple[int, int, int]:
+    """A point ``t`` in [0, 1] along the ramp, linearly interpolated."""
+    t = min(max(t, 0.0), 1.0) * (len(_RAMP) - 1)
+    i = min(int(t), len(_RAMP) - 2)
+    f = t - i
+    a, b = _RAMP[i], _RAMP[i + 1]
+    return (
+        round(a[0] + (b[0] - a[0]) * f),
+        round(a[1] + (b[1] - a[1]) * f),
+        round(a[2] + (b[2] - a[2]) * f),
+    )
+
+
+def _fmt(value: float, measure: Measure) -> str:
+    if measure == "poverty_rate":
+        return f"{value * 100:.0f}%"
+    if measure == "households":
+        return f"{value:,.0f}"
+    return f"{value:.1f}"
+
+
+def render_png(result: MapResult) -> bytes:
+    """A small choropleth: hexagons on a colour ramp, withheld ones grey and hatched."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    q = result.query
+    image = Image.new("RGB", (SIZE, SIZE), (255, 255, 255))
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default()
+    title = _TITLES[q.measure].format(cut_off=q.cut_off)
+    draw.text((_MARGIN, 14), title, fill=(0, 0, 0), font=font)
+    draw.text(
+        (_MARGIN, 32),
+        f"H3 resolution {q.resolution} - registry version {result.version} - "
+        "grey hatched: withheld (disclosure control)",
+        fill=(90, 90, 90),
+        font=font,
+    )
+    rings = [(cell, outline(cell), value, n) for cell, value, n in result.features]
+    top, bottom = _TITLE_BAND, SIZE - _LEGEND_BAND
+    if rings:
+        lons = [x for _, ring, _, _ in rings for x, _ in ring]
+        lats = [y for _, ring, _, _ in rings for _, y in ring]
+        west, east, south, north = min(lons), max(lons), min(lats), max(lats)
+        # Equirectangular, shrunk east-west by the cosine of the middle latitude.
+        k = math.cos(math.radians((south + north) / 2))
+        width = max((east - west) * k, 1e-9)
+        height = max(north - south, 1e-9)
+        scale = min((SIZE - 2 * _MARGIN) / width, (bottom - top - 10) / height)
+        x0 = (SIZE - width * scale) / 2
+        y0 = top + 5 + (bottom - top - 10 - height * scale) / 2
+
+        def project(ring: Sequence[Sequence[float]]) -> list[tuple[float, float]]:
+            return [
+                (x0 + (lon - west) * k * scale, y0 + (north - lat) * scale) for lon, lat in ring
+            ]
+
+        values = [v for _, _, v, _ in rings if v is not None]
+        low, high = (min(values), max(values)) if values else (0.0, 1.0)
+        span = (high - low) or 1.0
+        hatch = Image.new("RGB", (SIZE, SIZE), _SUPPRESSED_FILL)
+        hatch_draw = ImageDraw.Draw(hatch)
+        for offset in range(-SIZE, SIZE, 6):
+            hatch_draw.line([(offset, 0), (offset + SIZE, SIZE)], fill=_SUPPRESSED_HATCH)
+        mask = Image.new("L", (SIZE, SIZE), 0)
+        mask_draw = ImageDraw.Draw(mask)
+        for _, ring, value, _ in rings:
+            xy = project(ring)
+            if value is None:
+                mask_draw.polygon(xy, fill=255)
+                draw.polygon(xy, outline=(170, 170, 170))
+            else:
+                draw.polygon(xy, fill=_colour((float(value) - low) / span), outline=(255, 255, 255))
+        image.paste(hatch, (0, 0), mask)
+        _legend(draw, font, q.measure, float(low), float(high), bool(values))
+    else:
+        draw.text((_MARGIN, SIZE // 2), "No located household in scope", fill=(0, 0, 0), font=font)
+    out = io.BytesIO()
+    image.save(out, format="PNG", optimize=False)
+    return out.getvalue()
+
+
+def _legend(draw: Any, font: Any, measure: Measure, low: float, high: float, any_: bool) -> None:
+    y = SIZE - _LEGEND_BAND + 18
+    x, width = _MARGIN, 300
+    for i in range(width):
+        draw.line([(x + i, y), (x + i, y + 14)], fill=_colour(i / (width - 1)))
+    if any_:
+        draw.text((x, y + 18), _fmt(low, measure), fill=(0, 0, 0), font=font)
+        right = _fmt(high, measure)
+        draw.text((x + width - 6 * len(right), y + 18), right, fill=(0, 0, 0), font=font)
+    draw.rectangle([(x + width + 40, y), (x + width + 60, y + 14)], fill=_SUPPRESSED_FILL)
+    draw.text((x + width + 68, y + 2), "withheld", fill=(0, 0, 0), font=font)
+
+
+__all__ = [
+    "DEFAULT_CUT_OFF",
+    "GEOJSON",
+    "MEASURES",
+    "PARTNER_MAX_RESOLUTION",
+    "PNG",
+    "PUBLIC_MAX_RESOLUTION",
+    "MapCache",
+    "MapQuery",
+    "MapResult",
+    "partner_map",
+    "public_map",
+]

@@ -17,6 +17,7 @@ from app.public_fastpath import PublicLookupFastPath
 from app.routers import beneficiaries as beneficiaries_router
 from app.routers import docs, health, households, partner_updates, public_scores
 from app.routers import extracts as extracts_router
+from app.routers import geo as geo_router
 from app.routers import geography as geography_router
 from app.routers import jwks as jwks_router
 from app.routers import maps as maps_router
@@ -94,4 +95,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(reports_router.router)
     app.include_router(geography_router.router)
     app.include_router(maps_router.router)
+    app.include_router(geo_router.router)
     return app

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
+from conftest import run_cli
+from partner_helpers import bearer, get_token
 
 ROLES = ("officer", "committee", "secretary", "me", "admin")
 
@@ -38,3 +41,16 @@ async def act(
     c: httpx.AsyncClient, who: dict[str, str], rid: str, action: str, body: dict[str, Any]
 ) -> httpx.Response:
     return await c.post(f"/v1/staff/requests/{rid}/actions/{action}", json=body, headers=who)
+
+
+async def staff_by_role(
+    client: httpx.AsyncClient, url: str, prefix: str = "Staff"
+) -> dict[str, dict[str, str]]:
+    """One staff member per role, made by ``nser staff create --role``: its auth headers."""
+    out = {}
+    for role in ROLES:
+        args = ["staff", "create", "--name", f"{prefix} {role}", "--role", role, "--json"]
+        made = json.loads(run_cli(args, url).stdout)
+        assert made["staff_id"] == made["client_id"]
+        out[role] = bearer(await get_token(client, made["client_id"], made["client_secret"]))
+    return out

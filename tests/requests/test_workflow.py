@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
@@ -10,9 +9,9 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from conftest import make_settings, open_client, run_cli
+from conftest import make_settings, open_client
 from partner_helpers import bearer, get_token
-from request_helpers import ROLES, act, form
+from request_helpers import act, form, staff_by_role
 
 
 @pytest.fixture(scope="module")
@@ -30,18 +29,7 @@ async def wclient(seeded_url: str) -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture(scope="module")
 async def staff(wclient: httpx.AsyncClient, seeded_url: str) -> dict[str, dict[str, str]]:
     """One staff member per role: their headers."""
-    out = {}
-    for role in ROLES:
-        made = json.loads(
-            run_cli(
-                ["staff", "create", "--name", f"Staff {role}", "--role", role, "--json"],
-                seeded_url,
-            ).stdout
-        )
-        assert made["staff_id"] == made["client_id"]
-        token = await get_token(wclient, made["client_id"], made["client_secret"])
-        out[role] = bearer(token)
-    return out
+    return await staff_by_role(wclient, seeded_url, "Staff")
 
 
 @pytest.fixture(scope="module")

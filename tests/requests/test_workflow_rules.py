@@ -10,9 +10,8 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from conftest import make_settings, open_client, run_cli
-from partner_helpers import bearer, get_token
-from request_helpers import ROLES, act, form
+from conftest import make_settings, open_client
+from request_helpers import ROLES, act, form, staff_by_role
 
 from app.services.requests.machine import OWNERS, TRANSITIONS, Action, Role, State
 
@@ -58,15 +57,8 @@ async def rclient(seeded_url: str) -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture(scope="module")
 async def staff(rclient: httpx.AsyncClient, seeded_url: str) -> dict[str, dict[str, str]]:
-    out = {}
-    for role in ROLES:
-        made = json.loads(
-            run_cli(
-                ["staff", "create", "--name", role, "--role", role, "--json"], seeded_url
-            ).stdout
-        )
-        out[role] = bearer(await get_token(rclient, made["client_id"], made["client_secret"]))
-    return out
+    """One staff member per role: their headers."""
+    return await staff_by_role(rclient, seeded_url, "Rules")
 
 
 @pytest.fixture(scope="module")

@@ -105,6 +105,17 @@ def _plain(value: Any) -> Any:
     return None if value is None else str(value)
 
 
+async def append_action(
+    conn: asyncpg.Connection, caller: Caller, endpoint: str, filters: dict[str, Any]
+) -> int:
+    """A staff action that discloses no household (a workflow step, a spot check, a report
+    read): who, what and on which object, with zero households and members."""
+    record = AuditRecord.of(
+        caller, endpoint=endpoint, filters=filters, dimensions=[], households=0, members=0
+    )
+    return await append(conn, record)
+
+
 async def append(conn: asyncpg.Connection, record: AuditRecord) -> int:
     """Append one row (inside the caller's transaction if there is one)."""
     rec = {

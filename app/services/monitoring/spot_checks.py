@@ -119,20 +119,15 @@ async def record(
             status = await conn.fetchval(
                 "SELECT status FROM agreements WHERE id = $1", agreement_id
             )
-        await audit.append(
+        await audit.append_action(
             conn,
-            audit.AuditRecord.of(
-                principal,
-                endpoint="POST /v1/staff/agreements/{id}/spot-checks",
-                filters={
-                    "agreement": agreement_id,
-                    "outcome": check.outcome,
-                    "action": check.action,
-                },
-                dimensions=[],
-                households=0,
-                members=0,
-            ),
+            principal,
+            "POST /v1/staff/agreements/{id}/spot-checks",
+            {
+                "agreement": agreement_id,
+                "outcome": check.outcome,
+                "action": check.action,
+            },
         )
     return {
         "spot_check_id": str(row["id"]),
@@ -153,15 +148,7 @@ async def resume(
     async with pool.acquire() as conn, conn.transaction():
         await _agreement(conn, agreement_id)
         status = await _move(conn, principal, agreement_id, Action.resume, body.reasons)
-        await audit.append(
-            conn,
-            audit.AuditRecord.of(
-                principal,
-                endpoint="POST /v1/staff/agreements/{id}/resume",
-                filters={"agreement": agreement_id},
-                dimensions=[],
-                households=0,
-                members=0,
-            ),
+        await audit.append_action(
+            conn, principal, "POST /v1/staff/agreements/{id}/resume", {"agreement": agreement_id}
         )
     return {"agreement_id": str(agreement_id), "agreement_status": status}

@@ -80,16 +80,8 @@ async def mark_met(
             body.deliverable,
             principal.client_id,
         )
-        await audit.append(
-            conn,
-            audit.AuditRecord.of(
-                principal,
-                endpoint="POST /v1/staff/obligations/{id}/met",
-                filters={"obligation": obligation_id},
-                dimensions=[],
-                households=0,
-                members=0,
-            ),
+        await audit.append_action(
+            conn, principal, "POST /v1/staff/obligations/{id}/met", {"obligation": obligation_id}
         )
         row = await conn.fetchrow(f"{_SELECT} WHERE o.id = $2", date.today(), obligation_id)
     return _doc(row)

@@ -291,17 +291,6 @@ async def resolve(conn: asyncpg.Connection | asyncpg.Pool, ident: str) -> uuid.U
     return request_id
 
 
-async def _audit(
-    conn: asyncpg.Connection, principal: Principal, endpoint: str, filters: dict[str, Any]
-) -> None:
-    await audit.append(
-        conn,
-        audit.AuditRecord.of(
-            principal, endpoint=endpoint, filters=filters, dimensions=[], households=0, members=0
-        ),
-    )
-
-
 async def act(
     pool: asyncpg.Pool, principal: Principal, ident: str, action: Action, body: dict[str, Any]
 ) -> dict[str, Any]:
@@ -328,7 +317,7 @@ async def act(
             [r.value for r in roles],
             {**recorded, **effect.get("event", {})},
         )
-        await _audit(
+        await audit.append_action(
             conn,
             principal,
             f"POST /v1/staff/requests/{{id}}/actions/{action.value}",
@@ -604,7 +593,9 @@ async def staff_view(pool: asyncpg.Pool, principal: Principal, ident: str) -> di
                  FROM request_events WHERE request_id = $1 ORDER BY id""",
             request_id,
         )
-        await _audit(conn, principal, "GET /v1/staff/requests/{id}", {"request": row["reference"]})
+        await audit.append_action(
+            conn, principal, "GET /v1/staff/requests/{id}", {"request": row["reference"]}
+        )
     quote: dict[str, Any] | None = None
     if row["review"] is not None:
         quote = quote_of(row).as_json()
@@ -677,7 +668,7 @@ async def quote(pool: asyncpg.Pool, principal: Principal, ident: str) -> dict[st
         request_id = await resolve(conn, ident)
         row = await conn.fetchrow("SELECT * FROM data_requests WHERE id = $1", request_id)
         answer = quote_of(row).as_json()
-        await _audit(
+        await audit.append_action(
             conn, principal, "GET /v1/staff/requests/{id}/quote", {"request": row["reference"]}
         )
     return {**answer, "frozen": row["quote"] is not None}

@@ -94,6 +94,15 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
+    def _rounding_keeps_the_threshold(self) -> Settings:
+        # A count at the threshold must not be published rounded below it (12 -> 10).
+        if self.suppress_below % self.disclosure_rounding_base:
+            raise ValueError(
+                "NSER_SUPPRESS_BELOW must be a multiple of NSER_DISCLOSURE_ROUNDING_BASE"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _no_default_secrets_in_production(self) -> Settings:
         if (
             self.environment == "production"

@@ -222,12 +222,20 @@ async def fetch_located(conn: asyncpg.Connection, q: MapQuery) -> Located:
 # -- hexagons --------------------------------------------------------------------------------
 
 
-@lru_cache(maxsize=200_000)
-def outline(cell: str) -> list[list[float]]:
-    """The hexagon's closed ring as GeoJSON positions ``[lon, lat]``, counter-clockwise."""
-    ring = [[round(lng, 6), round(lat, 6)] for lat, lng in h3.cell_to_boundary(cell)]
+def outline(cell: str) -> list[tuple[float, float]]:
+    """The hexagon's closed ring as ``(lon, lat)`` positions, counter-clockwise."""
+    ring = [(lng, lat) for lat, lng in h3.cell_to_boundary(cell)]
     ring.append(ring[0])
     return ring
+
+
+@lru_cache(maxsize=100_000)
+def ring_json(cell: str) -> bytes:
+    """The hexagon's closed ring as GeoJSON positions ``[lon,lat]`` (6 decimals, about
+    0.1 m), counter-clockwise as RFC 7946 wants; memoized: a cell's outline never changes."""
+    points = [f"[{lng:.6f},{lat:.6f}]" for lat, lng in h3.cell_to_boundary(cell)]
+    points.append(points[0])
+    return ("[" + ",".join(points) + "]").encode()
 
 
 @dataclass
@@ -279,6 +287,11 @@ class MapResult:
         digest = hashlib.blake2b(str(self.version).encode() + b"\0" + payload, digest_size=16)
         return f'"{digest.hexdigest()}"'
 
+    @property
+    def size(self) -> int:
+        """What the cache counts: the GeoJSON body (a PNG is a fraction of it)."""
+        return len(self.body)
+
     def png(self) -> bytes:
         if self._png is None:
             self._png = render_png(self)
@@ -298,6 +311,9 @@ def _value(measure: Measure, cell: Published) -> float | int | None:
 def publish_count(n: int, policy: Policy) -> int | None:
     """A lone count as every published count: null below the threshold, else rounded."""
     return None if n < policy.threshold else round_half_up(n, policy.rounding_base)
+
+
+_FEATURE = b'{"type":"Feature","geometry":{"type":"Polygon","coordinates":['
 
 
 def build(q: MapQuery, located: Located, version: int, policy: Policy) -> MapResult:
@@ -330,15 +346,8 @@ def build(q: MapQuery, located: Located, version: int, policy: Policy) -> MapRes
         value = _value(q.measure, p)
         households = None if p.suppressed is not None else p.households
         features.append((cell, value, households))
-        parts.append(
-            orjson.dumps(
-                {
-                    "type": "Feature",
-                    "geometry": {"type": "Polygon", "coordinates": [outline(cell)]},
-                    "properties": {"h3": cell, "value": value, "households": households},
-                }
-            )
-        )
+        properties = orjson.dumps({"h3": cell, "value": value, "households": households})
+        parts.append(_FEATURE + ring_json(cell) + b']},"properties":' + properties + b"}")
     head: dict[str, Any] = {
         "type": "FeatureCollection",
         "measure": q.measure,
@@ -363,13 +372,16 @@ def build(q: MapQuery, located: Located, version: int, policy: Policy) -> MapRes
 class MapCache:
     """Finished maps by (normalized query, data_version), each for ``ttl`` seconds.
 
-    Bounded (least recently used out first). A map being computed is shared: a second
-    request for it awaits the first computation instead of starting its own.
+    Bounded by the bytes of the bodies it holds (least recently used out first). A map
+    being computed is shared: a second request for it awaits the first computation.
     """
 
-    def __init__(self, ttl: float = registry_version.MAX_AGE_SECONDS, size: int = 256) -> None:
+    def __init__(
+        self, ttl: float = registry_version.MAX_AGE_SECONDS, max_bytes: int = 128 * 2**20
+    ) -> None:
         self.ttl = ttl
-        self.size = size
+        self.max_bytes = max_bytes
+        self.bytes = 0
         self._done: OrderedDict[tuple[object, ...], MapResult] = OrderedDict()
         self._running: dict[tuple[object, ...], asyncio.Future[MapResult]] = {}
 
@@ -378,10 +390,21 @@ class MapCache:
         if hit is None:
             return None
         if time.monotonic() - hit.created >= self.ttl:
-            del self._done[key]
+            self._drop(key)
             return None
         self._done.move_to_end(key)
         return hit
+
+    def _drop(self, key: tuple[object, ...]) -> None:
+        self.bytes -= self._done.pop(key).size
+
+    def _keep(self, key: tuple[object, ...], result: MapResult) -> None:
+        if key in self._done:
+            self._drop(key)
+        self._done[key] = result
+        self.bytes += result.size
+        while self.bytes > self.max_bytes and len(self._done) > 1:
+            self._drop(next(iter(self._done)))
 
     async def get_or_compute(
         self, key: tuple[object, ...], compute: Callable[[], Awaitable[MapResult]]
@@ -403,14 +426,12 @@ class MapCache:
         finally:
             self._running.pop(key, None)
         future.set_result(result)
-        self._done[key] = result
-        self._done.move_to_end(key)
-        while len(self._done) > self.size:
-            self._done.popitem(last=False)
+        self._keep(key, result)
         return result
 
     def clear(self) -> None:
         self._done.clear()
+        self.bytes = 0
 
 
 async def compute(pool: asyncpg.Pool, q: MapQuery, version: int, policy: Policy) -> MapResult:

@@ -9,6 +9,7 @@ up) and the true share below the cut-off (3 decimals) or mean score (2 decimals)
 
 from __future__ import annotations
 
+import asyncio
 import io
 import itertools
 from collections.abc import AsyncIterator
@@ -429,3 +430,28 @@ async def test_openapi_declares_the_content_types(mclient: httpx.AsyncClient) ->
     assert "security" not in public
     partner = document["paths"]["/v1/partner/maps/{measure}"]["get"]
     assert partner["security"] == [{"bearerAuth": []}]
+
+
+async def test_concurrent_requests_share_one_computation(
+    mclient: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app.services.products import maps as map_service
+
+    calls = 0
+    fetch = map_service.fetch_located
+
+    async def counting(conn: asyncpg.Connection, q: map_service.MapQuery) -> Any:
+        nonlocal calls
+        calls += 1
+        return await fetch(conn, q)
+
+    monkeypatch.setattr(map_service, "fetch_located", counting)
+    params = {"resolution": 1, "cut_off": 17.25}
+    answers = await asyncio.gather(
+        *(mclient.get(f"{PUBLIC}/poverty_rate", params=params) for _ in range(5))
+    )
+    assert [r.status_code for r in answers] == [200] * 5
+    assert len({r.content for r in answers}) == 1
+    assert calls == 1
+    assert (await mclient.get(f"{PUBLIC}/poverty_rate", params=params)).status_code == 200
+    assert calls == 1  # and then from the cache

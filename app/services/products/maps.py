@@ -369,6 +369,12 @@ def build(q: MapQuery, located: Located, version: int, policy: Policy) -> MapRes
 # -- the cache -----------------------------------------------------------------------------
 
 
+def _retrieve(task: asyncio.Task[MapResult]) -> None:
+    """Mark a computation's failure as seen when every caller has gone away."""
+    if not task.cancelled():
+        task.exception()
+
+
 class MapCache:
     """Finished maps by (normalized query, data_version), each for ``ttl`` seconds.
 
@@ -377,13 +383,17 @@ class MapCache:
     """
 
     def __init__(
-        self, ttl: float = registry_version.MAX_AGE_SECONDS, max_bytes: int = 128 * 2**20
+        self,
+        ttl: float = registry_version.MAX_AGE_SECONDS,
+        max_bytes: int = 128 * 2**20,
+        concurrency: int = 2,
     ) -> None:
         self.ttl = ttl
         self.max_bytes = max_bytes
         self.bytes = 0
         self._done: OrderedDict[tuple[object, ...], MapResult] = OrderedDict()
-        self._running: dict[tuple[object, ...], asyncio.Future[MapResult]] = {}
+        self._running: dict[tuple[object, ...], asyncio.Task[MapResult]] = {}
+        self._slots = asyncio.Semaphore(concurrency)
 
     def get(self, key: tuple[object, ...]) -> MapResult | None:
         hit = self._done.get(key)
@@ -409,23 +419,30 @@ class MapCache:
     async def get_or_compute(
         self, key: tuple[object, ...], compute: Callable[[], Awaitable[MapResult]]
     ) -> MapResult:
+        """The cached map, else the one being computed, else a new computation.
+
+        A computation is a task of its own: a caller who goes away (a closed connection)
+        does not cancel it for the others, and its result is still cached. At most
+        ``concurrency`` computations run at once (each holds a connection and a thread).
+        """
         hit = self.get(key)
         if hit is not None:
             return hit
-        running = self._running.get(key)
-        if running is not None:
-            return await asyncio.shield(running)
-        future: asyncio.Future[MapResult] = asyncio.get_running_loop().create_future()
-        self._running[key] = future
+        task = self._running.get(key)
+        if task is None:
+            task = asyncio.ensure_future(self._run(key, compute))
+            task.add_done_callback(_retrieve)
+            self._running[key] = task
+        return await asyncio.shield(task)
+
+    async def _run(
+        self, key: tuple[object, ...], compute: Callable[[], Awaitable[MapResult]]
+    ) -> MapResult:
         try:
-            result = await compute()
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: no "never retrieved" warning if nobody waits
-            raise
+            async with self._slots:
+                result = await compute()
         finally:
             self._running.pop(key, None)
-        future.set_result(result)
         self._keep(key, result)
         return result
 

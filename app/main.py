@@ -26,6 +26,7 @@ from app.routers import partner_scores as partner_scores_router
 from app.routers import reports as reports_router
 from app.routers import requests as requests_router
 from app.routers import staff as staff_router
+from app.routers import summaries as summaries_router
 from app.routers import tokens as tokens_router
 from app.services.ingest import worker as ingest_worker
 from app.settings import Settings, get_settings
@@ -94,6 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(staff_router.router)
     app.include_router(reports_router.router)
     app.include_router(geography_router.router)
+    app.include_router(summaries_router.router)
     app.include_router(maps_router.router)
     app.include_router(geo_router.router)
     return app

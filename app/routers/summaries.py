@@ -1,0 +1,174 @@
+"""Summary tables (category i): ``GET /v1/public/summaries`` and ``GET /v1/partner/summaries``."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, Header, Query, Request
+from starlette.responses import Response
+
+from app import rate_limit
+from app.auth.deps import require_scope
+from app.auth.partner import Principal
+from app.auth.scopes import Scope
+from app.deps import PoolDep, SettingsDep
+from app.errors import problem
+from app.openapi import problems
+from app.rate_limit import limit, partner_client_key, partner_limits
+from app.routers.beneficiaries import Band, Codes, MemberType, beneficiary_filters
+from app.schemas.products import PartnerSummary, PublicSummary
+from app.services.products import summaries as summary_service
+from app.services.products.summaries import SummaryCache
+from app.services.sharing.beneficiaries_sql import Filters
+
+router = APIRouter()
+
+CACHE_CONTROL = "public, max-age=60"
+_CACHE_HEADERS: dict[str, Any] = {
+    "ETag": {
+        "description": "Strong tag of the registry version and the body",
+        "schema": {"type": "string"},
+    },
+    "Cache-Control": {"description": CACHE_CONTROL, "schema": {"type": "string"}},
+}
+GroupBy = Annotated[
+    list[Annotated[str, Query(max_length=200)]],
+    Query(
+        min_length=1,
+        max_length=10,
+        description="Dimensions of the table (repeatable, or comma-separated)",
+        examples=[["province,poverty_band,gender"]],
+    ),
+]
+
+
+def _not_modified(if_none_match: str | None, tag: str) -> bool:
+    if if_none_match is None:
+        return False
+    listed = {t.strip().removeprefix("W/") for t in if_none_match.split(",")}
+    return "*" in listed or tag in listed
+
+
+def _cache(request: Request) -> SummaryCache:
+    cache: SummaryCache | None = getattr(request.app.state, "summaries_cache", None)
+    if cache is None:
+        cache = SummaryCache()
+        request.app.state.summaries_cache = cache
+    return cache
+
+
+@router.get(
+    "/v1/public/summaries",
+    tags=["public"],
+    response_model=PublicSummary,
+    responses={
+        200: {"headers": _CACHE_HEADERS},
+        304: {"description": "Not Modified: If-None-Match names the current tag"},
+        # Limited by rate_limit.hit (as the public look-up), not the decorator.
+        **problems(429),
+    },
+)
+async def public_summaries(
+    request: Request,
+    pool: PoolDep,
+    settings: SettingsDep,
+    group_by: GroupBy,
+    province: Codes = None,
+    division: Codes = None,
+    district: Codes = None,
+    if_none_match: Annotated[str | None, Header(max_length=2000)] = None,
+) -> Response:
+    """Households and members by province, division or district, poverty band, gender and
+    age bracket, with every margin, protected (suppressed below the threshold, rounded).
+
+    `gender` and `age_bracket` are member attributes: a group's households are the
+    households with at least one living member in the group, its members the living
+    members in the group; a margin over them adds its groups up (a household with a woman
+    and a man counts in both). Tehsil, union council and village are 422 (partners only).
+    Fair-use limited per IP (`NSER_PUBLIC_LOOKUP_LIMITS`); cached for a minute.
+    """
+    state = request.app.state
+    retry_after = rate_limit.hit(
+        state.rate_limit_backend,
+        state.public_lookup_limits,
+        "public_summaries",
+        rate_limit.client_ip(request),
+    )
+    if retry_after is not None:
+        return problem(
+            429,
+            f"fair-usage limit reached; retry after {retry_after} s",
+            headers={"Retry-After": str(retry_after)},
+        )
+    geo = {
+        level: codes
+        for level, codes in (("province", province), ("division", division), ("district", district))
+        if codes
+    }
+    answer = await summary_service.cached_public_summary(
+        _cache(request), pool, group_by, geo, summary_service.policy_of(settings)
+    )
+    headers = {"ETag": answer.etag, "Cache-Control": CACHE_CONTROL}
+    if _not_modified(if_none_match, answer.etag):
+        return Response(status_code=304, headers=headers)
+    return Response(answer.body, media_type="application/json", headers=headers)
+
+
+def aggregate_filters(
+    province: Codes = None,
+    division: Codes = None,
+    district: Codes = None,
+    tehsil: Codes = None,
+    union_council: Codes = None,
+    score_min: Annotated[float | None, Query(ge=0, le=100)] = None,
+    score_max: Annotated[float | None, Query(ge=0, le=100)] = None,
+    poverty_band: Annotated[list[Band] | None, Query()] = None,
+    member_type: Annotated[list[MemberType] | None, Query()] = None,
+) -> Filters:
+    """The beneficiary filters (without ``dimensions``: a table's are its group_by)."""
+    return beneficiary_filters(
+        province=province,
+        division=division,
+        district=district,
+        tehsil=tehsil,
+        union_council=union_council,
+        score_min=score_min,
+        score_max=score_max,
+        poverty_band=poverty_band,
+        member_type=member_type,
+        dimensions=None,
+    )
+
+
+AggregateFiltersDep = Annotated[Filters, Depends(aggregate_filters)]
+SummaryReader = Annotated[Principal, Depends(require_scope(Scope.SUMMARIES_READ))]
+
+
+@router.get(
+    "/v1/partner/summaries",
+    tags=["partner"],
+    response_model=PartnerSummary,
+    responses=problems(
+        409,
+        _409="The households selected differ from an earlier query's of the agreement by "
+        "fewer than the suppression threshold (differencing)",
+    ),
+)
+@limit(partner_limits, key_func=partner_client_key)
+async def partner_summaries(
+    request: Request,
+    partner: SummaryReader,
+    pool: PoolDep,
+    settings: SettingsDep,
+    filters: AggregateFiltersDep,
+    group_by: GroupBy,
+) -> Response:
+    """The summary tables for partners: geography down to union councils within the
+    agreement's, and any dimension the agreement grants (a locked one not granted is 403).
+    Audited; refused (409) when its households differ from an earlier query's of the
+    agreement by fewer than the suppression threshold."""
+    answer = await summary_service.partner_summary(
+        pool, partner, group_by, filters, summary_service.policy_of(settings)
+    )
+    return Response(orjson.dumps(answer), media_type="application/json")

@@ -1,0 +1,529 @@
+"""Shared SQL of the published aggregates (summaries, analysis) and the differencing control.
+
+**Counting.** One statement groups the households matching the filters by the requested
+dimensions and gives the interior cells of the table; ``with_margins`` adds every margin in
+Python and ``protect`` withholds and rounds (app.services.disclosure). Household dimensions
+(geography, poverty band, the PMT indicators) put each household in one group. Member
+dimensions (gender, age bracket, ...) may put a household in several: a group's
+``households`` is the number of distinct households with at least one living member in the
+group, and its ``members`` the living members in the group. So that the table stays
+additive (what disclosure control reasons with), a margin that totals over a member
+dimension adds up its groups: a household with a woman and a man counts once under
+``female`` and once under ``male``, and twice in their total. The distinct count is what
+the same query without that dimension gives. Members are always every living member of a
+selected household (``member_type`` selects households, as in the beneficiary lists).
+
+The statement is a plain two-level GROUP BY: the inner level is one row per household (per
+household and member group when the table has a member dimension) with its living members
+counted, the outer level groups those rows by the dimensions::
+
+    SELECT d0, d1, count(*) AS households, sum(n) AS members, ...
+      FROM (SELECT h.id, h.pmt_score AS score, <dim 0> AS d0, <dim 1> AS d1, count(m.id) AS n
+              FROM households h [LEFT] JOIN members m ON m.household_id = h.id
+                                                    AND m.deceased_on IS NULL
+             WHERE <filters and the agreement's geography>
+             GROUP BY h.id[, <member dims>]) x
+     GROUP BY d0, d1
+
+**Differencing.** Suppression and rounding protect one table; two tables whose populations
+differ by one household give that household away by subtraction (its band, its score
+through a mean). Every partner query answered is logged (``aggregate_queries``: the
+agreement, the normalized filters, the grouping). Before the next one is answered, the
+agreement's earlier queries of the last ``WINDOW_DAYS`` days (the latest ``MAX_EARLIER``,
+identical filters folded into one) are compared with it in one statement over the
+agreement's households: with A the households the new filters select and B those of an
+earlier query, ``|A|``, ``|B|`` and ``|A ∩ B|`` are ``count(*) FILTER (...)`` aggregates (the
+filters are conjunctions over a household, so the intersection is both predicates ANDed),
+and the query is refused (409) when ``0 < |A Δ B| = |A| + |B| - 2|A ∩ B| < threshold``.
+The comparison covers every earlier query of the agreement whatever its grouping, both
+products together: any two tables share their common margins (at least the grand total,
+with its mean score), so a difference is exploitable across groupings too. Queries of one
+agreement are checked and logged one at a time (an advisory lock), so two near-identical
+queries sent at once cannot both pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import orjson
+
+from app.auth.partner import Principal
+from app.errors import Conflict, Forbidden, ValidationFailed
+from app.models.registry import (
+    EDUCATION_LEVELS,
+    EMPLOYMENT,
+    MARITAL,
+    RELATIONSHIPS,
+    TOILET_TYPES,
+)
+from app.services.disclosure.policy import Policy
+from app.services.disclosure.protect import Disclosure, Published, protect
+from app.services.disclosure.table import Cell, with_margins
+from app.services.sharing import rules as sharing
+from app.services.sharing.beneficiaries_sql import (
+    AGE_BRACKET,
+    GEO_LEVELS,
+    Filters,
+    Query,
+    household_where,
+)
+
+log = logging.getLogger("nser.products")
+
+BANDS = ("ultra_poor", "very_poor", "poor", "non_poor", "well_off")
+AGE_BRACKETS = ("0-4", "5-9", "10-14", "15-17", "18-24", "25-34", "35-44", "45-54", "55-64", "65+")
+MEASURES = ("households", "members", "mean_pmt_score", "share_below")
+
+# At most this many dimensions in one table, and this many cells (margins included):
+# complementary suppression of a large sparse table takes the linear programs minutes.
+MAX_DIMS = 4
+MAX_CELLS = 10_000
+PROTECTING_AT_ONCE = 2
+
+# The differencing control: how far back, how many earlier queries, and the lock class.
+WINDOW_DAYS = 90
+MAX_EARLIER = 200
+_OVERLAP_LOCK = 0x6E736571  # "nseq"; two-int advisory keys never meet the audit's bigint one
+
+
+@dataclass(frozen=True)
+class Dimension:
+    """A grouping dimension: its SQL (text), whether members carry it, its usual values."""
+
+    name: str
+    sql: str
+    member: bool = False
+    levels: tuple[str, ...] = ()
+    # The agreement dimension (protocol §4.2.1) whose grant it needs; None for geography.
+    sharing: str | None = None
+
+    @property
+    def geographic(self) -> bool:
+        return self.sharing is None
+
+
+def _bucket(expr: str, edges: Sequence[tuple[int, str]], top: str) -> str:
+    """CASE mapping an integer expression to labels: the first ``(below, label)`` it is under."""
+    whens = " ".join(f"WHEN {expr} < {below} THEN '{label}'" for below, label in edges)
+    return f"(CASE {whens} ELSE '{top}' END)"
+
+
+_LIVING = (
+    "(SELECT count(*) FROM members m2 WHERE m2.household_id = h.id AND m2.deceased_on IS NULL)"
+)
+_ANIMALS = "(h.cows + h.goats + h.buffaloes + h.bullocks + h.lambs)"
+_ACRES = "(h.land_muraba * 25 + h.land_acre + h.land_kanal / 8 + h.land_marla / 160)"  # §4.2.1 xvii
+
+_ALL: tuple[Dimension, ...] = (
+    *(Dimension(level, f"h.{level}_code") for level in GEO_LEVELS),
+    Dimension(
+        "poverty_band", "coalesce(h.poverty_band, 'unscored')", False, BANDS, "poverty_level"
+    ),
+    Dimension(
+        "household_composition",
+        _bucket(_LIVING, [(i + 1, str(i)) for i in range(9)], "9+"),
+        False,
+        ("1", "2", "3", "4", "5", "6", "7", "8", "9+"),
+        "household_composition",
+    ),
+    Dimension("gender", "m.gender", True, ("female", "male"), "gender"),
+    Dimension("relationship", "m.relationship", True, RELATIONSHIPS, "relationship"),
+    Dimension("age_bracket", AGE_BRACKET, True, AGE_BRACKETS, "age_bracket"),
+    Dimension("marital_status", "m.marital_status", True, MARITAL, "marital_status"),
+    Dimension(
+        "disability",
+        "(CASE WHEN m.disabilities IS NULL THEN 'not_collected' "
+        "WHEN cardinality(m.disabilities) = 0 THEN 'none' ELSE 'disabled' END)",
+        True,
+        ("none", "disabled"),
+        "disability",
+    ),
+    Dimension(
+        "employment", "coalesce(m.employment, 'not_recorded')", True, EMPLOYMENT, "employment"
+    ),
+    Dimension(
+        "education", "coalesce(m.education, 'not_recorded')", True, EDUCATION_LEVELS, "education"
+    ),
+    Dimension(
+        "room_count",
+        "(CASE WHEN h.rooms IS NULL THEN 'not_recorded' WHEN h.rooms >= 5 THEN '5+' "
+        "ELSE h.rooms::text END)",
+        False,
+        ("0", "1", "2", "3", "4", "5+"),
+        "room_count",
+    ),
+    Dimension(
+        "toilet_type", "coalesce(h.toilet_type, 'not_recorded')", False, TOILET_TYPES, "toilet_type"
+    ),
+    Dimension(
+        "electrical_equipment",
+        _bucket("cardinality(h.electrical)", [(1, "0"), (2, "1"), (3, "2")], "3+"),
+        False,
+        ("0", "1", "2", "3+"),
+        "electrical_equipment",
+    ),
+    Dimension(
+        "gas_equipment",
+        _bucket("cardinality(h.gas)", [(1, "0"), (2, "1")], "2+"),
+        False,
+        ("0", "1", "2+"),
+        "gas_equipment",
+    ),
+    Dimension(
+        "kitchen_assets",
+        _bucket("cardinality(h.kitchen)", [(1, "0"), (2, "1")], "2+"),
+        False,
+        ("0", "1", "2+"),
+        "kitchen_assets",
+    ),
+    Dimension(
+        "livestock",
+        _bucket(_ANIMALS, [(1, "0"), (3, "1-2"), (6, "3-5"), (11, "6-10")], "11+"),
+        False,
+        ("0", "1-2", "3-5", "6-10", "11+"),
+        "livestock",
+    ),
+    Dimension(
+        "land",
+        f"(CASE WHEN {_ACRES} = 0 THEN 'none' WHEN {_ACRES} < 1 THEN 'under_1_acre' "
+        f"WHEN {_ACRES} < 5 THEN '1_to_5_acres' WHEN {_ACRES} < 12.5 THEN '5_to_12.5_acres' "
+        "ELSE '12.5_acres_or_more' END)",
+        False,
+        ("none", "under_1_acre", "1_to_5_acres", "5_to_12.5_acres", "12.5_acres_or_more"),
+        "land",
+    ),
+)
+DIMENSIONS: dict[str, Dimension] = {d.name: d for d in _ALL}
+# The agreement's name of the band is accepted too.
+ALIASES = {"poverty_level": "poverty_band"}
+PUBLIC_DIMENSIONS = ("province", "division", "district", "poverty_band", "gender", "age_bracket")
+PUBLIC_TOO_FINE = ("tehsil", "union_council", "village")
+
+
+def split_values(values: Sequence[str]) -> list[str]:
+    """Repeated and comma-separated values as one list, stripped, blanks dropped."""
+    return [part for value in values for part in sharing.split_list(value)]
+
+
+def parse_group_by(values: Sequence[str], *, granted: frozenset[str] | None) -> list[str]:
+    """The dimensions of a table, checked. ``granted`` is the agreement's dimensions, or
+    None for the public: then only PUBLIC_DIMENSIONS, nothing finer than district.
+
+    Unknown, repeated, too many, or two geography levels: 422. A locked dimension the
+    agreement does not grant: 403.
+    """
+    names = split_values(values)
+    if not names:
+        raise ValidationFailed("group_by: name at least one dimension")
+    out: list[str] = []
+    for raw in names:
+        name = ALIASES.get(raw, raw)
+        if granted is None:
+            if name in PUBLIC_TOO_FINE:
+                raise ValidationFailed(
+                    f"group_by: {raw!r} is finer than district; the public summaries go down "
+                    "to districts (partners with category i may group by tehsil and union "
+                    "council)"
+                )
+            if name not in PUBLIC_DIMENSIONS:
+                raise ValidationFailed(
+                    f"group_by: unknown dimension {raw!r} (one of {', '.join(PUBLIC_DIMENSIONS)})"
+                )
+        elif name in ("village", "area_location"):
+            raise ValidationFailed(
+                f"group_by: {raw!r} is finer than union council; group by a geography level "
+                f"({', '.join(GEO_LEVELS)})"
+            )
+        elif name not in DIMENSIONS:
+            raise ValidationFailed(f"group_by: unknown dimension {raw!r}")
+        if name in out:
+            raise ValidationFailed(f"group_by: {raw!r} is named twice")
+        out.append(name)
+    if len(out) > MAX_DIMS:
+        raise ValidationFailed(f"group_by: at most {MAX_DIMS} dimensions in one table")
+    geographic = [n for n in out if DIMENSIONS[n].geographic]
+    if len(geographic) > 1:
+        raise ValidationFailed(
+            f"group_by: one geography level per table (the levels nest): {', '.join(geographic)}"
+        )
+    if granted is not None:
+        wanted = [s for s in (DIMENSIONS[n].sharing for n in out) if s is not None]
+        denied = sharing.denied_dimensions(wanted, granted)
+        if denied:
+            raise Forbidden(f"dimension not granted by the agreement: {', '.join(denied)}")
+    return out
+
+
+# -- counting ------------------------------------------------------------------------------
+
+
+def interior_sql(
+    q: Query, dims: Sequence[str], f: Filters, scope: tuple[str, ...], cut_off: float | None
+) -> str:
+    """The GROUP BY of the interior cells (see the module docstring)."""
+    cut = q.param(cut_off)
+    where = household_where(q, f, scope, None)
+    spec = [DIMENSIONS[d] for d in dims]
+    cols = ", ".join(f"({d.sql})::text AS d{i}" for i, d in enumerate(spec))
+    keys = ", ".join(f"d{i}" for i in range(len(spec)))
+    score = (
+        "CASE WHEN count({s}) = count(*) THEN sum({s})::float8 END AS score_sum, "
+        f"CASE WHEN {cut}::numeric IS NOT NULL AND count({{s}}) = count(*) "
+        f"THEN count(*) FILTER (WHERE {{s}} < {cut}::numeric) END AS below"
+    )
+    living = "JOIN members m ON m.household_id = h.id AND m.deceased_on IS NULL"
+    if not any(d.member for d in spec):
+        # One group per household: households from the households alone, members from
+        # the join, each a plain GROUP BY (cheaper than grouping the join by household).
+        on = " AND ".join(f"mm.d{i} = hh.d{i}" for i in range(len(spec)))
+        hh_keys = ", ".join(f"hh.d{i}" for i in range(len(spec)))
+        return f"""
+            SELECT {hh_keys}, hh.households, coalesce(mm.members, 0)::bigint AS members,
+                   hh.score_sum, hh.below
+              FROM (SELECT {cols}, count(*)::bigint AS households,
+                           {score.format(s="h.pmt_score")}
+                      FROM households h WHERE {where} GROUP BY {keys}) hh
+              LEFT JOIN (SELECT {cols}, count(*)::bigint AS members
+                           FROM households h {living}
+                          WHERE {where} GROUP BY {keys}) mm ON {on}
+             ORDER BY {hh_keys}"""
+    # Member dimensions: one row per household and member group first (its living members
+    # in the group counted), so that each household counts once in each of its groups.
+    # Columns 1 and 2 are h.id and the score; member dimensions are grouped by position.
+    inner_group = ", ".join(["1", *(str(i + 3) for i, d in enumerate(spec) if d.member)])
+    return f"""
+        SELECT {keys}, count(*)::bigint AS households, sum(n)::bigint AS members,
+               {score.format(s="score")}
+          FROM (SELECT h.id, h.pmt_score AS score, {cols}, count(*) AS n
+                  FROM households h {living}
+                 WHERE {where}
+                 GROUP BY {inner_group}) x
+         GROUP BY {keys}
+         ORDER BY {keys}"""
+
+
+async def interior_cells(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    dims: Sequence[str],
+    f: Filters,
+    scope: tuple[str, ...] = (),
+    cut_off: float | None = None,
+) -> list[Cell]:
+    """The table's interior cells (groups without a household are absent)."""
+    q = Query()
+    sql = interior_sql(q, dims, f, scope, cut_off)
+    rows = await conn.fetch(sql, *q.params)
+    return [
+        Cell(
+            {d: row[f"d{i}"] for i, d in enumerate(dims)},
+            row["households"],
+            row["members"],
+            row["score_sum"],
+            row["below"],
+        )
+        for row in rows
+    ]
+
+
+def levels(dims: Sequence[str], interior: Sequence[Cell]) -> dict[str, list[str]]:
+    """Each dimension's values in table order: its usual values (present or not, so the
+    shape of a table never says which are empty), then any other value seen, sorted."""
+    out: dict[str, list[str]] = {}
+    for d in dims:
+        usual = list(DIMENSIONS[d].levels)
+        seen = {v for c in interior if (v := c.key[d]) is not None and v not in usual}
+        out[d] = usual + sorted(seen)
+    return out
+
+
+def full_table(dims: Sequence[str], interior: Sequence[Cell]) -> list[Cell]:
+    """Every cell of the table, margins included; refused (422) above MAX_CELLS."""
+    lv = levels(dims, interior)
+    size = 1
+    for d in dims:
+        size *= len(lv[d]) + 1
+    if size > MAX_CELLS:
+        raise ValidationFailed(
+            f"the table would have {size} cells with its margins (at most {MAX_CELLS}): "
+            "group by fewer or coarser dimensions, or filter"
+        )
+    return with_margins(dims, interior, lv)
+
+
+@dataclass
+class Table:
+    """A protected table ready to publish."""
+
+    rows: list[dict[str, Any]]
+    margins: list[dict[str, Any]]
+    disclosure: Disclosure
+
+
+def _as_json(p: Published, measures: Sequence[str]) -> dict[str, Any]:
+    out: dict[str, Any] = dict(p.key)
+    for m in dict.fromkeys(measures):
+        out[m] = getattr(p, m)
+    return out
+
+
+_gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _gate() -> asyncio.Semaphore:
+    """The event loop's bound on tables protected at once (CPU: linear programs)."""
+    loop = asyncio.get_running_loop()
+    gate = _gates.get(loop)
+    if gate is None:
+        gate = _gates[loop] = asyncio.Semaphore(PROTECTING_AT_ONCE)
+    return gate
+
+
+async def protect_table(
+    dims: Sequence[str], cells: Sequence[Cell], policy: Policy, measures: Sequence[str]
+) -> Table:
+    """protect() over a full table (``full_table``), in a worker thread so the event loop
+    keeps serving; at most PROTECTING_AT_ONCE at a time. Interior cells become ``rows``,
+    the others ``margins`` (grand total last), each with the measures asked for."""
+    async with _gate():
+        published, disclosure = await asyncio.to_thread(protect, dims, cells, policy)
+    rows: list[dict[str, Any]] = []
+    margins: list[dict[str, Any]] = []
+    for p in published:
+        is_margin = any(v is None for v in p.key.values())
+        (margins if is_margin else rows).append(_as_json(p, measures))
+    return Table(rows, margins, disclosure)
+
+
+# -- the differencing control -------------------------------------------------------------
+
+
+def normalized_filters(f: Filters) -> dict[str, Any]:
+    """The household filters as a canonical JSON object (sorted, without repeats)."""
+    out: dict[str, Any] = {level: sorted(set(codes)) for level, codes in f.geo().items()}
+    if f.score_min is not None:
+        out["score_min"] = float(f.score_min)
+    if f.score_max is not None:
+        out["score_max"] = float(f.score_max)
+    if f.poverty_band:
+        out["poverty_band"] = sorted(set(f.poverty_band))
+    if f.member_type:
+        out["member_type"] = sorted(set(f.member_type))
+    return out
+
+
+def filters_from(normalized: dict[str, Any]) -> Filters:
+    return Filters(
+        **{level: list(normalized.get(level, [])) for level in GEO_LEVELS},
+        score_min=normalized.get("score_min"),
+        score_max=normalized.get("score_max"),
+        poverty_band=list(normalized.get("poverty_band", [])),
+        member_type=list(normalized.get("member_type", [])),
+    )
+
+
+def _predicate(q: Query, f: Filters) -> str:
+    """The filters as one boolean over ``h`` (no agreement scope), parameters shared."""
+    sub = Query()
+    sub.params = q.params
+    return f"coalesce(({household_where(sub, f, (), None)}), false)"
+
+
+@dataclass
+class Overlap:
+    households: int  # |A|: the households the new query selects within the agreement
+
+
+async def lock_agreement(conn: asyncpg.Connection, agreement_id: uuid.UUID) -> None:
+    """Serialize the agreement's aggregate queries until the transaction ends."""
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock($1, hashtext($2))", _OVERLAP_LOCK, str(agreement_id)
+    )
+
+
+async def check_overlap(
+    conn: asyncpg.Connection, p: Principal, f: Filters, threshold: int
+) -> Overlap:
+    """Refuse (409) a query whose households differ from an earlier query's of the same
+    agreement by fewer than ``threshold`` (and more than zero); else ``|A|``."""
+    mine = normalized_filters(f)
+    rows = await conn.fetch(
+        """SELECT id, filters FROM aggregate_queries
+            WHERE agreement_id = $1 AND at > now() - make_interval(days => $2)
+            ORDER BY id DESC LIMIT $3""",
+        p.agreement_id,
+        WINDOW_DAYS,
+        MAX_EARLIER,
+    )
+    earlier: dict[bytes, tuple[int, dict[str, Any]]] = {}
+    for row in rows:
+        theirs = orjson.loads(row["filters"])
+        key = orjson.dumps(theirs, option=orjson.OPT_SORT_KEYS)
+        if theirs != mine and key not in earlier:
+            earlier[key] = (row["id"], theirs)
+    q = Query()
+    scope_q = Query()
+    scope_q.params = q.params
+    scope = household_where(scope_q, Filters(), p.geo_codes, None)
+    a = _predicate(q, f)
+    bs = [_predicate(q, filters_from(theirs)) for _, theirs in earlier.values()]
+    cols = [f"{a} AS a", *(f"{b} AS b{i}" for i, b in enumerate(bs))]
+    aggs = ["count(*) FILTER (WHERE a) AS n_a"]
+    for i in range(len(bs)):
+        aggs.append(f"count(*) FILTER (WHERE b{i}) AS n_b{i}")
+        aggs.append(f"count(*) FILTER (WHERE a AND b{i}) AS n_ab{i}")
+    union = " OR ".join([a, *bs])
+    # OFFSET 0 keeps the subquery: each predicate is evaluated once per household.
+    sql = (
+        f"SELECT {', '.join(aggs)} FROM (SELECT {', '.join(cols)} FROM households h "
+        f"WHERE {scope} AND ({union}) OFFSET 0) x"
+    )
+    counts = await conn.fetchrow(sql, *q.params)
+    assert counts is not None
+    n_a: int = counts["n_a"]
+    for i, (query_id, _) in enumerate(earlier.values()):
+        n_b, n_ab = counts[f"n_b{i}"], counts[f"n_ab{i}"]
+        differ = n_a + n_b - 2 * n_ab
+        if 0 < differ < threshold:
+            log.warning(
+                "aggregate query refused: differs from an earlier one by a few households",
+                extra={"agreement_id": str(p.agreement_id), "earlier_query": query_id},
+            )
+            raise Conflict(
+                f"differs from your earlier query {query_id} by fewer than {threshold} "
+                "households; widen or narrow the filters so that the populations differ by "
+                f"at least {threshold} households, or repeat the earlier filters exactly"
+            )
+    return Overlap(n_a)
+
+
+async def log_query(
+    conn: asyncpg.Connection,
+    p: Principal,
+    product: str,
+    f: Filters,
+    dims: Sequence[str],
+    households: int,
+) -> int:
+    """Record an answered query (in the answer's transaction); its id."""
+    query_id: int = await conn.fetchval(
+        """INSERT INTO aggregate_queries (agreement_id, client_id, product, filters, dims,
+                                          households)
+           VALUES ($1, $2, $3, $4::jsonb, $5, $6) RETURNING id""",
+        p.agreement_id,
+        p.client_id,
+        product,
+        orjson.dumps(normalized_filters(f), option=orjson.OPT_SORT_KEYS).decode(),
+        list(dims),
+        households,
+    )
+    return query_id

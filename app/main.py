@@ -14,6 +14,7 @@ from app.errors import register_exception_handlers
 from app.logging import configure_logging
 from app.middleware import RequestContextMiddleware
 from app.public_fastpath import PublicLookupFastPath
+from app.routers import analysis as analysis_router
 from app.routers import beneficiaries as beneficiaries_router
 from app.routers import docs, health, households, partner_updates, public_scores
 from app.routers import extracts as extracts_router
@@ -96,6 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(reports_router.router)
     app.include_router(geography_router.router)
     app.include_router(summaries_router.router)
+    app.include_router(analysis_router.router)
     app.include_router(maps_router.router)
     app.include_router(geo_router.router)
     return app

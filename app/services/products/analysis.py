@@ -1,0 +1,147 @@
+"""Custom analysis (category ii): a protected cross-tab of rows x columns, stored.
+
+The request names row and column dimensions, the measures (households, members, mean PMT
+score, share of households below a cut-off) and the beneficiary filters. It is checked
+against the agreement like the partner summaries (geography 403, locked dimensions 403)
+and against the agreement's earlier aggregate queries (409, differencing), computed through
+``protect`` and stored with the request, the agreement, the registry data version and the
+time, so that ``GET /v1/partner/analysis/{id}`` gives the same answer again. Both are audited.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import asyncpg
+import orjson
+
+from app.auth.partner import Principal
+from app.errors import NotFound, ValidationFailed
+from app.schemas.products import AnalysisRequest
+from app.services.audit import trail as audit
+from app.services.disclosure.policy import Policy
+from app.services.products import aggregate
+from app.services.registry import version as registry_version
+from app.services.sharing.beneficiaries import check_geography
+from app.services.sharing.beneficiaries_sql import Filters
+
+ENDPOINT = "POST /v1/partner/analysis"
+READ_ENDPOINT = "GET /v1/partner/analysis/{analysis_id}"
+
+
+def filters_of(request: AnalysisRequest) -> Filters:
+    given = request.filters
+    return Filters(
+        province=list(given.province),
+        division=list(given.division),
+        district=list(given.district),
+        tehsil=list(given.tehsil),
+        union_council=list(given.union_council),
+        score_min=given.score_min,
+        score_max=given.score_max,
+        poverty_band=list(dict.fromkeys(given.poverty_band)),
+        member_type=list(dict.fromkeys(given.member_type)),
+    )
+
+
+def dimensions_of(p: Principal, request: AnalysisRequest) -> list[str]:
+    """Rows then columns, checked like a partner's group_by (422 unknown, 403 not granted)."""
+    dims = aggregate.parse_group_by([*request.rows, *request.columns], granted=p.dimensions)
+    if "share_below" in request.measures and request.cut_off is None:
+        raise ValidationFailed("cut_off: required when measures include share_below")
+    return dims
+
+
+def _render(row: asyncpg.Record) -> dict[str, Any]:
+    return {
+        "analysis_id": str(row["id"]),
+        "query_id": row["query_id"],
+        "computed_at": row["computed_at"].isoformat(),
+        "registry_version": row["registry_version"],
+        "request": AnalysisRequest.model_validate(orjson.loads(row["request"])).model_dump(
+            mode="json"
+        ),
+        "cells": orjson.loads(row["cells"]),
+        "margins": orjson.loads(row["margins"]),
+        "disclosure": orjson.loads(row["disclosure"]),
+    }
+
+
+async def run(
+    pool: asyncpg.Pool, p: Principal, request: AnalysisRequest, policy: Policy
+) -> dict[str, Any]:
+    """Check, count, log and audit one analysis (one transaction), protect it, store it."""
+    dims = dimensions_of(p, request)
+    f = filters_of(request)
+    await check_geography(pool, p, f)
+    assert p.agreement_id is not None
+    async with pool.acquire() as conn, conn.transaction():
+        await aggregate.lock_agreement(conn, p.agreement_id)
+        version = await registry_version.data_version(conn)
+        overlap = await aggregate.check_overlap(conn, p, f, policy.threshold)
+        interior = await aggregate.interior_cells(conn, dims, f, p.geo_codes, request.cut_off)
+        cells = aggregate.full_table(dims, interior)
+        members = cells[-1].members  # the grand total, last
+        query_id = await aggregate.log_query(conn, p, "analysis", f, dims, overlap.households)
+        await audit.append(
+            conn,
+            audit.AuditRecord.of(
+                p,
+                endpoint=ENDPOINT,
+                filters=f.as_audit(),
+                dimensions=dims,
+                households=overlap.households,
+                members=members,
+            ),
+        )
+    table = await aggregate.protect_table(dims, cells, policy, request.measures)
+    row = await pool.fetchrow(
+        """INSERT INTO analysis_results (agreement_id, client_id, query_id, request, cells,
+               margins, disclosure, households, members, registry_version)
+           VALUES ($1, $2, $3, $4::jsonb, $5::json, $6::json, $7::json, $8, $9, $10)
+           RETURNING id, query_id, computed_at, registry_version, request::text AS request,
+                     cells::text AS cells, margins::text AS margins,
+                     disclosure::text AS disclosure""",
+        p.agreement_id,
+        p.client_id,
+        query_id,
+        request.model_dump_json(),
+        orjson.dumps(table.rows).decode(),
+        orjson.dumps(table.margins).decode(),
+        orjson.dumps(table.disclosure.as_json()).decode(),
+        overlap.households,
+        members,
+        version,
+    )
+    assert row is not None
+    return _render(row)
+
+
+async def get(pool: asyncpg.Pool, p: Principal, analysis_id: uuid.UUID) -> dict[str, Any]:
+    """A stored analysis of the caller's own agreement (404 otherwise), audited."""
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            """SELECT id, query_id, computed_at, registry_version, request::text AS request,
+                      cells::text AS cells, margins::text AS margins,
+                      disclosure::text AS disclosure, households, members
+                 FROM analysis_results WHERE id = $1 AND agreement_id = $2""",
+            analysis_id,
+            p.agreement_id,
+        )
+        if row is None:
+            raise NotFound(f"no analysis {analysis_id} under this agreement")
+        answer = _render(row)
+        request = AnalysisRequest.model_validate(answer["request"])
+        await audit.append(
+            conn,
+            audit.AuditRecord.of(
+                p,
+                endpoint=READ_ENDPOINT,
+                filters={**filters_of(request).as_audit(), "analysis_id": str(analysis_id)},
+                dimensions=[*request.rows, *request.columns],
+                households=row["households"],
+                members=row["members"],
+            ),
+        )
+    return answer

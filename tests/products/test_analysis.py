@@ -1,0 +1,249 @@
+"""Custom analysis (category ii): a protected cross-tab, stored and read again by its id."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from conftest import make_settings, open_client
+from partner_helpers import bearer, create_partner, get_token
+
+from app.services.disclosure.protect import round_half_up
+
+URL = "/v1/partner/analysis"
+THRESHOLD = 10
+BASE = 5
+
+
+@pytest.fixture(scope="module")
+async def pclient(seeded_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    settings = make_settings(
+        seeded_url, token_limits="10000/minute", partner_default_limits="100000/minute"
+    )
+    async for c in open_client(settings):
+        yield c
+
+
+@pytest.fixture(scope="module")
+async def province(db: asyncpg.Connection) -> str:
+    code: str = await db.fetchval(
+        "SELECT province_code FROM households GROUP BY 1 ORDER BY count(*) DESC LIMIT 1"
+    )
+    return code
+
+
+@pytest.fixture(scope="module")
+async def education_auth(pclient: httpx.AsyncClient, seeded_url: str) -> dict[str, str]:
+    """A partner granted the education dimension (and not land, disability...)."""
+    return (await _partner(pclient, seeded_url, dimensions="education"))[1]
+
+
+async def _partner(
+    c: httpx.AsyncClient, url: str, **opts: Any
+) -> tuple[dict[str, str], dict[str, str]]:
+    p = create_partner(url, categories="i,ii", **opts)
+    return p, bearer(await get_token(c, p["client_id"], p["client_secret"]))
+
+
+async def test_cross_tab_matches_sql_stored_and_read_again(
+    pclient: httpx.AsyncClient, seeded_url: str, db: asyncpg.Connection, province: str
+) -> None:
+    p, auth = await _partner(pclient, seeded_url)
+    request = {
+        "rows": ["district"],
+        "columns": ["poverty_band"],
+        "measures": ["households", "members", "mean_pmt_score", "share_below"],
+        "cut_off": 32,
+        "filters": {"province": [province], "score_max": 60},
+    }
+    r = await pclient.post(URL, json=request, headers=auth)
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert set(body) == {
+        "analysis_id",
+        "query_id",
+        "computed_at",
+        "registry_version",
+        "request",
+        "cells",
+        "margins",
+        "disclosure",
+    }
+    assert r.headers["location"] == f"{URL}/{body['analysis_id']}"
+    assert body["request"]["filters"]["province"] == [province]
+    truth = {
+        (row[0], row[1]): row
+        for row in await db.fetch(
+            """SELECT district_code, poverty_band, count(*) AS households,
+                      sum((SELECT count(*) FROM members m
+                            WHERE m.household_id = h.id AND m.deceased_on IS NULL)) AS members,
+                      avg(pmt_score)::float8 AS mean,
+                      (count(*) FILTER (WHERE pmt_score < 32))::float8 / count(*) AS share
+                 FROM households h WHERE province_code = $1 AND pmt_score <= 60
+                GROUP BY 1, 2""",
+            province,
+        )
+    }
+    districts = {k[0] for k in truth}
+    assert len(body["cells"]) == len(districts) * 5
+    published = 0
+    for cell in body["cells"]:
+        assert set(cell) == {
+            "district",
+            "poverty_band",
+            "households",
+            "members",
+            "mean_pmt_score",
+            "share_below",
+        }
+        row = truth.get((cell["district"], cell["poverty_band"]))
+        if cell["households"] is None:
+            assert cell["mean_pmt_score"] is None
+            continue
+        assert row is not None
+        published += 1
+        assert row["households"] >= THRESHOLD
+        assert cell["households"] == round_half_up(row["households"], BASE)
+        assert cell["members"] == round_half_up(row["members"], BASE)
+        assert cell["mean_pmt_score"] == pytest.approx(row["mean"], abs=0.006)
+        # A band lies wholly on one side of the cut-off: its share is withheld (dominance).
+        assert cell["share_below"] is None
+    assert published > 0
+    grand = body["margins"][-1]
+    assert grand["district"] is grand["poverty_band"] is None
+    total = sum(row["households"] for row in truth.values())
+    assert grand["households"] == round_half_up(total, BASE)
+    below = await db.fetchval(
+        "SELECT count(*) FROM households WHERE province_code = $1 AND pmt_score < 32", province
+    )
+    assert grand["share_below"] == pytest.approx(below / total, abs=0.0006)
+
+    # Stored: the same answer again by its id, for the same agreement only.
+    again = await pclient.get(f"{URL}/{body['analysis_id']}", headers=auth)
+    assert again.status_code == 200, again.text
+    assert again.json() == body
+    stored = await db.fetchrow(
+        "SELECT * FROM analysis_results WHERE id = $1::uuid", body["analysis_id"]
+    )
+    assert stored is not None
+    assert str(stored["agreement_id"]) == p["agreement_id"]
+    assert stored["client_id"] == p["client_id"]
+    assert stored["registry_version"] == body["registry_version"]
+    assert stored["households"] == total
+    _, other = await _partner(pclient, seeded_url)
+    r = await pclient.get(f"{URL}/{body['analysis_id']}", headers=other)
+    assert r.status_code == 404
+    assert r.headers["content-type"] == "application/problem+json"
+    assert (await pclient.get(f"{URL}/{uuid.uuid4()}", headers=auth)).status_code == 404
+    assert (await pclient.get(f"{URL}/not-a-uuid", headers=auth)).status_code == 422
+
+    # Both audited, with the households and members in scope.
+    audits = await db.fetch(
+        "SELECT * FROM audit_log WHERE client_id = $1 ORDER BY id", p["client_id"]
+    )
+    assert [a["endpoint"] for a in audits] == [
+        "POST /v1/partner/analysis",
+        "GET /v1/partner/analysis/{analysis_id}",
+    ]
+    assert all(a["households"] == total for a in audits)
+    assert audits[0]["dimensions"] == ["district", "poverty_band"]
+    assert json.loads(audits[1]["filters"])["analysis_id"] == body["analysis_id"]
+
+
+async def test_member_dimensions_and_measures(
+    pclient: httpx.AsyncClient, seeded_url: str, db: asyncpg.Connection, province: str
+) -> None:
+    _, auth = await _partner(pclient, seeded_url, dimensions="education")
+    request = {
+        "rows": ["gender"],
+        "columns": ["education"],
+        "measures": ["households"],
+        "filters": {"province": [province]},
+    }
+    r = await pclient.post(URL, json=request, headers=auth)
+    assert r.status_code == 201, r.text
+    truth = {
+        (row[0], row[1]): row[2]
+        for row in await db.fetch(
+            """SELECT m.gender, coalesce(m.education, 'not_recorded'), count(DISTINCT h.id)
+                 FROM households h JOIN members m ON m.household_id = h.id
+                  AND m.deceased_on IS NULL
+                WHERE h.province_code = $1 GROUP BY 1, 2""",
+            province,
+        )
+    }
+    shown = 0
+    for cell in r.json()["cells"]:
+        assert set(cell) == {"gender", "education", "households"}
+        if cell["households"] is not None:
+            shown += 1
+            h = truth[(cell["gender"], cell["education"])]
+            assert h >= THRESHOLD
+            assert cell["households"] == round_half_up(h, BASE)
+    assert shown > 0
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "words"),
+    [
+        ({"rows": ["district"], "colour": "red"}, 422, "colour"),
+        ({"rows": ["district"], "filters": {"distrct": ["PK604"]}}, 422, "distrct"),
+        ({"rows": []}, 422, "rows"),
+        ({"columns": ["gender"]}, 422, "rows"),
+        ({"rows": ["district"], "measures": ["median"]}, 422, "measures"),
+        ({"rows": ["district"], "measures": ["share_below"]}, 422, "cut_off"),
+        ({"rows": ["district"], "columns": ["shoe_size"]}, 422, "shoe_size"),
+        ({"rows": ["village"]}, 422, "village"),
+        ({"rows": ["district"], "columns": ["land"]}, 403, "land"),
+        ({"rows": ["district"], "columns": ["disability"]}, 403, "disability"),
+        ({"rows": ["district"], "columns": ["district"]}, 422, "twice"),
+        ({"rows": ["district"], "filters": {"score_max": 101}}, 422, "score_max"),
+        ({"rows": ["district"], "filters": {"district": ["PK999"]}}, 422, "PK999"),
+    ],
+)
+async def test_refusals(
+    pclient: httpx.AsyncClient,
+    education_auth: dict[str, str],
+    body: dict[str, Any],
+    status: int,
+    words: str,
+) -> None:
+    r = await pclient.post(URL, json=body, headers=education_auth)
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"] == "application/problem+json"
+    assert words in r.text
+
+
+async def test_geography_and_scope(
+    pclient: httpx.AsyncClient, seeded_url: str, db: asyncpg.Connection
+) -> None:
+    row = await db.fetchrow(
+        "SELECT district_code, count(*) FROM households GROUP BY 1 ORDER BY 2 DESC LIMIT 1"
+    )
+    assert row is not None
+    code, households = row
+    _, auth = await _partner(pclient, seeded_url, geo=code)
+    r = await pclient.post(URL, json={"rows": ["tehsil"]}, headers=auth)
+    assert r.status_code == 201, r.text
+    assert r.json()["margins"][-1]["households"] == round_half_up(households, BASE)
+    other = await db.fetchval(
+        "SELECT district_code FROM households WHERE district_code <> $1 LIMIT 1", code
+    )
+    r = await pclient.post(
+        URL, json={"rows": ["tehsil"], "filters": {"district": [other]}}, headers=auth
+    )
+    assert r.status_code == 403
+    assert other in r.json()["detail"]
+    assert (await pclient.post(URL, json={"rows": ["district"]})).status_code == 401
+    r = await pclient.post(
+        URL, content=b"x" * (17 * 1024), headers={**auth, "content-type": "application/json"}
+    )
+    assert r.status_code == 413
+    p = create_partner(seeded_url, categories="i")
+    auth = bearer(await get_token(pclient, p["client_id"], p["client_secret"]))
+    assert (await pclient.post(URL, json={"rows": ["district"]}, headers=auth)).status_code == 403

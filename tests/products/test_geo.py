@@ -272,3 +272,30 @@ async def test_openapi_lists_the_stream_types(gclient: httpx.AsyncClient) -> Non
     document = (await gclient.get("/openapi.json")).json()
     content = document["paths"][URL]["get"]["responses"]["200"]["content"]
     assert {SEQ, "application/x-ndjson", "text/csv"} <= set(content)
+
+
+async def test_an_untagged_unit_at_any_level_is_excluded(
+    gclient: httpx.AsyncClient, partner: dict[str, str], db: asyncpg.Connection
+) -> None:
+    """A village (or union council) marked untagged under a tagged tehsil drops out too."""
+    row = await db.fetchrow(
+        f"""SELECT h.village_code, h.union_council_code FROM households h WHERE {TAGGED}
+             GROUP BY 1, 2 ORDER BY count(*) DESC LIMIT 1"""
+    )
+    assert row is not None
+    for level in ("village_code", "union_council_code"):
+        code = row[level]
+        inside = {
+            str(r["id"])
+            for r in await db.fetch(f"SELECT id FROM households WHERE {level} = $1", code)
+        }
+        before = ndjson(await gclient.get(URL, headers=bearer(partner["token"])))
+        assert inside <= {rec["household_id"] for rec in before}
+        await db.execute("UPDATE geo_units SET geo_tagged = false WHERE code = $1", code)
+        try:
+            after = ndjson(await gclient.get(URL, headers=bearer(partner["token"])))
+            assert [rec["household_id"] for rec in after] == await tagged_ids(db)
+            assert not inside & {rec["household_id"] for rec in after}
+            assert len(after) == len(before) - len(inside)
+        finally:
+            await db.execute("UPDATE geo_units SET geo_tagged = true WHERE code = $1", code)

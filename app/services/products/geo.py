@@ -48,13 +48,17 @@ MEMBER_FIELDS = {
     **MEMBER_DIMENSIONS,
 }
 
-# Located, and in no unit that is not geo-tagged (any level, the village included).
+# Located, and in no unit that is not geo-tagged. An untagged unit is either a "root" (its
+# parent is tagged, or it has none) or lies below an untagged unit, so a household is in
+# an untagged unit exactly when one of its six codes is a root: a short list, read once
+# per query (an InitPlan), and one array overlap per household.
+UNTAGGED_ROOTS = """(SELECT coalesce(array_agg(u.code::text), '{}') FROM geo_units u
+    LEFT JOIN geo_units up ON up.code = u.parent_code
+   WHERE NOT u.geo_tagged AND (up.code IS NULL OR up.geo_tagged))"""
 GEO_TAGGED = f"""(h.lat IS NOT NULL AND h.lon IS NOT NULL
   AND h.province_code <> '{BALOCHISTAN}'
-  AND NOT EXISTS (SELECT 1 FROM geo_units g
-                   WHERE g.code IN (h.province_code, h.division_code, h.district_code,
-                                    h.tehsil_code, h.union_council_code, h.village_code)
-                     AND NOT g.geo_tagged))"""
+  AND NOT ARRAY[h.province_code, h.division_code, h.district_code, h.tehsil_code,
+                h.union_council_code, h.village_code]::text[] && {UNTAGGED_ROOTS})"""
 
 
 async def authorize(pool: asyncpg.Pool, p: Principal, f: Filters) -> None:

@@ -173,6 +173,8 @@ async def public_map(
         Filters(province=province or [], division=division or [], district=district or []),
     )
     result = await map_service.public_map(pool, map_cache(request), query, policy_of(settings))
+    if format_ == "png":
+        await map_service.rendered(result)
     tag = result.etag(format_)
     headers = {"ETag": tag, "Cache-Control": PUBLIC_CACHE_CONTROL}
     if not_modified(if_none_match, tag):
@@ -243,5 +245,7 @@ async def partner_map(
     result = await map_service.partner_map(
         pool, map_cache(request), partner, query, policy_of(settings)
     )
+    if format_ == "png":
+        await map_service.rendered(result)
     # Each answer is audited: nothing between the partner and the service may keep it.
     return _answer(result, format_, {"Cache-Control": "no-store"})

@@ -293,9 +293,17 @@ class MapResult:
         return len(self.body)
 
     def png(self) -> bytes:
+        """The rendered picture (see :func:`rendered`, which renders off the event loop)."""
         if self._png is None:
             self._png = render_png(self)
         return self._png
+
+
+async def rendered(result: MapResult) -> MapResult:
+    """``result`` with its PNG rendered (in a worker thread the first time)."""
+    if result._png is None:
+        result._png = await asyncio.to_thread(render_png, result)
+    return result
 
 
 def _value(measure: Measure, cell: Published) -> float | int | None:
@@ -626,4 +634,5 @@ __all__ = [
     "MapResult",
     "partner_map",
     "public_map",
+    "rendered",
 ]

@@ -231,7 +231,9 @@ def _complementary(lattice: Lattice, threshold: int, reason: dict[int, str]) -> 
             j = pinning.popleft()
             if count[j] == 1:
                 top, kids = equations[j]
-                hide(_pick(lattice, [c for c in (top, *kids) if c not in hidden]))
+                open_cells = [c for c in (top, *kids) if c not in hidden]
+                if open_cells:  # none: an empty table, whose withheld total is 0 anyway
+                    hide(_pick(lattice, open_cells))
         if not pending:
             return
         found = check(lattice, hidden, pending, enough=threshold - WIDTH_TOLERANCE)
@@ -254,7 +256,10 @@ def _complementary(lattice: Lattice, threshold: int, reason: dict[int, str]) -> 
             else:
                 if touched.intersection(lattice.of_cell[cell]):
                     continue
-                choice = _pick(lattice, _neighbours(lattice, cell, hidden))
+                nearest = _neighbours(lattice, cell, hidden)
+                if not nearest:
+                    return  # everything is withheld: nothing more can be hidden
+                choice = _pick(lattice, nearest)
             hide(choice)
             chosen.add(choice)
             touched.update(lattice.of_cell[choice])

@@ -62,8 +62,9 @@ class AnalysisFilters(StrictModel):
     district: Codes = Field(default_factory=list)
     tehsil: Codes = Field(default_factory=list)
     union_council: Codes = Field(default_factory=list)
-    score_min: float | None = Field(default=None, ge=0, le=100)
-    score_max: float | None = Field(default=None, ge=0, le=100)
+    # strict: a JSON number only (false is not 0, "30" is not 30).
+    score_min: float | None = Field(default=None, ge=0, le=100, strict=True)
+    score_max: float | None = Field(default=None, ge=0, le=100, strict=True)
     poverty_band: list[Band] = Field(default_factory=list, max_length=5)
     member_type: list[MemberType] = Field(default_factory=list, max_length=5)
 
@@ -82,6 +83,7 @@ class AnalysisRequest(StrictModel):
         default=None,
         ge=0,
         le=100,
+        strict=True,
         description="PMT score for share_below (households with a score below it)",
         examples=[32],
     )

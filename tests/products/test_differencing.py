@@ -202,3 +202,17 @@ async def test_each_agreement_has_its_own_log(
     a = await pclient.get(SUMMARIES, params=_summary_params(target, target["lower"]), headers=one)
     b = await pclient.get(SUMMARIES, params=_summary_params(target, target["score"]), headers=two)
     assert a.status_code == b.status_code == 200
+
+
+async def test_smaller_population_second_is_refused_too(
+    pclient: httpx.AsyncClient, seeded_url: str, target: asyncpg.Record
+) -> None:
+    auth = await _partner(pclient, seeded_url)
+    first = await pclient.get(
+        SUMMARIES, params=_summary_params(target, target["score"]), headers=auth
+    )
+    assert first.status_code == 200, first.text
+    second = await pclient.get(
+        SUMMARIES, params=_summary_params(target, target["lower"]), headers=auth
+    )
+    _refused_after(second, first.json()["query_id"])

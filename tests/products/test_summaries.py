@@ -300,3 +300,16 @@ async def test_partner_scope(pclient: httpx.AsyncClient, seeded_url: str) -> Non
     auth = bearer(await get_token(pclient, p["client_id"], p["client_secret"]))
     r = await pclient.get(PARTNER, params={"group_by": "province"}, headers=auth)
     assert r.status_code == 403
+
+
+async def test_partner_empty_selection(pclient: httpx.AsyncClient, seeded_url: str) -> None:
+    _, auth = await _partner(pclient, seeded_url)
+    r = await pclient.get(
+        PARTNER,
+        params={"group_by": "district,poverty_band", "score_min": 100, "score_max": 0},
+        headers=auth,
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["rows"] == []  # no district holds one: nothing to break down
+    assert all(c["households"] is None for c in body["margins"])

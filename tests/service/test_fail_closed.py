@@ -57,12 +57,14 @@ async def samples(db: asyncpg.Connection) -> dict[str, str]:
         "cnic": row["cnic"],
         "household_id": str(row["household_id"]),
         "batch_id": str(uuid.uuid4()),
-        "name": "swagger-ui.css",
         "reference": "DSR-2026-000001",
         "request_id": "DSR-2026-000001",
         "agreement_id": str(uuid.uuid4()),
         "obligation_id": str(uuid.uuid4()),
         "action": "start_review",
+        "measure": "households",
+        "analysis_id": str(uuid.uuid4()),
+        "name": "requests",
     }
 
 

@@ -97,9 +97,10 @@ AGE_BRACKETS = ("0-4", "5-9", "10-14", "15-17", "18-24", "25-34", "35-44", "45-5
 MEASURES = ("households", "members", "mean_pmt_score", "share_below")
 
 # At most this many dimensions in one table, and this many cells (margins included):
-# complementary suppression of a large sparse table takes the linear programs minutes.
+# complementary suppression of a large sparse table takes the linear programs seconds to
+# minutes (2,000 cells: about a second); a larger table is 422, narrow the geography.
 MAX_DIMS = 4
-MAX_CELLS = 10_000
+MAX_CELLS = 2_000
 PROTECTING_AT_ONCE = 2
 
 # The differencing control: how far back, how many earlier queries, and the lock class.

@@ -6,6 +6,7 @@ Every fragment here is package-owned text; request values only ever travel as pa
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 GEO_LEVELS = ("province", "division", "district", "tehsil", "union_council")
 MEMBER_TYPES = ("children", "adults", "elderly", "ever_married_women", "disabled")
@@ -128,10 +129,12 @@ def household_where(q: Query, f: Filters, scope: tuple[str, ...], after_id: int 
         )
     for level, codes in f.geo().items():
         q.where.append(f"h.{level}_code = ANY({q.param(codes)}::text[])")
+    # As the decimal the caller wrote, not the nearest binary float (29.99 would otherwise
+    # compare as 29.98999... and leave out a household scored exactly 29.99).
     if f.score_min is not None:
-        q.where.append(f"h.pmt_score >= {q.param(f.score_min)}::numeric")
+        q.where.append(f"h.pmt_score >= {q.param(Decimal(str(f.score_min)))}::numeric")
     if f.score_max is not None:
-        q.where.append(f"h.pmt_score <= {q.param(f.score_max)}::numeric")
+        q.where.append(f"h.pmt_score <= {q.param(Decimal(str(f.score_max)))}::numeric")
     if f.poverty_band:
         q.where.append(f"h.poverty_band = ANY({q.param(f.poverty_band)}::text[])")
     if f.member_type:

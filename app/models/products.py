@@ -31,7 +31,7 @@ class AggregateQuery(Base):
 
     __tablename__ = "aggregate_queries"
     __table_args__ = (
-        CheckConstraint("product IN ('summaries','analysis')", name="product"),
+        CheckConstraint("product IN ('summaries','analysis','maps')", name="product"),
         Index("ix_aggregate_queries_agreement", "agreement_id", "id"),
     )
 

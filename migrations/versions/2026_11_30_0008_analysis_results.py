@@ -38,7 +38,7 @@ def upgrade() -> None:
             "at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False
         ),
         sa.CheckConstraint(
-            "product IN ('summaries','analysis')", name=op.f("ck_aggregate_queries_product")
+            "product IN ('summaries','analysis','maps')", name=op.f("ck_aggregate_queries_product")
         ),
         sa.ForeignKeyConstraint(
             ["agreement_id"],

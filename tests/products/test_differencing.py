@@ -19,6 +19,7 @@ from conftest import make_settings, open_client
 from partner_helpers import bearer, create_partner, get_token
 
 SUMMARIES = "/v1/partner/summaries"
+MAPS = "/v1/partner/maps/households"
 ANALYSIS = "/v1/partner/analysis"
 THRESHOLD = 10
 
@@ -68,7 +69,7 @@ async def target(db: asyncpg.Connection) -> asyncpg.Record:
 
 
 async def _partner(c: httpx.AsyncClient, url: str) -> dict[str, str]:
-    p = create_partner(url, categories="i,ii")
+    p = create_partner(url, categories="i,ii,vii")
     return bearer(await get_token(c, p["client_id"], p["client_secret"]))
 
 
@@ -216,3 +217,20 @@ async def test_smaller_population_second_is_refused_too(
         SUMMARIES, params=_summary_params(target, target["lower"]), headers=auth
     )
     _refused_after(second, first.json()["query_id"])
+
+
+async def test_maps_are_under_the_same_control(
+    pclient: httpx.AsyncClient, seeded_url: str, target: asyncpg.Record
+) -> None:
+    """Two hexagon maps bracketing one household's score would subtract like two tables."""
+    auth = await _partner(pclient, seeded_url)
+    params = {"district": target["district_code"], "resolution": 7}
+    first = await pclient.get(MAPS, params={**params, "score_max": target["lower"]}, headers=auth)
+    assert first.status_code == 200, first.text
+    second = await pclient.get(MAPS, params={**params, "score_max": target["score"]}, headers=auth)
+    assert second.status_code == 409, second.text
+    assert "differs from your earlier query" in second.json()["detail"]
+    summary = await pclient.get(
+        SUMMARIES, params=_summary_params(target, target["score"]), headers=auth
+    )
+    assert summary.status_code == 409  # nor through another product

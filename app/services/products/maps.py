@@ -54,6 +54,7 @@ from app.services.disclosure.protect import (
     round_half_up,
 )
 from app.services.disclosure.table import Cell, with_margins
+from app.services.products import aggregate as tables
 from app.services.registry import version as registry_version
 from app.services.sharing.beneficiaries import check_geography
 from app.services.sharing.beneficiaries_sql import Filters, Query, household_where
@@ -479,8 +480,17 @@ async def public_map(pool: asyncpg.Pool, cache: MapCache, q: MapQuery, policy: P
 async def partner_map(
     pool: asyncpg.Pool, cache: MapCache, p: Principal, q: MapQuery, policy: Policy
 ) -> MapResult:
-    """A partner's map within its agreement's geography; every answer is audited."""
+    """A partner's map within its agreement's geography: checked against the agreement's
+    earlier aggregate queries (409 for a population a few households away from one, as for
+    summaries and analysis), logged with them, and audited."""
     await check_geography(pool, p, q.filters)
+    assert p.agreement_id is not None
+    async with pool.acquire() as conn, conn.transaction():
+        await tables.lock_agreement(conn, p.agreement_id)
+        overlap = await tables.check_overlap(conn, p, q.filters, policy.threshold)
+        await tables.log_query(
+            conn, p, "maps", q.filters, [f"h3:{q.resolution}"], overlap.households
+        )
     version = await registry_version.data_version(pool)
     key = ("partner", *q.key(), version)
     result = await cache.get_or_compute(key, lambda: compute(pool, q, version, policy))

@@ -25,8 +25,9 @@ and their order (the CSV header), so an empty table still has its header.
 
 ``data-shared``
     What partners received, from the audit log (rows with an agreement, ``at`` in range),
-    per agreement and category: score look-ups (``/v1/partner/scores/{cnic}``) are category
-    iii; beneficiary lists (``/v1/partner/beneficiaries (page|csv|ndjson)``) are iv, or v
+    per agreement and category: summaries are i, custom analyses (asked or read again) ii,
+    maps vii, geo-tagged points viii; score look-ups (``/v1/partner/scores/{cnic}``) are
+    category iii; beneficiary lists (``/v1/partner/beneficiaries (page|csv|ndjson)``) are iv, or v
     when the access selected dimensions; anonymized extracts are vi. Other audited actions
     of a partner (none deliver data) are not counted. ``households`` and ``members`` are the
     sums of what each access delivered (the log holds counts, not ids): a household sent
@@ -75,6 +76,7 @@ from app.models.requests import OBLIGATION_KINDS
 from app.models.sharing import ORGANIZATION_TYPES
 from app.schemas.updates import UPDATE_KINDS
 from app.services.audit import trail as audit
+from app.services.products import analysis, geo, maps, summaries
 from app.services.requests.machine import TERMINAL, State
 from app.services.sharing.rules import CATEGORIES
 
@@ -326,6 +328,10 @@ async def _data_shared(conn: asyncpg.Connection, r: Range, now: datetime) -> Rep
                             WHEN starts_with(a.endpoint, $4) THEN
                               CASE WHEN cardinality(a.dimensions) > 0 THEN 'v' ELSE 'iv' END
                             WHEN starts_with(a.endpoint, $5) THEN 'vi'
+                            WHEN a.endpoint = $6 THEN 'i'
+                            WHEN a.endpoint = ANY($7::text[]) THEN 'ii'
+                            WHEN starts_with(a.endpoint, $8) THEN 'vii'
+                            WHEN starts_with(a.endpoint, $9) THEN 'viii'
                           END AS category
                      FROM audit_log a
                     WHERE a.agreement_id IS NOT NULL
@@ -340,6 +346,10 @@ async def _data_shared(conn: asyncpg.Connection, r: Range, now: datetime) -> Rep
         SCORES_ENDPOINT,
         BENEFICIARIES_PREFIX + " (",
         EXTRACTS_PREFIX + " (",
+        summaries.ENDPOINT,
+        [analysis.ENDPOINT, analysis.READ_ENDPOINT],
+        maps.PARTNER_ENDPOINT + "/",
+        geo.ENDPOINT + " (",
     )
     rows = [
         {

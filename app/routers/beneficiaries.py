@@ -31,7 +31,7 @@ Codes = Annotated[
 ]
 
 
-def beneficiary_filters(
+def population_filters(
     province: Codes = None,
     division: Codes = None,
     district: Codes = None,
@@ -41,9 +41,8 @@ def beneficiary_filters(
     score_max: Annotated[float | None, Query(ge=0, le=100)] = None,
     poverty_band: Annotated[list[Band] | None, Query()] = None,
     member_type: Annotated[list[MemberType] | None, Query()] = None,
-    dimensions: Annotated[str | None, Query(max_length=1000)] = None,
 ) -> Filters:
-    """The filters shared by beneficiary lists and anonymized extracts."""
+    """Which households: the filters of beneficiary lists, extracts, tables and maps."""
     return Filters(
         province=province or [],
         division=division or [],
@@ -54,8 +53,20 @@ def beneficiary_filters(
         score_max=score_max,
         poverty_band=list(poverty_band or []),
         member_type=list(dict.fromkeys(member_type or [])),
-        dimensions=list(dict.fromkeys(split_list(dimensions))),
     )
+
+
+PopulationDep = Annotated[Filters, Depends(population_filters)]
+
+
+def beneficiary_filters(
+    population: PopulationDep,
+    dimensions: Annotated[str | None, Query(max_length=1000)] = None,
+) -> Filters:
+    """The filters shared by beneficiary lists and anonymized extracts: which households,
+    and which dimensions of them."""
+    population.dimensions = list(dict.fromkeys(split_list(dimensions)))
+    return population
 
 
 FiltersDep = Annotated[Filters, Depends(beneficiary_filters)]

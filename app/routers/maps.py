@@ -20,7 +20,7 @@ from app.deps import PoolDep, SettingsDep
 from app.errors import problem
 from app.openapi import problems
 from app.rate_limit import limit, partner_client_key, partner_limits
-from app.routers.beneficiaries import Band, Codes, MemberType
+from app.routers.beneficiaries import Codes, PopulationDep
 from app.routers.geography import not_modified
 from app.services.disclosure.policy import Policy
 from app.services.products import maps as map_service
@@ -182,31 +182,6 @@ async def public_map(
     return _answer(result, format_, headers)
 
 
-def map_filters(
-    province: Codes = None,
-    division: Codes = None,
-    district: Codes = None,
-    tehsil: Codes = None,
-    union_council: Codes = None,
-    score_min: Annotated[float | None, Query(ge=0, le=100)] = None,
-    score_max: Annotated[float | None, Query(ge=0, le=100)] = None,
-    poverty_band: Annotated[list[Band] | None, Query()] = None,
-    member_type: Annotated[list[MemberType] | None, Query()] = None,
-) -> Filters:
-    """The beneficiary filters, without dimensions (a map has none)."""
-    return Filters(
-        province=province or [],
-        division=division or [],
-        district=district or [],
-        tehsil=tehsil or [],
-        union_council=union_council or [],
-        score_min=score_min,
-        score_max=score_max,
-        poverty_band=list(poverty_band or []),
-        member_type=list(dict.fromkeys(member_type or [])),
-    )
-
-
 MapReader = Annotated[Principal, Depends(require_scope(Scope.MAPS_READ))]
 
 
@@ -229,7 +204,7 @@ async def partner_map(
     pool: PoolDep,
     settings: SettingsDep,
     measure: MeasurePath,
-    filters: Annotated[Filters, Depends(map_filters)],
+    filters: PopulationDep,
     resolution: Annotated[
         int, Query(ge=0, le=map_service.PARTNER_MAX_RESOLUTION, description="H3 resolution")
     ] = 6,

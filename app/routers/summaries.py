@@ -16,11 +16,10 @@ from app.deps import PoolDep, SettingsDep
 from app.errors import problem
 from app.openapi import problems
 from app.rate_limit import limit, partner_client_key, partner_limits
-from app.routers.beneficiaries import Band, Codes, MemberType, beneficiary_filters
+from app.routers.beneficiaries import Codes, PopulationDep
 from app.schemas.products import PartnerSummary, PublicSummary
 from app.services.products import summaries as summary_service
 from app.services.products.summaries import SummaryCache
-from app.services.sharing.beneficiaries_sql import Filters
 
 router = APIRouter()
 
@@ -115,33 +114,7 @@ async def public_summaries(
     return Response(answer.body, media_type="application/json", headers=headers)
 
 
-def aggregate_filters(
-    province: Codes = None,
-    division: Codes = None,
-    district: Codes = None,
-    tehsil: Codes = None,
-    union_council: Codes = None,
-    score_min: Annotated[float | None, Query(ge=0, le=100)] = None,
-    score_max: Annotated[float | None, Query(ge=0, le=100)] = None,
-    poverty_band: Annotated[list[Band] | None, Query()] = None,
-    member_type: Annotated[list[MemberType] | None, Query()] = None,
-) -> Filters:
-    """The beneficiary filters (without ``dimensions``: a table's are its group_by)."""
-    return beneficiary_filters(
-        province=province,
-        division=division,
-        district=district,
-        tehsil=tehsil,
-        union_council=union_council,
-        score_min=score_min,
-        score_max=score_max,
-        poverty_band=poverty_band,
-        member_type=member_type,
-        dimensions=None,
-    )
-
-
-AggregateFiltersDep = Annotated[Filters, Depends(aggregate_filters)]
+AggregateFiltersDep = PopulationDep
 SummaryReader = Annotated[Principal, Depends(require_scope(Scope.SUMMARIES_READ))]
 
 

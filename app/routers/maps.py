@@ -194,7 +194,13 @@ MapReader = Annotated[Principal, Depends(require_scope(Scope.MAPS_READ))]
             "description": "The map: GeoJSON hexagons, or a PNG picture (`format=png`)",
             "content": _CONTENT,
         },
-        **problems(_422="Unknown measure, resolution above 7, unknown or misplaced code"),
+        **problems(
+            409,
+            422,
+            _409="The population differs from an earlier aggregate query of the agreement "
+            "by fewer than the threshold's households (differencing control)",
+            _422="Unknown measure, resolution above 7, unknown or misplaced code",
+        ),
     },
 )
 @limit(partner_limits, key_func=partner_client_key)

@@ -17,6 +17,7 @@ from app.errors import problem
 from app.openapi import problems
 from app.rate_limit import limit, partner_client_key, partner_limits
 from app.routers.beneficiaries import Codes, PopulationDep
+from app.routers.geography import not_modified
 from app.schemas.products import PartnerSummary, PublicSummary
 from app.services.products import summaries as summary_service
 from app.services.products.summaries import SummaryCache
@@ -40,13 +41,6 @@ GroupBy = Annotated[
         examples=[["province,poverty_band,gender"]],
     ),
 ]
-
-
-def _not_modified(if_none_match: str | None, tag: str) -> bool:
-    if if_none_match is None:
-        return False
-    listed = {t.strip().removeprefix("W/") for t in if_none_match.split(",")}
-    return "*" in listed or tag in listed
 
 
 def _cache(request: Request) -> SummaryCache:
@@ -109,7 +103,7 @@ async def public_summaries(
         _cache(request), pool, group_by, geo, summary_service.policy_of(settings)
     )
     headers = {"ETag": answer.etag, "Cache-Control": CACHE_CONTROL}
-    if _not_modified(if_none_match, answer.etag):
+    if not_modified(if_none_match, answer.etag):
         return Response(status_code=304, headers=headers)
     return Response(answer.body, media_type="application/json", headers=headers)
 

@@ -86,7 +86,7 @@ async def act_on_request(
     if action not in store.PAYLOADS:
         raise_unknown_action(action)
     payload = parse_json(store.PAYLOADS[action], await read_capped(request, BODY_CAP) or b"{}")
-    return await store.act(pool, staff, request_id, action, payload.model_dump())
+    return await store.act(pool, staff, request_id, action, payload)
 
 
 def raise_unknown_action(action: Action) -> None:

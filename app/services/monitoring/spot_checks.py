@@ -19,7 +19,7 @@ from app.errors import Conflict, Forbidden, NotFound
 from app.schemas.requests import ResumeIn, SpotCheckIn
 from app.services.audit import trail as audit
 from app.services.requests import machine
-from app.services.requests.machine import Action, Role, State
+from app.services.requests.machine import Action, State
 
 # The agreement status each action leads to, and the statuses it may come from.
 _AGREEMENT_MOVES = {
@@ -27,10 +27,6 @@ _AGREEMENT_MOVES = {
     Action.revoke: ("revoked", ("active", "suspended")),
     Action.resume: ("active", ("suspended",)),
 }
-
-
-def _roles(principal: Principal) -> list[Role]:
-    return [Role(r) for r in sorted(principal.roles) if r in Role.__members__]
 
 
 async def _move(
@@ -65,7 +61,7 @@ async def _move(
     if request is not None and request["status"] != target:
         before = State(request["status"])
         try:
-            after = machine.next_state(before, action, _roles(principal))
+            after = machine.next_state(before, action, machine.roles_of(principal.roles))
         except machine.WorkflowError:
             after = State(target)  # the agreement leads; the request follows it
         await conn.execute(

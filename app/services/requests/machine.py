@@ -226,6 +226,11 @@ def _roles(roles: Iterable[Role]) -> frozenset[Role]:
     return frozenset(Role(role) for role in roles if role in _ROLE_NAMES)
 
 
+def roles_of(names: Iterable[str]) -> list[Role]:
+    """The workflow roles among a staff member's role names (sorted; unknown names dropped)."""
+    return [Role(n) for n in sorted(names) if n in Role.__members__]
+
+
 def next_state(
     state: State, action: Action, roles: Iterable[Role], *, outcome: str | None = None
 ) -> State:

@@ -274,10 +274,6 @@ async def _set_status(conn: asyncpg.Connection, request_id: uuid.UUID, status: S
     )
 
 
-def _roles(principal: Principal) -> list[Role]:
-    return [Role(r) for r in sorted(principal.roles) if r in Role.__members__]
-
-
 async def resolve(conn: asyncpg.Connection | asyncpg.Pool, ident: str) -> uuid.UUID:
     """A request by its id or its reference (``DSR-2026-000123``)."""
     try:
@@ -292,12 +288,12 @@ async def resolve(conn: asyncpg.Connection | asyncpg.Pool, ident: str) -> uuid.U
 
 
 async def act(
-    pool: asyncpg.Pool, principal: Principal, ident: str, action: Action, body: dict[str, Any]
+    pool: asyncpg.Pool, principal: Principal, ident: str, action: Action, payload: StrictModel
 ) -> dict[str, Any]:
     """One staff action on a request: 403 for a role that does not own it, 409 for a state
     it is not allowed from, 422 for a payload the action does not take."""
-    payload = PAYLOADS[action].model_validate(body)
-    roles = _roles(principal)
+    assert isinstance(payload, PAYLOADS[action]), "the router parses the action's body"
+    roles = machine.roles_of(principal.roles)
     async with pool.acquire() as conn, conn.transaction():
         request_id = await resolve(conn, ident)
         state = await _lock(conn, request_id)
@@ -617,7 +613,10 @@ async def staff_view(pool: asyncpg.Pool, principal: Principal, ident: str) -> di
         "organization_id": str(row["organization_id"]) if row["organization_id"] else None,
         "agreement_id": str(row["agreement_id"]) if row["agreement_id"] else None,
         "allowed_actions": [
-            a.value for a in machine.allowed_actions(State(row["status"]), _roles(principal))
+            a.value
+            for a in machine.allowed_actions(
+                State(row["status"]), machine.roles_of(principal.roles)
+            )
         ],
         "timeline": [
             {

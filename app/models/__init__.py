@@ -5,6 +5,7 @@ from app.models.base import Base
 from app.models.geography import GeoUnit
 from app.models.ingest import UpdateBatch, UpdateRecordResult
 from app.models.products import AggregateQuery, AnalysisResult
+from app.models.programmes import AgreementProgramme, Programme, ProgrammeRule
 from app.models.registry import Household, HouseholdHistory, Member, PmtModel
 from app.models.requests import DataRequest, Obligation, RequestEvent, SpotCheck
 from app.models.sharing import Agreement, ApiClient, Organization, SigningKey
@@ -12,6 +13,7 @@ from app.models.sharing import Agreement, ApiClient, Organization, SigningKey
 __all__ = [
     "AggregateQuery",
     "Agreement",
+    "AgreementProgramme",
     "AnalysisResult",
     "ApiClient",
     "AuditEntry",
@@ -24,6 +26,8 @@ __all__ = [
     "Obligation",
     "Organization",
     "PmtModel",
+    "Programme",
+    "ProgrammeRule",
     "RequestEvent",
     "SigningKey",
     "SpotCheck",

@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_HOUSEHOLDS ?= 20000
 
-.PHONY: install install-dev demo test lint typecheck hadolint pytest wheel-check bench clean
+.PHONY: install install-dev demo test lint typecheck hadolint pytest wheel-check bench clean messages
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,11 @@ wheel-check:
 
 ## Install with dev extras, then lint, type-check, hadolint and the test suite.
 test: install-dev lint typecheck hadolint pytest
+
+## The website's Urdu catalogues: add new messages to the .po files, then check and compile.
+messages:
+	$(BIN)/python -m app.web.catalogues update
+	$(BIN)/python -m app.web.catalogues compile
 
 clean:
 	rm -rf $(VENV) .nser .pytest_cache .mypy_cache .ruff_cache

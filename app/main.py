@@ -29,9 +29,11 @@ from app.routers import requests as requests_router
 from app.routers import staff as staff_router
 from app.routers import summaries as summaries_router
 from app.routers import tokens as tokens_router
+from app.routers import web as web_router
 from app.services.ingest import worker as ingest_worker
 from app.settings import Settings, get_settings
 from app.strict import reject_unknown_parameters
+from app.web.security import WebSecurityHeaders
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -78,6 +80,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     register_exception_handlers(app)
     openapi.install(app)
     rate_limit.install(app, settings)
+    # Inside the public fast path: the API's hot look-up never pays for the page headers.
+    app.add_middleware(WebSecurityHeaders, prefixes=web_router.WEB_PREFIXES)
     if settings.public_fast_path:
         app.add_middleware(PublicLookupFastPath, api=app)
     app.add_middleware(RequestContextMiddleware)  # added last: the outermost layer
@@ -100,4 +104,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(analysis_router.router)
     app.include_router(maps_router.router)
     app.include_router(geo_router.router)
+    web_router.install(app)
     return app

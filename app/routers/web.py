@@ -1,0 +1,113 @@
+"""The website's shared parts: the home page, friendly error pages, static assets.
+
+Every page router uses :class:`WebRoute`, so that whatever goes wrong on a page — a bad
+``?lang=``, an unknown parameter, a service error — is answered as a page in the visitor's
+language rather than as the API's problem+json. Pages are left out of ``/openapi.json``:
+they are not part of the partner contract.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import HTMLResponse, Response
+from starlette.staticfiles import StaticFiles
+
+from app.errors import DATABASE_UNAVAILABLE, AppError
+from app.web import i18n, security
+from app.web.i18n import N_
+from app.web.render import WebContext, WebDep, WebError, page, web_secret
+
+STATIC = i18n.TRANSLATIONS.parent / "static"
+# The paths the website answers (security headers and HTML errors apply to these).
+WEB_PREFIXES = ("/check", "/statistics", "/map", "/apply", "/static/")
+
+# Titles of error pages, by status; translated where they are shown.
+_TITLES = {
+    400: N_("The request could not be understood"),
+    403: N_("This form has expired"),
+    404: N_("Page not found"),
+    413: N_("What was sent is too large"),
+    422: N_("Some of what was sent is not valid"),
+    429: N_("Too many requests"),
+    503: N_("The registry is busy"),
+}
+
+
+def _error_context(request: Request) -> WebContext:
+    lang = i18n.negotiate(
+        None, request.cookies.get(i18n.COOKIE), request.headers.get("accept-language")
+    )
+    return WebContext(
+        request=request,
+        lang=lang,
+        csrf_cookie=request.cookies.get(security.CSRF_COOKIE) or security.new_csrf_cookie(),
+        secret=web_secret(request, "csrf"),
+    )
+
+
+def error_page(
+    request: Request,
+    status: int,
+    message: str | None = None,
+    *,
+    web: WebContext | None = None,
+    headers: dict[str, str] | None = None,
+) -> HTMLResponse:
+    """A page for ``status`` with ``message`` (already translated) or the status's own."""
+    web = web or _error_context(request)
+    title = web.gettext(_TITLES.get(status, HTTPStatus(status).phrase))
+    if message is None:
+        message = {
+            400: web.gettext("Please go back and try again."),
+            404: web.gettext("There is no page at this address."),
+            422: web.gettext("Please check the address or the form and try again."),
+            503: web.gettext(
+                "The registry is temporarily unavailable. Please try again in a few minutes."
+            ),
+        }.get(status, web.gettext("Please go back and try again."))
+    return page(web, "error.html", status=status, headers=headers, title=title, message=message)
+
+
+class WebRoute(APIRoute):
+    """An APIRoute whose failures are pages, not problem+json."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def as_page(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except WebError as exc:
+                return error_page(request, exc.status, exc.message, headers=exc.headers)
+            except RequestValidationError:
+                return error_page(request, 422)
+            except AppError as exc:
+                return error_page(request, exc.status, headers=dict(exc.headers or {}))
+            except StarletteHTTPException as exc:
+                return error_page(request, exc.status_code)
+            except DATABASE_UNAVAILABLE:
+                return error_page(request, 503, headers={"Retry-After": "5"})
+
+        return as_page
+
+
+router = APIRouter(route_class=WebRoute, include_in_schema=False)
+
+
+@router.get("/", response_class=HTMLResponse)
+async def home(web: WebDep) -> HTMLResponse:
+    """What the registry is, what the public can do here, and links."""
+    return page(web, "home.html")
+
+
+def install(app: FastAPI) -> None:
+    """Mount the static assets and the website's shared routes."""
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.include_router(router)

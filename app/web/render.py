@@ -1,0 +1,161 @@
+"""Rendering a page: the per-language Jinja2 environments, the request's context, ``page()``.
+
+Each language has its own environment with its catalogue installed (``jinja2.ext.i18n``,
+new-style gettext so ``{{ _("…%(n)s…", n=3) }}`` is escaped and formatted safely), so
+concurrent requests in different languages never share a translation.
+
+Every template receives ``web`` (a :class:`WebContext`): the language and direction, the
+Babel formatter (``web.fmt.number(…)``), the CSRF field and the link that switches language.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+from fastapi import Depends, Query, Request
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from starlette.responses import HTMLResponse
+
+from app.web import i18n, security
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+LANG_NAMES = {"en": "English", "ur": "اردو"}
+
+
+class WebError(Exception):
+    """A page-level error shown as a friendly page in the visitor's language."""
+
+    def __init__(self, status: int, message: str, *, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+
+
+@cache
+def environment(lang: str) -> Environment:
+    env = Environment(
+        loader=FileSystemLoader(TEMPLATES),
+        autoescape=select_autoescape(["html", "svg"]),
+        extensions=["jinja2.ext.i18n"],
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.install_gettext_translations(i18n.translations(lang), newstyle=True)  # type: ignore[attr-defined]
+    return env
+
+
+@dataclass
+class WebContext:
+    """What every page knows about the request it answers."""
+
+    request: Request
+    lang: str
+    csrf_cookie: str
+    secret: bytes
+    remember_lang: bool = False
+    new_csrf: bool = False
+    fmt: i18n.Formatter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.fmt = i18n.Formatter(self.lang)
+
+    @property
+    def dir(self) -> str:
+        return i18n.DIRECTION[self.lang]
+
+    @property
+    def other_lang(self) -> str:
+        return "ur" if self.lang == "en" else "en"
+
+    @property
+    def other_lang_name(self) -> str:
+        return LANG_NAMES[self.other_lang]
+
+    @property
+    def csrf_field(self) -> str:
+        return security.csrf_token(self.secret, self.csrf_cookie)
+
+    @property
+    def path(self) -> str:
+        return str(self.request.url.path)
+
+    def switch_url(self) -> str:
+        """This page in the other language (other query parameters kept)."""
+        query = [(k, v) for k, v in self.request.query_params.multi_items() if k != "lang"]
+        query.append(("lang", self.other_lang))
+        return f"{self.path}?{urlencode(query)}"
+
+    def gettext(self, message: str, **values: Any) -> str:
+        text = i18n.translations(self.lang).gettext(message)
+        return text % values if values else text
+
+    def csrf_ok(self, field_value: str | None) -> bool:
+        cookie = self.request.cookies.get(security.CSRF_COOKIE)
+        return security.csrf_valid(self.secret, cookie, field_value)
+
+
+def web_secret(request: Request, purpose: str) -> bytes:
+    settings = request.app.state.settings
+    return security.derive_secret(settings.key_encryption_secret.get_secret_value(), purpose)
+
+
+async def web_context(
+    request: Request,
+    lang: Annotated[
+        str | None,
+        Query(description="en or ur; remembered in a cookie", pattern="^(en|ur)$"),
+    ] = None,
+) -> WebContext:
+    chosen = i18n.negotiate(
+        lang, request.cookies.get(i18n.COOKIE), request.headers.get("accept-language")
+    )
+    cookie = request.cookies.get(security.CSRF_COOKIE)
+    fresh = not cookie or len(cookie) > 100
+    return WebContext(
+        request=request,
+        lang=chosen,
+        csrf_cookie=security.new_csrf_cookie() if fresh else str(cookie),
+        secret=web_secret(request, "csrf"),
+        remember_lang=lang is not None and request.cookies.get(i18n.COOKIE) != lang,
+        new_csrf=fresh,
+    )
+
+
+WebDep = Annotated[WebContext, Depends(web_context)]
+
+
+def page(
+    web: WebContext,
+    template: str,
+    *,
+    status: int = 200,
+    headers: dict[str, str] | None = None,
+    **values: Any,
+) -> HTMLResponse:
+    """Render ``template`` for the request, with the cookies and headers every page needs."""
+    html = environment(web.lang).get_template(template).render(web=web, **values)
+    response = HTMLResponse(html, status_code=status, headers=headers)
+    response.headers["Content-Language"] = web.lang
+    response.headers["Vary"] = "Accept-Language, Cookie"
+    # Pages carry a CSRF field and, for a look-up, a person's band: never cached.
+    response.headers["Cache-Control"] = "no-store"
+    secure = web.request.url.scheme == "https"
+    if web.remember_lang:
+        response.set_cookie(
+            i18n.COOKIE, web.lang, max_age=i18n.COOKIE_MAX_AGE, samesite="lax", secure=secure
+        )
+    if web.new_csrf:
+        response.set_cookie(
+            security.CSRF_COOKIE,
+            web.csrf_cookie,
+            httponly=True,
+            samesite="strict",
+            secure=secure,
+        )
+    return response

@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_HOUSEHOLDS ?= 20000
 
-.PHONY: install install-dev demo test lint typecheck hadolint pytest wheel-check bench clean messages
+.PHONY: install install-dev browser-deps demo test lint typecheck hadolint pytest wheel-check bench clean messages
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,15 @@ install: $(BIN)/python
 
 install-dev: $(BIN)/python
 	$(BIN)/pip install --quiet -e ".[dev]"
+
+## The browser tests' own needs: Debian's Chromium (Playwright drives /usr/bin/chromium; its
+## own browser download is not used) and axe-core from npm (tests/web/package-lock.json).
+browser-deps:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; }
+	npm ci --prefix tests/web --no-audit --no-fund --silent
 
 ## Install, start the embedded PostgreSQL, seed a demo registry, print CNICs to try, serve.
 demo: install
@@ -39,8 +48,8 @@ pytest:
 wheel-check:
 	$(BIN)/pytest -q tests/service/test_wheel.py
 
-## Install with dev extras, then lint, type-check, hadolint and the test suite.
-test: install-dev lint typecheck hadolint pytest
+## Install with dev extras and the browser, then lint, type-check, hadolint and the test suite.
+test: install-dev browser-deps lint typecheck hadolint pytest
 
 ## The website's Urdu catalogues: add new messages to the .po files, then check and compile.
 messages:

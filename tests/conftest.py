@@ -229,3 +229,24 @@ async def db(seeded_url: str) -> AsyncIterator[asyncpg.Connection]:
     conn = await asyncpg.connect(seeded_url)
     yield conn
     await conn.close()
+
+
+@pytest.fixture(scope="session")
+def site_database() -> Iterator[str]:
+    """The website's registry (tests/web): 2,000 households of its own."""
+    with fresh_database(households=2000, seed=11) as url:
+        yield url
+
+
+# The website's browser fixtures (tests/web/fixtures.py), started only by the tests that ask.
+from web.fixtures import (  # noqa: E402
+    browser,
+    known_member,
+    new_page,
+    page,
+    phone_page,
+    playwright,
+    site,
+)
+
+__all__ = ["browser", "known_member", "new_page", "page", "phone_page", "playwright", "site"]

@@ -193,5 +193,11 @@ def test_installed_wheel_migrates_seeds_and_serves_from_anywhere(
     try:
         ready = _wait_ready(f"http://127.0.0.1:{port}", process, log)
         assert ready.status_code == 200, ready.text
+        # The website's templates, compiled Urdu catalogue and font travel in the wheel.
+        home = httpx.get(f"http://127.0.0.1:{port}/?lang=ur", timeout=5)
+        assert home.status_code == 200, home.text
+        assert "قومی سماجی و معاشی رجسٹری" in home.text
+        font = httpx.get(f"http://127.0.0.1:{port}/static/fonts/NotoNastaliqUrdu-Regular.woff2")
+        assert font.status_code == 200
     finally:
         _stop(process)

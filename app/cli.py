@@ -150,11 +150,15 @@ def partners_create(
     update_kinds: Annotated[str, typer.Option(help="Comma-separated update kinds.")] = "",
     rate_limit: Annotated[str | None, typer.Option(help='e.g. "600/minute".')] = None,
     extract_geo_level: Annotated[str, typer.Option(help="Finest extract level.")] = "tehsil",
+    programmes: Annotated[
+        str, typer.Option(help="Comma-separated programme codes the agreement names.")
+    ] = "",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Create an organization, its agreement and API client; prints the secret once."""
+    from app.services.programmes import store as programme_store
     from app.services.sharing import partners as partner_service
-    from app.services.sharing.rules import split_list
+    from app.services.sharing.rules import RuleViolation, split_list
 
     spec = partner_service.PartnerSpec(
         name=name,
@@ -167,7 +171,18 @@ def partners_create(
         rate_limit=rate_limit,
         extract_geo_level=extract_geo_level,
     )
-    made = _run_db(lambda conn: partner_service.create_by_operator(conn, spec))
+    codes = split_list(programmes)
+
+    async def create(conn: asyncpg.Connection) -> partner_service.NewPartner:
+        for code in codes:  # every programme known before anything is created
+            if await programme_store.get(conn, code) is None:
+                raise RuleViolation(f"no programme {code!r}")
+        made = await partner_service.create_by_operator(conn, spec)
+        for code in codes:
+            await programme_store.name_in_agreement(conn, None, code, made.agreement_id)
+        return made
+
+    made = _run_db(create)
     payload: dict[str, object] = {
         "organization_id": str(made.organization_id),
         "agreement_id": str(made.agreement_id),
@@ -442,6 +457,7 @@ def demo(
         credentials_file.write_text(json.dumps(partner))
         credentials_file.chmod(0o600)
     staff = _demo_staff(settings.data_dir / DEMO_STAFF_FILE)
+    programmes = _run_db(lambda conn: _demo_programmes(conn, partner["client_id"]))
     base = f"http://{host}:{port}"
     typer.echo(f"\nNSER demo registry ready ({existing or households} households).")
     typer.echo(
@@ -462,6 +478,15 @@ def demo(
     typer.echo(
         f"  curl -H 'Authorization: Bearer TOKEN' "
         f"'{base}/v1/partner/beneficiaries?poverty_band=ultra_poor&limit=2'"
+    )
+    typer.echo(f"Programmes the demo agreement names ({', '.join(programmes)}):")
+    typer.echo(
+        f"  curl -H 'Authorization: Bearer TOKEN' "
+        f"{base}/v1/partner/programmes/{programmes[0]}/eligibility/{samples[0]['cnic']}"
+    )
+    typer.echo(
+        f"  curl -H 'Authorization: Bearer TOKEN' -H 'Accept: application/x-ndjson' "
+        f"{base}/v1/partner/programmes/{programmes[0]}/beneficiaries"
     )
     typer.echo("Data-sharing request: apply (no credentials), then follow the status_url:")
     typer.echo(
@@ -484,6 +509,16 @@ def demo(
     )
     typer.echo(f"API docs: {base}/docs\n")
     serve(host=host, port=port, workers=1, migrate_db=False)
+
+
+async def _demo_programmes(conn: asyncpg.Connection, client_id: str) -> list[str]:
+    """The two publicly reported programmes, named by the demo partner's agreement."""
+    from app.services.programmes.demo import ensure_demo_programmes
+
+    agreement = await conn.fetchval(
+        "SELECT agreement_id FROM api_clients WHERE client_id = $1", client_id
+    )
+    return await ensure_demo_programmes(conn, agreement)
 
 
 DEMO_STAFF_FILE = "demo-staff.json"

@@ -24,6 +24,7 @@ from app.routers import jwks as jwks_router
 from app.routers import maps as maps_router
 from app.routers import metrics as metrics_router
 from app.routers import partner_scores as partner_scores_router
+from app.routers import programmes as programmes_router
 from app.routers import reports as reports_router
 from app.routers import requests as requests_router
 from app.routers import staff as staff_router
@@ -93,6 +94,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(jwks_router.router)
     app.include_router(partner_scores_router.router)
     app.include_router(beneficiaries_router.router)
+    app.include_router(programmes_router.router)
     app.include_router(extracts_router.router)
     app.include_router(partner_updates.router)
     app.include_router(households.router)

@@ -20,6 +20,7 @@ class Scope(StrEnum):
     REQUESTS_ACT = "requests:act"
     AGREEMENTS_OVERSEE = "agreements:oversee"
     REPORTS_READ = "reports:read"
+    PROGRAMMES_MANAGE = "programmes:manage"
 
 
 PARTNER_SCOPES = frozenset(
@@ -52,7 +53,13 @@ CATEGORY_SCOPES: dict[str, Scope] = {
 # action a role may take is the request machine's rule (app.services.requests.machine).
 ROLE_SCOPES: dict[str, frozenset[str]] = {
     "officer": frozenset(
-        {Scope.REQUESTS_READ, Scope.REQUESTS_ACT, Scope.STAFF_READ, Scope.REPORTS_READ}
+        {
+            Scope.REQUESTS_READ,
+            Scope.REQUESTS_ACT,
+            Scope.STAFF_READ,
+            Scope.REPORTS_READ,
+            Scope.PROGRAMMES_MANAGE,
+        }
     ),
     "committee": frozenset({Scope.REQUESTS_READ, Scope.REQUESTS_ACT}),
     "secretary": frozenset(
@@ -61,7 +68,9 @@ ROLE_SCOPES: dict[str, frozenset[str]] = {
     "me": frozenset(
         {Scope.REQUESTS_READ, Scope.AGREEMENTS_OVERSEE, Scope.REPORTS_READ, Scope.STAFF_READ}
     ),
-    "admin": frozenset({Scope.REQUESTS_READ, Scope.REPORTS_READ, Scope.STAFF_READ}),
+    "admin": frozenset(
+        {Scope.REQUESTS_READ, Scope.REPORTS_READ, Scope.STAFF_READ, Scope.PROGRAMMES_MANAGE}
+    ),
 }
 
 

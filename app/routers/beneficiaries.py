@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
+import asyncpg
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import Field
 from starlette.responses import Response, StreamingResponse
@@ -93,6 +94,22 @@ async def list_beneficiaries(
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> Response:
     """Households matching the filters within the agreement; NDJSON/CSV stream everything."""
+    return await respond(request, partner, pool, filters, limit, cursor)
+
+
+async def respond(
+    request: Request,
+    partner: Principal,
+    pool: asyncpg.Pool,
+    filters: Filters,
+    limit: int,
+    cursor: str | None,
+) -> Response:
+    """The beneficiary list answer: a JSON page, or an NDJSON/CSV stream by ``Accept``.
+
+    Lists that are this list with a restriction (a programme's eligible list sets
+    ``filters.restriction``) answer through here too, so they share every rule.
+    """
     await beneficiary_service.authorize(pool, partner, filters)
     accept = request.headers.get("accept", "")
     if "application/x-ndjson" in accept or "text/csv" in accept:

@@ -100,9 +100,10 @@ async def authorize(pool: asyncpg.Pool, p: Principal, f: Filters) -> None:
 def _record(
     p: Principal, f: Filters, households: int, members: int, mode: str
 ) -> audit.AuditRecord:
+    endpoint = f.restriction.endpoint if f.restriction is not None else ENDPOINT
     return audit.AuditRecord.of(
         p,
-        endpoint=f"{ENDPOINT} ({mode})",
+        endpoint=f"{endpoint} ({mode})",
         filters=f.as_audit(),
         dimensions=list(f.dimensions),
         households=households,
@@ -196,8 +197,11 @@ async def csv_rows(f: Filters, docs: AsyncIterator[str], batch: int = 500) -> As
     """One row per member, household columns repeated (dimensions as extra columns)."""
     from app.services.sharing.beneficiaries_sql import HOUSEHOLD_DIMENSIONS, MEMBER_DIMENSIONS
 
+    extra = f.restriction
     hh_dims = [d for d in f.dimensions if d in HOUSEHOLD_DIMENSIONS]
+    hh_dims += [name for name, _ in (extra.household_fields if extra else ())]
     m_dims = [d for d in f.dimensions if d in MEMBER_DIMENSIONS]
+    m_dims += [name for name, _ in (extra.member_fields if extra else ())]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow([*HOUSEHOLD_COLUMNS, *hh_dims, *MEMBER_COLUMNS, *m_dims])

@@ -5,6 +5,7 @@ Every fragment here is package-owned text; request values only ever travel as pa
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -57,6 +58,20 @@ HOUSEHOLD_DIMENSIONS = {
 # gender, relationship and marital_status are base member fields already.
 
 
+@dataclass(frozen=True)
+class Restriction:
+    """A household predicate a layer over the lists adds (a programme's eligibility rule):
+    the list is then that layer's endpoint, audited as such, its documents carrying the
+    extra fields. ``where`` gets the query's parameter binder and returns package-owned SQL
+    over households ``h``; the fields are ``(name, SQL)`` over ``h`` or a member ``m``."""
+
+    endpoint: str
+    where: Callable[[Callable[[object], str]], str]
+    audit: dict[str, object] = field(default_factory=dict)
+    household_fields: tuple[tuple[str, str], ...] = ()
+    member_fields: tuple[tuple[str, str], ...] = ()
+
+
 @dataclass
 class Filters:
     province: list[str] = field(default_factory=list)
@@ -69,6 +84,8 @@ class Filters:
     poverty_band: list[str] = field(default_factory=list)
     member_type: list[str] = field(default_factory=list)
     dimensions: list[str] = field(default_factory=list)
+    # Set by a layer over the lists (e.g. a programme's eligible list), never by a request.
+    restriction: Restriction | None = field(default=None, init=False)
 
     def geo(self) -> dict[str, list[str]]:
         return {level: getattr(self, level) for level in GEO_LEVELS if getattr(self, level)}
@@ -81,6 +98,8 @@ class Filters:
             poverty_band=self.poverty_band,
             member_type=self.member_type,
         )
+        if self.restriction is not None:
+            out.update(self.restriction.audit)
         return out
 
 
@@ -142,6 +161,8 @@ def household_where(q: Query, f: Filters, scope: tuple[str, ...], after_id: int 
             "EXISTS (SELECT 1 FROM members m WHERE m.household_id = h.id "
             f"AND m.deceased_on IS NULL AND {member_condition(f.member_type)})"
         )
+    if f.restriction is not None:
+        q.where.append(f.restriction.where(q.param))
     if after_id is not None:
         q.where.append(f"h.id > {q.param(after_id)}::bigint")
     return " AND ".join(q.where) or "true"
@@ -161,6 +182,8 @@ def household_document(f: Filters) -> str:
     member_fields += [
         f"'{d}', {MEMBER_DIMENSIONS[d]}" for d in f.dimensions if d in MEMBER_DIMENSIONS
     ]
+    extra = f.restriction
+    member_fields += [f"'{name}', {sql}" for name, sql in (extra.member_fields if extra else ())]
     fields = [
         "'household_id', h.id::text",
         "'address', h.address",
@@ -178,6 +201,7 @@ def household_document(f: Filters) -> str:
     fields += [
         f"'{d}', {HOUSEHOLD_DIMENSIONS[d]}" for d in f.dimensions if d in HOUSEHOLD_DIMENSIONS
     ]
+    fields += [f"'{name}', {sql}" for name, sql in (extra.household_fields if extra else ())]
     return f"json_build_object({', '.join(fields)})"
 
 

@@ -1,0 +1,194 @@
+"""Benchmark: the cash-transfer programme's eligible list, streamed (NDJSON over HTTP from a
+running `nser serve`), against the plain beneficiaries export of the same households.
+
+    .venv/bin/python bench/eligibility.py --template nser_bench_tpl   # copy of a seeded registry
+    .venv/bin/python bench/eligibility.py --reuse-db DB               # already seeded, migrated
+    .venv/bin/python bench/eligibility.py --households 1000000        # fresh database
+
+The programme's rule is cut-off 32, raised to 37 with a disabled member, one family per
+ever-married woman. Its list is the beneficiary list with the rule as a restriction; the
+baseline is that list without the rule over the same score range (``score_max=37``: every
+household the rule can admit). Both are full scans of the registry, so households/s
+compares what the rule costs per household streamed: the rule's member tests, and the
+family fields (``families``, ``recipient``) it adds to each document. Runs alternate;
+medians of ``--runs``. The last line is one JSON object; ``ratio`` is programme households/s
+over plain households/s (target >= 0.8).
+
+``--template`` copies the template database (``createdb -T``, FILE_COPY) to a throwaway
+database and migrates the copy; the template itself is never changed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import asyncpg
+import httpx
+from common import ROOT, admin, bench_database, database_url, log, nser
+
+sys.path.insert(0, str(ROOT))
+PROGRAMME = "cash-transfer"
+
+
+def env(url: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "NSER_DATABASE_URL": url,
+        "NSER_ENVIRONMENT": "test",
+        "NSER_TOKEN_LIMITS": "1000/minute",
+        "NSER_LOG_LEVEL": "WARNING",
+    }
+
+
+@contextmanager
+def template_copy(template: str) -> Iterator[str]:
+    name = f"nser_bench_elig_{uuid.uuid4().hex[:8]}"
+    asyncio.run(admin(f'CREATE DATABASE "{name}" TEMPLATE "{template}" STRATEGY FILE_COPY'))
+    try:
+        yield database_url(name)
+    finally:
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+async def prepare(url: str) -> None:
+    from app.services.programmes.demo import ensure_demo_programmes
+
+    conn = await asyncpg.connect(url)
+    try:
+        await ensure_demo_programmes(conn)
+        await conn.execute("ANALYZE households; ANALYZE members")
+    finally:
+        await conn.close()
+
+
+def stream(base: str, path: str, params: dict[str, str], token: str) -> tuple[int, int, float]:
+    lines = size = 0
+    started = time.perf_counter()
+    with httpx.stream(
+        "GET",
+        base + path,
+        params=params,
+        headers={"Authorization": f"Bearer {token}", "Accept": "application/x-ndjson"},
+        timeout=None,
+    ) as r:
+        r.raise_for_status()
+        for chunk in r.iter_bytes():
+            lines += chunk.count(b"\n")
+            size += len(chunk)
+    return lines, size, time.perf_counter() - started
+
+
+def measure(url: str, runs: int) -> dict[str, object]:
+    nser(["db", "upgrade"], url)
+    asyncio.run(prepare(url))
+    partner = json.loads(
+        nser(
+            [
+                "partners",
+                "create",
+                "--name",
+                "Bench programme",
+                "--type",
+                "government",
+                "--categories",
+                "iv",
+                "--programmes",
+                PROGRAMME,
+                "--json",
+            ],
+            url,
+        )
+    )
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "app", "serve", "--port", str(port)],
+        cwd=ROOT,
+        env=env(url),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    programme: list[tuple[int, int, float]] = []
+    plain: list[tuple[int, int, float]] = []
+    try:
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(300):
+            try:
+                if httpx.get(base + "/healthz").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        token = httpx.post(
+            base + "/v1/auth/token",
+            data={
+                "grant_type": "client_credentials",
+                "client_id": partner["client_id"],
+                "client_secret": partner["client_secret"],
+            },
+        ).json()["access_token"]
+        # One warm-up of each (page cache), then alternate.
+        stream(base, f"/v1/partner/programmes/{PROGRAMME}/beneficiaries", {}, token)
+        stream(base, "/v1/partner/beneficiaries", {"score_max": "37"}, token)
+        for i in range(runs):
+            programme.append(
+                stream(base, f"/v1/partner/programmes/{PROGRAMME}/beneficiaries", {}, token)
+            )
+            plain.append(stream(base, "/v1/partner/beneficiaries", {"score_max": "37"}, token))
+            log(
+                f"run {i + 1}: programme {programme[-1][0]} in {programme[-1][2]:.1f} s, "
+                f"plain {plain[-1][0]} in {plain[-1][2]:.1f} s"
+            )
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    prog_rate = statistics.median(n / s for n, _, s in programme)
+    plain_rate = statistics.median(n / s for n, _, s in plain)
+    ratios = [(p[0] / p[2]) / (b[0] / b[2]) for p, b in zip(programme, plain, strict=True)]
+    return {
+        "programme": PROGRAMME,
+        "runs": runs,
+        "programme_households": programme[0][0],
+        "programme_households_per_s": round(prog_rate),
+        "programme_mb_per_s": round(statistics.median(b / s for _, b, s in programme) / 1e6, 1),
+        "plain_households": plain[0][0],
+        "plain_households_per_s": round(plain_rate),
+        "plain_mb_per_s": round(statistics.median(b / s for _, b, s in plain) / 1e6, 1),
+        "ratio": round(prog_rate / plain_rate, 2),
+        "ratio_per_run_median": round(statistics.median(ratios), 2),
+        "programme_seconds_median": round(statistics.median(s for _, _, s in programme), 1),
+        "plain_seconds_median": round(statistics.median(s for _, _, s in plain), 1),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--households", type=int, default=1_000_000)
+    ap.add_argument("--reuse-db", default=None, help="an already seeded database (name or URL)")
+    ap.add_argument("--template", default=None, help="a seeded template database to copy")
+    ap.add_argument("--runs", type=int, default=3)
+    args = ap.parse_args()
+    if args.template:
+        with template_copy(args.template) as url:
+            result = measure(url, args.runs)
+    else:
+        with bench_database(args.reuse_db, args.households) as url:
+            result = measure(url, args.runs)
+    for key, value in result.items():
+        print(f"{key}: {value}")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,176 @@
+"""The map page, ``/map``: the public hex-bin poverty map, its legend and a table of the same.
+
+The picture is the public map endpoint's PNG (``GET /v1/public/maps/{measure}?format=png``,
+same origin). The page asks the same map service and cache for that map first (so the
+picture's request finds it computed, rendered and cached) to write the legend's range and
+the ``alt`` text, and for one whole-area map per province (or per district of the chosen
+province) for the table that says in numbers what the picture shows: no second back end.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+from urllib.parse import urlencode
+
+import orjson
+from fastapi import APIRouter, Query, Request
+from starlette.responses import HTMLResponse
+
+from app.deps import PoolDep, SettingsDep
+from app.routers.maps import map_cache, policy_of
+from app.routers.web import WebRoute
+from app.routers.web_statistics import ProvinceParam, area_names
+from app.services.products import maps as map_service
+from app.services.products.maps import MapQuery
+from app.services.sharing.beneficiaries_sql import Filters
+from app.web import map as web_map
+from app.web.render import WebDep, WebError, page
+
+router = APIRouter(route_class=WebRoute, include_in_schema=False)
+
+MeasureParam = Annotated[
+    Literal["households", "poverty_rate", "mean_pmt_score"],
+    Query(description="What the colours show"),
+]
+ResolutionParam = Annotated[
+    int, Query(ge=min(web_map.RESOLUTIONS), le=max(web_map.RESOLUTIONS), description="H3")
+]
+# The table's per-area maps: one hexagon level is enough for an area's total.
+TOTAL_RESOLUTION = 0
+
+
+@dataclass(frozen=True)
+class AreaTotal:
+    code: str
+    households: int | None  # located households, as published
+    value: float | None
+    without_location: int | None
+
+
+def _query(measure: str, resolution: int, geo: dict[str, list[str]]) -> MapQuery:
+    # Built as the public map endpoint builds it, so both find the same cached map.
+    return MapQuery(
+        measure,  # type: ignore[arg-type]
+        resolution,
+        map_service.DEFAULT_CUT_OFF,
+        Filters(
+            province=geo.get("province", []),
+            division=geo.get("division", []),
+            district=geo.get("district", []),
+        ),
+    )
+
+
+async def area_total(
+    request: Request, pool: Any, settings: Any, measure: str, level: str, code: str
+) -> AreaTotal:
+    result = await map_service.public_map(
+        pool,
+        map_cache(request),
+        _query(measure, TOTAL_RESOLUTION, {level: [code]}),
+        policy_of(settings),
+    )
+    head = orjson.loads(result.body)  # a handful of hexagons at resolution 0
+    return AreaTotal(
+        code=code,
+        households=head["total"]["households"],
+        value=head["total"]["value"],
+        without_location=head["households_without_location"],
+    )
+
+
+@router.get("/map", response_class=HTMLResponse)
+async def poverty_map(
+    request: Request,
+    web: WebDep,
+    pool: PoolDep,
+    settings: SettingsDep,
+    measure: MeasureParam = "poverty_rate",
+    resolution: ResolutionParam = web_map.DEFAULT_RESOLUTION,
+    province: ProvinceParam = None,
+) -> HTMLResponse:
+    """The map of ``measure`` for the country or one province, with legend and table."""
+    provinces = await area_names(pool, "province", None, web.lang)
+    chosen = province.upper() if province else None
+    if chosen is not None and chosen not in provinces:
+        raise WebError(
+            404,
+            web.gettext(
+                "There is no province with the code %(code)s. Choose a province from the list.",
+                code=province,
+            ),
+        )
+    geo = {"province": [chosen]} if chosen else {}
+    policy = policy_of(settings)
+    result = await map_service.public_map(
+        pool, map_cache(request), _query(measure, resolution, geo), policy
+    )
+    await map_service.rendered(result)  # the picture's request finds it drawn
+    summary = web_map.summarize(result.features)
+    if chosen is None:
+        level, names = "province", provinces
+        scope = web.gettext("Pakistan")
+    else:
+        level = "district"
+        names = await area_names(pool, "district", chosen, web.lang)
+        scope = provinces[chosen][0]
+    totals = [await area_total(request, pool, settings, measure, level, code) for code in names]
+    fmt = web.fmt
+    cut_off = fmt.number(map_service.DEFAULT_CUT_OFF)
+    low = web_map.format_value(measure, summary.low, fmt)
+    high = web_map.format_value(measure, summary.high, fmt)
+    image_query: list[tuple[str, str]] = [("format", "png"), ("resolution", str(resolution))]
+    if chosen:
+        image_query.append(("province", chosen))
+    image_src = f"/v1/public/maps/{measure}?{urlencode(image_query)}"
+    measure_label = web.gettext(web_map.MEASURE_LABELS[measure])
+    if summary.low is None:
+        alt = web.gettext(
+            "Map of %(measure)s by hexagon for %(scope)s: no hexagon can be shown.",
+            measure=measure_label.lower() if web.lang == "en" else measure_label,
+            scope=scope,
+        )
+    else:
+        alt = web.gettext(
+            "Map of %(measure)s by hexagon for %(scope)s. %(hexagons)s hexagons, from "
+            "%(low)s (lightest) to %(high)s (darkest); %(withheld)s hexagons are withheld "
+            "(grey, hatched). The table below the map gives the same measure by area.",
+            measure=measure_label.lower() if web.lang == "en" else measure_label,
+            scope=scope,
+            hexagons=fmt.number(summary.hexagons),
+            low=low,
+            high=high,
+            withheld=fmt.number(summary.withheld),
+        )
+    return page(
+        web,
+        "map/index.html",
+        measure=measure,
+        measures=web_map.MEASURES,
+        measure_labels=web_map.MEASURE_LABELS,
+        measure_label=measure_label,
+        measure_text=web_map.measure_text(measure, web.gettext, cut_off),
+        resolution=resolution,
+        resolutions=web_map.RESOLUTIONS,
+        provinces=provinces,
+        chosen=chosen,
+        level=level,
+        names=names,
+        scope=scope,
+        totals=totals,
+        summary=summary,
+        image_src=image_src,
+        alt=alt,
+        legend=web_map.legend_svg(
+            low or "",
+            high or "",
+            withheld_label=web.gettext("Withheld"),
+            rtl=web.dir == "rtl",
+        ),
+        format_value=lambda value: web_map.format_value(measure, value, fmt),
+        cut_off=cut_off,
+        suppress_below=policy.threshold,
+        rounding_base=policy.rounding_base,
+        registry_version=result.version,
+    )

@@ -1,0 +1,138 @@
+"""The statistics page, ``/statistics``: public summaries by province, or by district of one.
+
+Reads the protected public summary through the same service and cache as
+``GET /v1/public/summaries`` (``app.services.products.summaries``): the website adds no
+second back end, and every number on the page has passed the same disclosure control.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Query, Request
+from starlette.responses import HTMLResponse
+
+from app.deps import PoolDep, SettingsDep
+from app.routers.summaries import _cache as summary_cache
+from app.routers.web import WebRoute
+from app.services.products import summaries as summary_service
+from app.services.registry import geography as geography_service
+from app.web import statistics as stats
+from app.web.render import WebContext, WebDep, WebError, page
+
+router = APIRouter(route_class=WebRoute, include_in_schema=False)
+
+ProvinceParam = Annotated[
+    str | None,
+    Query(max_length=16, pattern=r"^[A-Za-z0-9]*$", description="A province code, e.g. PK6"),
+]
+
+
+async def area_names(
+    pool: Any, level: str, parent: str | None, lang: str
+) -> dict[str, tuple[str, str]]:
+    """``{code: (name, lang of the name)}`` of a level's units (under ``parent``): the Urdu
+    name on Urdu pages where the registry has one, else the English name."""
+    units = orjson.loads(await geography_service.units(pool, level, parent, None))["items"]
+    names: dict[str, tuple[str, str]] = {}
+    for unit in units:
+        if lang == "ur" and unit["name_ur"]:
+            names[unit["code"]] = (unit["name_ur"], "ur")
+        else:
+            names[unit["code"]] = (unit["name"], "en")
+    return names
+
+
+def chart(
+    web: WebContext,
+    areas: list[stats.AreaRow],
+    names: dict[str, tuple[str, str]],
+    bands: list[str],
+    title: str,
+) -> Any:
+    bars = [
+        stats.Bar(
+            names.get(area.code or "", (area.code or "", "en"))[0],
+            tuple(stats.segments(area.bands, area.households is not None)),
+        )
+        for area in areas
+    ]
+    legend = [(band, web.gettext(stats.BAND_LABELS.get(band, band))) for band in bands]
+    legend.append((stats.WITHHELD, web.gettext("Withheld")))
+    return stats.stacked_bars(
+        bars,
+        legend,
+        title=title,
+        desc=web.gettext(
+            "Each bar is one area, divided by the share of its households in each poverty "
+            "band. Hatched parts are withheld to protect privacy. The table above gives "
+            "the same numbers."
+        ),
+        percent=lambda share: web.fmt.percent(share, 0),
+        rtl=web.dir == "rtl",
+        chart_id="band-chart",
+        row_height=46 if web.lang == "ur" else 34,
+    )
+
+
+@router.get("/statistics", response_class=HTMLResponse)
+async def statistics(
+    request: Request,
+    web: WebDep,
+    pool: PoolDep,
+    settings: SettingsDep,
+    province: ProvinceParam = None,
+) -> HTMLResponse:
+    """Households, people and poverty bands by province, or by district of ``province``."""
+    provinces = await area_names(pool, "province", None, web.lang)
+    chosen = province.upper() if province else None
+    if chosen is not None and chosen not in provinces:
+        raise WebError(
+            404,
+            web.gettext(
+                "There is no province with the code %(code)s. Choose a province from the list.",
+                code=province,
+            ),
+        )
+    if chosen is None:
+        level, names, geo = "province", provinces, {}
+    else:
+        level = "district"
+        names = await area_names(pool, "district", chosen, web.lang)
+        geo = {"province": [chosen]}
+    answer_bytes = await summary_service.cached_public_summary(
+        summary_cache(request),
+        pool,
+        [level, "poverty_band"],
+        geo,
+        summary_service.policy_of(settings),
+    )
+    answer = orjson.loads(answer_bytes.body)
+    areas, total = stats.areas_of(answer, level)
+    bands = stats.bands_of(answer)
+    if chosen is None:
+        scope = web.gettext("Pakistan, by province")
+        chart_title = web.gettext("Share of households in each poverty band, by province")
+    else:
+        scope = web.gettext("%(province)s, by district", province=provinces[chosen][0])
+        chart_title = web.gettext(
+            "Share of households in each poverty band, by district of %(province)s",
+            province=provinces[chosen][0],
+        )
+    return page(
+        web,
+        "statistics/index.html",
+        provinces=provinces,
+        chosen=chosen,
+        level=level,
+        names=names,
+        areas=areas,
+        total=total,
+        bands=bands,
+        band_labels=stats.BAND_LABELS,
+        scope=scope,
+        disclosure=answer["disclosure"],
+        registry_version=answer["registry_version"],
+        chart=chart(web, areas, names, bands, chart_title),
+    )

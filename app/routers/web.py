@@ -8,6 +8,7 @@ they are not part of the partner contract.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Coroutine
 from http import HTTPStatus
 from typing import Any
@@ -27,6 +28,8 @@ from app.web.render import WebContext, WebDep, WebError, page, web_secret
 STATIC = i18n.TRANSLATIONS.parent / "static"
 # The paths the website answers (security headers and HTML errors apply to these).
 WEB_PREFIXES = ("/check", "/statistics", "/map", "/apply", "/static/")
+# Paths that always answer problem+json, whatever the client accepts.
+API_PREFIXES = ("/v1/", "/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/.well-known")
 
 # Titles of error pages, by status; translated where they are shown.
 _TITLES = {
@@ -107,7 +110,25 @@ async def home(web: WebDep) -> HTMLResponse:
     return page(web, "home.html")
 
 
+def _wants_page(request: Request) -> bool:
+    """A browser asking for a page: not an API path, and HTML accepted."""
+    path = request.url.path
+    if path.startswith(API_PREFIXES):
+        return False
+    return "text/html" in request.headers.get("accept", "")
+
+
 def install(app: FastAPI) -> None:
-    """Mount the static assets and the website's shared routes."""
+    """Mount the static assets and the website's shared routes; a browser that asks for a
+    page that does not exist gets a page, not problem+json."""
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.include_router(router)
+    api_handler = app.exception_handlers[StarletteHTTPException]
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        if isinstance(exc, StarletteHTTPException) and _wants_page(request):
+            return error_page(request, exc.status_code)
+        answer = api_handler(request, exc)
+        return await answer if inspect.isawaitable(answer) else answer
+
+    app.add_exception_handler(StarletteHTTPException, http_error)

@@ -86,7 +86,7 @@ def update() -> None:
             catalog.obsolete.clear()
             path.parent.mkdir(parents=True, exist_ok=True)
             with path.open("wb") as handle:
-                write_po(handle, catalog, width=100, omit_header=False, sort_output=False)
+                write_po(handle, catalog, width=100, sort_output=False, include_lineno=False)
             print(f"{path.relative_to(APP.parent)}: {len(catalog)} messages")
 
 

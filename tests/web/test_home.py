@@ -101,3 +101,14 @@ def test_errors_are_pages_in_the_visitors_language(site: Server) -> None:
     unknown = httpx.get(f"{site.base_url}/?utm_source=x")
     assert unknown.status_code == 422
     assert "Some of what was sent is not valid" in unknown.text
+
+
+def test_a_browser_gets_a_page_for_an_unknown_address_and_the_api_stays_json(
+    site: Server,
+) -> None:
+    page = httpx.get(f"{site.base_url}/no-such-page", headers={"Accept": "text/html"})
+    assert page.status_code == 404
+    assert "Page not found" in page.text
+    api = httpx.get(f"{site.base_url}/v1/no-such", headers={"Accept": "text/html"})
+    assert api.status_code == 404
+    assert api.headers["content-type"] == "application/problem+json"

@@ -45,11 +45,23 @@ async def get_poverty_score(
     return await public_score_response(request.app.state, cnic, rate_limit.client_ip(request))
 
 
-async def public_score_response(state: State, written: str, client: str) -> Response:
-    """The whole public look-up: fair-usage limit, CNIC check, query, answer."""
-    retry_after = rate_limit.hit(
+# What the look-up answers when nobody matches, and the failures that mean "try later";
+# the website's /check page words its answers from the same facts.
+NOT_FOUND = "no living member of the registry has this CNIC"
+UNAVAILABLE = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
+def fair_usage_wait(state: State, client: str) -> int | None:
+    """Count one look-up by ``client`` (an IP) against NSER_PUBLIC_LOOKUP_LIMITS: the seconds
+    to wait if the budget is spent, else None. One budget per IP for the API and the website."""
+    return rate_limit.hit(
         state.rate_limit_backend, state.public_lookup_limits, "public_lookup", client
     )
+
+
+async def public_score_response(state: State, written: str, client: str) -> Response:
+    """The whole public look-up: fair-usage limit, CNIC check, query, answer."""
+    retry_after = fair_usage_wait(state, client)
     if retry_after is not None:
         return problem(
             429,
@@ -73,12 +85,12 @@ async def public_score_response(state: State, written: str, client: str) -> Resp
         )
     try:
         score = await lookup_service.public_score(state.pool, cnic)
-    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+    except UNAVAILABLE:
         return problem(
             503,
             "the registry is temporarily unavailable; try again shortly",
             headers={"Retry-After": "5"},
         )
     if score is None:
-        return problem(404, "no living member of the registry has this CNIC")
+        return problem(404, NOT_FOUND)
     return Response(score, media_type="application/json")

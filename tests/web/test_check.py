@@ -7,6 +7,7 @@ NSER_CHECK_FREE_LOOKUPS (3) checks an hour. Every test speaks from an IP of its 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import html
@@ -14,15 +15,19 @@ import itertools
 import json
 import re
 import time
+import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
 import pytest
 from browser import axe_violations, screenshot
+from conftest import REDIS_URL, make_settings
 from playwright.sync_api import Page
 from server import Server
 
+from app.main import create_app
 from app.rate_limit import build_backend
 from app.web import check
 
@@ -136,9 +141,11 @@ def test_a_solved_challenge_verifies_once_and_only_with_its_key() -> None:
     assert check.verify(solution, b"x" * 32, now=now) == (check.Verdict.INVALID, None)
     later = now + check.CHALLENGE_TTL + 1
     assert check.verify(solution, KEY, now=later) == (check.Verdict.EXPIRED, None)
-    backend = build_backend("memory://")
-    assert check.claim(backend, signature)
-    assert not check.claim(backend, signature)  # a replay
+    for storage in ("memory://", f"{REDIS_URL}?key_prefix=test-{uuid.uuid4().hex}"):
+        backend = build_backend(storage)
+        assert check.claim(backend, signature)
+        assert not check.claim(backend, signature)  # a replay
+        assert check.claim(backend, "f" * 64)
 
 
 def _payload(**fields: Any) -> str:
@@ -300,6 +307,36 @@ def test_one_budget_with_the_api_exhausted_by_the_api(visitor: Visitor, cnic: st
     limited = visitor.check(cnic)
     assert limited.status_code == 429
     assert re.search(r"try again in \d+ (seconds?|minutes?)", limited.text)
+
+
+class _RegistryDown:
+    """A pool whose every query fails as a lost database connection does."""
+
+    async def fetchrow(self, *args: Any) -> None:
+        raise ConnectionRefusedError("the registry is down")
+
+
+def test_registry_down_is_a_503_form(site: Server, cnic: str) -> None:
+    async def scenario() -> httpx.Response:
+        app = create_app(make_settings(site.database_url))  # type: ignore[attr-defined]
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app, client=("203.0.113.77", 40000))
+            async with httpx.AsyncClient(transport=transport, base_url="http://nser.test") as c:
+                form = await c.get("/check")
+                token = re.search(r'name="csrf_token" value="([0-9a-f]{64})"', form.text)
+                assert token
+                pool, app.state.pool = app.state.pool, _RegistryDown()
+                try:
+                    return await c.post("/check", data={"csrf_token": token.group(1), "cnic": cnic})
+                finally:
+                    app.state.pool = pool
+
+    with ThreadPoolExecutor(1) as worker:  # Playwright may hold this thread's event loop
+        answer = worker.submit(asyncio.run, scenario()).result()
+    assert answer.status_code == 503
+    assert answer.headers["retry-after"] == "5"
+    assert "temporarily unavailable" in answer.text
+    assert 'id="check-form"' in answer.text
 
 
 # -- in a browser -----------------------------------------------------------------------------

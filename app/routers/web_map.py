@@ -9,6 +9,7 @@ province) for the table that says in numbers what the picture shows: no second b
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
@@ -38,6 +39,7 @@ ResolutionParam = Annotated[
 ]
 # The table's per-area maps: one hexagon level is enough for an area's total.
 TOTAL_RESOLUTION = 0
+AREA_CONCURRENCY = 3
 
 
 @dataclass(frozen=True)
@@ -115,7 +117,14 @@ async def poverty_map(
         level = "district"
         names = await area_names(pool, "district", chosen, web.lang)
         scope = provinces[chosen][0]
-    totals = [await area_total(request, pool, settings, measure, level, code) for code in names]
+    # A few at a time: each holds a pool connection while it checks and reads.
+    slots = asyncio.Semaphore(AREA_CONCURRENCY)
+
+    async def bounded(code: str) -> AreaTotal:
+        async with slots:
+            return await area_total(request, pool, settings, measure, level, code)
+
+    totals = await asyncio.gather(*(bounded(code) for code in names))
     fmt = web.fmt
     cut_off = fmt.number(map_service.DEFAULT_CUT_OFF)
     low = web_map.format_value(measure, summary.low, fmt)

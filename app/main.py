@@ -31,6 +31,7 @@ from app.routers import staff as staff_router
 from app.routers import summaries as summaries_router
 from app.routers import tokens as tokens_router
 from app.routers import web as web_router
+from app.routers import web_apply
 from app.routers import web_check as web_check_router
 from app.routers import web_check as web_check_router
 from app.routers import web_map, web_statistics
@@ -110,6 +111,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(maps_router.router)
     app.include_router(geo_router.router)
     web_router.install(app)
+    app.include_router(web_apply.router)
     app.include_router(web_check_router.router)
     app.include_router(web_check_router.router)
     app.include_router(web_statistics.router)

@@ -33,7 +33,6 @@ from app.routers import tokens as tokens_router
 from app.routers import web as web_router
 from app.routers import web_apply
 from app.routers import web_check as web_check_router
-from app.routers import web_check as web_check_router
 from app.routers import web_map, web_statistics
 from app.services.ingest import worker as ingest_worker
 from app.settings import Settings, get_settings
@@ -112,7 +111,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(geo_router.router)
     web_router.install(app)
     app.include_router(web_apply.router)
-    app.include_router(web_check_router.router)
     app.include_router(web_check_router.router)
     app.include_router(web_statistics.router)
     app.include_router(web_map.router)

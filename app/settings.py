@@ -48,10 +48,6 @@ class Settings(BaseSettings):
     # needs a solved proof-of-work challenge (0: always). Counted besides, not instead of,
     # NSER_PUBLIC_LOOKUP_LIMITS, which the page shares with the API.
     check_free_lookups: int = Field(default=3, ge=0, le=10_000)
-    # The website's /check page: look-ups per client IP per hour before each further one
-    # needs a solved proof-of-work challenge (0: always). Counted besides, not instead of,
-    # NSER_PUBLIC_LOOKUP_LIMITS, which the page shares with the API.
-    check_free_lookups: int = Field(default=3, ge=0, le=10_000)
     token_limits: str = "20/minute"  # noqa: S105 - a rate, not a secret
     partner_default_limits: str = "600/minute"
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)

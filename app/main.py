@@ -20,6 +20,7 @@ from app.routers import docs, health, households, partner_updates, public_scores
 from app.routers import extracts as extracts_router
 from app.routers import geo as geo_router
 from app.routers import geography as geography_router
+from app.routers import grievances as grievances_router
 from app.routers import jwks as jwks_router
 from app.routers import maps as maps_router
 from app.routers import metrics as metrics_router
@@ -109,6 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(analysis_router.router)
     app.include_router(maps_router.router)
     app.include_router(geo_router.router)
+    app.include_router(grievances_router.router)
     web_router.install(app)
     app.include_router(web_apply.router)
     app.include_router(web_check_router.router)

@@ -7,6 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
+from limits import parse_many
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -62,6 +63,20 @@ class Settings(BaseSettings):
     # Data-sharing request forms (POST /v1/requests, no credentials): per client IP.
     request_form_limits: str = "5/minute;50/day"
     request_form_max_bytes: int = Field(default=64 * 1024, ge=1024, le=1024 * 1024)
+
+    # Grievances (POST /v1/public/grievances, no credentials): filings per client IP, counted
+    # like the look-up (unset: NSER_PUBLIC_LOOKUP_LIMITS); service-level targets in days
+    # from filing to triage and to resolution (overdue cases show in the M&E report).
+    grievance_limits: str | None = None
+    grievance_triage_days: int = Field(default=7, ge=1, le=365)
+    grievance_resolve_days: int = Field(default=30, ge=1, le=3650)
+
+    @field_validator("grievance_limits")
+    @classmethod
+    def _grievance_limits_parse(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_many(value)  # a ValueError names the limit it cannot read
+        return value
 
     # Disclosure control of every published aggregate (summaries, analysis, maps): a count
     # below this is null; published counts are rounded to the base.

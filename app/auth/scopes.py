@@ -21,6 +21,8 @@ class Scope(StrEnum):
     AGREEMENTS_OVERSEE = "agreements:oversee"
     REPORTS_READ = "reports:read"
     PROGRAMMES_MANAGE = "programmes:manage"
+    GRIEVANCES_READ = "grievances:read"
+    GRIEVANCES_ACT = "grievances:act"
 
 
 PARTNER_SCOPES = frozenset(
@@ -58,6 +60,8 @@ ROLE_SCOPES: dict[str, frozenset[str]] = {
             Scope.REQUESTS_ACT,
             Scope.STAFF_READ,
             Scope.REPORTS_READ,
+            Scope.GRIEVANCES_READ,
+            Scope.GRIEVANCES_ACT,
             Scope.PROGRAMMES_MANAGE,
         }
     ),
@@ -66,7 +70,13 @@ ROLE_SCOPES: dict[str, frozenset[str]] = {
         {Scope.REQUESTS_READ, Scope.REQUESTS_ACT, Scope.AGREEMENTS_OVERSEE, Scope.REPORTS_READ}
     ),
     "me": frozenset(
-        {Scope.REQUESTS_READ, Scope.AGREEMENTS_OVERSEE, Scope.REPORTS_READ, Scope.STAFF_READ}
+        {
+            Scope.REQUESTS_READ,
+            Scope.AGREEMENTS_OVERSEE,
+            Scope.REPORTS_READ,
+            Scope.STAFF_READ,
+            Scope.GRIEVANCES_READ,
+        }
     ),
     "admin": frozenset(
         {Scope.REQUESTS_READ, Scope.REPORTS_READ, Scope.STAFF_READ, Scope.PROGRAMMES_MANAGE}

@@ -16,7 +16,8 @@ from starlette.responses import Response
 from app.auth.deps import require_scope
 from app.auth.partner import Principal
 from app.auth.scopes import Scope
-from app.deps import PoolDep
+from app.deps import PoolDep, SettingsDep
+from app.services.grievances.sla import Targets
 from app.services.monitoring import reports
 
 router = APIRouter(prefix="/v1/staff", tags=["staff"])
@@ -37,7 +38,10 @@ _REPORT_SCHEMA = {
         "rows": _ROWS,
         "totals": {"type": "object"},
         "stages": {**_ROWS, "description": "requests only: time spent in each stage"},
-        "overdue": {**_ROWS, "description": "obligations only: the overdue obligations"},
+        "overdue": {
+            **_ROWS,
+            "description": "obligations and grievances only: the overdue obligations or cases",
+        },
     },
 }
 
@@ -75,10 +79,11 @@ async def get_report(
     request: Request,
     name: Annotated[
         reports.ReportName,
-        Path(description="requests, data-shared, updates, revenue or obligations"),
+        Path(description="requests, data-shared, updates, revenue, obligations or grievances"),
     ],
     staff: ReportReader,
     pool: PoolDep,
+    settings: SettingsDep,
     start: Annotated[
         date | None, Query(alias="from", description="first day (UTC), inclusive")
     ] = None,
@@ -86,8 +91,8 @@ async def get_report(
     table: Annotated[
         Table,
         Query(
-            description="CSV only: which table (requests: rows or stages; obligations: rows "
-            "or overdue; JSON always holds every table)"
+            description="CSV only: which table (requests: rows or stages; obligations and "
+            "grievances: rows or overdue; JSON always holds every table)"
         ),
     ] = "rows",
 ) -> Response:
@@ -102,12 +107,16 @@ async def get_report(
       excluded).
     - `revenue`: approvals in range per organization type; quoted and waived totals (PKR).
     - `obligations`: due in range, per kind: open, overdue, met; `overdue` lists them.
+    - `grievances`: filed in range, per reason: outcomes, open, overdue against the
+      service-level targets, median days to triage and to closure; `overdue` lists them.
 
     JSON holds every table; CSV (`Accept: text/csv`) holds one, chosen by `table`. Every
     read is audited. `from` after `to`, an unknown report or table is 422.
     """
     fmt: reports.Format = "csv" if wants_csv(request.headers.get("accept", "")) else "json"
-    report = await reports.read(pool, staff, name, start, end, fmt=fmt, table=table)
+    report = await reports.read(
+        pool, staff, name, start, end, fmt=fmt, table=table, grievance_targets=Targets.of(settings)
+    )
     if fmt == "csv":
         return Response(report.csv(table), media_type="text/csv; charset=utf-8")
     return Response(orjson.dumps(report.as_json()), media_type="application/json")

@@ -66,6 +66,9 @@ async def samples(db: asyncpg.Connection) -> dict[str, str]:
         "analysis_id": str(uuid.uuid4()),
         "programme_id": "cash-transfer",
         "name": "requests",
+        "grievance_reference": "GRV-2026-000001",
+        "grievance_id": "GRV-2026-000001",
+        "grievance_action": "triage",
     }
 
 

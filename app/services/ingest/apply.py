@@ -48,6 +48,8 @@ class Context:
     new_household_ids: list[int]
     new_member_ids: list[int]
     dry_run: bool
+    # household_history.source of the changes: a partner's batch, or registry staff's.
+    history_source: str = "partner_batch"
     _fake_id: int = -1
 
     def next_id(self, pool: list[int]) -> int:
@@ -188,6 +190,7 @@ def _bump(
             "batch_id": ctx.batch_id,
             "ref": ctx.ref,
             "actor": ctx.actor,
+            "source": ctx.history_source,
         }
     )
 
@@ -488,6 +491,7 @@ def new_household(ctx: Context, rec: s.NewHousehold) -> Outcome:
             "batch_id": ctx.batch_id,
             "ref": ctx.ref,
             "actor": ctx.actor,
+            "source": ctx.history_source,
         }
     )
     return Outcome("applied", [], hid, head_id)

@@ -19,6 +19,9 @@ import orjson
 from app.errors import BadRequest, Conflict, NotFound, PayloadTooLarge, ValidationFailed
 from app.schemas.updates import OUTCOMES
 
+# What registry staff may send through the queue (a re-survey's indicators).
+STAFF_UPDATE_KINDS = ("household_survey",)
+
 
 @dataclass(frozen=True)
 class Sender:
@@ -185,6 +188,34 @@ async def receive(
         )
         await conn.execute("SELECT pg_notify('nser_updates', $1)", str(batch_id))
     return Received(batch_id, count, created=True)
+
+
+async def enqueue_staff(
+    conn: asyncpg.Connection, client_id: str, key: str, records: list[dict[str, Any]]
+) -> uuid.UUID:
+    """Queue a batch from registry staff (a grievance's re-survey), inside the caller's
+    transaction: the envelope is checked as a partner's is, the batch has no agreement, its
+    records may be ``household_survey`` only, and its history is marked ``staff``. The
+    worker is woken at commit. ``key`` is the caller's idempotency key (unique per staff
+    client): a key already used is a 409."""
+    body = orjson.dumps({"records": records})
+    _, count = check_envelope(body, len(records))
+    batch_id: uuid.UUID | None = await conn.fetchval(
+        """INSERT INTO update_batches (client_id, agreement_id, organization_id, source,
+               idempotency_key, body_sha256, body, dry_run, record_count, update_kinds)
+           VALUES ($1, NULL, NULL, 'staff', $2, $3, $4, false, $5, $6)
+           ON CONFLICT (client_id, idempotency_key) DO NOTHING RETURNING id""",
+        client_id,
+        key,
+        hashlib.sha256(body).digest(),
+        body,
+        count,
+        list(STAFF_UPDATE_KINDS),
+    )
+    if batch_id is None:
+        raise Conflict(f"a staff batch with the key {key!r} was already queued")
+    await conn.execute("SELECT pg_notify('nser_updates', $1)", str(batch_id))
+    return batch_id
 
 
 async def get_batch(

@@ -51,7 +51,7 @@ UPDATE update_batches b
                 ORDER BY received_at, id
                 LIMIT 1
                 FOR UPDATE SKIP LOCKED)
-RETURNING b.id, b.client_id, b.dry_run, b.update_kinds, b.body, b.attempts
+RETURNING b.id, b.client_id, b.dry_run, b.update_kinds, b.body, b.attempts, b.source
 """
 # Renews the lease (and proves this worker still owns the batch): between transactions.
 _RENEW = """
@@ -82,6 +82,8 @@ class Batch:
     dry_run: bool
     update_kinds: frozenset[str]
     records: list[Any]
+    # ``staff``: a registry staff batch (a grievance's re-survey); else a partner's.
+    source: str = "partner"
 
 
 async def claim(conn: asyncpg.Connection, worker: str, lease_seconds: float) -> Batch | None:
@@ -90,7 +92,12 @@ async def claim(conn: asyncpg.Connection, worker: str, lease_seconds: float) -> 
         return None
     doc = orjson.loads(row["body"])
     return Batch(
-        row["id"], row["client_id"], row["dry_run"], frozenset(row["update_kinds"]), doc["records"]
+        row["id"],
+        row["client_id"],
+        row["dry_run"],
+        frozenset(row["update_kinds"]),
+        doc["records"],
+        row["source"],
     )
 
 
@@ -271,6 +278,7 @@ class BatchRun:
             new_household_ids=step.household_ids,
             new_member_ids=step.member_ids,
             dry_run=self.batch.dry_run,
+            history_source="staff" if self.batch.source == "staff" else "partner_batch",
         )
         results = []
         for i, (position, rec, early) in enumerate(step.parsed, 1):

@@ -1,4 +1,5 @@
-"""The M&E team's reports (protocol §6.4): requests, data shared, updates, revenue, obligations.
+"""The M&E team's reports (protocol §6.4): requests, data shared, updates, revenue, obligations,
+grievances.
 
 Each report covers a range of days, ``start`` to ``end`` inclusive (both optional), as UTC
 days: a timestamp ``t`` is in the range when ``start 00:00 UTC <= t < (end + 1) 00:00 UTC``.
@@ -35,12 +36,13 @@ and their order (the CSV header), so an empty table still has its header.
 
 ``updates``
     Batches partners sent back, received in range (``update_batches.received_at``), dry
-    runs excluded (they change nothing). One row per agreement and record kind (stored on
-    each record's outcome, ``update_results.kind``; a kind the service does not know, or a
-    record whose kind could not be read, is ``"other"``): records ``received`` (with an
-    outcome so far) and how many were ``applied``, ``rejected``, in ``conflicts`` or
-    ``unchanged``; ``batches`` is how many batches held that kind. ``totals`` also counts
-    records of batches still waiting for the worker (``pending``), which have no kind yet.
+    runs and registry staff's own batches (grievance re-surveys) excluded. One row per
+    agreement and record kind (stored on each record's outcome, ``update_results.kind``; a
+    kind the service does not know, or a record whose kind could not be read, is
+    ``"other"``): records ``received`` (with an outcome so far) and how many were
+    ``applied``, ``rejected``, in ``conflicts`` or ``unchanged``; ``batches`` is how many
+    batches held that kind. ``totals`` also counts records of batches still waiting for the
+    worker (``pending``), which have no kind yet.
 
 ``revenue``
     Requests the Secretary approved in range (the ``approve`` event's time), per
@@ -53,6 +55,12 @@ and their order (the CSV header), so an empty table still has its header.
     Obligations *due* in range (``due_on``), per kind: ``open`` (not yet due), ``overdue``
     (open and due before today, UTC), ``met``, ``total``; ``overdue`` lists the overdue ones.
     The three statuses do not overlap, as in ``GET /v1/staff/obligations``.
+
+``grievances``
+    Grievances *filed* in range, per reason: outcomes, open, overdue now against the
+    service-level targets (``NSER_GRIEVANCE_TRIAGE_DAYS``, ``NSER_GRIEVANCE_RESOLVE_DAYS``),
+    late steps and median days to triage and to closure; ``overdue`` lists the overdue
+    cases. What is counted, and how, is ``app.services.grievances.report``.
 
 Public: ``ReportName``, ``REPORTS``, ``TABLES``, ``COLUMNS``, ``Report``, ``build``,
 ``read``, ``check_table``, ``to_csv``.
@@ -76,11 +84,13 @@ from app.models.requests import OBLIGATION_KINDS
 from app.models.sharing import ORGANIZATION_TYPES
 from app.schemas.updates import UPDATE_KINDS
 from app.services.audit import trail as audit
+from app.services.grievances import report as grievance_report
+from app.services.grievances.sla import Targets
 from app.services.products import analysis, geo, maps, summaries
 from app.services.requests.machine import TERMINAL, State
 from app.services.sharing.rules import CATEGORIES
 
-ReportName = Literal["requests", "data-shared", "updates", "revenue", "obligations"]
+ReportName = Literal["requests", "data-shared", "updates", "revenue", "obligations", "grievances"]
 REPORTS: tuple[str, ...] = get_args(ReportName)
 Format = Literal["json", "csv"]
 ENDPOINT = "GET /v1/staff/reports/{name}"
@@ -92,6 +102,7 @@ TABLES: Mapping[str, tuple[str, ...]] = {
     "updates": ("rows",),
     "revenue": ("rows",),
     "obligations": ("rows", "overdue"),
+    "grievances": ("rows", "overdue"),
 }
 _PARTNER = ("organization", "organization_id", "agreement_id")
 _OUTCOMES = ("applied", "rejected", "conflicts", "unchanged")
@@ -119,6 +130,8 @@ COLUMNS: Mapping[tuple[str, str], tuple[str, ...]] = {
         "due_on",
         "days_overdue",
     ),
+    ("grievances", "rows"): grievance_report.ROWS,
+    ("grievances", "overdue"): grievance_report.OVERDUE,
 }
 
 UNREVIEWED = "unreviewed"
@@ -365,7 +378,7 @@ async def _data_shared(conn: asyncpg.Connection, r: Range, now: datetime) -> Rep
     return Report("data-shared", r, now, rows, totals)
 
 
-_UPDATES_RANGE = """NOT b.dry_run
+_UPDATES_RANGE = """NOT b.dry_run AND b.source = 'partner'
     AND ($1::timestamptz IS NULL OR b.received_at >= $1)
     AND ($2::timestamptz IS NULL OR b.received_at < $2)"""
 
@@ -517,6 +530,13 @@ async def _obligations(conn: asyncpg.Connection, r: Range, now: datetime) -> Rep
     return Report("obligations", r, now, rows, totals, {"overdue": overdue})
 
 
+async def _grievances(
+    conn: asyncpg.Connection, r: Range, now: datetime, targets: Targets
+) -> Report:
+    rows, totals, overdue = await grievance_report.build(conn, r.since, r.until, now, targets)
+    return Report("grievances", r, now, rows, totals, {"overdue": overdue})
+
+
 _BUILDERS = {
     "requests": _requests,
     "data-shared": _data_shared,
@@ -532,13 +552,18 @@ async def build(
     start: date | None,
     end: date | None,
     now: datetime | None = None,
+    *,
+    grievance_targets: Targets | None = None,
 ) -> Report:
     """The report ``name`` over ``start``..``end`` (inclusive), from one snapshot; 422 for an
-    unknown name or ``start`` after ``end``. Not audited: see :func:`read`."""
+    unknown name or ``start`` after ``end``. Not audited: see :func:`read`.
+    ``grievance_targets``: the service-level targets (default 7 and 30 days)."""
     _check_name(name)
     span = Range(start, end)
     now = now or datetime.now(UTC)
     async with conn.transaction(isolation="repeatable_read", readonly=True):
+        if name == "grievances":
+            return await _grievances(conn, span, now, grievance_targets or Targets())
         return await _BUILDERS[name](conn, span, now)
 
 
@@ -573,12 +598,13 @@ async def read(
     *,
     fmt: Format = "json",
     table: str = "rows",
+    grievance_targets: Targets | None = None,
 ) -> Report:
     """A staff member reads a report: built, then the read is audited (report, range, format)
     before it is handed back."""
     check_table(name, table)
     async with pool.acquire() as conn:
-        report = await build(conn, name, start, end)
+        report = await build(conn, name, start, end, grievance_targets=grievance_targets)
         filters: dict[str, Any] = {"report": name, "from": start, "to": end, "format": fmt}
         if fmt == "csv" and table != "rows":
             filters["table"] = table

@@ -27,9 +27,9 @@ def test_a_valid_rule_normalizes_and_compiles_with_bind_parameters() -> None:
     assert rule.geography == ("PK6",)
     assert normalize(rule)["raised_cut_offs"] == [{"when": "has_disabled_member", "cut_off": 37.0}]
     sql, params = compile_where(rule, start=3)
-    assert params == [["PK6"], Decimal(32), Decimal(37)]
-    assert "$3::text[]" in sql
-    assert "$5::numeric" in sql
+    assert params == [Decimal(37), ["PK6"], Decimal(32), Decimal(37)]
+    assert "$4::text[]" in sql
+    assert "$6::numeric" in sql
     assert "32" not in sql
     clauses: list[object] = []
     text = clause_sql(rule, lambda v: clauses.append(v) or f"${len(clauses)}")

@@ -228,15 +228,29 @@ def _admits(rule: Rule, bind: Binder) -> list[tuple[str, str, str]]:
 def eligible_sql(rule: Rule, bind: Binder) -> str:
     """A boolean expression over households ``h``: true exactly for eligible households.
 
-    The cheap comparisons come first so that the member ``EXISTS`` of a raised cut-off only
-    runs for households between the base and the raised cut-off.
+    Evaluated per household, cheapest first: the score against the highest cut-off and the
+    geography (plain column tests, indexable), then the cut-offs (a raised cut-off's member
+    ``EXISTS`` only runs between the base and the raised cut-off), then the member
+    conditions, inside a ``CASE`` so that PostgreSQL keeps that order and does not turn them
+    into semi-joins over every member of the registry (which would also force a sort of
+    the whole result before the first row of an id-ordered stream).
     """
-    parts = [cond for _, cond in _gates(rule, bind)]
+    top = max([rule.cut_off, *(r.cut_off for r in rule.raised_cut_offs)])
+    parts = [f"h.pmt_score <= {bind(top)}::numeric"]
+    gates = _gates(rule, bind)
+    if rule.geography:
+        parts.append(gates[0][1])
+        gates = gates[1:]
     admits = []
     for _, placeholder, cond in _admits(rule, bind):
         test = f"h.pmt_score <= {placeholder}::numeric"
         admits.append(f"({test} AND {cond})" if cond else test)
-    parts.append("(" + " OR ".join(admits) + ")")
+    admitted = "(" + " OR ".join(admits) + ")"
+    if gates:
+        checks = " AND ".join(cond for _, cond in gates)
+        parts.append(f"(CASE WHEN {admitted} THEN {checks} ELSE false END)")
+    elif rule.raised_cut_offs:
+        parts.append(admitted)
     return "(" + " AND ".join(parts) + ")"
 
 

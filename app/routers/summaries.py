@@ -43,7 +43,7 @@ GroupBy = Annotated[
 ]
 
 
-def _cache(request: Request) -> SummaryCache:
+def summary_cache(request: Request) -> SummaryCache:
     cache: SummaryCache | None = getattr(request.app.state, "summaries_cache", None)
     if cache is None:
         cache = SummaryCache()
@@ -100,7 +100,7 @@ async def public_summaries(
         if codes
     }
     answer = await summary_service.cached_public_summary(
-        _cache(request), pool, group_by, geo, summary_service.policy_of(settings)
+        summary_cache(request), pool, group_by, geo, summary_service.policy_of(settings)
     )
     headers = {"ETag": answer.etag, "Cache-Control": CACHE_CONTROL}
     if not_modified(if_none_match, answer.etag):

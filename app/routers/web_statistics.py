@@ -14,7 +14,7 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import HTMLResponse
 
 from app.deps import PoolDep, SettingsDep
-from app.routers.summaries import _cache as summary_cache
+from app.routers.summaries import summary_cache
 from app.routers.web import WebRoute
 from app.services.products import summaries as summary_service
 from app.services.registry import geography as geography_service

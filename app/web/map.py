@@ -31,9 +31,9 @@ RESOLUTIONS = {
 }
 DEFAULT_RESOLUTION = map_service.PUBLIC_MAX_RESOLUTION
 # The picture's colours (app.services.products.maps draws with these).
-RAMP: Sequence[tuple[int, int, int]] = map_service._RAMP
-WITHHELD_FILL: tuple[int, int, int] = map_service._SUPPRESSED_FILL
-WITHHELD_HATCH: tuple[int, int, int] = map_service._SUPPRESSED_HATCH
+RAMP: Sequence[tuple[int, int, int]] = map_service.RAMP
+WITHHELD_FILL: tuple[int, int, int] = map_service.SUPPRESSED_FILL
+WITHHELD_HATCH: tuple[int, int, int] = map_service.SUPPRESSED_HATCH
 
 
 def hex_colour(rgb: Sequence[int]) -> str:

@@ -520,7 +520,7 @@ _MARGIN = 40
 _TITLE_BAND = 56
 _LEGEND_BAND = 70
 # A colour ramp from light yellow to dark purple (viridis-like, reversed for "more").
-_RAMP = (
+RAMP = (
     (253, 231, 37),
     (122, 209, 81),
     (34, 168, 132),
@@ -528,8 +528,8 @@ _RAMP = (
     (65, 68, 135),
     (68, 1, 84),
 )
-_SUPPRESSED_FILL = (200, 200, 200)
-_SUPPRESSED_HATCH = (150, 150, 150)
+SUPPRESSED_FILL = (200, 200, 200)
+SUPPRESSED_HATCH = (150, 150, 150)
 _TITLES = {
     "households": "Households per hexagon",
     "poverty_rate": "Share of households below PMT {cut_off:g}",
@@ -539,10 +539,10 @@ _TITLES = {
 
 def _colour(t: float) -> tuple[int, int, int]:
     """A point ``t`` in [0, 1] along the ramp, linearly interpolated."""
-    t = min(max(t, 0.0), 1.0) * (len(_RAMP) - 1)
-    i = min(int(t), len(_RAMP) - 2)
+    t = min(max(t, 0.0), 1.0) * (len(RAMP) - 1)
+    i = min(int(t), len(RAMP) - 2)
     f = t - i
-    a, b = _RAMP[i], _RAMP[i + 1]
+    a, b = RAMP[i], RAMP[i + 1]
     return (
         round(a[0] + (b[0] - a[0]) * f),
         round(a[1] + (b[1] - a[1]) * f),
@@ -597,10 +597,10 @@ def render_png(result: MapResult) -> bytes:
         values = [v for _, _, v, _ in rings if v is not None]
         low, high = (min(values), max(values)) if values else (0.0, 1.0)
         span = (high - low) or 1.0
-        hatch = Image.new("RGB", (SIZE, SIZE), _SUPPRESSED_FILL)
+        hatch = Image.new("RGB", (SIZE, SIZE), SUPPRESSED_FILL)
         hatch_draw = ImageDraw.Draw(hatch)
         for offset in range(-SIZE, SIZE, 6):
-            hatch_draw.line([(offset, 0), (offset + SIZE, SIZE)], fill=_SUPPRESSED_HATCH)
+            hatch_draw.line([(offset, 0), (offset + SIZE, SIZE)], fill=SUPPRESSED_HATCH)
         mask = Image.new("L", (SIZE, SIZE), 0)
         mask_draw = ImageDraw.Draw(mask)
         for _, ring, value, _ in rings:
@@ -628,7 +628,7 @@ def _legend(draw: Any, font: Any, measure: Measure, low: float, high: float, any
         draw.text((x, y + 18), _fmt(low, measure), fill=(0, 0, 0), font=font)
         right = _fmt(high, measure)
         draw.text((x + width - 6 * len(right), y + 18), right, fill=(0, 0, 0), font=font)
-    draw.rectangle([(x + width + 40, y), (x + width + 60, y + 14)], fill=_SUPPRESSED_FILL)
+    draw.rectangle([(x + width + 40, y), (x + width + 60, y + 14)], fill=SUPPRESSED_FILL)
     draw.text((x + width + 68, y + 2), "withheld", fill=(0, 0, 0), font=font)
 
 

@@ -15,6 +15,7 @@ Only Babel is imported at module level: the wheel's build (``setup.py``) compile
 
 from __future__ import annotations
 
+import io
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -84,10 +85,20 @@ def update() -> None:
                 catalog = Catalog(locale=lang, domain=domain, project="nser")
             catalog.update(template, no_fuzzy_matching=True)
             catalog.obsolete.clear()
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with path.open("wb") as handle:
-                write_po(handle, catalog, width=100, sort_output=False, include_lineno=False)
-            print(f"{path.relative_to(APP.parent)}: {len(catalog)} messages")
+            buffer = io.BytesIO()
+            write_po(buffer, catalog, width=100, sort_output=False, include_lineno=False)
+            new = buffer.getvalue()
+            old = path.read_bytes() if path.exists() else b""
+            if _without_dates(new) != _without_dates(old):  # no churn from the date alone
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(new)
+                print(f"{path.relative_to(APP.parent)}: {len(catalog)} messages")
+
+
+def _without_dates(po: bytes) -> bytes:
+    return b"\n".join(
+        line for line in po.splitlines() if not line.startswith(b'"POT-Creation-Date:')
+    )
 
 
 def problems() -> Iterator[str]:

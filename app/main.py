@@ -30,6 +30,7 @@ from app.routers import reports as reports_router
 from app.routers import requests as requests_router
 from app.routers import staff as staff_router
 from app.routers import summaries as summaries_router
+from app.routers import targeting as targeting_router
 from app.routers import tokens as tokens_router
 from app.routers import web as web_router
 from app.routers import web_apply
@@ -110,6 +111,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(analysis_router.router)
     app.include_router(maps_router.router)
     app.include_router(geo_router.router)
+    app.include_router(targeting_router.router)
     app.include_router(grievances_router.router)
     web_router.install(app)
     app.include_router(web_apply.router)

@@ -20,6 +20,7 @@ class Scope(StrEnum):
     REQUESTS_ACT = "requests:act"
     AGREEMENTS_OVERSEE = "agreements:oversee"
     REPORTS_READ = "reports:read"
+    SIMULATIONS_RUN = "simulations:run"
     PROGRAMMES_MANAGE = "programmes:manage"
     GRIEVANCES_READ = "grievances:read"
     GRIEVANCES_ACT = "grievances:act"
@@ -82,6 +83,11 @@ ROLE_SCOPES: dict[str, frozenset[str]] = {
         {Scope.REQUESTS_READ, Scope.REPORTS_READ, Scope.STAFF_READ, Scope.PROGRAMMES_MANAGE}
     ),
 }
+
+# What-if targeting simulations (policy analysis over the whole registry): the Secretary,
+# M&E and admins.
+for _role in ("secretary", "me", "admin"):
+    ROLE_SCOPES[_role] = ROLE_SCOPES[_role] | {Scope.SIMULATIONS_RUN}
 
 
 def staff_scopes(client_scopes: Iterable[str], roles: Iterable[str]) -> frozenset[str]:

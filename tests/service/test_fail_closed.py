@@ -64,6 +64,7 @@ async def samples(db: asyncpg.Connection) -> dict[str, str]:
         "action": "start_review",
         "measure": "households",
         "analysis_id": str(uuid.uuid4()),
+        "simulation_id": str(uuid.uuid4()),
         "programme_id": "cash-transfer",
         "name": "requests",
         "grievance_reference": "GRV-2026-000001",

@@ -31,6 +31,7 @@ from app.services.ingest import apply as apply_service
 from app.services.ingest import rules
 from app.services.ingest import state as state_service
 from app.services.pmt import model as pmt_service
+from app.services.targeting import simulation as simulation_service
 
 log = logging.getLogger("nser.ingest")
 
@@ -626,6 +627,8 @@ async def run_worker(
                     await state_service.open_connection(conn)
             if await process_one(conns[0], worker, lease_seconds, chunk=chunk, spares=conns[1:]):
                 continue
+            if await simulation_service.process_one(conns[0], worker):
+                continue  # a what-if simulation (app.services.targeting), when no batch waits
             if exit_when_idle:
                 break
         except (

@@ -460,6 +460,8 @@ def demo(
     programmes = _run_db(lambda conn: _demo_programmes(conn, partner["client_id"]))
     base = f"http://{host}:{port}"
     typer.echo(f"\nNSER demo registry ready ({existing or households} households).")
+    typer.echo(f"Website (English and Urdu): {base}/    ({base}/?lang=ur for Urdu)")
+    typer.echo(f"  {base}/check  {base}/statistics  {base}/map  {base}/apply")
     typer.echo(
         f"Public look-up (limits per IP: {settings.public_lookup_limits}), "
         "one CNIC per poverty band:"

@@ -58,6 +58,12 @@ def test_demo_prints_cnics_that_answer_and_working_partner_credentials(
             except httpx.TransportError:
                 time.sleep(0.3)
         printed = out_path.read_text()
+        # The website's address comes first, before any API example.
+        ready = printed[printed.index("NSER demo registry ready") :]
+        assert ready.index(f"Website (English and Urdu): {base}/") < ready.index("curl")
+        home = httpx.get(f"{base}/?lang=ur", timeout=10)
+        assert home.status_code == 200
+        assert 'dir="rtl"' in home.text
         samples = CNIC_LINE.findall(printed)
         assert {band for _, band in samples} == {
             "ultra_poor",

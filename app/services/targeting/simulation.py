@@ -145,7 +145,16 @@ SELECT h.province_code, h.district_code,
                         FROM (SELECT {shadow}, c.score AS pmt_score) h) ce
  GROUP BY 1, 2, 3, 4, 5, 6
 """
-    return sql, params
+    return _compact(sql, params)
+
+
+def _compact(sql: str, params: list[object]) -> tuple[str, list[object]]:
+    """Drop the parameters the text never uses and renumber the rest: PostgreSQL cannot
+    type a parameter no expression reads (a rule may bind a value it then leaves out)."""
+    used = sorted({int(n) for n in re.findall(r"\$(\d+)", sql)})
+    number = {old: new for new, old in enumerate(used, 1)}
+    text = re.sub(r"\$(\d+)", lambda m: f"${number[int(m.group(1))]}", sql)
+    return text, [params[old - 1] for old in used]
 
 
 # -- the report (pure) ----------------------------------------------------------------------

@@ -195,6 +195,14 @@ class HouseholdHistory(Base):
             "source IN ('survey','partner_batch','staff','pmt_recompute')", name="source"
         ),
         Index("ix_household_history_household", "household_id", "id"),
+        # As-of lists (migration 0012): rows after an instant, and a member's rows.
+        Index("ix_household_history_changed", "changed_at", "id"),
+        Index(
+            "ix_household_history_member",
+            "member_id",
+            "id",
+            postgresql_where=text("member_id IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)

@@ -16,6 +16,7 @@ from app.deps import PoolDep
 from app.rate_limit import limit, partner_client_key, partner_limits
 from app.schemas.geography import CODE_PATTERN
 from app.schemas.partner import BeneficiaryPage
+from app.services.sharing import asof as asof_service
 from app.services.sharing import beneficiaries as beneficiary_service
 from app.services.sharing.beneficiaries_sql import Filters
 from app.services.sharing.rules import split_list
@@ -71,6 +72,16 @@ def beneficiary_filters(
 
 
 FiltersDep = Annotated[Filters, Depends(beneficiary_filters)]
+AsOf = Annotated[
+    str | None,
+    Query(
+        max_length=64,
+        description="ISO 8601 date-time with offset: the list as the registry stood then "
+        "(rebuilt from history), with a snapshot id; 422 in the future or before the registry",
+        examples=["2026-11-30T09:00:00Z"],
+    ),
+]
+SNAPSHOT_HEADER = "X-Snapshot-Id"
 BeneficiaryReader = Annotated[Principal, Depends(require_scope(Scope.BENEFICIARIES_READ))]
 
 
@@ -92,9 +103,10 @@ async def list_beneficiaries(
     filters: FiltersDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
+    as_of: AsOf = None,
 ) -> Response:
     """Households matching the filters within the agreement; NDJSON/CSV stream everything."""
-    return await respond(request, partner, pool, filters, limit, cursor)
+    return await respond(request, partner, pool, filters, limit, cursor, as_of)
 
 
 async def respond(
@@ -104,13 +116,20 @@ async def respond(
     filters: Filters,
     limit: int,
     cursor: str | None,
+    as_of: str | None = None,
 ) -> Response:
     """The beneficiary list answer: a JSON page, or an NDJSON/CSV stream by ``Accept``.
 
     Lists that are this list with a restriction (a programme's eligible list sets
-    ``filters.restriction``) answer through here too, so they share every rule.
+    ``filters.restriction``) answer through here too, so they share every rule. With
+    ``as_of`` (or an as-of cursor) the list is the registry as it stood then, with a
+    ``snapshot`` id (body and ``X-Snapshot-Id``).
     """
+    at = asof_service.instant_of(as_of, cursor)
     await beneficiary_service.authorize(pool, partner, filters)
+    headers = None
+    if at is not None:
+        headers = {SNAPSHOT_HEADER: await asof_service.prepare(pool, partner, filters, at)}
     accept = request.headers.get("accept", "")
     if "application/x-ndjson" in accept or "text/csv" in accept:
         csv_wanted = "text/csv" in accept and "application/x-ndjson" not in accept
@@ -120,9 +139,9 @@ async def respond(
         await docs.__anext__()  # snapshot opened, audit row committed
         if csv_wanted:
             body = beneficiary_service.csv_rows(filters, docs)
-            return StreamingResponse(body, media_type="text/csv; charset=utf-8")
+            return StreamingResponse(body, media_type="text/csv; charset=utf-8", headers=headers)
         return StreamingResponse(
-            beneficiary_service.ndjson(docs), media_type="application/x-ndjson"
+            beneficiary_service.ndjson(docs), media_type="application/x-ndjson", headers=headers
         )
     page = await beneficiary_service.page(pool, partner, filters, limit, cursor)
-    return Response(page, media_type="application/json")
+    return Response(page, media_type="application/json", headers=headers)

@@ -16,7 +16,7 @@ from app.deps import PoolDep
 from app.errors import Forbidden, NotFound
 from app.openapi import json_request_body, problems
 from app.rate_limit import limit, partner_client_key, partner_limits
-from app.routers.beneficiaries import FiltersDep, respond
+from app.routers.beneficiaries import AsOf, FiltersDep, respond
 from app.schemas.partner import BeneficiaryPage
 from app.schemas.programmes import (
     Eligibility,
@@ -28,6 +28,7 @@ from app.schemas.programmes import (
 from app.schemas.programmes import Programme as ProgrammeOut
 from app.schemas.public import Cnic
 from app.services.programmes import eligibility, store
+from app.services.sharing import asof
 from app.strict import json_body
 
 partner_router = APIRouter(prefix="/v1/partner", tags=["partner"])
@@ -120,11 +121,16 @@ async def list_programme_beneficiaries(
     filters: FiltersDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
+    as_of: AsOf = None,
 ) -> Response:
-    """``GET /v1/partner/beneficiaries`` restricted to the programme's eligible households."""
+    """``GET /v1/partner/beneficiaries`` restricted to the programme's eligible households
+    (with ``as_of``: under the rule version in force then)."""
     programme = await store.for_partner(pool, partner, programme_id)
+    at = asof.instant_of(as_of, cursor)
+    if at is not None:
+        programme = await asof.programme_at(pool, programme, at)
     filters.restriction = eligibility.restriction(programme)
-    return await respond(request, partner, pool, filters, limit, cursor)
+    return await respond(request, partner, pool, filters, limit, cursor, as_of)
 
 
 @staff_router.get("/programmes", response_model=ProgrammeList)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 from pydantic import BaseModel
@@ -43,3 +43,6 @@ class Beneficiary(BaseModel):
 class BeneficiaryPage(BaseModel):
     items: list[dict[str, Any]]
     next_cursor: str | None
+    # As-of lists only: the instant read (UTC) and the snapshot id (also X-Snapshot-Id).
+    as_of: datetime | None = None
+    snapshot: str | None = None

@@ -20,6 +20,8 @@ import orjson
 from app.auth.partner import Principal
 from app.errors import Forbidden, ValidationFailed
 from app.services.audit import trail as audit
+from app.services.registry import asof as registry_asof
+from app.services.sharing import asof
 from app.services.sharing import rules as sharing
 from app.services.sharing.beneficiaries_sql import (
     GEO_LEVELS,
@@ -116,19 +118,28 @@ async def page(
 ) -> bytes:
     """One JSON page ``{"items": [...], "next_cursor": ...}``, audited in its transaction."""
     q = Query()
-    where = household_where(q, f, p.geo_codes, decode_cursor(cursor))
+    after = asof.cursor_position(cursor) if f.as_of else decode_cursor(cursor)
+    where = household_where(q, f, p.geo_codes, after)
     sql = (
         f"SELECT h.id, {household_document(f)}::text AS doc, {member_count(f)} AS n "
         f"FROM households h WHERE {where} ORDER BY h.id LIMIT {q.param(limit + 1)}::int"
     )
+    if f.as_of is not None:
+        sql = registry_asof.rewrite(sql, q.param, f.as_of)
     async with pool.acquire() as conn, conn.transaction():
         rows = await conn.fetch(sql, *q.params)
         more = len(rows) > limit
         rows = rows[:limit]
         await audit.append(conn, _record(p, f, len(rows), sum(r["n"] for r in rows), "page"))
-    next_cursor = encode_cursor(rows[-1]["id"]) if more and rows else None
+    next_cursor = None
+    if more and rows:
+        last = rows[-1]["id"]
+        next_cursor = asof.encode_cursor(last, f.as_of) if f.as_of else encode_cursor(last)
     items = b",".join(row["doc"].encode() for row in rows)
-    return b'{"items":[' + items + b'],"next_cursor":' + orjson.dumps(next_cursor) + b"}"
+    tail = b""
+    if f.as_of is not None:
+        tail = b',"as_of":' + orjson.dumps(f.as_of) + b',"snapshot":' + orjson.dumps(f.snapshot)
+    return b'{"items":[' + items + b'],"next_cursor":' + orjson.dumps(next_cursor) + tail + b"}"
 
 
 async def stream_documents(
@@ -142,11 +153,19 @@ async def stream_documents(
     """
     q = Query()
     where = household_where(q, f, p.geo_codes, None)
+
+    t = q.param(f.as_of) if f.as_of is not None else ""
+
+    def at(sql: str) -> str:  # an as-of list reads the registry rebuilt at its instant
+        return sql if f.as_of is None else registry_asof.rewrite(sql, lambda _: t, f.as_of)
+
     async with pool.acquire() as conn:
         async with conn.transaction(isolation="repeatable_read", readonly=True):
             counts = await conn.fetchrow(
-                f"SELECT count(*) AS households, coalesce(sum({member_count(f)}), 0)::bigint "
-                f"AS members FROM households h WHERE {where}",
+                at(
+                    f"SELECT count(*) AS households, coalesce(sum({member_count(f)}), 0)::bigint "
+                    f"AS members FROM households h WHERE {where}"
+                ),
                 *q.params,
             )
             assert counts is not None
@@ -165,6 +184,7 @@ async def stream_documents(
                     f"SELECT {doc}::text FROM (SELECT h.* FROM households h WHERE {where} "
                     "ORDER BY h.id) h ORDER BY h.id"
                 )
+            sql = at(sql)
             async for row in conn.cursor(sql, *q.params, prefetch=PREFETCH):
                 yield row[0]
 

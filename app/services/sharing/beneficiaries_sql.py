@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 
 GEO_LEVELS = ("province", "division", "district", "tehsil", "union_council")
@@ -86,6 +87,9 @@ class Filters:
     dimensions: list[str] = field(default_factory=list)
     # Set by a layer over the lists (e.g. a programme's eligible list), never by a request.
     restriction: Restriction | None = field(default=None, init=False)
+    # An as-of list (app.services.sharing.asof.prepare): the checked instant, its snapshot.
+    as_of: datetime | None = field(default=None, init=False)
+    snapshot: str | None = field(default=None, init=False)
 
     def geo(self) -> dict[str, list[str]]:
         return {level: getattr(self, level) for level in GEO_LEVELS if getattr(self, level)}
@@ -100,6 +104,8 @@ class Filters:
         )
         if self.restriction is not None:
             out.update(self.restriction.audit)
+        if self.as_of is not None:
+            out.update(as_of=self.as_of.isoformat(timespec="microseconds"), snapshot=self.snapshot)
         return out
 
 

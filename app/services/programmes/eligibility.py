@@ -7,8 +7,8 @@ as a ``Restriction``: its filters, cursor, streams, geography and dimension chec
 audit are those of the beneficiary lists, unchanged.
 
 Family unit (protocol §3.1): each ever-married woman of an eligible household is a
-recipient; the list marks them (``recipient`` per member, ``families`` per household) and
-the answer by CNIC says whether the holder is one.
+recipient; the list marks them (``recipient`` per member) and the answer by CNIC says
+whether the holder is one and how many families the household holds.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def restriction(programme: Current) -> Restriction:
         endpoint=LIST_ENDPOINT,
         where=lambda bind: rules.eligible_sql(rule, bind),
         audit={"programme": programme.id, "rule_version": programme.version},
-        household_fields=(("families", _FAMILIES),) if family else (),
+        # Per member, in the members' own subquery: no second read of them per household.
         member_fields=(("recipient", rules.recipient_sql("m")),) if family else (),
     )
 

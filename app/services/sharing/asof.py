@@ -56,7 +56,10 @@ def parse_as_of(value: str | None) -> datetime | None:
         raise ValidationFailed(
             f"as_of {value!r} has no UTC offset; add one (Z or +05:00) so the instant is exact"
         )
-    return normalized(at)
+    try:
+        return normalized(at)
+    except OverflowError as exc:  # e.g. 0001-01-01T00:00:00+05:00
+        raise ValidationFailed(f"as_of {value!r} is out of range") from exc
 
 
 def _micros(at: datetime) -> int:
@@ -79,7 +82,10 @@ def _decode(cursor: str) -> tuple[int, datetime] | None:
         return None
     if len(parts) != 3 or not all(p.isdigit() for p in parts[1:]):
         raise ValidationFailed("invalid cursor")
-    return int(parts[1]), _EPOCH + timedelta(microseconds=int(parts[2]))
+    try:
+        return int(parts[1]), _EPOCH + timedelta(microseconds=int(parts[2]))
+    except OverflowError as exc:
+        raise ValidationFailed("invalid cursor") from exc
 
 
 def instant_of(as_of: str | None, cursor: str | None) -> datetime | None:

@@ -32,6 +32,12 @@ class UpdateBatch(Base):
     __table_args__ = (
         UniqueConstraint("client_id", "idempotency_key", name="uq_update_batches_client_key"),
         CheckConstraint("status IN ('received','processing','done')", name="status"),
+        # A partner's batch names its agreement; a staff batch (a grievance's re-survey) none.
+        CheckConstraint(
+            "source = 'staff' OR (source = 'partner' AND agreement_id IS NOT NULL"
+            " AND organization_id IS NOT NULL)",
+            name="source",
+        ),
         Index(
             "ix_update_batches_queue",
             "status",
@@ -44,8 +50,9 @@ class UpdateBatch(Base):
         UUID, primary_key=True, server_default=text("gen_random_uuid()")
     )
     client_id: Mapped[str] = mapped_column(String(64), nullable=False)
-    agreement_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("agreements.id"), nullable=False)
-    organization_id: Mapped[uuid.UUID] = mapped_column(UUID, nullable=False)
+    source: Mapped[str] = mapped_column(String(8), nullable=False, server_default="partner")
+    agreement_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("agreements.id"))
+    organization_id: Mapped[uuid.UUID | None] = mapped_column(UUID)
     idempotency_key: Mapped[str] = mapped_column(String(200), nullable=False)
     body_sha256: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
     body: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)

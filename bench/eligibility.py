@@ -14,6 +14,13 @@ family field (``recipient``) it adds to each member. Runs alternate;
 medians of ``--runs``. The last line is one JSON object; ``ratio`` is programme households/s
 over plain households/s (target >= 0.8).
 
+It then times what-if targeting simulations over the same registry, in process through the
+worker's own path (``app.services.targeting.simulation``: queue a row, ``process_one``):
+cut-off 32 -> 30 (a candidate rule) and a candidate PMT model (every household re-scored
+in SQL, nothing written), against the bare read they cannot avoid (households joined to
+their living members' aggregate, grouped by district), alternated, medians of
+``--simulation-runs``; ``--simulation-only`` skips the HTTP part (target: < 120 s each).
+
 ``--template`` copies the template database (``createdb -T``, FILE_COPY) to a throwaway
 database and migrates the copy; the template itself is never changed.
 """
@@ -172,19 +179,97 @@ def measure(url: str, runs: int) -> dict[str, object]:
     }
 
 
+async def simulations(url: str, runs: int) -> dict[str, object]:
+    """Simulations through the worker's path, against the bare read of the same rows."""
+    from app.services.pmt.features import MEMBER_AGGREGATE
+    from app.services.pmt.model import ILLUSTRATIVE
+    from app.services.targeting import simulation
+
+    bare = f"""
+SELECT h.district_code, count(*), sum(coalesce(m0.size, 0))
+  FROM households h
+  LEFT JOIN ({MEMBER_AGGREGATE.format(where="true")}) m0 ON m0.household_id = h.id
+ GROUP BY 1"""
+    weights = {**ILLUSTRATIVE.weights, "television": 4.0, "household_size": -0.8}
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(
+            """INSERT INTO pmt_models (version, description, intercept, weights, bands,
+                                       illustrative, is_current)
+               VALUES ('bench-candidate', 'bench', 21.0, $1::jsonb, $2::jsonb, true, false)
+               ON CONFLICT (version) DO NOTHING""",
+            json.dumps(weights),
+            json.dumps(ILLUSTRATIVE.bands_json()),
+        )
+        await conn.execute("ANALYZE households; ANALYZE members")
+        bodies = {
+            "rule": {"live_rule": {"cut_off": 32}, "rule": {"cut_off": 30}},
+            "model": {"live_rule": {"cut_off": 32}, "pmt_version": "bench-candidate"},
+        }
+        times: dict[str, list[float]] = {"bare": [], "rule": [], "model": []}
+        results: dict[str, dict[str, object]] = {}
+        for i in range(runs):
+            started = time.perf_counter()
+            await conn.fetch(bare)
+            times["bare"].append(time.perf_counter() - started)
+            for kind, body in bodies.items():
+                request = await simulation.prepare(conn, {**body, "transfer_amount": "10500"})
+                sim_id = await conn.fetchval(
+                    "INSERT INTO simulations (request, requested_by) "
+                    "VALUES ($1::jsonb, 'bench') RETURNING id",
+                    json.dumps(request),
+                )
+                started = time.perf_counter()
+                assert await simulation.process_one(conn, "bench-worker")
+                times[kind].append(time.perf_counter() - started)
+                row = await conn.fetchrow(
+                    "SELECT status, error, result::text AS result FROM simulations WHERE id = $1",
+                    sim_id,
+                )
+                assert row["status"] == "done", row["error"]
+                results[kind] = json.loads(row["result"])
+            log(
+                f"simulation run {i + 1}: bare {times['bare'][-1]:.1f} s, "
+                f"rule {times['rule'][-1]:.1f} s, model {times['model'][-1]:.1f} s"
+            )
+    finally:
+        await conn.close()
+    bare_s = statistics.median(times["bare"])
+    return {
+        "simulation_households": results["rule"]["households_total"],
+        "simulation_bare_read_seconds": round(bare_s, 1),
+        "simulation_rule_seconds": round(statistics.median(times["rule"]), 1),
+        "simulation_model_seconds": round(statistics.median(times["model"]), 1),
+        "simulation_rule_ratio": round(statistics.median(times["rule"]) / bare_s, 2),
+        "simulation_model_ratio": round(statistics.median(times["model"]) / bare_s, 2),
+        "simulation_rule_leaving": results["rule"]["leaving"],
+        "simulation_model_entering": results["model"]["entering"],
+        "simulation_model_leaving": results["model"]["leaving"],
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--households", type=int, default=1_000_000)
     ap.add_argument("--reuse-db", default=None, help="an already seeded database (name or URL)")
     ap.add_argument("--template", default=None, help="a seeded template database to copy")
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--simulation-runs", type=int, default=2)
+    ap.add_argument("--simulation-only", action="store_true", help="skip the HTTP lists")
     args = ap.parse_args()
+
+    def everything(url: str) -> dict[str, object]:
+        out = {} if args.simulation_only else measure(url, args.runs)
+        if args.simulation_only:
+            nser(["db", "upgrade"], url)
+        return {**out, **asyncio.run(simulations(url, args.simulation_runs))}
+
     if args.template:
         with template_copy(args.template) as url:
-            result = measure(url, args.runs)
+            result = everything(url)
     else:
         with bench_database(args.reuse_db, args.households) as url:
-            result = measure(url, args.runs)
+            result = everything(url)
     for key, value in result.items():
         print(f"{key}: {value}")
     print(json.dumps(result))

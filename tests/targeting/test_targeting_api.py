@@ -238,11 +238,6 @@ async def test_cut_off_32_to_30_moves_the_scores_in_30_to_32(
     assert answer["request"]["candidate"]["rule"]["cut_off"] == 30
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 12 wants eligibility below the cut-off ([30, 32) moves); "
-    "app.services.programmes.rules selects at or below it ((30, 32] moves)",
-)
 async def test_cut_off_32_to_30_moves_exactly_the_scores_in_30_to_32(
     tclient: httpx.AsyncClient,
     conn: asyncpg.Connection,

@@ -23,8 +23,8 @@ DEMO_PROGRAMMES: tuple[dict[str, Any], ...] = (
     {
         "code": "cash-transfer",
         "name": "Unconditional cash transfer",
-        "description": "A quarterly cash transfer to the ever-married women of households at "
-        "or below the cut-off (publicly reported: 32, and 37 with a disabled member).",
+        "description": "A quarterly cash transfer to the ever-married women of households "
+        "scoring below the cut-off (publicly reported: 32, and 37 with a disabled member).",
         "rule": {
             "unit": "family",
             "cut_off": 32,
@@ -34,7 +34,7 @@ DEMO_PROGRAMMES: tuple[dict[str, Any], ...] = (
     {
         "code": "education-cct",
         "name": "Conditional education stipend",
-        "description": "Stipends for school-age children of households at or below 32, paid "
+        "description": "Stipends for school-age children of households below 32, paid "
         "on school attendance.",
         "rule": {"unit": "household", "cut_off": 32, "requires": ["has_school_age_child"]},
     },

@@ -10,12 +10,13 @@ A rule document (stored as given by ``normalize``, one row per version)::
       "requires": ["has_school_age_child"]
     }
 
-``cut_off`` applies to every household (PMT score at or below it is eligible); a raised
-cut-off applies to households meeting its condition; ``geography`` (codes at any level,
-empty = the whole country) and ``requires`` (member conditions, all must hold) narrow the
-population first. ``unit`` "family" makes the families of an eligible household the
-beneficiaries: one per ever-married woman, the recipient (protocol §3.1); a household
-without one has no recipient and is not eligible.
+``cut_off`` applies to every household (a PMT score strictly below it is eligible: the
+protocol's "below the chosen cut off score"); a raised cut-off applies to households
+meeting its condition; ``geography`` (codes at any level, empty = the whole country) and
+``requires`` (member conditions, all must hold) narrow the population first. ``unit``
+"family" makes the families of an eligible household the beneficiaries: one per ever-
+married woman, the recipient (protocol §3.1); a household without one has no recipient
+and is not eligible.
 
 Conditions are a closed vocabulary (``CONDITIONS``), each an ``EXISTS`` over the living
 members, so a rule can only ever produce package-owned SQL text: request values (cut-offs,
@@ -73,8 +74,8 @@ CLAUSES = (
     "requires:<condition>",  # a required member condition is not met
     "no_recipient",  # family unit: no ever-married woman to receive the benefit
     "no_score",  # the household has no PMT score
-    "cut_off",  # at or below the base cut-off: eligible
-    "raised_cut_off:<condition>",  # at or below a raised cut-off it qualifies for: eligible
+    "cut_off",  # below the base cut-off: eligible
+    "raised_cut_off:<condition>",  # below a raised cut-off it qualifies for: eligible
     "above_cut_off",  # above every cut-off that applies
 )
 _GEO_COLUMNS = (
@@ -236,14 +237,14 @@ def eligible_sql(rule: Rule, bind: Binder) -> str:
     the whole result before the first row of an id-ordered stream).
     """
     top = max([rule.cut_off, *(r.cut_off for r in rule.raised_cut_offs)])
-    parts = [f"h.pmt_score <= {bind(top)}::numeric"]
+    parts = [f"h.pmt_score < {bind(top)}::numeric"]
     gates = _gates(rule, bind)
     if rule.geography:
         parts.append(gates[0][1])
         gates = gates[1:]
     admits = []
     for _, placeholder, cond in _admits(rule, bind):
-        test = f"h.pmt_score <= {placeholder}::numeric"
+        test = f"h.pmt_score < {placeholder}::numeric"
         admits.append(f"({test} AND {cond})" if cond else test)
     admitted = "(" + " OR ".join(admits) + ")"
     if gates:
@@ -259,7 +260,7 @@ def clause_sql(rule: Rule, bind: Binder) -> str:
     whens = [f"WHEN NOT {cond} THEN '{clause}'" for clause, cond in _gates(rule, bind)]
     whens.append("WHEN h.pmt_score IS NULL THEN 'no_score'")
     for clause, placeholder, cond in _admits(rule, bind):
-        test = f"h.pmt_score <= {placeholder}::numeric"
+        test = f"h.pmt_score < {placeholder}::numeric"
         whens.append(f"WHEN {test}{' AND ' + cond if cond else ''} THEN '{clause}'")
     return "(CASE " + " ".join(whens) + " ELSE 'above_cut_off' END)"
 

@@ -404,3 +404,25 @@ async def test_bad_instants_and_cursors_are_422(
     )
     assert r.status_code == 422
     assert "without as_of" in r.json()["detail"]
+
+
+async def test_an_instant_is_refused_until_writes_that_began_before_it_end(
+    c: httpx.AsyncClient, reader: dict[str, str], url: str
+) -> None:
+    # A writing transaction (it holds a transaction id) that began before the instant:
+    # its changes will be dated before it, so the registry as of then is not final yet.
+    writer = await asyncpg.connect(url)
+    try:
+        tx = writer.transaction()
+        await tx.start()
+        await writer.fetchval("SELECT txid_current()")
+        await asyncio.sleep(0.05)
+        at = _iso(datetime.now(UTC))
+        r = await c.get(BENEFICIARIES, params={"as_of": at, "limit": 2}, headers=reader)
+        assert r.status_code == 422, r.text
+        assert "not final yet" in r.json()["detail"]
+        await tx.rollback()
+        r = await c.get(BENEFICIARIES, params={"as_of": at, "limit": 2}, headers=reader)
+        assert r.status_code == 200, r.text
+    finally:
+        await writer.close()

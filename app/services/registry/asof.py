@@ -31,7 +31,9 @@ fast as a plain read and a distant one is honestly slower.
   ``members m`` correlated by ``m.household_id = h.id``) read at ``T`` instead: the tables
   replaced by those derived tables, ``current_date`` by ``T``'s date (ages as they were).
 - ``check(conn, at)``: the instant must be neither in the future nor before the registry's
-  first row; returns the last history row at or before ``T`` (the registry's version then).
+  first row, nor later than the start of a write transaction still in progress (its
+  changes will be dated before ``T``: until it ends, ``T`` is not final); returns the last
+  history row at or before ``T`` (the registry's version then).
 
 Instants are transaction start times (``now()`` fills ``changed_at`` and ``created_at``): a
 change belongs to ``T`` when its transaction began at or before ``T``. The
@@ -136,7 +138,10 @@ async def check(conn: asyncpg.Connection | asyncpg.Pool, at: datetime) -> Instan
                         (SELECT changed_at FROM household_history
                           ORDER BY changed_at, id LIMIT 1)) AS began,
                   (SELECT id FROM household_history WHERE changed_at <= $1
-                    ORDER BY changed_at DESC, id DESC LIMIT 1) AS last_change""",
+                    ORDER BY changed_at DESC, id DESC LIMIT 1) AS last_change,
+                  (SELECT min(xact_start) FROM pg_stat_activity
+                    WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid()
+                      AND datname = current_database()) AS oldest_writer""",
         at,
     )
     assert row is not None
@@ -149,6 +154,15 @@ async def check(conn: asyncpg.Connection | asyncpg.Pool, at: datetime) -> Instan
         since = row["began"].isoformat() if row["began"] is not None else "no data yet"
         raise ValidationFailed(
             f"as_of {at.isoformat()} is before the registry existed (its first record: {since})"
+        )
+    writer = row["oldest_writer"]
+    if writer is not None and writer <= at:
+        # Its changes will carry its start time, at or before ``at``: until it commits (or
+        # rolls back) the registry as of ``at`` is not final, nor would its snapshot id be.
+        raise ValidationFailed(
+            f"as_of {at.isoformat()} is not final yet: a change that began at "
+            f"{writer.isoformat()} is still being written; retry in a few seconds or ask "
+            "for an earlier instant"
         )
     return Instant(at=at, last_change=int(row["last_change"] or 0))
 

@@ -29,7 +29,10 @@ class GrievanceForm(StrictModel):
         "deceased_listed (a deceased member still listed) or other"
     )
     details: Annotated[str, Field(max_length=2000)] = ""
-    contact_phone: Annotated[str, Field(pattern=r"^\+?[0-9][0-9 -]{5,19}$")] | None = None
+    # At most 20 characters, as the column holds.
+    contact_phone: (
+        Annotated[str, Field(max_length=20, pattern=r"^\+?[0-9][0-9 -]{5,19}$")] | None
+    ) = None
 
     @model_validator(mode="after")
     def _other_is_explained(self) -> GrievanceForm:

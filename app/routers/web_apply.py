@@ -135,7 +135,7 @@ def _spend_budget(request: Request) -> int | None:
 
 
 @router.post("/apply", response_class=HTMLResponse)
-async def apply_submit(request: Request, web: WebDep, pool: PoolDep) -> HTMLResponse:
+async def apply_submit(request: Request, web: WebDep, pool: PoolDep) -> Response:
     """Validate with RequestForm; store through store.submit; show the reference once."""
     sub = await _read_form(request, web)
     form, errors = apply.validate(sub)
@@ -159,13 +159,28 @@ async def apply_submit(request: Request, web: WebDep, pool: PoolDep) -> HTMLResp
         if not found:
             raise
         return await _form_page(web, pool, sub=sub, errors=found, status=422)
-    status_path = "/apply/status/" + made.reference + "?" + urlencode({"token": made.token})
+    # Post/redirect/get: reloading the confirmation must not send the form again.
+    sent = f"/apply/sent/{made.reference}?" + urlencode({"token": made.token, "lang": web.lang})
+    return RedirectResponse(sent, status_code=303)
+
+
+@router.get("/apply/sent/{reference}", response_class=HTMLResponse)
+async def apply_sent(
+    request: Request,
+    web: WebDep,
+    pool: PoolDep,
+    reference: str,
+    token: Annotated[str | None, Query(description="the request's status token")] = None,
+) -> HTMLResponse:
+    """The confirmation after sending: the reference and the status link to keep."""
+    await _view(web, pool, reference, token)  # the same 404 as the status page
+    assert token is not None
+    status_path = "/apply/status/" + reference + "?" + urlencode({"token": token})
     base = str(request.base_url).rstrip("/")
     return page(
         web,
         "apply/done.html",
-        status=201,
-        reference=made.reference,
+        reference=reference,
         status_url=base + status_path,
         status_path=status_path,
     )

@@ -453,6 +453,8 @@ def test_apply_end_to_end_in_a_browser(new_page: Callable[..., Page], lang: str)
     _fill_and_send(page)
     page.wait_for_selector(".reference")
     reference = page.locator("strong.reference").inner_text()
+    sent_url = page.url  # the form redirected here: reloading it sends nothing
+    assert "/apply/sent/" in sent_url
     assert re.fullmatch(r"DSR-\d{4}-\d{6}", reference)
     link = page.locator(".status-link a").get_attribute("href")
     assert link
@@ -462,8 +464,13 @@ def test_apply_end_to_end_in_a_browser(new_page: Callable[..., Page], lang: str)
     assert page.locator(".status-submitted").inner_text() == SUBMITTED[lang]
     assert page.locator(".timeline li").count() == 1
     assert problems == [], problems
-    # The status page, scanned and photographed (axe needs the CSP bypassed).
+    # The confirmation and the status page, scanned and photographed (axe needs the CSP
+    # bypassed).
     scan = new_page(bypass_csp=True)
+    scan.goto(sent_url)
+    assert scan.locator("strong.reference").inner_text() == reference
+    screenshot(scan, f"apply-sent-{lang}-desktop")
+    assert axe_violations(scan) == []
     scan.goto(f"{link}&lang={lang}")
     assert scan.locator(".status-submitted").inner_text() == SUBMITTED[lang]
     screenshot(scan, f"apply-status-{lang}-desktop")

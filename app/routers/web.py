@@ -45,7 +45,9 @@ _TITLES = {
 
 def _error_context(request: Request) -> WebContext:
     lang = i18n.negotiate(
-        None, request.cookies.get(i18n.COOKIE), request.headers.get("accept-language")
+        request.query_params.get("lang"),  # only en or ur count; anything else is ignored
+        request.cookies.get(i18n.COOKIE),
+        request.headers.get("accept-language"),
     )
     return WebContext(
         request=request,

@@ -112,3 +112,14 @@ def test_a_browser_gets_a_page_for_an_unknown_address_and_the_api_stays_json(
     api = httpx.get(f"{site.base_url}/v1/no-such", headers={"Accept": "text/html"})
     assert api.status_code == 404
     assert api.headers["content-type"] == "application/problem+json"
+
+
+@pytest.mark.parametrize("lang", ["en", "ur"])
+def test_error_pages_are_accessible(new_page: Callable[..., Page], lang: str) -> None:
+    page = new_page(bypass_csp=True)
+    answer = page.goto(f"/no-such-page?lang={lang}")
+    assert answer is not None
+    assert answer.status == 404
+    assert page.locator("html").get_attribute("dir") == ("rtl" if lang == "ur" else "ltr")
+    screenshot(page, f"error-404-{lang}-desktop")
+    assert axe_violations(page) == []

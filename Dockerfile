@@ -13,10 +13,11 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY app ./app
 COPY migrations ./migrations
-# The wheel carries the migrations (as app/migrations) and app/data: the venv needs nothing else.
+# The wheel carries the migrations (as app/migrations), app/data and the website (templates,
+# static files, and the Urdu catalogues setup.py compiles): the venv needs nothing else.
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
     && pip install --no-cache-dir /wheels/nser-*.whl
 

@@ -33,9 +33,10 @@ from app.routers import summaries as summaries_router
 from app.routers import targeting as targeting_router
 from app.routers import tokens as tokens_router
 from app.routers import web as web_router
-from app.routers import web_apply
+from app.routers import web_apply as web_apply_router
 from app.routers import web_check as web_check_router
-from app.routers import web_map, web_statistics
+from app.routers import web_map as web_map_router
+from app.routers import web_statistics as web_statistics_router
 from app.services.ingest import worker as ingest_worker
 from app.settings import Settings, get_settings
 from app.strict import reject_unknown_parameters
@@ -114,8 +115,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(targeting_router.router)
     app.include_router(grievances_router.router)
     web_router.install(app)
-    app.include_router(web_apply.router)
+    app.include_router(web_apply_router.router)
     app.include_router(web_check_router.router)
-    app.include_router(web_statistics.router)
-    app.include_router(web_map.router)
+    app.include_router(web_statistics_router.router)
+    app.include_router(web_map_router.router)
     return app

@@ -3,12 +3,14 @@
 from app.models.audit import AuditEntry
 from app.models.base import Base
 from app.models.geography import GeoUnit
+from app.models.grievances import Grievance, GrievanceEvent
 from app.models.ingest import UpdateBatch, UpdateRecordResult
 from app.models.products import AggregateQuery, AnalysisResult
 from app.models.programmes import AgreementProgramme, Programme, ProgrammeRule
 from app.models.registry import Household, HouseholdHistory, Member, PmtModel
 from app.models.requests import DataRequest, Obligation, RequestEvent, SpotCheck
 from app.models.sharing import Agreement, ApiClient, Organization, SigningKey
+from app.models.targeting import Simulation
 
 __all__ = [
     "AggregateQuery",
@@ -20,6 +22,8 @@ __all__ = [
     "Base",
     "DataRequest",
     "GeoUnit",
+    "Grievance",
+    "GrievanceEvent",
     "Household",
     "HouseholdHistory",
     "Member",
@@ -30,6 +34,7 @@ __all__ = [
     "ProgrammeRule",
     "RequestEvent",
     "SigningKey",
+    "Simulation",
     "SpotCheck",
     "UpdateBatch",
     "UpdateRecordResult",

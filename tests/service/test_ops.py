@@ -7,6 +7,7 @@ import asyncio
 import re
 import signal
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
@@ -93,5 +94,35 @@ def test_migrations_down_to_base_and_up_again() -> None:
         assert asyncio.run(_tables(url)) <= {"alembic_version"}
         run_cli(["db", "upgrade"], url)
         assert asyncio.run(_tables(url)) == head
+    finally:
+        drop_database(url)
+
+
+async def _model_drift(url: str) -> list[object]:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    import app.models
+
+    engine = create_async_engine(url.replace("postgresql://", "postgresql+asyncpg://", 1))
+    try:
+        async with engine.connect() as conn:
+
+            def compare(sync: Any) -> list[object]:
+                context = MigrationContext.configure(sync, opts={"compare_type": True})
+                return list(compare_metadata(context, app.models.Base.metadata))
+
+            return await conn.run_sync(compare)
+    finally:
+        await engine.dispose()
+
+
+def test_the_models_describe_the_migrated_schema() -> None:
+    # Alembic's autogenerate must find nothing to do: the SQLAlchemy models and the
+    # migrations describe the same tables, columns, constraints and indexes.
+    url = create_database()
+    try:
+        assert asyncio.run(_model_drift(url)) == []
     finally:
         drop_database(url)

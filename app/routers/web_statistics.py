@@ -7,6 +7,7 @@ second back end, and every number on the page has passed the same disclosure con
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any
 
 import orjson
@@ -19,9 +20,12 @@ from app.routers.web import WebRoute
 from app.services.products import summaries as summary_service
 from app.services.registry import geography as geography_service
 from app.web import statistics as stats
-from app.web.render import WebContext, WebDep, WebError, page
+from app.web.render import RenderedPages, WebContext, WebDep, WebError, render, respond
 
 router = APIRouter(route_class=WebRoute, include_in_schema=False)
+
+NAMES_TTL = 300.0
+_names: dict[tuple[str, str | None, str], tuple[float, dict[str, tuple[str, str]]]] = {}
 
 ProvinceParam = Annotated[
     str | None,
@@ -33,7 +37,14 @@ async def area_names(
     pool: Any, level: str, parent: str | None, lang: str
 ) -> dict[str, tuple[str, str]]:
     """``{code: (name, lang of the name)}`` of a level's units (under ``parent``): the Urdu
-    name on Urdu pages where the registry has one, else the English name."""
+    name on Urdu pages where the registry has one, else the English name.
+
+    Provinces and districts are reference data that change only with a release, so the
+    answer is kept for ``NAMES_TTL`` seconds rather than read for every page."""
+    key = (level, parent, lang)
+    kept = _names.get(key)
+    if kept is not None and kept[0] > time.monotonic():
+        return kept[1]
     units = orjson.loads(await geography_service.units(pool, level, parent, None))["items"]
     names: dict[str, tuple[str, str]] = {}
     for unit in units:
@@ -41,6 +52,9 @@ async def area_names(
             names[unit["code"]] = (unit["name_ur"], "ur")
         else:
             names[unit["code"]] = (unit["name"], "en")
+    if len(_names) > 1000:  # the levels x parents x languages pages ask for are few
+        _names.clear()
+    _names[key] = (time.monotonic() + NAMES_TTL, names)
     return names
 
 
@@ -108,7 +122,33 @@ async def statistics(
         geo,
         summary_service.policy_of(settings),
     )
-    answer = orjson.loads(answer_bytes.body)
+    # The page depends only on the language, the area and the published summary: render it
+    # once per summary version (its ETag) rather than for every visitor.
+    key = (web.lang, chosen, answer_bytes.etag)
+    rendered = _rendered(request)
+    html = rendered.get(key)
+    if html is None:
+        html = _render(web, answer_bytes.body, provinces, chosen, level, names)
+        rendered.put(key, html)
+    return respond(web, html)
+
+
+def _rendered(request: Request) -> RenderedPages:
+    pages: RenderedPages | None = getattr(request.app.state, "statistics_pages", None)
+    if pages is None:
+        pages = request.app.state.statistics_pages = RenderedPages()
+    return pages
+
+
+def _render(
+    web: WebContext,
+    body: bytes,
+    provinces: dict[str, tuple[str, str]],
+    chosen: str | None,
+    level: str,
+    names: dict[str, tuple[str, str]],
+) -> str:
+    answer = orjson.loads(body)
     areas, total = stats.areas_of(answer, level)
     bands = stats.bands_of(answer)
     if chosen is None:
@@ -120,7 +160,7 @@ async def statistics(
             "Share of households in each poverty band, by district of %(province)s",
             province=provinces[chosen][0],
         )
-    return page(
+    return render(
         web,
         "statistics/index.html",
         provinces=provinces,
@@ -135,4 +175,5 @@ async def statistics(
         disclosure=answer["disclosure"],
         registry_version=answer["registry_version"],
         chart=chart(web, areas, names, bands, chart_title),
+        **stats.cell_formatters(web, names),
     )

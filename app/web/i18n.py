@@ -18,7 +18,7 @@ from pathlib import Path
 from babel import Locale
 from babel.core import negotiate_locale
 from babel.dates import format_date, format_datetime
-from babel.numbers import format_decimal, format_percent
+from babel.numbers import NumberPattern, parse_pattern
 from babel.support import NullTranslations, Translations
 
 TRANSLATIONS = Path(__file__).resolve().parent / "translations"
@@ -68,6 +68,18 @@ def translations(lang: str) -> NullTranslations:
     return merged
 
 
+@cache
+def _locale(lang: str) -> Locale:
+    return Locale.parse(LOCALES[lang])
+
+
+@cache
+def _pattern(digits: int, *, percent: bool) -> NumberPattern:
+    """A parsed number pattern (a page formats hundreds of numbers: parse each once)."""
+    text = "#,##0" + ("." + "0" * digits if digits else "") + ("%" if percent else "")
+    return parse_pattern(text)
+
+
 def negotiate(query: str | None, cookie: str | None, accept_language: str | None) -> str:
     """The language of a request (see the module docstring)."""
     if query in LANGUAGES:
@@ -99,19 +111,19 @@ class Formatter:
 
     @property
     def locale(self) -> Locale:
-        return Locale.parse(LOCALES[self.lang])
+        return _locale(self.lang)
 
     def number(self, value: float | int | None, digits: int = 0) -> str:
         if value is None:
             return ""
-        pattern = "#,##0" + ("." + "0" * digits if digits else "")
-        return format_decimal(value, format=pattern, locale=self.locale)
+        text: str = _pattern(digits, percent=False).apply(value, self.locale)
+        return text
 
     def percent(self, value: float | None, digits: int = 1) -> str:
         if value is None:
             return ""
-        pattern = "#,##0" + ("." + "0" * digits if digits else "") + "%"
-        return format_percent(value, format=pattern, locale=self.locale)
+        text: str = _pattern(digits, percent=True).apply(value, self.locale)
+        return text
 
     def date(self, value: date | datetime | None, form: str = "long") -> str:
         if value is None:

@@ -10,6 +10,8 @@ Babel formatter (``web.fmt.number(…)``), the CSRF field and the link that swit
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -139,7 +141,40 @@ def page(
     **values: Any,
 ) -> HTMLResponse:
     """Render ``template`` for the request, with the cookies and headers every page needs."""
-    html = environment(web.lang).get_template(template).render(web=web, **values)
+    return respond(web, render(web, template, **values), status=status, headers=headers)
+
+
+def render(web: WebContext, template: str, **values: Any) -> str:
+    """The HTML of ``template`` in the request's language."""
+    return environment(web.lang).get_template(template).render(web=web, **values)
+
+
+class RenderedPages:
+    """Rendered HTML of pages that depend only on public data, by a key that names that
+    data's version (e.g. the summary's ETag), so a page is rendered once per version.
+    Bounded; the oldest entry goes first. Only for pages with no per-visitor content."""
+
+    def __init__(self, size: int = 256) -> None:
+        self.size = size
+        self._pages: OrderedDict[Hashable, str] = OrderedDict()
+
+    def get(self, key: Hashable) -> str | None:
+        html = self._pages.get(key)
+        if html is not None:
+            self._pages.move_to_end(key)
+        return html
+
+    def put(self, key: Hashable, html: str) -> None:
+        self._pages[key] = html
+        self._pages.move_to_end(key)
+        while len(self._pages) > self.size:
+            self._pages.popitem(last=False)
+
+
+def respond(
+    web: WebContext, html: str, *, status: int = 200, headers: dict[str, str] | None = None
+) -> HTMLResponse:
+    """``html`` as the answer, with the cookies and headers every page needs."""
     response = HTMLResponse(html, status_code=status, headers=headers)
     response.headers["Content-Language"] = web.lang
     response.headers["Vary"] = "Accept-Language, Cookie"

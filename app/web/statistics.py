@@ -17,11 +17,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from markupsafe import Markup, escape
 
 from app.web.i18n import N_
+
+if TYPE_CHECKING:
+    from app.web.render import WebContext
 
 # The bands in the order of the PMT model, then a household not yet scored.
 BANDS = ("ultra_poor", "very_poor", "poor", "non_poor", "well_off", "unscored")
@@ -269,3 +272,25 @@ __all__ = [
     "segments",
     "stacked_bars",
 ]
+
+
+def cell_formatters(
+    web: WebContext, names: Mapping[str, tuple[str, str]]
+) -> dict[str, Callable[[Any], Markup]]:
+    """``name_of(code)``, ``count(n)`` and ``share(x)`` for the tables' cells: a withheld
+    value reads "withheld", an area name carries ``lang`` when it is not the page's."""
+    withheld = Markup('<span class="suppressed">{}</span>').format(web.gettext("withheld"))
+
+    def name_of(code: str | None) -> Markup:
+        name, lang = names.get(code or "", (code or "", "en"))
+        if lang != web.lang:
+            return Markup('<span lang="{}">{}</span>').format(lang, name)
+        return Markup("<span>{}</span>").format(name)
+
+    def count(value: int | None) -> Markup:
+        return withheld if value is None else escape(web.fmt.number(value))
+
+    def share(value: float | None) -> Markup:
+        return withheld if value is None else escape(web.fmt.percent(value))
+
+    return {"name_of": name_of, "count": count, "share": share}

@@ -2,22 +2,51 @@
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
 from app.strict import has_control
 
 
+class Paragraphs:
+    """Field metadata: this text may hold line breaks (a form's free text: a purpose, a
+    methodology, a grievance's details). ``CR LF`` is read as ``LF``; every other control
+    character is refused as elsewhere. Use the ``PARAGRAPHS`` instance:
+    ``Annotated[str, Field(max_length=4000), PARAGRAPHS]``."""
+
+
+PARAGRAPHS = Paragraphs()
+# Control characters but the line feed.
+_CONTROL_BUT_LF = re.compile(r"[\x00-\x09\x0b-\x1f\x7f]")
+
+
 class StrictModel(BaseModel):
     """``extra="forbid"``: a misspelt field is a 422, never silently dropped. Text holding a
-    control character (U+0000-U+001F, U+007F) is refused too, at any depth of a list."""
+    control character (U+0000-U+001F, U+007F) is refused too, at any depth of a list;
+    fields marked ``PARAGRAPHS`` may hold line breaks."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    _paragraph_fields: ClassVar[frozenset[str]] = frozenset()
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        cls._paragraph_fields = frozenset(
+            name
+            for name, info in cls.model_fields.items()
+            if any(isinstance(item, Paragraphs) for item in info.metadata)
+        )
 
     @field_validator("*", mode="after")
     @classmethod
-    def _no_control_characters(cls, value: Any) -> Any:
+    def _no_control_characters(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, str) and info.field_name in cls._paragraph_fields:
+            value = value.replace("\r\n", "\n")
+            if _CONTROL_BUT_LF.search(value):
+                raise ValueError("control characters other than line breaks are not allowed")
+            return value
         texts = value if isinstance(value, list) else [value]
         if any(isinstance(text, str) and has_control(text) for text in texts):
             raise ValueError("control characters are not allowed")

@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from app.schemas.base import StrictModel
+from app.schemas.base import PARAGRAPHS, StrictModel
 from app.schemas.cnic import Cnic
 from app.schemas.updates import Indicators
 
@@ -28,7 +28,7 @@ class GrievanceForm(StrictModel):
         description="wrong_members, wrong_assets, resurvey (a re-survey request), "
         "deceased_listed (a deceased member still listed) or other"
     )
-    details: Annotated[str, Field(max_length=2000)] = ""
+    details: Annotated[str, Field(max_length=2000), PARAGRAPHS] = ""
     # At most 20 characters, as the column holds.
     contact_phone: (
         Annotated[str, Field(max_length=20, pattern=r"^\+?[0-9][0-9 -]{5,19}$")] | None

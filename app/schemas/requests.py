@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field, model_validator
 
 from app.models.sharing import ORGANIZATION_TYPES
-from app.schemas.base import StrictModel
+from app.schemas.base import PARAGRAPHS, StrictModel
 from app.schemas.geography import CODE_PATTERN
 
 OrganizationType = Literal[
@@ -24,6 +24,9 @@ Category = Literal["i", "ii", "iii", "iv", "v", "vi", "vii", "viii"]
 Storage = Literal["hard_copy", "soft_copy", "vpn"]
 GratisCriterion = Literal["a", "b", "c", "d"]
 Text = Annotated[str, Field(min_length=1, max_length=4000)]
+# Free text of the form: paragraphs (line breaks kept).
+Paragraph = Annotated[str, Field(min_length=1, max_length=4000), PARAGRAPHS]
+OptionalParagraph = Annotated[str, Field(max_length=4000), PARAGRAPHS]
 ShortText = Annotated[str, Field(min_length=1, max_length=200)]
 GeoCode = Annotated[str, Field(pattern=CODE_PATTERN)]
 DimensionName = Annotated[str, Field(pattern=r"^[a-z_]{1,32}$")]
@@ -37,7 +40,7 @@ class OrganizationIn(StrictModel):
     contact_name: ShortText
     email: Annotated[str, Field(max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
     phone: Annotated[str, Field(pattern=r"^\+?[0-9][0-9 -]{5,19}$")]
-    address: Annotated[str, Field(min_length=1, max_length=500)]
+    address: Annotated[str, Field(min_length=1, max_length=500), PARAGRAPHS]
 
 
 class Period(StrictModel):
@@ -59,8 +62,8 @@ class RequestForm(StrictModel):
     """``POST /v1/requests``: the data request form (Annex I, §4.1.3 a-j)."""
 
     organization: OrganizationIn
-    purpose: Text
-    extent_of_use: Text
+    purpose: Paragraph
+    extent_of_use: Paragraph
     period: Period
     storage: Storage
     categories: Annotated[list[Category], Field(min_length=1, max_length=8)]
@@ -73,11 +76,11 @@ class RequestForm(StrictModel):
             default_factory=list,
         ),
     ]
-    own_surveys: Annotated[str, Field(max_length=4000)] = ""
-    methodology: Text
-    security_measures: Text
+    own_surveys: OptionalParagraph = ""
+    methodology: Paragraph
+    security_measures: Paragraph
     gratis_criterion: GratisCriterion | None = None
-    gratis_justification: Annotated[str, Field(max_length=4000)] = ""
+    gratis_justification: OptionalParagraph = ""
 
     @model_validator(mode="after")
     def _gratis_is_justified(self) -> RequestForm:

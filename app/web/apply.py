@@ -188,10 +188,10 @@ class Submission:
 
 
 def _clean(text: str) -> str:
-    """Trimmed, with a textarea's line breaks and tabs as spaces: the API's text holds no
-    control characters (``StrictModel``), so the lines of a paragraph are joined."""
-    lines = (line.replace("\t", " ").strip() for line in text.splitlines())
-    return " ".join(line for line in lines if line)
+    """Trimmed, tabs as spaces, each line's trailing spaces dropped: a textarea's line breaks
+    are kept (the form's free-text fields take paragraphs: ``PARAGRAPHS`` in the model)."""
+    lines = [line.replace("\t", " ").rstrip() for line in text.splitlines()]
+    return "\n".join(lines).strip()
 
 
 def read_fields(pairs: Iterable[tuple[str, str]]) -> Submission:

@@ -123,7 +123,8 @@ def test_html_attributes_are_read_from_the_model() -> None:
 def test_a_complete_submission_is_the_document_the_api_takes() -> None:
     sub = apply.read_fields([("csrf_token", "x"), *good_fields()])
     assert sub.csrf == "x"
-    assert sub.value("address") == "12 University Road Islamabad"  # no control characters
+    # A textarea's lines are kept (CR LF as LF): free text takes paragraphs.
+    assert sub.value("address") == "12 University Road\nIslamabad"
     doc = apply.to_document(sub)
     assert doc["organization"]["type"] == "academic"
     assert doc["period"] == {"start": "2027-01-01", "end": "2027-12-31"}
@@ -138,6 +139,15 @@ def test_a_complete_submission_is_the_document_the_api_takes() -> None:
     assert form.period.start == date(2027, 1, 1)
     assert form.geography == ["PK6", "PK101"]
     assert form.gratis_criterion is None
+    assert form.organization.address == "12 University Road\nIslamabad"
+
+
+def test_paragraphs_only_where_the_model_takes_them() -> None:
+    # A line break in a one-line field (a name) is still a control character: refused.
+    sub = apply.read_fields([("csrf_token", "x"), *good_fields(organization_name="Line\r\nbreak")])
+    form, errors = apply.validate(sub)
+    assert form is None
+    assert "organization_name" in errors
 
 
 def test_unknown_and_repeated_fields_fail_closed() -> None:

@@ -26,12 +26,18 @@ PROGRAMME_STATUSES = ("active", "closed")
 
 
 class Programme(Timestamps, Base):
-    """A programme run by an owner organization; its rule is the latest ProgrammeRule."""
+    """A programme run by an owner organization; its rule is the latest ProgrammeRule.
+    Closed (``status``), partners are refused its eligibility and its list from
+    ``closed_at`` on."""
 
     __tablename__ = "programmes"
     __table_args__ = (
         CheckConstraint("code ~ '^[a-z0-9][a-z0-9_-]{1,39}$'", name="code"),
         CheckConstraint("status IN ('active','closed')", name="status"),
+        CheckConstraint(
+            "(status = 'closed') = (closed_at IS NOT NULL AND closed_reason IS NOT NULL)",
+            name="closed_when",
+        ),
         Index("ix_programmes_organization", "organization_id"),
     )
 
@@ -45,6 +51,9 @@ class Programme(Timestamps, Base):
     )
     description: Mapped[str] = mapped_column(Text, nullable=False, server_default="")
     status: Mapped[str] = mapped_column(String(12), nullable=False, server_default="active")
+    # Set by closing (the instant and the staff's reason), cleared by reopening.
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    closed_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class ProgrammeRule(Base):

@@ -24,10 +24,11 @@ from app.schemas.programmes import (
     ProgrammeList,
     RuleVersionIn,
     StaffProgramme,
+    StatusChangeIn,
 )
 from app.schemas.programmes import Programme as ProgrammeOut
 from app.schemas.public import Cnic
-from app.services.programmes import eligibility, store
+from app.services.programmes import eligibility, status, store
 from app.services.sharing import asof
 from app.strict import json_body
 
@@ -46,6 +47,7 @@ BeneficiaryReader = Annotated[Principal, Depends(require_scope(Scope.BENEFICIARI
 Manager = Annotated[Principal, Depends(require_scope(Scope.PROGRAMMES_MANAGE))]
 BODY_CAP = 64 * 1024
 NOT_NAMED = "No such programme is named by the agreement"
+CLOSED = "The programme is closed (since the instant named); as of an earlier instant it answers"
 
 
 def partner_only(principal: PrincipalDep) -> Principal:
@@ -80,8 +82,10 @@ async def get_partner_programme(
     response_model=Eligibility,
     responses=problems(
         404,
+        409,
         _404="The agreement names no such programme, or no living member within the "
         "agreement's scope has this CNIC",
+        _409="The programme is closed (since the instant named)",
     ),
 )
 @limit(partner_limits, key_func=partner_client_key)
@@ -94,6 +98,7 @@ async def get_eligibility(
 ) -> dict[str, Any]:
     """Eligible or not under the rule in force, and the clause that decided it."""
     programme = await store.for_partner(pool, partner, programme_id)
+    status.ensure_open(programme)
     answer = await eligibility.check(pool, partner, programme, cnic)
     if answer is None:
         raise NotFound("no living member within the agreement's scope has this CNIC")
@@ -109,7 +114,7 @@ async def get_eligibility(
             "CSV, by Accept)",
             "content": {"application/x-ndjson": {}, "text/csv": {}},
         },
-        **problems(404, _404=NOT_NAMED),
+        **problems(404, 409, _404=NOT_NAMED, _409=CLOSED),
     },
 )
 @limit(partner_limits, key_func=partner_client_key)
@@ -129,6 +134,7 @@ async def list_programme_beneficiaries(
     at = asof.instant_of(as_of, cursor)
     if at is not None:
         programme = await asof.programme_at(pool, programme, at)
+    await status.ensure_open_at(pool, programme, at)
     filters.restriction = eligibility.restriction(programme)
     return await respond(request, partner, pool, filters, limit, cursor, as_of)
 
@@ -180,6 +186,39 @@ async def add_rule_version(
 ) -> dict[str, Any]:
     """A new rule version, in force at once; earlier versions are kept."""
     return await store.add_version(pool, staff, programme_id, body)
+
+
+@staff_router.post(
+    "/programmes/{programme_id}/close",
+    response_model=StaffProgramme,
+    openapi_extra=json_request_body(StatusChangeIn),
+    responses=problems(404, 409, 413, _409="The programme is closed already"),
+)
+async def close_programme(
+    programme_id: ProgrammeRef,
+    staff: Manager,
+    pool: PoolDep,
+    body: Annotated[StatusChangeIn, Depends(json_body(StatusChangeIn, BODY_CAP))],
+) -> dict[str, Any]:
+    """Close the programme: partners still read it, but its eligibility and its list are
+    refused from now on (a list as of an earlier instant still answers)."""
+    return await status.close(pool, staff, programme_id, body.reason)
+
+
+@staff_router.post(
+    "/programmes/{programme_id}/reopen",
+    response_model=StaffProgramme,
+    openapi_extra=json_request_body(StatusChangeIn),
+    responses=problems(404, 409, 413, _409="The programme is active"),
+)
+async def reopen_programme(
+    programme_id: ProgrammeRef,
+    staff: Manager,
+    pool: PoolDep,
+    body: Annotated[StatusChangeIn, Depends(json_body(StatusChangeIn, BODY_CAP))],
+) -> dict[str, Any]:
+    """Reopen a closed programme: its eligibility and its list answer again."""
+    return await status.reopen(pool, staff, programme_id, body.reason)
 
 
 @staff_router.put(

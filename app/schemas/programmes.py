@@ -58,6 +58,12 @@ class RuleVersionIn(StrictModel):
     note: Annotated[str, Field(max_length=2000)] = ""
 
 
+class StatusChangeIn(StrictModel):
+    """``close`` / ``reopen`` (staff): why; recorded with the change and audited."""
+
+    reason: Annotated[str, Field(min_length=1, max_length=2000)]
+
+
 class Programme(BaseModel):
     programme_id: str
     code: str
@@ -65,7 +71,9 @@ class Programme(BaseModel):
     organization_id: str
     organization: str
     description: str
-    status: str
+    # 'closed': eligibility and the eligible list are refused (409) from closed_at on.
+    status: Literal["active", "closed"]
+    closed_at: datetime | None
     version: int
     rule: dict[str, object]
     updated_at: datetime
@@ -80,6 +88,7 @@ class RuleVersion(BaseModel):
 
 
 class StaffProgramme(Programme):
+    closed_reason: str | None
     versions: list[RuleVersion]
     agreements: list[str]
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -27,7 +28,7 @@ assert set(s.Condition.__args__) == set(rules.CONDITIONS)  # type: ignore[attr-d
 
 _SELECT = """
 SELECT p.id, p.code, p.name, p.organization_id, o.name AS organization, p.description,
-       p.status, p.updated_at, r.version, r.rule
+       p.status, p.closed_at, p.closed_reason, p.updated_at, r.version, r.rule
   FROM programmes p
   JOIN organizations o ON o.id = p.organization_id
   JOIN LATERAL (SELECT version, rule FROM programme_rules
@@ -42,6 +43,8 @@ class Current:
     id: uuid.UUID
     code: str
     status: str
+    closed_at: datetime | None
+    closed_reason: str | None  # staff only: not in ``view``
     version: int
     rule: Rule
     view: dict[str, Any]
@@ -57,6 +60,7 @@ def _view(row: asyncpg.Record) -> dict[str, Any]:
         "organization": row["organization"],
         "description": row["description"],
         "status": row["status"],
+        "closed_at": row["closed_at"],
         "version": row["version"],
         "rule": orjson.loads(rule) if isinstance(rule, str) else rule,
         "updated_at": row["updated_at"],
@@ -69,6 +73,8 @@ def _current(row: asyncpg.Record) -> Current:
         id=row["id"],
         code=row["code"],
         status=row["status"],
+        closed_at=row["closed_at"],
+        closed_reason=row["closed_reason"],
         version=row["version"],
         rule=rules.parse_rule(view["rule"]),
         view=view,
@@ -118,7 +124,8 @@ async def list_all(pool: asyncpg.Pool) -> list[dict[str, Any]]:
 
 
 async def staff_view(pool: asyncpg.Pool, ref: str) -> dict[str, Any]:
-    """The programme with every rule version and the agreements that name it."""
+    """The programme with every rule version, the agreements that name it, and why it
+    was closed (staff only)."""
     current = await get(pool, ref)
     if current is None:
         raise NotFound(f"no programme {ref!r}")
@@ -134,6 +141,7 @@ async def staff_view(pool: asyncpg.Pool, ref: str) -> dict[str, Any]:
     )
     return {
         **current.view,
+        "closed_reason": current.closed_reason,
         "versions": [{**dict(v), "rule": orjson.loads(v["rule"])} for v in versions],
         "agreements": [str(a["agreement_id"]) for a in agreements],
     }

@@ -319,6 +319,32 @@ async def test_as_of_before_a_batch_equals_the_list_read_before_it(
     assert lines == before["page3"]
 
 
+async def test_small_as_of_pages_join_up_to_the_list_read_before(
+    c: httpx.AsyncClient, reader: dict[str, str], history: dict[str, Any]
+) -> None:
+    """A page cuts the unchanged households and the ones rebuilt from history to its limit
+    separately (the rebuild walks ids from the cursor and stops): with pages of two, the
+    changed households fall on every side of page boundaries, and the walk must still be
+    the list as it was read before the batch."""
+    at = _iso(history["t0"])
+    for i in (2, 3):
+        path, params = READS[i]
+        items: list[dict[str, Any]] = []
+        cursor = None
+        while True:
+            q = {**params, "limit": 2, **({"cursor": cursor} if cursor else {"as_of": at})}
+            r = await c.get(path, params=q, headers=reader)
+            assert r.status_code == 200, r.text
+            body = r.json()
+            assert len(body["items"]) <= 2
+            items += body["items"]
+            cursor = body["next_cursor"]
+            if cursor is None:
+                break
+        assert items == history["before"][f"page{i}"], READS[i]
+        assert items != history["after"][f"page{i}"], READS[i]
+
+
 async def test_snapshot_ids_are_stable_and_distinct(
     c: httpx.AsyncClient, reader: dict[str, str], history: dict[str, Any], db: asyncpg.Connection
 ) -> None:

@@ -22,6 +22,10 @@ fast as a plain read and a distant one is honestly slower.
 
 - ``households_sql(t)``: households at ``T``, a derived table (unchanged ones UNION ALL the
   rebuilt ones, which come from the history rows after ``T`` by ``ix_household_history_changed``).
+  ``households_sql(t, where, limit)``: a page of them, the first ``limit`` satisfying
+  ``where`` in id order, each half cut on its own so a page walks ``households.id`` (and
+  the changed households' history by ``ix_household_history_household``) from the cursor
+  and stops, whatever the registry's size or the number of changes since ``T``.
 - ``members_sql(t)``: the members of household ``h`` at ``T``, correlated to ``h.id``: the
   current members of ``h`` unchanged since ``T``, and every member with a change after
   ``T`` under ``h`` (a member of ``h`` at ``T`` has its first later change there, a move
@@ -51,6 +55,7 @@ from datetime import datetime
 import asyncpg
 
 from app.errors import ValidationFailed
+from app.models.registry import Household
 
 Binder = Callable[[object], str]
 
@@ -61,22 +66,48 @@ _MERGED = (
 )
 
 
-def households_sql(t: str) -> str:
-    """Households at ``T`` (``t``: the placeholder of a timestamptz), every column."""
+# Every column of ``households``, in table order. A rebuilt row names its ``id`` by the
+# history's ``household_id`` (the same value) rather than the ``jsonb_populate_record``
+# output, so the planner knows the rebuilt rows' ids: ``h.id > cursor`` reaches the
+# grouped history read, and rows come out in id order from an ordered walk.
+_HOUSEHOLD_COLUMNS = tuple(c.name for c in Household.__table__.columns)
+
+
+def households_sql(t: str, where: str | None = None, limit: str | None = None) -> str:
+    """Households at ``T`` (``t``: the placeholder of a timestamptz), every column.
+
+    With ``where`` (a condition over ``h``) and ``limit`` (a placeholder): only the first
+    ``limit`` households at ``T`` satisfying ``where``, in id order (a page). Each half,
+    unchanged and rebuilt, is then filtered, ordered by id and cut to ``limit`` on its own,
+    which lets PostgreSQL walk ``households.id`` (and the changed households' history) in
+    order and stop, instead of rebuilding every household that matches and sorting.
+    """
     merged = _MERGED.format(x="x")
-    return f"""(SELECT h0.* FROM households h0
+    plain = ", ".join(f"h0.{c}" for c in _HOUSEHOLD_COLUMNS)
+    rebuilt = ", ".join(
+        "c.household_id AS id" if c == "id" else f"r.{c}" for c in _HOUSEHOLD_COLUMNS
+    )
+    unchanged = f"""SELECT {plain} FROM households h0
    WHERE h0.created_at <= {t}::timestamptz
      AND NOT EXISTS (SELECT 1 FROM household_history x
-                      WHERE x.household_id = h0.id AND x.changed_at > {t}::timestamptz)
-  UNION ALL
-  SELECT r.* FROM (SELECT x.household_id, {merged} AS before
+                      WHERE x.household_id = h0.id AND x.changed_at > {t}::timestamptz)"""
+    changed = f"""SELECT {rebuilt} FROM (SELECT x.household_id, {merged} AS before
                      FROM household_history x
                      LEFT JOIN LATERAL jsonb_each(x.before) k ON true
                     WHERE x.changed_at > {t}::timestamptz
                     GROUP BY x.household_id) c
     JOIN households h0 ON h0.id = c.household_id
    CROSS JOIN LATERAL jsonb_populate_record(h0, c.before) r
-   WHERE h0.created_at <= {t}::timestamptz)"""
+   WHERE h0.created_at <= {t}::timestamptz"""
+    if where is None and limit is None:
+        return f"({unchanged}\n  UNION ALL\n  {changed})"
+    if where is None or limit is None:
+        raise AssertionError("a page of households at T needs both a condition and a limit")
+
+    def first(part: str) -> str:
+        return f"(SELECT h.* FROM ({part}) h WHERE {where} ORDER BY h.id LIMIT {limit})"
+
+    return f"(SELECT * FROM ({first(unchanged)}\n  UNION ALL\n  {first(changed)}) u)"
 
 
 def members_sql(t: str) -> str:
@@ -107,12 +138,25 @@ _TODAY = re.compile(r"\bcurrent_date\b")
 _LIVE = re.compile(r"\b(FROM|JOIN)\s+(public\.)?(households|members|families)\b")
 
 
-def rewrite(sql: str, bind: Binder, at: datetime) -> str:
-    """``sql`` (over ``households h`` and correlated ``members m``) read at ``at``."""
+def rewrite(
+    sql: str,
+    bind: Binder,
+    at: datetime,
+    *,
+    where: str | None = None,
+    limit: str | None = None,
+) -> str:
+    """``sql`` (over ``households h`` and correlated ``members m``) read at ``at``.
+
+    A page passes its condition as ``where`` and its limit's placeholder as ``limit``
+    (``households_sql``): ``sql`` then reads ``FROM households h`` with no condition of its
+    own and orders by ``h.id`` with the same limit.
+    """
     t = bind(at)
-    out = _HOUSEHOLDS.sub(lambda _: f"FROM {households_sql(t)} h", sql)
+    out = _HOUSEHOLDS.sub(lambda _: f"FROM {households_sql(t, where, limit)} h", sql)
     out = _MEMBERS.sub(lambda _: f"FROM {members_sql(t)} m", out)
-    if len(_MEMBERS.findall(sql)) > sql.count("m.household_id = h.id"):
+    given = sql + (where or "")
+    if len(_MEMBERS.findall(given)) > given.count("m.household_id = h.id"):
         raise AssertionError("an as-of list reads members not correlated to h.id")
     # The rebuilt tables themselves name households/members h0/m0: mask them to check.
     rest = out.replace("households h0", "").replace("members m0", "")

@@ -120,12 +120,19 @@ async def page(
     q = Query()
     after = asof.cursor_position(cursor) if f.as_of else decode_cursor(cursor)
     where = household_where(q, f, p.geo_codes, after)
-    sql = (
-        f"SELECT h.id, {household_document(f)}::text AS doc, {member_count(f)} AS n "
-        f"FROM households h WHERE {where} ORDER BY h.id LIMIT {q.param(limit + 1)}::int"
-    )
-    if f.as_of is not None:
-        sql = registry_asof.rewrite(sql, q.param, f.as_of)
+    select = f"SELECT h.id, {household_document(f)}::text AS doc, {member_count(f)} AS n "
+    n = f"{q.param(limit + 1)}::int"
+    if f.as_of is None:
+        sql = f"{select} FROM households h WHERE {where} ORDER BY h.id LIMIT {n}"
+    else:
+        # The condition and the limit go into the rebuild: it walks ids from the cursor.
+        sql = registry_asof.rewrite(
+            f"{select} FROM households h ORDER BY h.id LIMIT {n}",
+            q.param,
+            f.as_of,
+            where=where,
+            limit=n,
+        )
     async with pool.acquire() as conn, conn.transaction():
         rows = await conn.fetch(sql, *q.params)
         more = len(rows) > limit

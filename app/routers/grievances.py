@@ -26,6 +26,7 @@ from app.auth.scopes import Scope
 from app.deps import PoolDep, SettingsDep
 from app.errors import ValidationFailed, problem
 from app.openapi import json_request_body, problems
+from app.schemas.base import UUID_RE
 from app.schemas.grievances import GrievanceAccepted, GrievanceForm, GrievanceStatus, ResurveyIn
 from app.services.grievances import sla, store
 from app.services.grievances.machine import Action, State
@@ -45,7 +46,7 @@ GrievanceId = Annotated[
     str,
     Path(
         description="The grievance's id, or its reference",
-        pattern=r"^([0-9a-fA-F-]{36}|GRV-[0-9]{4}-[0-9]{6,9})$",
+        pattern=rf"^({UUID_RE}|GRV-[0-9]{{4}}-[0-9]{{6,9}})$",
         examples=["GRV-2026-000123"],
     ),
 ]

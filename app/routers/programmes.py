@@ -17,6 +17,7 @@ from app.errors import Forbidden, NotFound
 from app.openapi import json_request_body, problems
 from app.rate_limit import limit, partner_client_key, partner_limits
 from app.routers.beneficiaries import AsOf, FiltersDep, respond
+from app.schemas.base import UUID_RE
 from app.schemas.partner import BeneficiaryPage
 from app.schemas.programmes import (
     Eligibility,
@@ -39,7 +40,7 @@ ProgrammeRef = Annotated[
     str,
     Path(
         description="The programme's id, or its code",
-        pattern=r"^([0-9a-fA-F-]{36}|[a-z0-9][a-z0-9_-]{1,39})$",
+        pattern=rf"^({UUID_RE}|[a-z0-9][a-z0-9_-]{{1,39}})$",
         examples=["cash-transfer"],
     ),
 ]

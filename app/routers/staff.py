@@ -19,6 +19,7 @@ from app.auth.scopes import Scope
 from app.deps import PoolDep
 from app.errors import ValidationFailed
 from app.openapi import json_request_body, problems
+from app.schemas.base import UUID_RE
 from app.schemas.requests import ObligationMetIn, ResumeIn, SpotCheckIn
 from app.services.monitoring import spot_checks
 from app.services.requests import obligations, store
@@ -34,7 +35,7 @@ RequestId = Annotated[
     str,
     Path(
         description="The request's id, or its reference",
-        pattern=r"^([0-9a-fA-F-]{36}|DSR-[0-9]{4}-[0-9]{6})$",
+        pattern=rf"^({UUID_RE}|DSR-[0-9]{{4}}-[0-9]{{6}})$",
         examples=["DSR-2026-000123"],
     ),
 ]

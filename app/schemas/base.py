@@ -9,6 +9,10 @@ from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
 from app.strict import has_control
 
+# A UUID in its canonical 8-4-4-4-12 form: anything else in an id is refused before the
+# database sees it (PostgreSQL would refuse it as a uuid, which must be a 422, not a 500).
+UUID_RE = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+
 
 class Paragraphs:
     """Field metadata: this text may hold line breaks (a form's free text: a purpose, a

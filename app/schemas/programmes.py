@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
-from app.schemas.base import StrictModel
+from app.schemas.base import UUID_RE, StrictModel
 from app.schemas.geography import CODE_PATTERN
 
 Condition = Literal[
@@ -47,7 +47,10 @@ class RuleIn(StrictModel):
 class ProgrammeIn(StrictModel):
     code: Code
     name: Annotated[str, Field(min_length=1, max_length=200)]
-    organization_id: Annotated[str, Field(pattern=r"^[0-9a-fA-F-]{36}$")]
+    organization_id: Annotated[
+        str,
+        Field(pattern=rf"^{UUID_RE}$"),
+    ]
     description: Annotated[str, Field(max_length=4000)] = ""
     rule: RuleIn
     note: Annotated[str, Field(max_length=2000)] = ""

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
-from app.schemas.base import StrictModel
+from app.schemas.base import UUID_RE, StrictModel
 from app.schemas.programmes import RuleIn
 
 Word = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,40}$")]
@@ -83,7 +83,7 @@ class SimulationIn(StrictModel):
     programme_id: Annotated[
         str | None,
         Field(
-            pattern=r"^([0-9a-fA-F-]{36}|[a-z0-9][a-z0-9_-]{1,39})$",
+            pattern=rf"^({UUID_RE}|[a-z0-9][a-z0-9_-]{{1,39}})$",
             description="the programme (id or code) whose rule in force is the live rule",
         ),
     ] = None

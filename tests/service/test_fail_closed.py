@@ -6,6 +6,7 @@ checked without a line here: an unknown query parameter is a 422 problem+json na
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import AsyncIterator
@@ -15,7 +16,7 @@ import asyncpg
 import httpx
 import orjson
 import pytest
-from conftest import make_settings, open_client
+from conftest import make_settings, open_client, run_cli
 from partner_helpers import bearer, create_partner, create_staff, get_token
 
 PROBLEM = "application/problem+json"
@@ -238,3 +239,49 @@ def test_escaped_control_characters_are_found_by_their_escapes(
     assert _has_escaped_control(body) is has_control
     # The byte scan agrees with a walk of the decoded document.
     assert bool(_control_locations(orjson.loads(body))) is has_control
+
+
+async def test_malformed_uuids_in_paths_are_refused_before_the_database(
+    sclient: httpx.AsyncClient,
+    tokens: dict[str, str],
+    samples: dict[str, str],
+    seeded_url: str,
+) -> None:
+    # 36 characters of hex digits and dashes, but not a UUID: PostgreSQL would refuse it
+    # as a uuid, which must surface as a 4xx, never a 500 (schemathesis found one). The
+    # staff caller holds every role, so no request stops at a 403 before the database.
+    roles = ["officer", "committee", "secretary", "me", "admin"]
+    args = ["staff", "create", "--name", "Every role", *[f"--role={r}" for r in roles]]
+    every = json.loads(run_cli([*args, "--json"], seeded_url).stdout)
+    tokens = {
+        **tokens,
+        "staff": await get_token(sclient, every["client_id"], every["client_secret"]),
+    }
+    not_a_uuid = "Bf6b99D0A21Fa1c-0cAC-6203--400cf3EA7"
+    # And a well-formed id of nothing: 404, never a 500 from reading a missing row.
+    for path in ("requests", "requests/{}/quote", "grievances"):
+        url = "/v1/staff/" + (
+            path.format(uuid.UUID(int=0)) if "{}" in path else f"{path}/{uuid.UUID(int=0)}"
+        )
+        missing = await sclient.get(url, headers=bearer(tokens["staff"]))
+        assert missing.status_code == 404, (url, missing.text)
+    document = (await sclient.get("/openapi.json")).json()
+    checked = 0
+    for path, item in document["paths"].items():
+        for name in re.findall(r"\{(\w+_id)\}", path):
+            url = re.sub(
+                r"\{(\w+)\}", lambda m, n=name: not_a_uuid if m[1] == n else samples[m[1]], path
+            )
+            for method, operation in item.items():
+                staff = path.startswith(("/v1/households", "/v1/staff"))
+                headers = bearer(tokens["staff" if staff else "partner"])
+                body = {} if method in ("post", "put") else None
+                response = await sclient.request(
+                    method.upper(),
+                    url,
+                    headers=headers if operation.get("security") else {},
+                    json=body,
+                )
+                assert response.status_code < 500, (method, path, response.text)
+                checked += 1
+    assert checked >= 10

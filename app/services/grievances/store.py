@@ -200,14 +200,19 @@ async def public_view(pool: asyncpg.Pool, reference: str, token: str) -> dict[st
 async def resolve_id(conn: asyncpg.Connection | asyncpg.Pool, ident: str) -> uuid.UUID:
     """A grievance by its id or its reference (``GRV-2026-000123``)."""
     try:
-        grievance_id: uuid.UUID | None = uuid.UUID(ident)
+        by_id: uuid.UUID | None = uuid.UUID(ident)
     except ValueError:
+        by_id = None
+    if by_id is not None:  # an id must exist too: the callers read the row it names
+        grievance_id = await conn.fetchval("SELECT id FROM grievances WHERE id = $1", by_id)
+    else:
         grievance_id = await conn.fetchval(
             "SELECT id FROM grievances WHERE reference = $1", ident.upper()
         )
     if grievance_id is None:
         raise NotFound("no such grievance")
-    return grievance_id
+    found: uuid.UUID = grievance_id
+    return found
 
 
 async def _lock(conn: asyncpg.Connection, grievance_id: uuid.UUID) -> asyncpg.Record:

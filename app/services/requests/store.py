@@ -277,14 +277,19 @@ async def _set_status(conn: asyncpg.Connection, request_id: uuid.UUID, status: S
 async def resolve(conn: asyncpg.Connection | asyncpg.Pool, ident: str) -> uuid.UUID:
     """A request by its id or its reference (``DSR-2026-000123``)."""
     try:
-        request_id = uuid.UUID(ident)
+        by_id: uuid.UUID | None = uuid.UUID(ident)
     except ValueError:
+        by_id = None
+    if by_id is not None:  # an id must exist too: the callers read the row it names
+        request_id = await conn.fetchval("SELECT id FROM data_requests WHERE id = $1", by_id)
+    else:
         request_id = await conn.fetchval(
             "SELECT id FROM data_requests WHERE reference = $1", ident.upper()
         )
     if request_id is None:
         raise NotFound("no such request")
-    return request_id
+    found: uuid.UUID = request_id
+    return found
 
 
 async def act(

@@ -12,7 +12,6 @@ state does not allow is 409 naming the state.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
@@ -26,7 +25,7 @@ from app.auth.scopes import Scope
 from app.deps import PoolDep, SettingsDep
 from app.errors import ValidationFailed, problem
 from app.openapi import json_request_body, problems
-from app.schemas.base import UUID_RE
+from app.schemas.base import UUID_RE, IsoDateTime
 from app.schemas.grievances import GrievanceAccepted, GrievanceForm, GrievanceStatus, ResurveyIn
 from app.services.grievances import sla, store
 from app.services.grievances.machine import Action, State
@@ -116,7 +115,7 @@ async def list_grievances(
         bool | None, Query(description="true: past a service-level target now; false: not")
     ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    before: Annotated[datetime | None, Query(description="filed before (paging)")] = None,
+    before: Annotated[IsoDateTime | None, Query(description="filed before (paging)")] = None,
 ) -> dict[str, Any]:
     """Grievances, newest first, optionally in some statuses or overdue; no CNIC here."""
     items = await store.list_grievances(

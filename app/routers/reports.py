@@ -6,7 +6,6 @@ What each report counts, and how, is ``app.services.monitoring.reports``. Staff 
 
 from __future__ import annotations
 
-from datetime import date
 from typing import Annotated, Literal
 
 import orjson
@@ -17,6 +16,7 @@ from app.auth.deps import require_scope
 from app.auth.partner import Principal
 from app.auth.scopes import Scope
 from app.deps import PoolDep, SettingsDep
+from app.schemas.base import IsoDate
 from app.services.grievances.sla import Targets
 from app.services.monitoring import reports
 
@@ -85,9 +85,11 @@ async def get_report(
     pool: PoolDep,
     settings: SettingsDep,
     start: Annotated[
-        date | None, Query(alias="from", description="first day (UTC), inclusive")
+        IsoDate | None, Query(alias="from", description="first day (UTC), inclusive")
     ] = None,
-    end: Annotated[date | None, Query(alias="to", description="last day (UTC), inclusive")] = None,
+    end: Annotated[
+        IsoDate | None, Query(alias="to", description="last day (UTC), inclusive")
+    ] = None,
     table: Annotated[
         Table,
         Query(

@@ -8,7 +8,6 @@ action the request's state does not allow is 409 naming the state.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
@@ -19,7 +18,7 @@ from app.auth.scopes import Scope
 from app.deps import PoolDep
 from app.errors import ValidationFailed
 from app.openapi import json_request_body, problems
-from app.schemas.base import UUID_RE
+from app.schemas.base import UUID_RE, IsoDateTime
 from app.schemas.requests import ObligationMetIn, ResumeIn, SpotCheckIn
 from app.services.monitoring import spot_checks
 from app.services.requests import obligations, store
@@ -55,7 +54,7 @@ async def list_requests(
     pool: PoolDep,
     status: Annotated[list[State] | None, Query(max_length=13)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    before: Annotated[datetime | None, Query(description="submitted before (paging)")] = None,
+    before: Annotated[IsoDateTime | None, Query(description="submitted before (paging)")] = None,
 ) -> dict[str, Any]:
     """Requests, newest first, optionally in some statuses."""
     items = await store.list_requests(pool, [s.value for s in status or []], limit, before)

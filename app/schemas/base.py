@@ -3,15 +3,41 @@
 from __future__ import annotations
 
 import re
-from typing import Any, ClassVar
+from collections.abc import Callable
+from datetime import date, datetime
+from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationInfo, field_validator
 
 from app.strict import has_control
 
 # A UUID in its canonical 8-4-4-4-12 form: anything else in an id is refused before the
 # database sees it (PostgreSQL would refuse it as a uuid, which must be a 422, not a 500).
 UUID_RE = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+
+
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_ISO_DATETIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}")
+
+
+def _written_as(pattern: re.Pattern[str], what: str) -> Callable[[Any], Any]:
+    def check(value: Any) -> Any:
+        # Pydantic alone would read 0 or "0.5" as seconds since 1970: a date must be written.
+        if isinstance(value, str) and not pattern.match(value):
+            raise ValueError(f"must be {what}")
+        if isinstance(value, int | float):
+            raise ValueError(f"must be {what}, not a number")
+        return value
+
+    return check
+
+
+# Dates and date-times as callers must write them (ISO 8601), in bodies and query strings.
+IsoDate = Annotated[date, BeforeValidator(_written_as(_ISO_DATE, "an ISO 8601 date, YYYY-MM-DD"))]
+IsoDateTime = Annotated[
+    datetime,
+    BeforeValidator(_written_as(_ISO_DATETIME, "an ISO 8601 date-time, YYYY-MM-DDTHH:MM[:SS]…")),
+]
 
 
 class Paragraphs:

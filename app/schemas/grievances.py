@@ -5,12 +5,12 @@ Every body is a :class:`StrictModel`: an unknown field is a 422, never dropped.
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from app.schemas.base import PARAGRAPHS, StrictModel
+from app.schemas.base import PARAGRAPHS, IsoDate, StrictModel
 from app.schemas.cnic import Cnic
 from app.schemas.updates import Indicators
 
@@ -89,6 +89,6 @@ class ResurveyIn(StrictModel):
     a ``household_survey`` record's fields (the household is the grievance's)."""
 
     indicators: Indicators
-    surveyed_on: date | None = None
+    surveyed_on: IsoDate | None = None
     expected_version: Annotated[int, Field(ge=1)] | None = None
     notes: Notes = ""

@@ -5,14 +5,14 @@ Every body is a :class:`StrictModel`: an unknown field is a 422, never dropped.
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
 from app.models.sharing import ORGANIZATION_TYPES
-from app.schemas.base import PARAGRAPHS, StrictModel
+from app.schemas.base import PARAGRAPHS, IsoDate, StrictModel
 from app.schemas.geography import CODE_PATTERN
 
 OrganizationType = Literal[
@@ -46,8 +46,8 @@ class OrganizationIn(StrictModel):
 class Period(StrictModel):
     """e: when the data would be used."""
 
-    start: date
-    end: date
+    start: IsoDate
+    end: IsoDate
 
     @model_validator(mode="after")
     def _ordered(self) -> Period:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from datetime import date
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -26,6 +25,7 @@ from app.models.registry import (
     RELATIONSHIPS,
     TOILET_TYPES,
 )
+from app.schemas.base import IsoDate
 from app.schemas.cnic import Cnic
 
 UPDATE_KINDS = (
@@ -95,7 +95,7 @@ class MemberIn(_Strict):
 
     name: Name
     gender: Gender
-    date_of_birth: date
+    date_of_birth: IsoDate
     relationship: Relationship
     marital_status: Marital = "never_married"
     cnic: Cnic | None = None
@@ -125,7 +125,7 @@ class MemberBirth(_Target):
 
 class MemberDeath(_MemberTarget):
     kind: Literal["member_death"]
-    date_of_death: date
+    date_of_death: IsoDate
 
 
 class MemberUpdate(_MemberTarget):
@@ -162,13 +162,13 @@ class PhoneChange(_Target):
 class HouseholdSurvey(_Target):
     kind: Literal["household_survey"]
     indicators: Indicators
-    surveyed_on: date | None = None
+    surveyed_on: IsoDate | None = None
 
 
 class NewHouseholdIn(Indicators, _Placement):
     form_number: Annotated[str, Field(min_length=1, max_length=32)] | None = None
     phone: Annotated[str, Field(min_length=1, max_length=20)] | None = None
-    surveyed_on: date
+    surveyed_on: IsoDate
     members: Annotated[list[MemberIn], Field(min_length=1, max_length=60)]
 
 

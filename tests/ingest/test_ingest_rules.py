@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import date
 
+import orjson
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -209,3 +211,17 @@ def test_prescore_leaves_to_the_sql_what_memory_cannot_vouch_for() -> None:
     assert ingest_state.prescore(state, pmt.ILLUSTRATIVE) == [1]
     assert hh["pmt_score"] == 99.0
     assert not state.dirty_households
+
+
+def test_dates_in_records_must_be_written_as_dates() -> None:
+    from pydantic import ValidationError
+
+    from app.schemas.updates import MemberIn
+
+    member = {"name": "Ayesha Bibi", "gender": "female", "relationship": "head"}
+    ok = MemberIn.model_validate_json(orjson.dumps({**member, "date_of_birth": "1990-05-01"}))
+    assert str(ok.date_of_birth) == "1990-05-01"
+    # 0 would otherwise be read as 1970-01-01 (seconds since the epoch).
+    for written in (0, "0", 1.5, "1990-5-1"):
+        with pytest.raises(ValidationError, match="ISO 8601"):
+            MemberIn.model_validate_json(orjson.dumps({**member, "date_of_birth": written}))

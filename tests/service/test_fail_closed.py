@@ -241,22 +241,25 @@ def test_escaped_control_characters_are_found_by_their_escapes(
     assert bool(_control_locations(orjson.loads(body))) is has_control
 
 
+@pytest.fixture(scope="module")
+async def every_role(sclient: httpx.AsyncClient, seeded_url: str) -> str:
+    """A staff token holding every role: no request stops at a 403 before its checks."""
+    roles = ["officer", "committee", "secretary", "me", "admin"]
+    args = ["staff", "create", "--name", "Every role", *[f"--role={r}" for r in roles]]
+    every = json.loads(run_cli([*args, "--json"], seeded_url).stdout)
+    return await get_token(sclient, every["client_id"], every["client_secret"])
+
+
 async def test_malformed_uuids_in_paths_are_refused_before_the_database(
     sclient: httpx.AsyncClient,
     tokens: dict[str, str],
     samples: dict[str, str],
-    seeded_url: str,
+    every_role: str,
 ) -> None:
     # 36 characters of hex digits and dashes, but not a UUID: PostgreSQL would refuse it
     # as a uuid, which must surface as a 4xx, never a 500 (schemathesis found one). The
     # staff caller holds every role, so no request stops at a 403 before the database.
-    roles = ["officer", "committee", "secretary", "me", "admin"]
-    args = ["staff", "create", "--name", "Every role", *[f"--role={r}" for r in roles]]
-    every = json.loads(run_cli([*args, "--json"], seeded_url).stdout)
-    tokens = {
-        **tokens,
-        "staff": await get_token(sclient, every["client_id"], every["client_secret"]),
-    }
+    tokens = {**tokens, "staff": every_role}
     not_a_uuid = "Bf6b99D0A21Fa1c-0cAC-6203--400cf3EA7"
     # And a well-formed id of nothing: 404, never a 500 from reading a missing row.
     for path in ("requests", "requests/{}/quote", "grievances"):
@@ -285,3 +288,18 @@ async def test_malformed_uuids_in_paths_are_refused_before_the_database(
                 assert response.status_code < 500, (method, path, response.text)
                 checked += 1
     assert checked >= 10
+
+
+async def test_dates_must_be_written_as_dates(sclient: httpx.AsyncClient, every_role: str) -> None:
+    # Pydantic alone reads 0 or "0.5" as seconds since 1970; a registry date is written.
+    for url in (
+        "/v1/staff/requests?before=0.5",
+        "/v1/staff/grievances?before=0",
+        "/v1/staff/reports/requests?to=0",
+        "/v1/staff/reports/requests?from=20260101",
+    ):
+        response = await sclient.get(url, headers=bearer(every_role))
+        body = _assert_problem(response, 422)
+        assert "ISO 8601" in body["detail"], (url, body)
+    fine = await sclient.get("/v1/staff/reports/requests?to=2026-01-01", headers=bearer(every_role))
+    assert fine.status_code == 200, fine.text

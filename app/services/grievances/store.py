@@ -19,9 +19,6 @@ filing: the score then, the score now, and the history rows that changed it.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,13 +26,13 @@ from decimal import Decimal
 from typing import Any
 
 import asyncpg
-import orjson
 
 from app.auth.partner import Principal
 from app.errors import Conflict, Forbidden, NotFound
 from app.schemas import grievances as s
 from app.schemas.base import StrictModel
 from app.schemas.cnic import mask_cnic
+from app.services import casework
 from app.services.audit import trail as audit
 from app.services.grievances import machine, sla
 from app.services.grievances.machine import Action, State
@@ -64,16 +61,7 @@ class Filed:
         return f"{PUBLIC_PATH}/{self.reference}?token={self.token}"
 
 
-def _token_hash(token: str) -> bytes:
-    return hashlib.sha256(token.encode()).digest()
-
-
-def _json(value: Any) -> str:
-    return orjson.dumps(value).decode()
-
-
-def _load(value: Any) -> Any:
-    return orjson.loads(value) if isinstance(value, str | bytes) else value
+GRIEVANCES = casework.Cases("grievances", "grievance_events", "grievance_id", "grievance")
 
 
 def _score(value: Decimal | float | str | None) -> float | None:
@@ -96,7 +84,7 @@ SELECT h.id, h.version, h.pmt_score, h.poverty_band, h.pmt_version,
 
 async def file(pool: asyncpg.Pool, form: s.GrievanceForm) -> Filed:
     """Store the grievance and its first event; give the status token (shown once)."""
-    token = secrets.token_urlsafe(32)
+    token, token_digest = casework.new_token()
     async with pool.acquire() as conn, conn.transaction():
         hh = await conn.fetchrow(_MATCH, form.cnic)
         number = await conn.fetchval("SELECT nextval('grievance_number')")
@@ -107,7 +95,7 @@ async def file(pool: asyncpg.Pool, form: s.GrievanceForm) -> Filed:
                    poverty_band, pmt_version)
                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id""",
             reference,
-            _token_hash(token),
+            token_digest,
             form.cnic,
             form.reason,
             form.details,
@@ -119,7 +107,9 @@ async def file(pool: asyncpg.Pool, form: s.GrievanceForm) -> Filed:
             hh["poverty_band"] if hh else None,
             hh["pmt_version"] if hh else None,
         )
-        await _event(conn, grievance_id, "file", None, State.received, None, [], {})
+        await casework.append_event(
+            conn, GRIEVANCES, grievance_id, "file", None, State.received, None, [], {}
+        )
         await audit.append(
             conn,
             audit.AuditRecord(
@@ -137,32 +127,8 @@ async def file(pool: asyncpg.Pool, form: s.GrievanceForm) -> Filed:
     return Filed(grievance_id, reference, token)
 
 
-async def _event(
-    conn: asyncpg.Connection,
-    grievance_id: uuid.UUID,
-    action: str,
-    before: str | None,
-    after: str,
-    actor: str | None,
-    roles: list[str],
-    payload: dict[str, Any],
-) -> None:
-    await conn.execute(
-        """INSERT INTO grievance_events (grievance_id, action, from_status, to_status,
-               actor_client_id, actor_roles, payload)
-           VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb)""",
-        grievance_id,
-        action,
-        before,
-        after,
-        actor,
-        roles,
-        _json(payload),
-    )
-
-
 def _public_resolution(resolution: Any) -> dict[str, Any] | None:
-    found = _load(resolution)
+    found = casework.loads(resolution)
     if not found:
         return None
     return {k: found[k] for k in ("outcome", "reasons", "at")}
@@ -178,7 +144,7 @@ async def public_view(pool: asyncpg.Pool, reference: str, token: str) -> dict[st
             reference,
         )
         # A wrong token and an unknown reference answer alike: the link is the only key.
-        if row is None or not hmac.compare_digest(bytes(row["token_hash"]), _token_hash(token)):
+        if row is None or not casework.token_matches(row["token_hash"], token):
             raise NotFound("no grievance has this reference and token")
         events = await conn.fetch(
             """SELECT to_status, at FROM grievance_events
@@ -199,20 +165,7 @@ async def public_view(pool: asyncpg.Pool, reference: str, token: str) -> dict[st
 
 async def resolve_id(conn: asyncpg.Connection | asyncpg.Pool, ident: str) -> uuid.UUID:
     """A grievance by its id or its reference (``GRV-2026-000123``)."""
-    try:
-        by_id: uuid.UUID | None = uuid.UUID(ident)
-    except ValueError:
-        by_id = None
-    if by_id is not None:  # an id must exist too: the callers read the row it names
-        grievance_id = await conn.fetchval("SELECT id FROM grievances WHERE id = $1", by_id)
-    else:
-        grievance_id = await conn.fetchval(
-            "SELECT id FROM grievances WHERE reference = $1", ident.upper()
-        )
-    if grievance_id is None:
-        raise NotFound("no such grievance")
-    found: uuid.UUID = grievance_id
-    return found
+    return await casework.resolve(conn, GRIEVANCES, ident)
 
 
 async def _lock(conn: asyncpg.Connection, grievance_id: uuid.UUID) -> asyncpg.Record:
@@ -290,13 +243,14 @@ async def act(
             grievance_id,
             after.value,
             after in machine.TERMINAL,
-            _json(resolution) if resolution is not None else None,
+            casework.dumps(resolution) if resolution is not None else None,
         )
         recorded = payload.model_dump(mode="json")
         if resolution is not None:
             recorded["outcome"] = resolution["outcome"]
-        await _event(
+        await casework.append_event(
             conn,
+            GRIEVANCES,
             grievance_id,
             action,
             state,
@@ -434,8 +388,9 @@ async def resurvey(
             grievance_id,
             batch_id,
         )
-        await _event(
+        await casework.append_event(
             conn,
+            GRIEVANCES,
             grievance_id,
             Action.record_resurvey,
             state,
@@ -537,7 +492,7 @@ async def staff_view(
             },
         },
         "resurvey": batch,
-        "resolution": _load(row["resolution"]),
+        "resolution": casework.loads(row["resolution"]),
         "service_level": sla.service_level(
             state, row["created_at"], row["triaged_at"], row["closed_at"], now, targets
         ),
@@ -549,7 +504,7 @@ async def staff_view(
                 "status": e["to_status"],
                 "actor": e["actor_client_id"],
                 "roles": list(e["actor_roles"]),
-                "payload": _load(e["payload"]),
+                "payload": casework.loads(e["payload"]),
                 "at": e["at"],
             }
             for e in events

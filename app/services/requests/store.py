@@ -9,9 +9,6 @@ check leaves nothing behind: the transaction rolls back.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -19,12 +16,12 @@ from decimal import Decimal
 from typing import Any
 
 import asyncpg
-import orjson
 
 from app.auth.partner import Principal
 from app.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from app.schemas import requests as s
 from app.schemas.base import StrictModel
+from app.services import casework
 from app.services.audit import trail as audit
 from app.services.requests import machine, pricing
 from app.services.requests.machine import Action, Role, State
@@ -79,20 +76,11 @@ class Submitted:
         return f"/v1/requests/{self.reference}?token={self.token}"
 
 
-def _token_hash(token: str) -> bytes:
-    return hashlib.sha256(token.encode()).digest()
-
-
 def _organization_key(org: s.OrganizationIn) -> str:
     return " ".join(org.name.lower().split()) + "|" + org.type
 
 
-def _json(value: Any) -> str:
-    return orjson.dumps(value).decode()
-
-
-def _load(value: Any) -> Any:
-    return orjson.loads(value) if isinstance(value, str | bytes) else value
+REQUESTS = casework.Cases("data_requests", "request_events", "request_id", "request")
 
 
 async def _unknown_codes(conn: asyncpg.Connection | asyncpg.Pool, codes: list[str]) -> list[str]:
@@ -127,7 +115,7 @@ async def check_form(pool: asyncpg.Pool, form: s.RequestForm) -> None:
 async def submit(pool: asyncpg.Pool, form: s.RequestForm) -> Submitted:
     """Store the form; fill in the organization's previous requests; give the status token."""
     await check_form(pool, form)
-    token = secrets.token_urlsafe(32)
+    token, token_digest = casework.new_token()
     key = _organization_key(form.organization)
     async with pool.acquire() as conn, conn.transaction():
         previous = await conn.fetch(
@@ -147,14 +135,16 @@ async def submit(pool: asyncpg.Pool, form: s.RequestForm) -> Submitted:
                    organization_type, form, previous_requests, organization_id)
                VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7) RETURNING id""",
             reference,
-            _token_hash(token),
+            token_digest,
             key,
             form.organization.type,
             form.model_dump_json(),
-            _json(history),
+            casework.dumps(history),
             known_org,
         )
-        await _event(conn, request_id, "submit", None, State.submitted, None, [], {})
+        await casework.append_event(
+            conn, REQUESTS, request_id, "submit", None, State.submitted, None, [], {}
+        )
     return Submitted(request_id, reference, token)
 
 
@@ -172,30 +162,6 @@ async def _known_organization(
     return found
 
 
-async def _event(
-    conn: asyncpg.Connection,
-    request_id: uuid.UUID,
-    action: str,
-    before: str | None,
-    after: str,
-    actor: str | None,
-    roles: list[str],
-    payload: dict[str, Any],
-) -> None:
-    await conn.execute(
-        """INSERT INTO request_events (request_id, action, from_status, to_status,
-               actor_client_id, actor_roles, payload)
-           VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb)""",
-        request_id,
-        action,
-        before,
-        after,
-        actor,
-        roles,
-        _json(payload),
-    )
-
-
 async def _by_token(conn: asyncpg.Connection, reference: str, token: str) -> asyncpg.Record:
     row = await conn.fetchrow(
         "SELECT id, reference, status, token_hash, created_at FROM data_requests"
@@ -203,7 +169,7 @@ async def _by_token(conn: asyncpg.Connection, reference: str, token: str) -> asy
         reference,
     )
     # A wrong token and an unknown reference answer alike: the link is the only key.
-    if row is None or not hmac.compare_digest(bytes(row["token_hash"]), _token_hash(token)):
+    if row is None or not casework.token_matches(row["token_hash"], token):
         raise NotFound("no request has this reference and token")
     return row
 
@@ -230,7 +196,9 @@ async def withdraw_by_requester(pool: asyncpg.Pool, reference: str, token: str) 
         state = await _lock(conn, row["id"])
         after = _next(state, Action.withdraw, [Role.requester], None)
         await _set_status(conn, row["id"], after)
-        await _event(conn, row["id"], Action.withdraw, state, after, None, ["requester"], {})
+        await casework.append_event(
+            conn, REQUESTS, row["id"], Action.withdraw, state, after, None, ["requester"], {}
+        )
         await audit.append(
             conn,
             audit.AuditRecord(
@@ -276,20 +244,7 @@ async def _set_status(conn: asyncpg.Connection, request_id: uuid.UUID, status: S
 
 async def resolve(conn: asyncpg.Connection | asyncpg.Pool, ident: str) -> uuid.UUID:
     """A request by its id or its reference (``DSR-2026-000123``)."""
-    try:
-        by_id: uuid.UUID | None = uuid.UUID(ident)
-    except ValueError:
-        by_id = None
-    if by_id is not None:  # an id must exist too: the callers read the row it names
-        request_id = await conn.fetchval("SELECT id FROM data_requests WHERE id = $1", by_id)
-    else:
-        request_id = await conn.fetchval(
-            "SELECT id FROM data_requests WHERE reference = $1", ident.upper()
-        )
-    if request_id is None:
-        raise NotFound("no such request")
-    found: uuid.UUID = request_id
-    return found
+    return await casework.resolve(conn, REQUESTS, ident)
 
 
 async def act(
@@ -308,8 +263,9 @@ async def act(
         effect = await EFFECTS[action](conn, row, payload, principal)
         await _set_status(conn, request_id, after)
         recorded = payload.model_dump(mode="json")
-        await _event(
+        await casework.append_event(
             conn,
+            REQUESTS,
             request_id,
             action,
             state,
@@ -371,7 +327,7 @@ async def count_households(conn: asyncpg.Connection, geography: list[str]) -> in
 async def _review(
     conn: asyncpg.Connection, row: asyncpg.Record, payload: s.ReviewIn, principal: Principal
 ) -> Effect:
-    form = _load(row["form"])
+    form = casework.loads(row["form"])
     if payload.category not in form["categories"]:
         raise _field_error(
             "category", f"{payload.category} was not requested ({', '.join(form['categories'])})"
@@ -416,7 +372,7 @@ async def _review(
     await conn.execute(
         "UPDATE data_requests SET review = $2::jsonb, households = $3 WHERE id = $1",
         row["id"],
-        _json(review),
+        casework.dumps(review),
         households,
     )
     return {"event": {"households": households}, "answer": {"households": households}}
@@ -436,7 +392,7 @@ async def _interview(
 async def _recommend(
     conn: asyncpg.Connection, row: asyncpg.Record, payload: s.RecommendIn, principal: Principal
 ) -> Effect:
-    form = _load(row["form"])
+    form = casework.loads(row["form"])
     if payload.gratis and not form.get("gratis_criterion"):
         raise _field_error("gratis", "the request claimed no gratis criterion")
     await conn.execute(
@@ -449,17 +405,17 @@ async def _recommend(
 
 def quote_of(row: asyncpg.Record | dict[str, Any]) -> pricing.Quote:
     """The quote of a reviewed request as it stands now (frozen at approval: see ``quote``)."""
-    frozen = _load(row["quote"])
+    frozen = casework.loads(row["quote"])
     if frozen:
         return pricing.Quote.from_json(frozen)
-    review = _load(row["review"])
+    review = casework.loads(row["review"])
     if review is None:
         raise Conflict(
             f"the request is {row['status']}: it is priced once reviewed",
             extra={"state": row["status"]},
         )
-    form = _load(row["form"])
-    recommendation = _load(row["recommendation"]) or {}
+    form = casework.loads(row["form"])
+    recommendation = casework.loads(row["recommendation"]) or {}
     gratis = form.get("gratis_criterion") if recommendation.get("gratis") else None
     amount = review.get("amount")
     return pricing.quote(
@@ -478,7 +434,7 @@ async def _decide(
     await conn.execute(
         "UPDATE data_requests SET decision = $2::jsonb WHERE id = $1",
         row["id"],
-        _json({**payload.model_dump(mode="json"), "at": datetime.now(UTC).isoformat()}),
+        casework.dumps({**payload.model_dump(mode="json"), "at": datetime.now(UTC).isoformat()}),
     )
     return {}
 
@@ -491,14 +447,14 @@ async def _approve(
     await conn.execute(
         "UPDATE data_requests SET quote = $2::jsonb, quoted_amount = $3 WHERE id = $1",
         row["id"],
-        _json(frozen.as_json()),
+        casework.dumps(frozen.as_json()),
         frozen.G,
     )
     answer: dict[str, Any] = {"quote": frozen.as_json()}
     if frozen.basis == "gratis":
-        review = _load(row["review"])
+        review = casework.loads(row["review"])
         due = date.today() + timedelta(days=review["valid_days"]) + FINDINGS_GRACE
-        criterion = _load(row["form"])["gratis_criterion"]
+        criterion = casework.loads(row["form"])["gratis_criterion"]
         obligation_id = await conn.fetchval(
             """INSERT INTO obligations (request_id, kind, description, due_on)
                VALUES ($1, 'findings', $2, $3) RETURNING id""",
@@ -513,8 +469,8 @@ async def _approve(
 async def _sign(
     conn: asyncpg.Connection, row: asyncpg.Record, payload: s.NoPayload, principal: Principal
 ) -> Effect:
-    form = _load(row["form"])
-    review = _load(row["review"])
+    form = casework.loads(row["form"])
+    review = casework.loads(row["review"])
     spec = partners.PartnerSpec(
         name=form["organization"]["name"],
         type=row["organization_type"],
@@ -536,7 +492,9 @@ async def _sign(
     await conn.execute(
         """UPDATE organizations SET contact = $2::jsonb WHERE id = $1""",
         made.organization_id,
-        _json({k: v for k, v in form["organization"].items() if k not in ("name", "type")}),
+        casework.dumps(
+            {k: v for k, v in form["organization"].items() if k not in ("name", "type")}
+        ),
     )
     await conn.execute(
         "UPDATE data_requests SET organization_id = $2, agreement_id = $3 WHERE id = $1",
@@ -606,13 +564,13 @@ async def staff_view(pool: asyncpg.Pool, principal: Principal, ident: str) -> di
         "status": row["status"],
         "submitted_at": row["created_at"],
         "updated_at": row["updated_at"],
-        "form": _load(row["form"]),
-        "previous_requests": _load(row["previous_requests"]),
-        "review": _load(row["review"]),
+        "form": casework.loads(row["form"]),
+        "previous_requests": casework.loads(row["previous_requests"]),
+        "review": casework.loads(row["review"]),
         "households": row["households"],
-        "interview": _load(row["interview"]),
-        "recommendation": _load(row["recommendation"]),
-        "decision": _load(row["decision"]),
+        "interview": casework.loads(row["interview"]),
+        "recommendation": casework.loads(row["recommendation"]),
+        "decision": casework.loads(row["decision"]),
         "quote": quote,
         "quote_frozen": row["quote"] is not None,
         "organization_id": str(row["organization_id"]) if row["organization_id"] else None,
@@ -630,7 +588,7 @@ async def staff_view(pool: asyncpg.Pool, principal: Principal, ident: str) -> di
                 "status": e["to_status"],
                 "actor": e["actor_client_id"],
                 "roles": list(e["actor_roles"]),
-                "payload": _load(e["payload"]),
+                "payload": casework.loads(e["payload"]),
                 "at": e["at"],
             }
             for e in events
@@ -659,7 +617,7 @@ async def list_requests(
             "status": r["status"],
             "organization": r["org"],
             "organization_type": r["organization_type"],
-            "categories": _load(r["categories"]),
+            "categories": casework.loads(r["categories"]),
             "submitted_at": r["created_at"],
             "updated_at": r["updated_at"],
         }
@@ -700,5 +658,7 @@ async def expire_agreements(conn: asyncpg.Connection) -> int:
             before = State(row["status"])
             after = machine.next_state(before, Action.expire, [Role.system])
             await _set_status(conn, row["id"], after)
-            await _event(conn, row["id"], Action.expire, before, after, None, ["system"], {})
+            await casework.append_event(
+                conn, REQUESTS, row["id"], Action.expire, before, after, None, ["system"], {}
+            )
     return len(ids)

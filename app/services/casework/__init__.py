@@ -1,0 +1,37 @@
+"""Cases the public files and staff work through: data-sharing requests and grievances.
+
+Owns what the two have in common, so each domain keeps only its own rules:
+
+- the **status link**: a reference the service numbers and a random token shown once,
+  stored only as its hash and compared in constant time (:func:`new_token`,
+  :func:`token_matches`);
+- finding a case by its id or its reference (:func:`resolve`), 404 for neither;
+- the **timeline**: one event row per step, with the actor and roles
+  (:func:`append_event`);
+- JSON columns in and out (:func:`dumps`, :func:`loads`).
+
+A domain describes its tables once with :class:`Cases`; ``requests`` and ``grievances``
+import from here, never from each other.
+"""
+
+from app.services.casework.tracking import (
+    Cases,
+    append_event,
+    dumps,
+    loads,
+    new_token,
+    resolve,
+    token_hash,
+    token_matches,
+)
+
+__all__ = [
+    "Cases",
+    "append_event",
+    "dumps",
+    "loads",
+    "new_token",
+    "resolve",
+    "token_hash",
+    "token_matches",
+]

@@ -25,25 +25,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
-import socket
 import statistics
-import subprocess
 import sys
 import time
 from datetime import datetime
 
 import asyncpg
 import httpx
-from common import ROOT, bench_database, log, nser
+from common import ROOT, bench_database, client_token, log, nser, service
 
 sys.path.insert(0, str(ROOT))
 
 
 def env(url: str) -> dict[str, str]:
     return {
-        **os.environ,
         "NSER_DATABASE_URL": url,
         "NSER_ENVIRONMENT": "test",
         "NSER_TOKEN_LIMITS": "100000/minute",
@@ -152,34 +148,10 @@ def measure(url: str, args: argparse.Namespace) -> dict[str, object]:
     at, changed = asyncio.run(change_after(url, args.every))
     as_of = at.isoformat()
     log(f"T = {as_of}; {changed} history rows written after it")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen(
-        [sys.executable, "-m", "app", "serve", "--port", str(port)],
-        cwd=ROOT,
-        env=env(url),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     pages: dict[str, list[float]] = {"asof": [], "plain": []}
     streams: dict[str, list[tuple[int, float]]] = {"asof": [], "plain": []}
-    try:
-        base = f"http://127.0.0.1:{port}"
-        for _ in range(300):
-            try:
-                if httpx.get(base + "/healthz").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        token = httpx.post(
-            base + "/v1/auth/token",
-            data={
-                "grant_type": "client_credentials",
-                "client_id": partner["client_id"],
-                "client_secret": partner["client_secret"],
-            },
-        ).json()["access_token"]
+    with service(env(url)) as (_, base):
+        token = client_token(base, partner)
         client = httpx.Client(
             base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=None
         )
@@ -233,9 +205,6 @@ def measure(url: str, args: argparse.Namespace) -> dict[str, object]:
                 f"{streams['plain'][-1][1]:.1f} s"
             )
         client.close()
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
     assert all(n == streams["plain"][0][0] for n, _ in streams["asof"] + streams["plain"])
     asof_ms = statistics.median(pages["asof"]) * 1e3
     plain_ms = statistics.median(pages["plain"]) * 1e3

@@ -1,10 +1,12 @@
-"""What the benchmarks share: the ``nser`` CLI, and a throwaway seeded database."""
+"""What the benchmarks share: the ``nser`` CLI, a throwaway seeded database, a running
+``nser serve`` and a partner's token."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -15,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_URL = os.environ.get("NSER_BENCH_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -87,3 +90,51 @@ def create_partner(url: str, categories: str, update_kinds: str | None = None) -
     if update_kinds:
         args += ["--update-kinds", update_kinds]
     return json.loads(nser([*args, "--json"], url))
+
+
+@contextmanager
+def service(
+    env: dict[str, str], *, workers: int = 1
+) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """``nser serve`` on a free port with ``env`` over ``os.environ``, once it answers
+    ``/healthz``: the process and its base URL. Stopped (SIGTERM) afterwards."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "app", "serve", "--port", str(port), "--workers", str(workers)],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                if httpx.get(base + "/healthz").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        else:
+            raise SystemExit("nser serve did not start")
+        yield server, base
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def client_token(base: str, credentials: dict[str, str]) -> str:
+    """An access token for the ``client_id``/``client_secret`` the CLI printed."""
+    answer = httpx.post(
+        base + "/v1/auth/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_id": credentials["client_id"],
+            "client_secret": credentials["client_secret"],
+        },
+    )
+    answer.raise_for_status()
+    token: str = answer.json()["access_token"]
+    return token

@@ -30,10 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import socket
 import statistics
-import subprocess
 import sys
 import time
 import uuid
@@ -42,7 +39,7 @@ from contextlib import contextmanager
 
 import asyncpg
 import httpx
-from common import ROOT, admin, bench_database, database_url, log, nser
+from common import ROOT, admin, bench_database, client_token, database_url, log, nser, service
 
 sys.path.insert(0, str(ROOT))
 PROGRAMME = "cash-transfer"
@@ -50,7 +47,6 @@ PROGRAMME = "cash-transfer"
 
 def env(url: str) -> dict[str, str]:
     return {
-        **os.environ,
         "NSER_DATABASE_URL": url,
         "NSER_ENVIRONMENT": "test",
         "NSER_TOKEN_LIMITS": "1000/minute",
@@ -117,34 +113,10 @@ def measure(url: str, runs: int) -> dict[str, object]:
             url,
         )
     )
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen(
-        [sys.executable, "-m", "app", "serve", "--port", str(port)],
-        cwd=ROOT,
-        env=env(url),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     programme: list[tuple[int, int, float]] = []
     plain: list[tuple[int, int, float]] = []
-    try:
-        base = f"http://127.0.0.1:{port}"
-        for _ in range(300):
-            try:
-                if httpx.get(base + "/healthz").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        token = httpx.post(
-            base + "/v1/auth/token",
-            data={
-                "grant_type": "client_credentials",
-                "client_id": partner["client_id"],
-                "client_secret": partner["client_secret"],
-            },
-        ).json()["access_token"]
+    with service(env(url)) as (_, base):
+        token = client_token(base, partner)
         # One warm-up of each (page cache), then alternate.
         stream(base, f"/v1/partner/programmes/{PROGRAMME}/beneficiaries", {}, token)
         stream(base, "/v1/partner/beneficiaries", {"score_max": "37"}, token)
@@ -157,9 +129,6 @@ def measure(url: str, runs: int) -> dict[str, object]:
                 f"run {i + 1}: programme {programme[-1][0]} in {programme[-1][2]:.1f} s, "
                 f"plain {plain[-1][0]} in {plain[-1][2]:.1f} s"
             )
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
     prog_rate = statistics.median(n / s for n, _, s in programme)
     plain_rate = statistics.median(n / s for n, _, s in plain)
     ratios = [(p[0] / p[2]) / (b[0] / b[2]) for p, b in zip(programme, plain, strict=True)]

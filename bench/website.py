@@ -26,28 +26,21 @@ import argparse
 import asyncio
 import itertools
 import json
-import os
 import re
-import socket
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
 import httpx
-from common import ROOT, bench_database, log
+from common import bench_database, log, service
 
 Call = Callable[[httpx.AsyncClient, int], Awaitable[httpx.Response]]
 
 
-def serve(url: str) -> tuple[subprocess.Popen[bytes], str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {
+def env(url: str) -> dict[str, str]:
+    return {
         "NSER_DATABASE_URL": url,
         "NSER_ENVIRONMENT": "test",
         "NSER_LOG_LEVEL": "WARNING",
@@ -55,23 +48,6 @@ def serve(url: str) -> tuple[subprocess.Popen[bytes], str]:
         "NSER_CHECK_FREE_LOOKUPS": "10000",
         "NSER_IN_PROCESS_WORKERS": "0",
     }
-    server = subprocess.Popen(
-        [sys.executable, "-m", "app", "serve", "--port", str(port), "--workers", "1"],
-        cwd=ROOT,
-        env={**os.environ, **env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            if httpx.get(base + "/healthz").status_code == 200:
-                return server, base
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    server.kill()
-    raise SystemExit("nser serve did not start")
 
 
 async def rate(base: str, call: Call, seconds: float, concurrency: int) -> float:
@@ -174,12 +150,8 @@ def main() -> None:
     args = ap.parse_args()
     with bench_database(args.reuse_db, args.households) as url:
         cnics = asyncio.run(sample_cnics(url, 5000))
-        server, base = serve(url)
-        try:
+        with service(env(url)) as (_, base):
             result = asyncio.run(measure(base, cnics, args))
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
     print(json.dumps(result))
 
 

@@ -21,12 +21,12 @@ from starlette.responses import HTMLResponse
 from app.deps import PoolDep, SettingsDep
 from app.routers.maps import map_cache, policy_of
 from app.routers.web import WebRoute
-from app.routers.web_statistics import ProvinceParam, area_names
+from app.routers.web_statistics import ProvinceParam, area_names, chosen_province
 from app.services.products import maps as map_service
 from app.services.products.maps import MapQuery
 from app.services.sharing.beneficiaries_sql import Filters
 from app.web import map as web_map
-from app.web.render import WebDep, WebError, page
+from app.web.render import WebDep, page
 
 router = APIRouter(route_class=WebRoute, include_in_schema=False)
 
@@ -93,16 +93,7 @@ async def poverty_map(
     province: ProvinceParam = None,
 ) -> HTMLResponse:
     """The map of ``measure`` for the country or one province, with legend and table."""
-    provinces = await area_names(pool, "province", None, web.lang)
-    chosen = province.upper() if province else None
-    if chosen is not None and chosen not in provinces:
-        raise WebError(
-            404,
-            web.gettext(
-                "There is no province with the code %(code)s. Choose a province from the list.",
-                code=province,
-            ),
-        )
+    provinces, chosen = await chosen_province(pool, web, province)
     geo = {"province": [chosen]} if chosen else {}
     policy = policy_of(settings)
     result = await map_service.public_map(

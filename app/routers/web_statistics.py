@@ -58,6 +58,24 @@ async def area_names(
     return names
 
 
+async def chosen_province(
+    pool: Any, web: WebContext, province: str | None
+) -> tuple[dict[str, tuple[str, str]], str | None]:
+    """The provinces' names and the province asked for (None: the whole country); a code
+    that is not a province is a friendly 404 page."""
+    provinces = await area_names(pool, "province", None, web.lang)
+    chosen = province.upper() if province else None
+    if chosen is not None and chosen not in provinces:
+        raise WebError(
+            404,
+            web.gettext(
+                "There is no province with the code %(code)s. Choose a province from the list.",
+                code=province,
+            ),
+        )
+    return provinces, chosen
+
+
 def chart(
     web: WebContext,
     areas: list[stats.AreaRow],
@@ -99,16 +117,7 @@ async def statistics(
     province: ProvinceParam = None,
 ) -> HTMLResponse:
     """Households, people and poverty bands by province, or by district of ``province``."""
-    provinces = await area_names(pool, "province", None, web.lang)
-    chosen = province.upper() if province else None
-    if chosen is not None and chosen not in provinces:
-        raise WebError(
-            404,
-            web.gettext(
-                "There is no province with the code %(code)s. Choose a province from the list.",
-                code=province,
-            ),
-        )
+    provinces, chosen = await chosen_province(pool, web, province)
     if chosen is None:
         level, names, geo = "province", provinces, {}
     else:

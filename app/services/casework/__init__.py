@@ -8,7 +8,9 @@ Owns what the two have in common, so each domain keeps only its own rules:
 - finding a case by its id or its reference (:func:`resolve`), 404 for neither;
 - the **timeline**: one event row per step, with the actor and roles
   (:func:`append_event`);
-- JSON columns in and out (:func:`dumps`, :func:`loads`).
+- JSON columns in and out (:func:`dumps`, :func:`loads`);
+- the workflow checks, pure (``workflow``: ``step``, ``RoleDenied``, ``InvalidTransition``):
+  the role first, whatever the state (403), then the state (409).
 
 A domain describes its tables once with :class:`Cases`; ``requests`` and ``grievances``
 import from here, never from each other.

@@ -48,6 +48,8 @@ from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from types import MappingProxyType
 
+from app.services.casework import workflow
+
 
 class State(StrEnum):
     received = "received"
@@ -96,38 +98,10 @@ TRANSITIONS: Mapping[Action, Mapping[State, State]] = MappingProxyType(
 )
 
 
-def _names(items: Iterable[str], order: list[str]) -> str:
-    return ", ".join(sorted(items, key=order.index)) or "none"
-
-
-class WorkflowError(Exception):
-    """An action the workflow does not allow; ``str()`` is safe to show the caller."""
-
-
-class RoleDenied(WorkflowError):
-    """The actor holds none of the roles that own the action (HTTP 403)."""
-
-    def __init__(self, action: Action, roles: frozenset[Role]) -> None:
-        self.action = action
-        self.required = OWNERS[action]
-        super().__init__(
-            f"{action} requires the role {_names(self.required, list(Role))}"
-            f" (the actor holds {_names(roles, list(Role))})"
-        )
-
-
-class InvalidTransition(WorkflowError):
-    """The action is not allowed from the grievance's current state (HTTP 409)."""
-
-    def __init__(self, state: State, action: Action) -> None:
-        self.state = state
-        self.action = action
-        self.allowed_from = frozenset(TRANSITIONS[action])
-        final = " (a final state)" if state in TERMINAL else ""
-        super().__init__(
-            f"cannot {action} a grievance that is {state}{final}; {action} is allowed only"
-            f" from {_names(self.allowed_from, list(State))}"
-        )
+# The shared checks; their names stay this module's public ones.
+WorkflowError = workflow.WorkflowError
+RoleDenied = workflow.RoleDenied
+InvalidTransition = workflow.InvalidTransition
 
 
 def roles_of(names: Iterable[str]) -> frozenset[Role]:
@@ -142,11 +116,16 @@ def next_state(state: State, action: Action, roles: Iterable[str]) -> State:
     then ``InvalidTransition`` if the action is not allowed from ``state``.
     """
     state, action, held = State(state), Action(action), roles_of(roles)
-    if not held & OWNERS[action]:
-        raise RoleDenied(action, held)
-    target = TRANSITIONS[action].get(state)
-    if target is None:
-        raise InvalidTransition(state, action)
+    target = workflow.step(
+        state,
+        action,
+        held,
+        owners=OWNERS,
+        transitions=TRANSITIONS,
+        terminal=TERMINAL,
+        roles=Role,
+        noun="grievance",
+    )
     return target
 
 

@@ -75,6 +75,8 @@ from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from types import MappingProxyType
 
+from app.services.casework import workflow
+
 
 class State(StrEnum):
     submitted = "submitted"
@@ -183,39 +185,10 @@ RECOMMENDATIONS: Mapping[str, State] = MappingProxyType(
 INTERVIEW_OUTCOMES: frozenset[str] = frozenset({"passed", "failed"})
 
 
-def _names(items: Iterable[str], order: list[str]) -> str:
-    return ", ".join(sorted(items, key=order.index)) or "none"
-
-
-class WorkflowError(Exception):
-    """An action the workflow does not allow; ``str()`` is safe to show the caller."""
-
-
-class RoleDenied(WorkflowError):
-    """The actor holds none of the roles that own the action (HTTP 403)."""
-
-    def __init__(self, action: Action, roles: frozenset[Role]) -> None:
-        self.action = action
-        self.roles = roles
-        self.required = OWNERS[action]
-        super().__init__(
-            f"{action} requires the role {_names(self.required, list(Role))}"
-            f" (the actor holds {_names(roles, list(Role))})"
-        )
-
-
-class InvalidTransition(WorkflowError):
-    """The action is not allowed from the request's current state (HTTP 409)."""
-
-    def __init__(self, state: State, action: Action) -> None:
-        self.state = state
-        self.action = action
-        self.allowed_from = frozenset(TRANSITIONS[action])
-        final = " (a final state)" if state in TERMINAL else ""
-        super().__init__(
-            f"cannot {action} a request that is {state}{final}; {action} is allowed only"
-            f" from {_names(self.allowed_from, list(State))}"
-        )
+# The shared checks; their names stay this module's public ones.
+WorkflowError = workflow.WorkflowError
+RoleDenied = workflow.RoleDenied
+InvalidTransition = workflow.InvalidTransition
 
 
 _ROLE_NAMES = frozenset(role.value for role in Role)
@@ -242,11 +215,16 @@ def next_state(
     accepts "passed" or "failed" (or none), every other action takes none.
     """
     state, action, held = State(state), Action(action), _roles(roles)
-    if not held & OWNERS[action]:
-        raise RoleDenied(action, held)
-    target = TRANSITIONS[action].get(state)
-    if target is None:
-        raise InvalidTransition(state, action)
+    target = workflow.step(
+        state,
+        action,
+        held,
+        owners=OWNERS,
+        transitions=TRANSITIONS,
+        terminal=TERMINAL,
+        roles=Role,
+        noun="request",
+    )
     if action is Action.recommend:
         if outcome is None or outcome not in RECOMMENDATIONS:
             raise ValueError(

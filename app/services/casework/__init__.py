@@ -7,7 +7,7 @@ Owns what the two have in common, so each domain keeps only its own rules:
   :func:`token_matches`);
 - finding a case by its id or its reference (:func:`resolve`), 404 for neither;
 - the **timeline**: one event row per step, with the actor and roles
-  (:func:`append_event`);
+  (:func:`append_event`, :func:`staff_timeline`);
 - JSON columns in and out (:func:`dumps`, :func:`loads`);
 - the workflow checks, pure (``workflow``: ``step``, ``RoleDenied``, ``InvalidTransition``):
   the role first, whatever the state (403), then the state (409).
@@ -23,6 +23,7 @@ from app.services.casework.tracking import (
     loads,
     new_token,
     resolve,
+    staff_timeline,
     token_hash,
     token_matches,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "loads",
     "new_token",
     "resolve",
+    "staff_timeline",
     "token_hash",
     "token_matches",
 ]

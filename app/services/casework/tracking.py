@@ -92,3 +92,26 @@ async def append_event(
         roles,
         dumps(payload),
     )
+
+
+async def staff_timeline(
+    conn: asyncpg.Connection, cases: Cases, case_id: uuid.UUID
+) -> list[dict[str, Any]]:
+    """Every step of a case, with its actor, roles and payload (for staff only)."""
+    events = await conn.fetch(
+        f"""SELECT action, from_status, to_status, actor_client_id, actor_roles, payload, at
+              FROM {cases.events} WHERE {cases.key} = $1 ORDER BY id""",
+        case_id,
+    )
+    return [
+        {
+            "action": e["action"],
+            "from": e["from_status"],
+            "status": e["to_status"],
+            "actor": e["actor_client_id"],
+            "roles": list(e["actor_roles"]),
+            "payload": loads(e["payload"]),
+            "at": e["at"],
+        }
+        for e in events
+    ]

@@ -433,11 +433,7 @@ async def staff_view(
     async with pool.acquire() as conn, conn.transaction():
         grievance_id = await resolve_id(conn, ident)
         row = await conn.fetchrow("SELECT * FROM grievances WHERE id = $1", grievance_id)
-        events = await conn.fetch(
-            """SELECT action, from_status, to_status, actor_client_id, actor_roles, payload, at
-                 FROM grievance_events WHERE grievance_id = $1 ORDER BY id""",
-            grievance_id,
-        )
+        timeline = await casework.staff_timeline(conn, GRIEVANCES, grievance_id)
         hh = None
         if row["household_id"] is not None:
             hh = await conn.fetchrow(
@@ -497,18 +493,7 @@ async def staff_view(
             state, row["created_at"], row["triaged_at"], row["closed_at"], now, targets
         ),
         "allowed_actions": [a.value for a in machine.allowed_actions(state, principal.roles)],
-        "timeline": [
-            {
-                "action": e["action"],
-                "from": e["from_status"],
-                "status": e["to_status"],
-                "actor": e["actor_client_id"],
-                "roles": list(e["actor_roles"]),
-                "payload": casework.loads(e["payload"]),
-                "at": e["at"],
-            }
-            for e in events
-        ],
+        "timeline": timeline,
     }
 
 

@@ -547,11 +547,7 @@ async def staff_view(pool: asyncpg.Pool, principal: Principal, ident: str) -> di
     async with pool.acquire() as conn, conn.transaction():
         request_id = await resolve(conn, ident)
         row = await conn.fetchrow("SELECT * FROM data_requests WHERE id = $1", request_id)
-        events = await conn.fetch(
-            """SELECT action, from_status, to_status, actor_client_id, actor_roles, payload, at
-                 FROM request_events WHERE request_id = $1 ORDER BY id""",
-            request_id,
-        )
+        timeline = await casework.staff_timeline(conn, REQUESTS, request_id)
         await audit.append_action(
             conn, principal, "GET /v1/staff/requests/{id}", {"request": row["reference"]}
         )
@@ -581,18 +577,7 @@ async def staff_view(pool: asyncpg.Pool, principal: Principal, ident: str) -> di
                 State(row["status"]), machine.roles_of(principal.roles)
             )
         ],
-        "timeline": [
-            {
-                "action": e["action"],
-                "from": e["from_status"],
-                "status": e["to_status"],
-                "actor": e["actor_client_id"],
-                "roles": list(e["actor_roles"]),
-                "payload": casework.loads(e["payload"]),
-                "at": e["at"],
-            }
-            for e in events
-        ],
+        "timeline": timeline,
     }
 
 

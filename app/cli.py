@@ -382,9 +382,12 @@ def worker(
     import signal
 
     from app.db import asyncpg_target
+    from app.logging import configure_logging
     from app.services.ingest import worker as ingest_worker
 
     settings = get_settings()
+    # The same JSON log lines (CNICs masked) as the service's: claims, stops, retries.
+    configure_logging(settings)
     target = asyncpg_target(resolve_database_url(settings))
 
     async def _main() -> None:

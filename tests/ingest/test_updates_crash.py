@@ -1,7 +1,10 @@
 """Crashes while a batch is processed: SIGKILLed worker, dropped connections, two workers.
 
 Each scenario ends with every record holding exactly one outcome and the registry in the
-state the batch implies (the last phone per household, one version step per change).
+state the batch implies (the last phone per household, one version step per change). Each
+also proves that its fault really struck mid-batch (the batch still processing, with some
+but not all outcomes, right after it), and the two-worker scenario that both workers
+claimed batches.
 """
 
 from __future__ import annotations
@@ -12,7 +15,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -43,14 +47,44 @@ async def api(url: str) -> AsyncIterator[httpx.AsyncClient]:
         yield c
 
 
-def start_worker(url: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "app", "worker", "--lease-seconds", "2", "--poll-seconds", "0.2"],
-        cwd=ROOT,
-        env=cli_env(url),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+def start_worker(url: str, log: Path | None = None) -> subprocess.Popen[bytes]:
+    """``nser worker`` with a 2 s lease; its JSON log lines go to ``log`` if given."""
+    with open(log or os.devnull, "wb") as out:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "app",
+                "worker",
+                "--lease-seconds",
+                "2",
+                "--poll-seconds",
+                "0.2",
+            ],
+            cwd=ROOT,
+            env=cli_env(url),
+            stdout=subprocess.DEVNULL,
+            stderr=out,
+        )
+
+
+async def wait_for(condition: Callable[[], Awaitable[bool]], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not await condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+async def mid_batch(conn: asyncpg.Connection, batch_id: str, n: int) -> int:
+    """Asserts the batch is still being processed, with some but not all of its ``n``
+    outcomes stored; returns how many."""
+    status = await conn.fetchval("SELECT status FROM update_batches WHERE id = $1", batch_id)
+    stored: int = await conn.fetchval(
+        "SELECT count(*) FROM update_results WHERE batch_id = $1", batch_id
     )
+    assert status == "processing", status
+    assert 0 < stored < n, stored
+    return stored
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -147,10 +181,10 @@ async def test_sigkilled_worker_is_replaced_and_nothing_applies_twice(
         versions = await _versions(conn)
         batch_id, last = await post_phones(api, partner, conn, 20_000, 1)
         worker = start_worker(url)
-        done = await wait_results(conn, batch_id, 3000, 60)
+        await wait_results(conn, batch_id, 3000, 60)
         os.kill(worker.pid, signal.SIGKILL)
         worker.wait()
-        assert 0 < done < 20_000, done
+        await mid_batch(conn, batch_id, 20_000)
         replacement = start_worker(url)
         try:
             await wait_done(conn, batch_id)
@@ -170,13 +204,19 @@ async def test_database_connections_dropped_mid_batch(url: str, api: httpx.Async
     try:
         versions = await _versions(conn)
         batch_id, last = await post_phones(api, partner, conn, 20_000, 2)
+        stored = 0
         for at in (3000, 9000):
             await wait_results(conn, batch_id, at, 60)
             killed = await conn.fetchval(
-                """SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+                """SELECT count(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity
                     WHERE application_name = 'nser-worker' AND datname = current_database()"""
             )
             assert killed >= 1
+            # The sessions are gone (pg_terminate_backend waited for them): the batch was
+            # cut with work left, and it moved on since the previous cut.
+            now = await mid_batch(conn, batch_id, 20_000)
+            assert now > stored
+            stored = now
         await wait_done(conn, batch_id)
         await check_end_state(conn, batch_id, 20_000, last, versions)
     finally:
@@ -184,21 +224,46 @@ async def test_database_connections_dropped_mid_batch(url: str, api: httpx.Async
         await conn.close()
 
 
-async def test_two_workers_never_double_apply(url: str, api: httpx.AsyncClient) -> None:
+async def test_two_workers_never_double_apply(
+    url: str, api: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    """Four batches, two workers. The first worker is paused (SIGSTOP) as soon as it has
+    claimed a batch, so the second must claim the others, and takes the paused one's over
+    once its 2 s lease lapses; the first then resumes to find its lease lost. Each worker's
+    log shows what it claimed."""
     partner = await updates_partner(url, api, "Crash C")
     conn = await asyncpg.connect(url)
-    workers = [start_worker(url), start_worker(url)]
+    logs = [tmp_path / "first.log", tmp_path / "second.log"]
+    workers: list[subprocess.Popen[bytes]] = []
     try:
         versions = await _versions(conn)
         batches = [await post_phones(api, partner, conn, 4000, 10 + i) for i in range(4)]
+        ids = [b for b, _ in batches]
+
+        def claimed_by(proc: subprocess.Popen[bytes]) -> Callable[[], Awaitable[bool]]:
+            async def check() -> bool:
+                return bool(
+                    await conn.fetchval(
+                        "SELECT count(*) FROM update_batches WHERE id = ANY($1::uuid[])"
+                        " AND split_part(claimed_by, ':', 2) = $2",
+                        ids,
+                        str(proc.pid),
+                    )
+                )
+
+            return check
+
+        workers.append(start_worker(url, logs[0]))
+        await wait_for(claimed_by(workers[0]))
+        workers[0].send_signal(signal.SIGSTOP)
+        workers.append(start_worker(url, logs[1]))
+        await wait_for(claimed_by(workers[1]))
+        workers[0].send_signal(signal.SIGCONT)
         for batch_id, _ in batches:
             await wait_done(conn, batch_id)
-        claimed_by = await conn.fetchval(
-            "SELECT count(DISTINCT split_part(claimed_by, ':', 2)) FROM update_batches"
-            " WHERE id = ANY($1::uuid[])",
-            [b for b, _ in batches],
-        )
-        assert claimed_by >= 1
+        for log in logs:
+            claims = [line for line in log.read_text().splitlines() if "batch claimed" in line]
+            assert claims, f"{log.name}: this worker claimed no batch"
         total = await conn.fetchval(
             "SELECT count(*) FROM household_history WHERE batch_id = ANY($1)",
             [b for b, _ in batches],
@@ -216,5 +281,7 @@ async def test_two_workers_never_double_apply(url: str, api: httpx.AsyncClient) 
             )
     finally:
         for w in workers:
+            if w.poll() is None:
+                w.send_signal(signal.SIGCONT)
             stop(w)
         await conn.close()

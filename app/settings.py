@@ -89,6 +89,9 @@ class Settings(BaseSettings):
     # Updates back.
     updates_max_body_bytes: int = 20 * 1024 * 1024
     updates_max_records: int = 50_000
+    # Records one agreement may send in any hour, dry runs included (429 past it): update
+    # batches match records against the registry, so their volume is bounded like a read.
+    updates_records_per_hour: int = Field(default=200_000, ge=1, le=100_000_000)
     in_process_workers: int = 1
     # Records per ingest transaction, and whether a worker reads and applies the next chunk
     # on a second connection while the previous one is written.

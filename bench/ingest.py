@@ -322,6 +322,8 @@ async def run(args: argparse.Namespace, url: str) -> dict[str, Any]:
         environment="test",
         log_level="WARNING",
         updates_max_records=len(records) + 1,
+        # One agreement sends every run's records within the hour.
+        updates_records_per_hour=100_000_000,
         updates_max_body_bytes=512 * 1024 * 1024,
         in_process_workers=args.workers,
     )

@@ -15,6 +15,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     String,
+    Text,
     UniqueConstraint,
     func,
     text,
@@ -44,6 +45,8 @@ class UpdateBatch(Base):
             "received_at",
             postgresql_where=text("status <> 'done'"),
         ),
+        # The hourly record budget per agreement (NSER_UPDATES_RECORDS_PER_HOUR).
+        Index("ix_update_batches_agreement_received", "agreement_id", "received_at"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(
@@ -67,6 +70,8 @@ class UpdateBatch(Base):
         DateTime(timezone=True), server_default=func.now(), nullable=False
     )
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Set when the batch's agreement stopped (suspended, revoked, expired) before it ran.
+    stopped_reason: Mapped[str | None] = mapped_column(Text)
 
 
 class UpdateRecordResult(Base):
@@ -91,6 +96,9 @@ class UpdateRecordResult(Base):
     )
     household_id: Mapped[int | None] = mapped_column(BigInteger)
     member_id: Mapped[int | None] = mapped_column(BigInteger)
+    # The registry already held what the record said (the partner may have been told
+    # "applied": see app.services.ingest.apply.partner_view).
+    unchanged: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
     processed_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), nullable=False
     )

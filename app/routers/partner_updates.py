@@ -55,8 +55,11 @@ def _sender(principal: Principal) -> ingest_service.Sender:
             400,
             409,
             413,
+            429,
             _400="The Idempotency-Key header is missing or too long",
             _409="A batch with this Idempotency-Key is still being stored; retry shortly",
+            _429="The agreement's records per hour (NSER_UPDATES_RECORDS_PER_HOUR) would be "
+            "passed; Retry-After says when the batch fits",
         ),
     },
 )
@@ -68,7 +71,8 @@ async def post_updates(
     idempotency_key: Annotated[str | None, Header()] = None,
 ) -> Response:
     """Receive a batch (committed before 202); at most NSER_UPDATES_MAX_BODY_BYTES bytes and
-    NSER_UPDATES_MAX_RECORDS records (413 past either)."""
+    NSER_UPDATES_MAX_RECORDS records (413 past either), and NSER_UPDATES_RECORDS_PER_HOUR
+    records an hour per agreement, dry runs included (429 with Retry-After past it)."""
     key = ingest_service.check_key(idempotency_key)
     declared = request.headers.get("content-length")
     body = await ingest_service.read_capped(
@@ -77,7 +81,12 @@ async def post_updates(
         int(declared) if declared and declared.isdigit() else None,
     )
     got = await ingest_service.receive(
-        pool, _sender(principal), key, body, settings.updates_max_records
+        pool,
+        _sender(principal),
+        key,
+        body,
+        settings.updates_max_records,
+        settings.updates_records_per_hour,
     )
     payload = {"batch_id": str(got.batch_id), "status": "received", "records": got.records}
     return _json(payload, 202 if got.created else 200)
@@ -95,7 +104,5 @@ async def get_update_batch(
     results: Annotated[bool, Query(description="false: counts only")] = True,
 ) -> Response:
     """One of the caller's batches with every record's outcome (404 for others' batches)."""
-    batch = await ingest_service.get_batch(
-        pool, batch_id, principal.client_id, limit=None if results else 0
-    )
+    batch = await ingest_service.get_batch(pool, batch_id, principal, limit=None if results else 0)
     return _json(batch, 200)

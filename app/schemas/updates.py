@@ -236,6 +236,11 @@ class BatchStatus(BaseModel):
     records: int
     received_at: str
     finished_at: str | None
+    stopped: str | None = Field(
+        default=None,
+        description="Why the batch was stopped before all of it was applied (its agreement "
+        "was suspended, revoked or expired); null for a batch that ran to its end",
+    )
     counts: Counts
     results: list[RecordResult]
 

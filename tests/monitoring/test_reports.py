@@ -248,7 +248,9 @@ async def scenario(
         await asyncio.sleep(0.1)
     assert body["status"] == "done", body
     outcomes = [r["outcome"] for r in body["results"]]
-    assert outcomes == ["applied", "unchanged", "conflict", "rejected", "rejected"], body
+    # The second phone is already the registry's: the partner (who may not read phones) is
+    # told "applied"; the report counts it as unchanged.
+    assert outcomes == ["applied", "applied", "conflict", "rejected", "rejected"], body
     s.batch = body
 
     # B: category iii; reads a score; owes quarterly updates.
@@ -490,7 +492,16 @@ def _csv_matches(text: str, columns: list[str], rows: list[dict[str, Any]]) -> N
         for key in [k for k in columns if k.endswith("_hours") and row[k] is not None]:
             assert float(line.pop(key)) == pytest.approx(float(row[key]), abs=0.05)
             row = {k: v for k, v in row.items() if k != key}
-        assert line == {k: "" if v is None else str(v) for k, v in row.items()}
+        assert line == {k: _as_csv(v) for k, v in row.items()}
+
+
+def _as_csv(value: Any) -> str:
+    """A JSON value as the CSV writes it: nothing for null, true/false for a boolean."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 # --- the tests ------------------------------------------------------------------------
@@ -641,44 +652,51 @@ async def test_updates_per_partner_and_kind(
     batches = {
         b["id"]: b
         for b in await db.fetch(
-            "SELECT id, agreement_id, record_count, dry_run, received_at FROM update_batches"
+            "SELECT id, agreement_id, record_count, dry_run, received_at, source"
+            " FROM update_batches"
         )
-        if not b["dry_run"] and _inside(b["received_at"], since, until)
+        if b["source"] == "partner" and _inside(b["received_at"], since, until)
     }
-    expected: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
-    seen: dict[tuple[str, str], set[Any]] = defaultdict(set)
+    expected: dict[tuple[str, str, bool], Counter[str]] = defaultdict(Counter)
+    seen: dict[tuple[str, str, bool], set[Any]] = defaultdict(set)
     outcomes = 0
-    for u in await db.fetch("SELECT batch_id, kind, outcome FROM update_results"):
+    for u in await db.fetch("SELECT batch_id, kind, outcome, unchanged FROM update_results"):
         batch = batches.get(u["batch_id"])
         if batch is None:
             continue
         outcomes += 1
         kind = u["kind"] if u["kind"] in UPDATE_KINDS else "other"
-        key = (str(batch["agreement_id"]), kind)
+        key = (str(batch["agreement_id"]), kind, batch["dry_run"])
         expected[key]["received"] += 1
-        expected[key]["conflicts" if u["outcome"] == "conflict" else u["outcome"]] += 1
+        # What the registry found, whatever the partner was told.
+        truth = "unchanged" if u["unchanged"] else u["outcome"]
+        expected[key]["conflicts" if truth == "conflict" else truth] += 1
         seen[key].add(u["batch_id"])
     fields = ("received", "applied", "rejected", "conflicts", "unchanged")
-    got = {(r["agreement_id"], r["kind"]): r for r in body["rows"]}
+    got = {(r["agreement_id"], r["kind"], r["dry_run"]): r for r in body["rows"]}
     assert set(got) == set(expected)
     for key, row in got.items():
         assert {f: row[f] for f in fields} == {f: expected[key][f] for f in fields}
         assert row["batches"] == len(seen[key])
     records = sum(b["record_count"] for b in batches.values())
+    dry_runs = [b for b in batches.values() if b["dry_run"]]
     assert body["totals"] == {
         "batches": len(batches),
         "records": records,
         "pending": records - outcomes,
+        "dry_run_batches": len(dry_runs),
+        "dry_run_records": sum(b["record_count"] for b in dry_runs),
         **{f: sum(c[f] for c in expected.values()) for f in fields},
     }
 
     # This module's batch, by kind.
     agreement = scenario.agreements["v"]
-    assert got[(agreement, "phone_change")] == {
+    assert got[(agreement, "phone_change", False)] == {
         "organization": scenario.organizations["v"],
-        "organization_id": got[(agreement, "phone_change")]["organization_id"],
+        "organization_id": got[(agreement, "phone_change", False)]["organization_id"],
         "agreement_id": agreement,
         "kind": "phone_change",
+        "dry_run": False,
         "batches": 1,
         "received": 4,
         "applied": 1,
@@ -686,7 +704,7 @@ async def test_updates_per_partner_and_kind(
         "conflicts": 1,
         "unchanged": 1,
     }
-    assert {f: got[(agreement, "other")][f] for f in fields} == {
+    assert {f: got[(agreement, "other", False)][f] for f in fields} == {
         "received": 1,
         "applied": 0,
         "rejected": 1,
@@ -871,8 +889,8 @@ async def test_an_empty_csv_still_has_its_header(
     )
     assert r.status_code == 200, r.text
     assert r.text == (
-        "organization,organization_id,agreement_id,kind,batches,received,applied,rejected,"
-        "conflicts,unchanged\n"
+        "organization,organization_id,agreement_id,kind,dry_run,batches,received,applied,"
+        "rejected,conflicts,unchanged\n"
     )
 
 

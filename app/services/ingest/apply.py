@@ -3,13 +3,24 @@
 Each handler checks everything first and mutates the state only once the record is known
 to be good, so a rejected record never half-applies. Records are applied in batch order:
 the second record for a household sees the first one's effect (and its new version).
+
+An update batch is not a look-up service. A partner's records are matched only inside
+its agreement's geography (``Context.scope``): a household, member or CNIC outside it is
+answered exactly as one that does not exist. Reasons name the rule a record breaks and
+echo only what the partner sent, never the registry's values (a date of birth or death,
+another member's id, a household's version, a phone). Where "unchanged" would confirm a
+value the agreement does not let the partner read (a guessed phone, a locked PMT
+indicator), the partner is told ``applied`` — the registry holds what it sent — and
+``Outcome.unchanged`` keeps the truth for the registry's own reports (:func:`partner_view`).
+Every household and member a record was matched to is noted (``Context.matched_*``) for
+the chunk's audit row.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
@@ -28,6 +39,8 @@ class Outcome:
     reasons: list[str]
     household_id: int | None = None
     member_id: int | None = None
+    # The record found the registry already as it said (whatever the partner is shown).
+    unchanged: bool = False
 
 
 class Reject(Exception):
@@ -50,6 +63,14 @@ class Context:
     dry_run: bool
     # household_history.source of the changes: a partner's batch, or registry staff's.
     history_source: str = "partner_batch"
+    # The agreement's geography (any of a household's codes); empty: the whole registry.
+    scope: frozenset[str] = frozenset()
+    # What the partner may read of one household or member (``sharing.rules.
+    # readable_dimensions``); None: registry staff, who read everything.
+    readable: frozenset[str] | None = None
+    # Households and members records were matched to (for the audit row).
+    matched_households: set[int] = field(default_factory=set)
+    matched_members: set[int] = field(default_factory=set)
     _fake_id: int = -1
 
     def next_id(self, pool: list[int]) -> int:
@@ -98,29 +119,64 @@ def _mask(cnic: str) -> str:
     return mask_cnic(cnic)
 
 
+GEO_COLUMNS = (
+    "province_code",
+    "division_code",
+    "district_code",
+    "tehsil_code",
+    "union_council_code",
+    "village_code",
+)
+
+
+def in_scope(ctx: Context, hh: Row) -> bool:
+    """Whether a household lies inside the batch's geography (the whole registry if none)."""
+    return not ctx.scope or any(hh.get(c) in ctx.scope for c in GEO_COLUMNS)
+
+
+def _unknown_cnic(cnic: str) -> Reject:
+    return Reject([f"unknown CNIC {_mask(cnic)}: no member of the registry holds it"])
+
+
 def _member_by_cnic(ctx: Context, cnic: str) -> Row:
     owner = ctx.state.cnic_owner.get(cnic)
     if owner is None:
-        raise Reject([f"unknown CNIC {_mask(cnic)}: no member of the registry holds it"])
+        raise _unknown_cnic(cnic)
     member = ctx.state.members.get(owner)
     if member is None:
+        # Found by CNIC, but its household was not loaded with it: it moved meanwhile.
+        stray = ctx.state.stray_members.get(owner) or {}
+        hh = ctx.state.households.get(stray.get("household_id", 0))
+        if hh is None or not in_scope(ctx, hh):
+            raise _unknown_cnic(cnic)
         raise Reject(
             ["the member's household changed while this batch ran; send it again"], "conflict"
         )
+    if not in_scope(ctx, _household_row(ctx, member["household_id"])):
+        raise _unknown_cnic(cnic)
+    ctx.matched_members.add(member["id"])
     return member
 
 
-def _household(ctx: Context, household_id: int) -> Row:
+def _household_row(ctx: Context, household_id: int) -> Row:
+    return ctx.state.households.get(household_id) or {}
+
+
+def _household(ctx: Context, household_id: int, label: str = "") -> Row:
     hh = ctx.state.households.get(household_id)
-    if hh is None:
-        raise Reject([f"unknown household {household_id}"])
+    if hh is None or not in_scope(ctx, hh):
+        raise Reject([f"unknown household {household_id}{label}"])
+    ctx.matched_households.add(household_id)
     return hh
 
 
 def _check_version(hh: Row, expected: int | None) -> None:
+    # The same words either way: a partner cannot read versions, so the answer must not
+    # say whether the household is ahead of or behind the one it named.
     if expected is not None and expected != hh["version"]:
-        word = "stale" if expected < hh["version"] else "future"
-        raise Reject([f"{word} expected_version {expected}, current {hh['version']}"], "conflict")
+        raise Reject(
+            [f"expected_version {expected} is not the household's current version"], "conflict"
+        )
 
 
 def household_target(ctx: Context, rec: Any) -> Row:
@@ -142,18 +198,17 @@ def member_target(ctx: Context, rec: Any) -> tuple[Row, Row]:
     if rec.cnic is not None:
         m = _member_by_cnic(ctx, rec.cnic)
         if rec.member_id is not None and rec.member_id != m["id"]:
-            raise Reject(
-                [f"CNIC {_mask(rec.cnic)} belongs to member {m['id']}, not {rec.member_id}"]
-            )
+            raise Reject([f"CNIC {_mask(rec.cnic)} is not held by member {rec.member_id}"])
     elif rec.member_id is not None:
         found = ctx.state.members.get(rec.member_id)
-        if found is None:
+        if found is None or not in_scope(ctx, _household_row(ctx, found["household_id"])):
             raise Reject([f"unknown member {rec.member_id}"])
         m = found
+        ctx.matched_members.add(m["id"])
     else:
         raise Reject(["name the member with cnic, or with household_id and member_id"])
     if rec.household_id is not None and rec.household_id != m["household_id"]:
-        raise Reject([f"member {m['id']} is not in household {rec.household_id}"])
+        raise Reject([f"the member named is not in household {rec.household_id}"])
     hh = _household(ctx, m["household_id"])
     _check_version(hh, rec.expected_version)
     return m, hh
@@ -161,17 +216,15 @@ def member_target(ctx: Context, rec: Any) -> tuple[Row, Row]:
 
 def _alive(m: Row) -> None:
     if m["deceased_on"] is not None:
-        raise Reject([f"member {m['id']} is recorded deceased on {m['deceased_on'].isoformat()}"])
+        raise Reject(["the member named is recorded deceased"])
 
 
 def _cnic_free(ctx: Context, cnic: str, label: str, member_id: int | None = None) -> None:
+    """A CNIC is one person's: registering it again is refused, in the same words wherever
+    (and whoever) its holder is, so the refusal never places or names the holder."""
     owner = ctx.state.cnic_owner.get(cnic)
     if owner is not None and owner != member_id:
-        where = ctx.state.members.get(owner) or ctx.state.stray_members.get(owner) or {}
-        hh = where.get("household_id")
-        raise Reject(
-            [f"{label} {_mask(cnic)} is already registered (member {owner}, household {hh})"]
-        )
+        raise Reject([f"{label} {_mask(cnic)} is already registered"])
 
 
 def _bump(
@@ -230,7 +283,7 @@ def _mother(ctx: Context, rec: s.MemberBirth, hh: Row) -> Row | None:
         if not pick:
             raise Reject([f"the mother named is not a living member of household {hh['id']}"])
         if pick[0]["gender"] != "female":
-            raise Reject([f"the mother named (member {pick[0]['id']}) is not female"])
+            raise Reject(["the mother named is not female"])
         return pick[0]
     if rec.member.relationship in ("son", "daughter"):
         for m in living:
@@ -272,7 +325,7 @@ def member_birth(ctx: Context, rec: s.MemberBirth) -> Outcome:
         ):
             return Outcome(
                 "unchanged",
-                [f"already registered as member {existing['id']}"],
+                ["already registered as a member of this household"],
                 hh["id"],
                 existing["id"],
             )
@@ -316,7 +369,7 @@ def member_update(ctx: Context, rec: s.MemberUpdate) -> Outcome:
     reasons: list[str] = []
     if rec.new_cnic is not None:
         if m["cnic"] is not None and m["cnic"] != rec.new_cnic:
-            reasons.append(f"member {m['id']} already holds CNIC {_mask(m['cnic'])}")
+            reasons.append("the member named already holds another CNIC")
         else:
             try:
                 _cnic_free(ctx, rec.new_cnic, "new_cnic", m["id"])
@@ -328,6 +381,7 @@ def member_update(ctx: Context, rec: s.MemberUpdate) -> Outcome:
         marital_status=str(changes.get("marital_status", m["marital_status"])),
         born=m["date_of_birth"],
         today=ctx.today,
+        registry_birth=True,
     )
     if reasons:
         raise Reject(reasons)
@@ -354,7 +408,10 @@ def _geo(ctx: Context, rec: Any, village: str | None = None) -> Row:
     )
     if reasons:
         raise Reject(reasons)
-    return {f"{level}_code": code for level, code in chain.items()}
+    codes = {f"{level}_code": code for level, code in chain.items()}
+    if not in_scope(ctx, codes):
+        raise Reject(["the place named is outside the agreement's geography"])
+    return codes
 
 
 def address_change(ctx: Context, rec: s.AddressChange) -> Outcome:
@@ -500,21 +557,12 @@ def new_household(ctx: Context, rec: s.NewHousehold) -> Outcome:
 def member_move(ctx: Context, rec: s.MemberMove) -> Outcome:
     m, src = member_target(ctx, rec)
     _alive(m)
-    dest = ctx.state.households.get(rec.to_household_id)
-    if dest is None:
-        raise Reject([f"unknown household {rec.to_household_id} (to_household_id)"])
+    dest = _household(ctx, rec.to_household_id, " (to_household_id)")
     if dest["id"] == src["id"]:
-        return Outcome(
-            "unchanged",
-            [f"member {m['id']} is already in household {dest['id']}"],
-            src["id"],
-            m["id"],
-        )
+        return Outcome("unchanged", ["the member is already in that household"], src["id"], m["id"])
     reasons = []
     if m["relationship"] == "head":
-        reasons.append(
-            f"member {m['id']} is the head of household {src['id']}; a head cannot move out"
-        )
+        reasons.append("the member named is the head of their household; a head cannot move out")
     if rec.relationship == "head":
         reasons.append("the moving member cannot become head of the receiving household")
     reasons += rules.person_reasons(
@@ -522,6 +570,7 @@ def member_move(ctx: Context, rec: s.MemberMove) -> Outcome:
         marital_status=m["marital_status"],
         born=m["date_of_birth"],
         today=ctx.today,
+        registry_birth=True,
     )
     if reasons:
         raise Reject(reasons)
@@ -551,10 +600,66 @@ HANDLERS: dict[str, Callable[[Context, Any], Outcome]] = {
 
 def apply(ctx: Context, rec: Any) -> Outcome:
     try:
-        return HANDLERS[rec.kind](ctx, rec)
+        outcome = HANDLERS[rec.kind](ctx, rec)
     except Reject as exc:
         return Outcome(exc.outcome, exc.reasons)
     except Exception:
         # A bug must not sink the rest of the batch; handlers mutate only after every check.
         log.exception("record failed", extra={"batch_id": ctx.batch_id, "ref": ctx.ref})
         return Outcome("rejected", ["internal error while checking this record; reported"])
+    return partner_view(ctx, rec, outcome)
+
+
+# The dimension whose values a record compares with the registry's, per field it may set
+# (sharing.rules.DIMENSIONS); a field not named here (a phone, an address, a date of death,
+# a CNIC, the survey date, a member's household) is never readable by a partner.
+INDICATOR_DIMENSIONS = {
+    "rooms": "room_count",
+    "toilet_type": "toilet_type",
+    "electrical": "electrical_equipment",
+    "gas": "gas_equipment",
+    "kitchen": "kitchen_assets",
+    **dict.fromkeys(LIVESTOCK, "livestock"),
+    **dict.fromkeys(LAND, "land"),
+}
+MEMBER_DIMENSIONS = {
+    "marital_status": "marital_status",
+    "education": "education",
+    "employment": "employment",
+    "disabilities": "disability",
+}
+
+
+def _compared(rec: Any) -> list[str | None]:
+    """The dimension of every registry value an "unchanged" answer to ``rec`` would confirm
+    (None for a value no agreement lets a partner read)."""
+    f = rec.__dict__
+    if rec.kind == "household_survey":
+        named = _indicators(rec.indicators)
+        dims: list[str | None] = [INDICATOR_DIMENSIONS.get(k) for k in named]
+        return dims + ([None] if f["surveyed_on"] is not None else [])
+    if rec.kind == "member_update":
+        dims = [MEMBER_DIMENSIONS[k] for k in MEMBER_DIMENSIONS if f[k] is not None]
+        return dims + ([None] if f["new_cnic"] is not None else [])
+    # A phone, an address, a death date, a newborn already registered, a member already in
+    # the household named: none of these is a partner's to read.
+    return [None]
+
+
+def partner_view(ctx: Context, rec: Any, outcome: Outcome) -> Outcome:
+    """What the sender may be told of an outcome (module docstring): ``unchanged`` only
+    when every value it confirms is one the agreement lets the partner read, else
+    ``applied`` with no reasons, as if the registry had just taken what it sent. A dry
+    run's new household or member has no id yet: none is shown."""
+    if ctx.readable is None:
+        return outcome
+    if outcome.outcome == "unchanged":
+        readable = ctx.readable
+        if not all(d is not None and d in readable for d in _compared(rec)):
+            outcome = Outcome("applied", [], outcome.household_id, outcome.member_id, True)
+        else:
+            outcome.unchanged = True
+    if ctx.dry_run and rec.kind in ("member_birth", "new_household"):
+        household = None if rec.kind == "new_household" else outcome.household_id
+        outcome = Outcome(outcome.outcome, outcome.reasons, household, None, outcome.unchanged)
+    return outcome

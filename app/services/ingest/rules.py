@@ -1,8 +1,10 @@
 """Quality checks for records sent back by partners: pure functions, no database.
 
-Every check returns reasons a partner can act on ("death date 2020-01-01 before birth
-2021-05-04"), never a bare "invalid". Checks that need the registry (matching, CNIC
-uniqueness, versions) live in ``ingest_apply`` and use these for the per-field rules.
+Every check returns reasons a partner can act on ("date_of_death 2020-01-01 is before the
+member's date of birth"), never a bare "invalid". A reason repeats what the partner sent
+and names the rule; it never repeats the registry's own values (a member's date of birth or
+age), which the partner may not read. Checks that need the registry (matching, CNIC
+uniqueness, versions) live in ``ingest.apply`` and use these for the per-field rules.
 """
 
 from __future__ import annotations
@@ -135,38 +137,47 @@ def not_future(label: str, value: date, today: date) -> list[str]:
 
 
 def death_reasons(born: date, died: date, today: date) -> list[str]:
+    """``born`` is the registry's: the reason says the rule, not the date."""
     reasons = not_future("date_of_death", died, today)
     if died < born:
-        reasons.append(f"death date {died.isoformat()} before birth {born.isoformat()}")
+        reasons.append(f"date_of_death {died.isoformat()} is before the member's date of birth")
     return reasons
 
 
 def mother_reasons(mother_born: date, child_born: date) -> list[str]:
-    gap = age_on(mother_born, child_born)
-    if gap < MIN_MOTHER_GAP_YEARS:
+    """``mother_born`` is the registry's: the reason says the rule, not her age."""
+    if age_on(mother_born, child_born) < MIN_MOTHER_GAP_YEARS:
         return [
-            f"mother born {mother_born.isoformat()} would be {gap} at the birth on "
-            f"{child_born.isoformat()}; at least {MIN_MOTHER_GAP_YEARS} years apart required"
+            f"the mother named is not at least {MIN_MOTHER_GAP_YEARS} years older than a "
+            f"child born on {child_born.isoformat()}"
         ]
     return []
 
 
 def person_reasons(
-    *, relationship: str, marital_status: str, born: date, today: date, who: str = "member"
+    *,
+    relationship: str,
+    marital_status: str,
+    born: date,
+    today: date,
+    who: str = "member",
+    registry_birth: bool = False,
 ) -> list[str]:
-    """Relationship consistent with age and marital status."""
+    """Relationship consistent with age and marital status. ``registry_birth``: ``born``
+    is the registry's, not the sender's, so no reason may give the date or the age."""
     age = age_on(born, today)
-    reasons = not_future(f"{who} date_of_birth", born, today)
-    if age > 125:
+    reasons = [] if registry_birth else not_future(f"{who} date_of_birth", born, today)
+    aged = f"{who} of the age recorded" if registry_birth else f"{who} aged {age}"
+    if age > 125 and not registry_birth:
         reasons.append(f"{who} date_of_birth {born.isoformat()} gives an age of {age}")
     if marital_status in EVER_MARRIED and age < MIN_MARRIED_AGE:
-        reasons.append(f"{who} aged {age} cannot be {marital_status} (minimum {MIN_MARRIED_AGE})")
+        reasons.append(f"{aged} cannot be {marital_status} (minimum {MIN_MARRIED_AGE})")
     if relationship in ("spouse", "son_in_law", "daughter_in_law") and marital_status not in (
         EVER_MARRIED
     ):
         reasons.append(f"{who} with relationship {relationship} cannot be {marital_status}")
     if relationship == "head" and age < MIN_HEAD_AGE:
-        reasons.append(f"{who} aged {age} cannot be head (minimum {MIN_HEAD_AGE})")
+        reasons.append(f"{aged} cannot be head (minimum {MIN_HEAD_AGE})")
     return reasons
 
 

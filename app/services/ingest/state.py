@@ -82,6 +82,7 @@ RESULT_COLUMNS = {
     "reasons": "text[]",
     "household_id": "bigint",
     "member_id": "bigint",
+    "unchanged": "boolean",
 }
 LAND = ("land_muraba", "land_acre", "land_kanal", "land_marla")
 

@@ -2,11 +2,19 @@
 
 This service owns its transaction (like the queue worker): the 202 promises that the batch
 is durably in PostgreSQL, so the commit must happen before the handler returns.
+
+Each agreement may send at most ``records_per_hour`` records in any hour
+(``NSER_UPDATES_RECORDS_PER_HOUR``), dry runs included: a batch is a stream of matches
+against the registry, so its volume is bounded like any other read. The hour is counted
+from the batches stored (``received_at``), under a per-agreement lock, so the limit holds
+across processes and restarts; a replay of a stored batch (same key and body) costs
+nothing.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import uuid
 from collections.abc import AsyncIterator
@@ -16,8 +24,17 @@ from typing import Any
 import asyncpg
 import orjson
 
-from app.errors import BadRequest, Conflict, NotFound, PayloadTooLarge, ValidationFailed
+from app.auth.partner import Principal
+from app.errors import (
+    BadRequest,
+    Conflict,
+    NotFound,
+    PayloadTooLarge,
+    TooManyRequests,
+    ValidationFailed,
+)
 from app.schemas.updates import OUTCOMES
+from app.services.audit import trail as audit
 
 # What registry staff may send through the queue (a re-survey's indicators).
 STAFF_UPDATE_KINDS = ("household_survey",)
@@ -148,8 +165,60 @@ def check_key(key: str | None) -> str:
     return key
 
 
+def _agreement_lock(agreement_id: uuid.UUID) -> int:
+    digest = hashlib.sha256(b"nser-updates-budget\x00" + agreement_id.bytes).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+# The records each batch of the agreement stored in the last hour, oldest first, and how
+# long until each leaves the window.
+_HOUR = """
+SELECT record_count,
+       extract(epoch FROM received_at + interval '1 hour' - now())::float8 AS leaves_in
+  FROM update_batches
+ WHERE agreement_id = $1 AND received_at > now() - interval '1 hour'
+ ORDER BY received_at
+"""
+
+
+async def _check_budget(
+    conn: asyncpg.Connection, agreement_id: uuid.UUID, count: int, per_hour: int
+) -> None:
+    """429 (with the wait) unless ``count`` more records fit the agreement's last hour."""
+    if count > per_hour:
+        raise PayloadTooLarge(
+            f"the batch has {count} records; this agreement may send {per_hour} an hour "
+            "(NSER_UPDATES_RECORDS_PER_HOUR): split it into several batches"
+        )
+    await conn.execute("SELECT pg_advisory_xact_lock($1)", _agreement_lock(agreement_id))
+    window = await conn.fetch(_HOUR, agreement_id)
+    used = sum(r["record_count"] for r in window)
+    if used + count <= per_hour:
+        return
+    # The wait: until enough of the oldest batches have left the hour.
+    excess, wait = used + count - per_hour, 0.0
+    for r in window:
+        excess -= r["record_count"]
+        wait = r["leaves_in"]
+        if excess <= 0:
+            break
+    seconds = max(1, math.ceil(wait))
+    raise TooManyRequests(
+        f"this agreement sent {used} records in the last hour; with these {count} it would "
+        f"pass its limit of {per_hour} an hour (NSER_UPDATES_RECORDS_PER_HOUR). "
+        f"Retry in {seconds} s",
+        headers={"Retry-After": str(seconds)},
+        extra={"retry_after": seconds},
+    )
+
+
 async def receive(
-    pool: asyncpg.Pool, sender: Sender, key: str, body: bytes, max_records: int
+    pool: asyncpg.Pool,
+    sender: Sender,
+    key: str,
+    body: bytes,
+    max_records: int,
+    records_per_hour: int,
 ) -> Received:
     dry_run, count = check_envelope(body, max_records)
     digest = hashlib.sha256(body).digest()
@@ -172,6 +241,7 @@ async def receive(
                     "use a new key for a new batch"
                 )
             return Received(existing["id"], existing["record_count"], created=False)
+        await _check_budget(conn, sender.agreement_id, count, records_per_hour)
         batch_id = await conn.fetchval(
             """INSERT INTO update_batches (client_id, agreement_id, organization_id,
                    idempotency_key, body_sha256, body, dry_run, record_count, update_kinds)
@@ -218,16 +288,21 @@ async def enqueue_staff(
     return batch_id
 
 
+GET_ENDPOINT = "/v1/partner/updates/{batch_id}"
+
+
 async def get_batch(
-    pool: asyncpg.Pool, batch_id: uuid.UUID, client_id: str, *, limit: int | None = None
+    pool: asyncpg.Pool, batch_id: uuid.UUID, caller: Principal, *, limit: int | None = None
 ) -> dict[str, Any]:
-    """A partner's own batch with every record's outcome; 404 for anyone else's."""
-    async with pool.acquire() as conn:
+    """A partner's own batch with every record's outcome; 404 for anyone else's. Reading
+    the outcomes (which name the households and members matched) is audited."""
+    async with pool.acquire() as conn, conn.transaction():
         batch = await conn.fetchrow(
-            """SELECT id, status, dry_run, record_count, received_at, finished_at
+            """SELECT id, status, dry_run, record_count, received_at, finished_at,
+                      stopped_reason
                  FROM update_batches WHERE id = $1 AND client_id = $2""",
             batch_id,
-            client_id,
+            caller.client_id,
         )
         if batch is None:
             raise NotFound(f"no batch {batch_id} for this client")
@@ -241,6 +316,17 @@ async def get_batch(
             batch_id,
             limit,
         )
+        await audit.append(
+            conn,
+            audit.AuditRecord.of(
+                caller,
+                endpoint=GET_ENDPOINT,
+                filters={"batch_id": batch_id, "results": limit != 0},
+                dimensions=[],
+                households=len({r["household_id"] for r in results} - {None}),
+                members=len({r["member_id"] for r in results} - {None}),
+            ),
+        )
     return {
         "batch_id": str(batch["id"]),
         "status": batch["status"],
@@ -248,6 +334,7 @@ async def get_batch(
         "records": batch["record_count"],
         "received_at": batch["received_at"].isoformat(),
         "finished_at": batch["finished_at"].isoformat() if batch["finished_at"] else None,
+        "stopped": batch["stopped_reason"],
         "counts": {**dict.fromkeys(OUTCOMES, 0), **{r["outcome"]: r["n"] for r in counts}},
         "results": [dict(r) for r in results],
     }

@@ -5,6 +5,15 @@ chunk renews the lease in the same transaction that writes the chunk, so a worke
 dies (SIGKILL, lost connection) stops renewing and another worker reclaims the batch once
 the lease has expired. Positions that already have a result are skipped and the unique
 ``(batch_id, position)`` key makes a second outcome impossible: no record applies twice.
+
+A partner's batch runs under its agreement as it is when each chunk commits: records are
+matched inside the agreement's geography only (``apply.Context.scope``), and every chunk
+proves, in its own transaction and with a share lock on the agreement row, that the
+agreement is still active. A batch whose agreement was suspended, revoked or expired
+before (or while) it ran stops: every record without an outcome is rejected with the
+reason, the batch is ``done`` with ``stopped`` saying why, and nothing more is applied.
+Every chunk, dry runs included, writes its audit row in the transaction that stores its
+outcomes: the kinds and outcomes counted and the households and members matched.
 """
 
 from __future__ import annotations
@@ -16,6 +25,7 @@ import os
 import socket
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,11 +36,15 @@ import asyncpg
 import orjson
 from asyncpg.transaction import Transaction
 
+from app.auth.partner import check_agreement
 from app.db import asyncpg_target
+from app.errors import Forbidden
+from app.services.audit import trail as audit
 from app.services.ingest import apply as apply_service
 from app.services.ingest import rules
 from app.services.ingest import state as state_service
 from app.services.pmt import model as pmt_service
+from app.services.sharing.rules import readable_dimensions
 from app.services.targeting import simulation as simulation_service
 
 log = logging.getLogger("nser.ingest")
@@ -52,7 +66,8 @@ UPDATE update_batches b
                 ORDER BY received_at, id
                 LIMIT 1
                 FOR UPDATE SKIP LOCKED)
-RETURNING b.id, b.client_id, b.dry_run, b.update_kinds, b.body, b.attempts, b.source
+RETURNING b.id, b.client_id, b.dry_run, b.update_kinds, b.body, b.attempts, b.source,
+          b.agreement_id, b.organization_id
 """
 # Renews the lease (and proves this worker still owns the batch): between transactions.
 _RENEW = """
@@ -61,15 +76,55 @@ UPDATE update_batches SET claimed_at = now()
 """
 # Proves, inside a chunk's transaction, that this worker still owns the batch, and holds a
 # share lock on it until commit: a reclaim (FOR UPDATE) cannot slip in between, while the
-# chunks this worker writes at the same time do not wait for each other.
+# chunks this worker writes at the same time do not wait for each other. The agreement row
+# is share-locked too: a suspension (which locks it FOR UPDATE) waits for the chunk's
+# commit, and the next chunk sees it.
 _OWNED = """
-SELECT id FROM update_batches
- WHERE id = $1 AND claimed_by = $2 AND status = 'processing' FOR SHARE
+WITH b AS (SELECT id, agreement_id FROM update_batches
+            WHERE id = $1 AND claimed_by = $2 AND status = 'processing' FOR SHARE)
+SELECT b.id, a.id AS agreement_id, a.status, a.valid_from, a.valid_to
+  FROM b LEFT JOIN LATERAL (SELECT id, status, valid_from, valid_to FROM agreements
+                             WHERE id = b.agreement_id FOR SHARE) a ON true
 """
+_AGREEMENT = """
+SELECT id AS agreement_id, status, valid_from, valid_to, geo_codes, categories, dimensions
+  FROM agreements WHERE id = $1
+"""
+# The audit log's name for a chunk of an update batch processed (its outcomes disclose
+# whether the records matched the registry).
+AUDIT_ENDPOINT = "POST /v1/partner/updates (processed)"
 
 
 class LeaseLost(Exception):
     """Another worker reclaimed the batch; stop without writing."""
+
+
+class AgreementStopped(Exception):
+    """The batch's agreement is no longer active: stop applying, reject what is left."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _agreement_problem(row: asyncpg.Record | None) -> str | None:
+    """Why a partner batch may not run under this agreement now (None: it may)."""
+    if row is None or row["agreement_id"] is None:
+        return "the agreement no longer exists"
+    try:
+        check_agreement(row)
+    except Forbidden as exc:
+        return exc.detail
+    return None
+
+
+async def _owned(conn: asyncpg.Connection, batch: Batch, worker: str) -> None:
+    """Inside a chunk's transaction: the lease is ours and the agreement still active."""
+    row = await conn.fetchrow(_OWNED, batch.id, worker)
+    if row is None:
+        raise LeaseLost(str(batch.id))
+    if batch.source == "partner" and (problem := _agreement_problem(row)):
+        raise AgreementStopped(problem)
 
 
 def worker_name() -> str:
@@ -85,6 +140,8 @@ class Batch:
     records: list[Any]
     # ``staff``: a registry staff batch (a grievance's re-survey); else a partner's.
     source: str = "partner"
+    agreement_id: uuid.UUID | None = None
+    organization_id: uuid.UUID | None = None
 
 
 async def claim(conn: asyncpg.Connection, worker: str, lease_seconds: float) -> Batch | None:
@@ -99,6 +156,8 @@ async def claim(conn: asyncpg.Connection, worker: str, lease_seconds: float) -> 
         frozenset(row["update_kinds"]),
         doc["records"],
         row["source"],
+        row["agreement_id"],
+        row["organization_id"],
     )
 
 
@@ -120,6 +179,7 @@ def _result(position: int, raw: Any, outcome: apply_service.Outcome) -> state_se
         "reasons": outcome.reasons,
         "household_id": outcome.household_id,
         "member_id": outcome.member_id,
+        "unchanged": outcome.unchanged or outcome.outcome == "unchanged",
     }
 
 
@@ -133,6 +193,7 @@ _FATAL: tuple[type[BaseException], ...] = (
     asyncpg.CannotConnectNowError,
     OSError,
     LeaseLost,
+    AgreementStopped,
 )
 
 
@@ -159,6 +220,7 @@ class Step:
     member_ids: list[int]
     model: pmt_service.PmtModel | None
     rows: state_service.Flush | None = None
+    audit: audit.AuditRecord | None = None
 
 
 def depends(wanted: state_service.Wanted, earlier: state_service.State) -> bool:
@@ -214,6 +276,10 @@ class BatchRun:
         # A dry run changes nothing, so its simulated state carries across chunks.
         self.dry_state = state_service.State() if batch.dry_run else None
         self.reloads = 0
+        # A partner's batch: its agreement's geography and what it may read (set by
+        # :meth:`run`); a staff batch has neither limit.
+        self.scope: frozenset[str] = frozenset()
+        self.readable: frozenset[str] | None = None
 
     def _parse(self, position: int, raw: Any) -> tuple[Any, apply_service.Outcome | None]:
         rec, reasons = rules.parse_record(raw)
@@ -280,6 +346,8 @@ class BatchRun:
             new_member_ids=step.member_ids,
             dry_run=self.batch.dry_run,
             history_source="staff" if self.batch.source == "staff" else "partner_batch",
+            scope=self.scope,
+            readable=self.readable,
         )
         results = []
         for i, (position, rec, early) in enumerate(step.parsed, 1):
@@ -292,15 +360,46 @@ class BatchRun:
                 await asyncio.sleep(0)
         if self.batch.dry_run:
             step.state.clear_writes()
+        step.audit = self._audit_record(ctx, results)
         step.rows = await state_service.prepare(step.state, results, str(self.batch.id), step.model)
+
+    def _audit_record(
+        self, ctx: apply_service.Context, results: list[state_service.Row]
+    ) -> audit.AuditRecord:
+        """The chunk's audit row: what was sent (kinds), what it was told (outcomes) and
+        which households and members its records were matched to."""
+        kinds = Counter(str(r["kind"]) for r in results)
+        outcomes = Counter(str(r["outcome"]) for r in results)
+        return audit.AuditRecord(
+            actor_type="staff" if self.batch.source == "staff" else "partner",
+            client_id=self.batch.client_id,
+            agreement_id=self.batch.agreement_id,
+            organization_id=self.batch.organization_id,
+            endpoint=AUDIT_ENDPOINT,
+            filters={
+                "batch_id": str(self.batch.id),
+                "dry_run": str(self.batch.dry_run).lower(),
+                "positions": f"{results[0]['position']}-{results[-1]['position']}",
+                "kinds": [f"{k}={n}" for k, n in sorted(kinds.items())],
+                "outcomes": [f"{k}={n}" for k, n in sorted(outcomes.items())],
+                "households": sorted(ctx.matched_households),
+                "members": sorted(ctx.matched_members),
+            },
+            dimensions=[],
+            households=len(ctx.matched_households),
+            members=len(ctx.matched_members),
+            request_id=None,
+        )
 
     async def _finish(self, step: Step) -> None:
         """Prove the lease, write the chunk and its results, commit (PostgreSQL only)."""
         assert step.rows is not None
         try:
-            if not await step.conn.fetchval(_OWNED, self.batch.id, self.worker):
-                raise LeaseLost(str(self.batch.id))
+            await _owned(step.conn, self.batch, self.worker)
             await state_service.flush(step.conn, step.rows)
+            if step.audit is not None:
+                # Last before the commit: the audit log's lock is held only until then.
+                await audit.append(step.conn, step.audit)
             await step.tx.commit()
         except BaseException:
             await _rollback(step.tx)
@@ -326,8 +425,7 @@ class BatchRun:
             "rejected", [f"the registry refused the change: {getattr(exc, 'message', str(exc))}"]
         )
         async with self.conn.transaction():
-            if not await self.conn.fetchval(_OWNED, self.batch.id, self.worker):
-                raise LeaseLost(str(self.batch.id))
+            await _owned(self.conn, self.batch, self.worker)
             await state_service.write(
                 self.conn,
                 state_service.State(),
@@ -336,12 +434,36 @@ class BatchRun:
             )
 
     async def run(self) -> None:
-        done = {
+        if self.batch.source == "partner":
+            agreement = await self.conn.fetchrow(_AGREEMENT, self.batch.agreement_id)
+            if problem := _agreement_problem(agreement):
+                await self._stop(problem)
+                return
+            assert agreement is not None
+            self.scope = frozenset(agreement["geo_codes"])
+            self.readable = readable_dimensions(agreement["categories"], agreement["dimensions"])
+        try:
+            await self._run_chunks()
+        except AgreementStopped as exc:
+            await self._stop(exc.reason)
+            return
+        await self.conn.execute(
+            """UPDATE update_batches SET status = 'done', finished_at = now()
+                WHERE id = $1 AND claimed_by = $2""",
+            self.batch.id,
+            self.worker,
+        )
+
+    async def _done_positions(self) -> set[int]:
+        return {
             r["position"]
             for r in await self.conn.fetch(
                 "SELECT position FROM update_results WHERE batch_id = $1", self.batch.id
             )
         }
+
+    async def _run_chunks(self) -> None:
+        done = await self._done_positions()
         todo = [p for p in range(len(self.batch.records)) if p not in done]
         size = self.chunk_size
         chunks = [todo[i : i + size] for i in range(0, len(todo), size)]
@@ -350,12 +472,40 @@ class BatchRun:
         else:
             for positions in chunks:
                 await self._serial(positions)
-        await self.conn.execute(
-            """UPDATE update_batches SET status = 'done', finished_at = now()
-                WHERE id = $1 AND claimed_by = $2""",
-            self.batch.id,
-            self.worker,
-        )
+
+    async def _stop(self, reason: str) -> None:
+        """End a batch whose agreement stopped: every record still without an outcome is
+        rejected with the reason (none of it was applied), the batch is done and says
+        why. Records already applied stay applied."""
+        log.warning("batch stopped", extra={"batch_id": str(self.batch.id), "reason": reason})
+        why = f"not applied: {reason}; the batch was stopped before this record"
+        async with self.conn.transaction():
+            if not await self.conn.fetchval(
+                "SELECT id FROM update_batches WHERE id = $1 AND claimed_by = $2"
+                " AND status = 'processing' FOR UPDATE",
+                self.batch.id,
+                self.worker,
+            ):
+                raise LeaseLost(str(self.batch.id))
+            done = await self._done_positions()
+            outcome = apply_service.Outcome("rejected", [why])
+            results = [
+                _result(p, raw, outcome)
+                for p, raw in enumerate(self.batch.records)
+                if p not in done
+            ]
+            rows = await state_service.prepare(
+                state_service.State(), results, str(self.batch.id), None
+            )
+            await state_service.flush(self.conn, rows)
+            await self.conn.execute(
+                """UPDATE update_batches SET status = 'done', finished_at = now(),
+                          stopped_reason = $3
+                    WHERE id = $1 AND claimed_by = $2""",
+                self.batch.id,
+                self.worker,
+                reason,
+            )
 
     async def _serial(self, positions: Sequence[int]) -> None:
         try:
@@ -473,6 +623,16 @@ class BatchRun:
                 k += 1
             for refused in await self._drain(writing, 0):
                 await self._one_by_one(refused.positions)
+        except AgreementStopped:
+            # Let the writes in flight end by themselves (each commits, or finds the
+            # agreement stopped too and rolls back), so every connection is clean for
+            # :meth:`_stop`.
+            await asyncio.gather(*(f for f, _ in writing), return_exceptions=True)
+            writing.clear()
+            if ahead is not None:
+                await self._discard(ahead[0])
+                ahead = None
+            raise
         finally:
             for future, _ in writing:
                 future.cancel()

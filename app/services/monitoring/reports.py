@@ -36,13 +36,19 @@ and their order (the CSV header), so an empty table still has its header.
 
 ``updates``
     Batches partners sent back, received in range (``update_batches.received_at``), dry
-    runs and registry staff's own batches (grievance re-surveys) excluded. One row per
-    agreement and record kind (stored on each record's outcome, ``update_results.kind``; a
+    runs included (a dry run matches records against the registry as a real run does, so
+    M&E sees it), registry staff's own batches (grievance re-surveys) excluded. One row per
+    agreement, record kind (stored on each record's outcome, ``update_results.kind``; a
     kind the service does not know, or a record whose kind could not be read, is
-    ``"other"``): records ``received`` (with an outcome so far) and how many were
-    ``applied``, ``rejected``, in ``conflicts`` or ``unchanged``; ``batches`` is how many
-    batches held that kind. ``totals`` also counts records of batches still waiting for the
-    worker (``pending``), which have no kind yet.
+    ``"other"``) and ``dry_run``: records ``received`` (with an outcome so far) and how
+    many were ``applied``, ``rejected``, in ``conflicts`` or ``unchanged``; ``batches`` is
+    how many batches held that kind. ``unchanged`` is the registry's truth
+    (``update_results.unchanged``), also where the partner was told ``applied`` because
+    "unchanged" would have confirmed a value it may not read; ``applied`` counts only the
+    records that changed the registry (or, in a dry run, would have). ``totals`` also
+    counts records of batches still waiting for the worker (``pending``), which have no
+    kind yet, and the dry runs among the batches and records (``dry_run_batches``,
+    ``dry_run_records``).
 
 ``revenue``
     Requests the Secretary approved in range (the ``approve`` event's time), per
@@ -110,7 +116,7 @@ COLUMNS: Mapping[tuple[str, str], tuple[str, ...]] = {
     ("requests", "rows"): ("status", "organization_type", "category", "requests"),
     ("requests", "stages"): ("stage", "entered", "open", "median_hours", "p90_hours"),
     ("data-shared", "rows"): (*_PARTNER, "category", "accesses", "households", "members"),
-    ("updates", "rows"): (*_PARTNER, "kind", "batches", "received", *_OUTCOMES),
+    ("updates", "rows"): (*_PARTNER, "kind", "dry_run", "batches", "received", *_OUTCOMES),
     ("revenue", "rows"): (
         "organization_type",
         "approved",
@@ -214,6 +220,8 @@ _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 def _cell(value: Any) -> str:
     if value is None:
         return ""
+    if isinstance(value, bool):  # as in the JSON form
+        return "true" if value else "false"
     if isinstance(value, date | datetime):
         return value.isoformat()
     text = str(value)
@@ -378,7 +386,7 @@ async def _data_shared(conn: asyncpg.Connection, r: Range, now: datetime) -> Rep
     return Report("data-shared", r, now, rows, totals)
 
 
-_UPDATES_RANGE = """NOT b.dry_run AND b.source = 'partner'
+_UPDATES_RANGE = """b.source = 'partner'
     AND ($1::timestamptz IS NULL OR b.received_at >= $1)
     AND ($2::timestamptz IS NULL OR b.received_at < $2)"""
 
@@ -387,22 +395,27 @@ async def _updates(conn: asyncpg.Connection, r: Range, now: datetime) -> Report:
     found = await conn.fetch(
         f"""SELECT b.agreement_id, b.organization_id, o.name AS organization,
                    CASE WHEN u.kind = ANY($3::text[]) THEN u.kind ELSE '{OTHER_KIND}' END AS kind,
+                   b.dry_run,
                    count(DISTINCT b.id) AS batches, count(*) AS received,
-                   count(*) FILTER (WHERE u.outcome = 'applied') AS applied,
+                   count(*) FILTER (WHERE u.outcome = 'applied' AND NOT u.unchanged)
+                       AS applied,
                    count(*) FILTER (WHERE u.outcome = 'rejected') AS rejected,
                    count(*) FILTER (WHERE u.outcome = 'conflict') AS conflicts,
-                   count(*) FILTER (WHERE u.outcome = 'unchanged') AS unchanged
+                   count(*) FILTER (WHERE u.unchanged) AS unchanged
               FROM update_batches b
               JOIN update_results u ON u.batch_id = b.id
               LEFT JOIN organizations o ON o.id = b.organization_id
              WHERE {_UPDATES_RANGE}
-             GROUP BY 1, 2, 3, 4""",
+             GROUP BY 1, 2, 3, 4, 5""",
         r.since,
         r.until,
         list(UPDATE_KINDS),
     )
     batches = await conn.fetchrow(
         f"""SELECT count(*) AS batches, coalesce(sum(b.record_count), 0)::bigint AS records,
+                   count(*) FILTER (WHERE b.dry_run) AS dry_run_batches,
+                   coalesce(sum(b.record_count) FILTER (WHERE b.dry_run), 0)::bigint
+                       AS dry_run_records,
                    (SELECT count(*) FROM update_results u JOIN update_batches b
                        ON b.id = u.batch_id WHERE {_UPDATES_RANGE}) AS outcomes
               FROM update_batches b WHERE {_UPDATES_RANGE}""",
@@ -415,19 +428,27 @@ async def _updates(conn: asyncpg.Connection, r: Range, now: datetime) -> Report:
         {
             **_partner(f),
             "kind": f["kind"],
+            "dry_run": f["dry_run"],
             "batches": f["batches"],
             "received": f["received"],
             **{k: f[k] for k in _OUTCOMES},
         }
         for f in sorted(
             found,
-            key=lambda f: (f["organization"] or "", str(f["agreement_id"]), kinds[f["kind"]]),
+            key=lambda f: (
+                f["organization"] or "",
+                str(f["agreement_id"]),
+                kinds[f["kind"]],
+                f["dry_run"],
+            ),
         )
     ]
     totals: dict[str, Any] = {
         "batches": batches["batches"],
         "records": batches["records"],
         "pending": batches["records"] - batches["outcomes"],
+        "dry_run_batches": batches["dry_run_batches"],
+        "dry_run_records": batches["dry_run_records"],
         **{k: sum(row[k] for row in rows) for k in ("received", *_OUTCOMES)},
     }
     return Report("updates", r, now, rows, totals)

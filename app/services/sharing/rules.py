@@ -89,3 +89,23 @@ def denied_dimensions(requested: Iterable[str], granted: Iterable[str]) -> list[
     """Requested dimensions an agreement does not cover (unlocked ones are always covered)."""
     allowed = UNLOCKED | set(granted)
     return [name for name in requested if name not in allowed]
+
+
+# What every beneficiary list carries of a household and its members, whatever dimensions
+# are selected: band, village, gender, relationship, marital status and age.
+LIST_BASE = frozenset(
+    {"poverty_level", "area_location", "gender", "relationship", "marital_status", "age_bracket"}
+)
+
+
+def readable_dimensions(categories: Iterable[str], granted: Iterable[str]) -> frozenset[str]:
+    """The dimensions whose values for one household or one member an agreement lets its
+    partner read: a beneficiary list (category iv or v) carries :data:`LIST_BASE`, and
+    category v adds the unlocked dimensions and those the agreement grants. Aggregates
+    (i, ii, vii) and score look-ups (iii) give no member's or household's values."""
+    cats = set(categories)
+    if not cats & {"iv", "v"}:
+        return frozenset()
+    if "v" not in cats:
+        return LIST_BASE
+    return LIST_BASE | UNLOCKED | frozenset(granted)

@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field, model_validator
 
 from app.models.sharing import ORGANIZATION_TYPES
-from app.schemas.base import PARAGRAPHS, IsoDate, StrictModel
+from app.schemas.base import PARAGRAPHS, UUID_RE, IsoDate, StrictModel
 from app.schemas.geography import CODE_PATTERN
 
 OrganizationType = Literal[
@@ -30,6 +30,16 @@ OptionalParagraph = Annotated[str, Field(max_length=4000), PARAGRAPHS]
 ShortText = Annotated[str, Field(min_length=1, max_length=200)]
 GeoCode = Annotated[str, Field(pattern=CODE_PATTERN)]
 DimensionName = Annotated[str, Field(pattern=r"^[a-z_]{1,32}$")]
+# The officer's choice of the organization an agreement is signed with: the id of an
+# organization the registry already has, or "new" for a new one.
+OrganizationChoice = Annotated[
+    str,
+    Field(
+        pattern=rf"^(new|{UUID_RE})$",
+        description='the id of an organization the registry already has, or "new"',
+        examples=["new", "7943c351-bce3-427e-9b01-5b8a646052d2"],
+    ),
+]
 
 
 class OrganizationIn(StrictModel):
@@ -92,9 +102,18 @@ class RequestForm(StrictModel):
 
 
 class NoPayload(StrictModel):
-    """Actions that carry nothing (``start_review``, ``sign``, ``withdraw``)."""
+    """Actions that carry nothing (``start_review``, ``withdraw``)."""
 
     notes: Annotated[str, Field(max_length=4000)] = ""
+
+
+class SignIn(StrictModel):
+    """``sign`` (officer). ``organization_id`` is the officer's choice of organization when
+    the review made none, or replaces it: required when the form's organization matches
+    one the registry already has (same name, spaces and case aside, and type)."""
+
+    notes: Annotated[str, Field(max_length=4000)] = ""
+    organization_id: OrganizationChoice | None = None
 
 
 class ReviewIn(StrictModel):
@@ -112,6 +131,8 @@ class ReviewIn(StrictModel):
     update_kinds: Annotated[list[DimensionName], Field(max_length=8, default_factory=list)]
     update_frequency: Literal["weekly", "monthly", "quarterly", "yearly"] | None = None
     quality_checks: Annotated[str, Field(max_length=4000)] = ""
+    # Which organization the agreement will be signed with (see SignIn); may wait until sign.
+    organization_id: OrganizationChoice | None = None
 
     @model_validator(mode="after")
     def _update_terms_together(self) -> ReviewIn:

@@ -85,10 +85,12 @@ class WebContext:
 
     @property
     def path(self) -> str:
-        return str(self.request.url.path)
+        """The request's path as a link on this site (see :func:`security.local_path`)."""
+        return security.local_path(self.request.scope["path"])
 
     def switch_url(self) -> str:
-        """This page in the other language (other query parameters kept)."""
+        """This page in the other language (other query parameters kept, encoded again),
+        always a path on this site: the request's path may be anything a visitor typed."""
         query = [(k, v) for k, v in self.request.query_params.multi_items() if k != "lang"]
         query.append(("lang", self.other_lang))
         return f"{self.path}?{urlencode(query)}"

@@ -2,9 +2,15 @@
 
 Every page is served with a CSP that allows only the registry's own origin — no inline
 script or style (``unsafe-inline`` is never granted), no frames (``frame-ancestors
-'none'``), forms posting only back to the registry — plus ``X-Content-Type-Options``,
-``Referrer-Policy: no-referrer`` and, when the request came over TLS (directly or through
-a trusted proxy that said so), ``Strict-Transport-Security``.
+'none'``), forms posting only back to the registry — plus ``X-Frame-Options: DENY``,
+``X-Content-Type-Options``, ``Referrer-Policy: no-referrer`` and, when the request came over
+TLS (directly or through a trusted proxy that said so), ``Strict-Transport-Security``.
+"Every page" is every answer a browser would render as a document, whatever its path: the
+website's pages and files, the API docs (``/docs``), and the error pages of any address
+(a browser's 404 for an unknown path is a page too).
+
+Links built from the request's own path go through :func:`local_path`, so that an address
+such as ``//evil.example/x`` cannot become a link to another site.
 
 CSRF: each browser gets a random ``nser_csrf`` cookie (``SameSite=Strict``, ``HttpOnly``);
 every form carries ``HMAC(secret, cookie)`` in a hidden field. A POST is accepted only if
@@ -16,7 +22,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
+from urllib.parse import quote
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -38,8 +46,21 @@ _COMMON = [
 ]
 
 
+# Media types a browser renders as a document (and so could frame, or run script in).
+_DOCUMENTS = (b"text/html", b"application/xhtml+xml", b"image/svg+xml")
+_SLASHES = re.compile(r"/+")
+
+
+def _is_document(headers: list[tuple[bytes, bytes]]) -> bool:
+    for name, value in headers:
+        if name.lower() == b"content-type":
+            return value.lower().lstrip().startswith(_DOCUMENTS)
+    return False
+
+
 class WebSecurityHeaders:
-    """Pure ASGI: adds the headers above to every answer of the paths it is given."""
+    """Pure ASGI: adds the headers above to every answer of the paths it is given, and to
+    every document (HTML, XHTML, SVG) the app answers on any other path."""
 
     def __init__(self, app: ASGIApp, prefixes: tuple[str, ...]) -> None:
         self.app = app
@@ -49,14 +70,18 @@ class WebSecurityHeaders:
         return path == "/" or path.startswith(self.prefixes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self._covers(scope["path"]):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        covered = self._covers(scope["path"])
         tls = scope.get("scheme") == "https"
 
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", ()))
+                if not covered and not _is_document(headers):
+                    await send(message)
+                    return
                 present = {name.lower() for name, _ in headers}
                 headers += [item for item in _COMMON if item[0] not in present]
                 if b"content-security-policy" not in present:
@@ -67,6 +92,17 @@ class WebSecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, with_headers)
+
+
+def local_path(path: str) -> str:
+    """``path`` (a request's path, decoded) as a link to the same path on this site.
+
+    Percent-encoded (only letters, digits, ``_.-~`` and ``/`` are left as they are, so no
+    backslash, space, tab or line break remains for a browser to reinterpret), runs of
+    slashes collapsed, and always exactly one ``/`` first: never ``//host`` or ``/\\host``,
+    which a browser would read as another site."""
+    encoded = quote(path, safe="/", errors="surrogatepass")
+    return "/" + _SLASHES.sub("/", encoded).lstrip("/")
 
 
 def new_csrf_cookie() -> str:

@@ -5,6 +5,14 @@ Each action runs in one transaction that locks the request row (``FOR UPDATE``),
 quote frozen at approval, the agreement and credentials at signature), records the
 transition in ``request_events`` and appends the staff action to the audit log. A failed
 check leaves nothing behind: the transaction rolls back.
+
+**Organizations.** A form only names its organization. The registry's organizations are its
+own record: a form whose name (spaces and case aside) and type match one of them is linked
+to it only by the officer's explicit choice, ``organization_id`` in the body of ``review``
+or of ``sign`` (an existing organization's id, or ``"new"``). Without a choice, such a
+request cannot be signed (409, naming the candidates); a ``"new"`` chosen at review does
+not cover an organization registered after it. A form's contact details go only into a new
+organization: an existing one is never written from a form.
 """
 
 from __future__ import annotations
@@ -59,10 +67,12 @@ PAYLOADS: dict[Action, type[StrictModel]] = {
     Action.recommend: s.RecommendIn,
     Action.approve: s.DecisionIn,
     Action.reject: s.DecisionIn,
-    Action.sign: s.NoPayload,
+    Action.sign: s.SignIn,
     Action.withdraw: s.NoPayload,
 }
 STAFF_ACTIONS = tuple(PAYLOADS)
+# Two-int advisory keys (this one and the name's hash) never meet the audit's bigint lock.
+_ORGANIZATION_LOCK = 0x6E736F72  # "nsor"
 
 
 @dataclass(frozen=True)
@@ -123,7 +133,6 @@ async def submit(pool: asyncpg.Pool, form: s.RequestForm) -> Submitted:
                 WHERE organization_key = $1 ORDER BY created_at""",
             key,
         )
-        known_org = await _known_organization(conn, key, form.organization.type)
         number = await conn.fetchval("SELECT nextval('data_request_number')")
         reference = f"DSR-{datetime.now(UTC).year}-{number:06d}"
         history = [
@@ -132,15 +141,14 @@ async def submit(pool: asyncpg.Pool, form: s.RequestForm) -> Submitted:
         ]
         request_id: uuid.UUID = await conn.fetchval(
             """INSERT INTO data_requests (reference, token_hash, organization_key,
-                   organization_type, form, previous_requests, organization_id)
-               VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7) RETURNING id""",
+                   organization_type, form, previous_requests)
+               VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb) RETURNING id""",
             reference,
             token_digest,
             key,
             form.organization.type,
             form.model_dump_json(),
             casework.dumps(history),
-            known_org,
         )
         await casework.append_event(
             conn, REQUESTS, request_id, "submit", None, State.submitted, None, [], {}
@@ -148,18 +156,46 @@ async def submit(pool: asyncpg.Pool, form: s.RequestForm) -> Submitted:
     return Submitted(request_id, reference, token)
 
 
-async def _known_organization(
+async def matching_organizations(
     conn: asyncpg.Connection, key: str, organization_type: str
-) -> uuid.UUID | None:
-    """An organization the registry already has under this name (spaces and case aside)."""
-    found: uuid.UUID | None = await conn.fetchval(
-        """SELECT id FROM organizations
+) -> list[asyncpg.Record]:
+    """Organizations the registry already has under this name (spaces and case aside) and
+    type: the candidates the officer chooses from, oldest first."""
+    rows: list[asyncpg.Record] = await conn.fetch(
+        """SELECT id, name, type, created_at FROM organizations
             WHERE lower(regexp_replace(btrim(name), '\\s+', ' ', 'g')) = $1 AND type = $2
-            ORDER BY created_at LIMIT 1""",
+            ORDER BY created_at, id""",
         key.rsplit("|", 1)[0],
         organization_type,
     )
-    return found
+    return rows
+
+
+async def _chosen_organization(
+    conn: asyncpg.Connection, choice: str, organization_type: str
+) -> uuid.UUID:
+    """The existing organization an officer named: it must exist and be of the form's type
+    (the type decides the price and the agreement's terms), else 422."""
+    found = await conn.fetchrow(
+        "SELECT id, type FROM organizations WHERE id = $1", uuid.UUID(choice)
+    )
+    if found is None:
+        raise _field_error("organization_id", f"no organization has the id {choice}")
+    if found["type"] != organization_type:
+        raise _field_error(
+            "organization_id",
+            f"organization {choice} is of type {found['type']}; the request is from a"
+            f" {organization_type} organization",
+        )
+    organization_id: uuid.UUID = found["id"]
+    return organization_id
+
+
+def _choice_audit(choice: str) -> dict[str, str]:
+    """A choice as audit filters (flat strings): ``existing`` with its id, or ``new``."""
+    if choice == "new":
+        return {"organization": "new"}
+    return {"organization": "existing", "organization_id": choice}
 
 
 async def _by_token(conn: asyncpg.Connection, reference: str, token: str) -> asyncpg.Record:
@@ -278,7 +314,12 @@ async def act(
             conn,
             principal,
             f"POST /v1/staff/requests/{{id}}/actions/{action.value}",
-            {"request": row["reference"], "from": state.value, "to": after.value},
+            {
+                "request": row["reference"],
+                "from": state.value,
+                "to": after.value,
+                **effect.get("audit", {}),
+            },
         )
     return {
         "request_id": str(request_id),
@@ -360,9 +401,23 @@ async def _review(
         raise _field_error("amount", f"category {payload.category} is priced case by case")
     if not case_by_case and payload.amount is not None:
         raise _field_error("amount", f"category {payload.category} is priced by the formula")
+    choice = payload.organization_id
+    organization: dict[str, Any] = {}
+    if choice is not None:
+        if choice != "new":
+            choice = str(await _chosen_organization(conn, choice, row["organization_type"]))
+        # What matched when the choice was made: a "new" does not cover a later one.
+        matched = await matching_organizations(
+            conn, row["organization_key"], row["organization_type"]
+        )
+        organization = {
+            "organization_id": choice,
+            "organization_matches": [str(m["id"]) for m in matched],
+        }
     households = await count_households(conn, geography)
     review = {
         **payload.model_dump(mode="json"),
+        **organization,
         "dimensions": dimensions,
         "geography": geography,
         "update_kinds": update_kinds,
@@ -375,7 +430,11 @@ async def _review(
         casework.dumps(review),
         households,
     )
-    return {"event": {"households": households}, "answer": {"households": households}}
+    return {
+        "event": {"households": households, **organization},
+        "answer": {"households": households},
+        "audit": _choice_audit(choice) if choice is not None else {},
+    }
 
 
 async def _interview(
@@ -466,11 +525,55 @@ async def _approve(
     return {"event": {"quote": frozen.as_json()}, "answer": answer}
 
 
+async def _organization_for_signature(
+    conn: asyncpg.Connection, row: asyncpg.Record, review: dict[str, Any], payload: s.SignIn
+) -> tuple[str, uuid.UUID | None, list[str]]:
+    """The officer's choice in force at signature: ``("new", None, …)`` or ``("existing",
+    id, …)``, with the ids of the organizations matching the form now. 409 when a match
+    needs a choice that was not made, 422 for a choice that names no fitting organization.
+    Signatures under one organization name take turns (a transaction-level lock), so two
+    requests of an unknown organization signed at once cannot both create it unseen."""
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+        _ORGANIZATION_LOCK,
+        row["organization_key"].rsplit("|", 1)[0],
+    )
+    matched = [
+        str(m["id"])
+        for m in await matching_organizations(
+            conn, row["organization_key"], row["organization_type"]
+        )
+    ]
+    choice = payload.organization_id
+    if choice is None:
+        choice = review.get("organization_id")
+        seen = set(review.get("organization_matches") or [])
+        if choice == "new" and any(m not in seen for m in matched):
+            raise Conflict(
+                "an organization matching the form was registered after the review chose a"
+                ' new one: sign with organization_id, the existing organization\'s id or "new"',
+                extra={"state": row["status"], "matching_organizations": matched},
+            )
+    if choice is None:
+        if matched:
+            raise Conflict(
+                "the form's organization matches one the registry already has: the officer"
+                " must choose, by signing with organization_id (the existing organization's"
+                ' id, see matching_organizations) or "new"',
+                extra={"state": row["status"], "matching_organizations": matched},
+            )
+        choice = "new"
+    if choice == "new":
+        return "new", None, matched
+    return "existing", await _chosen_organization(conn, choice, row["organization_type"]), matched
+
+
 async def _sign(
-    conn: asyncpg.Connection, row: asyncpg.Record, payload: s.NoPayload, principal: Principal
+    conn: asyncpg.Connection, row: asyncpg.Record, payload: s.SignIn, principal: Principal
 ) -> Effect:
     form = casework.loads(row["form"])
     review = casework.loads(row["review"])
+    kind, organization_id, matched = await _organization_for_signature(conn, row, review, payload)
     spec = partners.PartnerSpec(
         name=form["organization"]["name"],
         type=row["organization_type"],
@@ -482,19 +585,14 @@ async def _sign(
     )
     # Hard copies leave by hand from NSER-MU; every other means is served by the API.
     with_client = form["storage"] != "hard_copy"
-    # The organization may have become known since the form came (another request signed).
-    organization_id = row["organization_id"] or await _known_organization(
-        conn, row["organization_key"], row["organization_type"]
-    )
+    # The form's contact details go into a new organization only: the registry's record of
+    # an existing one is its own.
     made = await partners.create_agreement(
-        conn, spec, organization_id=organization_id, with_client=with_client
-    )
-    await conn.execute(
-        """UPDATE organizations SET contact = $2::jsonb WHERE id = $1""",
-        made.organization_id,
-        casework.dumps(
-            {k: v for k, v in form["organization"].items() if k not in ("name", "type")}
-        ),
+        conn,
+        spec,
+        organization_id=organization_id,
+        with_client=with_client,
+        contact={k: v for k, v in form["organization"].items() if k not in ("name", "type")},
     )
     await conn.execute(
         "UPDATE data_requests SET organization_id = $2, agreement_id = $3 WHERE id = $1",
@@ -527,7 +625,12 @@ async def _sign(
     }
     if made.client_id is not None:
         answer |= {"client_id": made.client_id, "client_secret": made.client_secret}
-    return {"event": {"agreement_id": str(made.agreement_id)}, "answer": answer}
+    chosen = {"choice": kind, "organization_id": str(made.organization_id), "matched": matched}
+    return {
+        "event": {"agreement_id": str(made.agreement_id), "organization": chosen},
+        "answer": answer,
+        "audit": {"organization": kind, "organization_id": str(made.organization_id)},
+    }
 
 
 EFFECTS: dict[Action, Any] = {
@@ -548,6 +651,9 @@ async def staff_view(pool: asyncpg.Pool, principal: Principal, ident: str) -> di
         request_id = await resolve(conn, ident)
         row = await conn.fetchrow("SELECT * FROM data_requests WHERE id = $1", request_id)
         timeline = await casework.staff_timeline(conn, REQUESTS, request_id)
+        matched = await matching_organizations(
+            conn, row["organization_key"], row["organization_type"]
+        )
         await audit.append_action(
             conn, principal, "GET /v1/staff/requests/{id}", {"request": row["reference"]}
         )
@@ -569,7 +675,20 @@ async def staff_view(pool: asyncpg.Pool, principal: Principal, ident: str) -> di
         "decision": casework.loads(row["decision"]),
         "quote": quote,
         "quote_frozen": row["quote"] is not None,
-        "organization_id": str(row["organization_id"]) if row["organization_id"] else None,
+        # Set at signature (requests submitted before the officer's choice existed may hold
+        # a link made at submission, which nothing uses: not shown).
+        "organization_id": (
+            str(row["organization_id"]) if row["organization_id"] and row["agreement_id"] else None
+        ),
+        "matching_organizations": [
+            {
+                "organization_id": str(m["id"]),
+                "name": m["name"],
+                "type": m["type"],
+                "registered_at": m["created_at"],
+            }
+            for m in matched
+        ],
         "agreement_id": str(row["agreement_id"]) if row["agreement_id"] else None,
         "allowed_actions": [
             a.value

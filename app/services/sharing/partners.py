@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -125,18 +126,23 @@ async def create_agreement(
     *,
     organization_id: uuid.UUID | None = None,
     with_client: bool = True,
+    contact: dict[str, str] | None = None,
 ) -> NewAgreement:
     """An agreement for ``spec`` under a new organization (or ``organization_id``), with an
-    API client unless ``with_client`` is false; the secret is returned once, never stored."""
+    API client unless ``with_client`` is false; the secret is returned once, never stored.
+    ``contact`` is a new organization's contact details; an existing organization's record
+    is never changed here."""
     validate(spec)
     await _check_geo(conn, spec.geo_codes)
     now = datetime.now(UTC)
     async with conn.transaction():
         if organization_id is None:
             organization_id = await conn.fetchval(
-                "INSERT INTO organizations (name, type) VALUES ($1, $2) RETURNING id",
+                """INSERT INTO organizations (name, type, contact) VALUES ($1, $2, $3::jsonb)
+                   RETURNING id""",
                 spec.name.strip(),
                 spec.type,
+                json.dumps(contact or {}),
             )
         agreement_id: uuid.UUID = await conn.fetchval(
             """INSERT INTO agreements (organization_id, categories, dimensions, geo_codes,

@@ -41,6 +41,8 @@ class Settings(BaseSettings):
 
     # Rate limiting: "memory://" or "redis://host:port/db".
     rate_limit_storage: str = "memory://"
+    # Per-IP budgets count an IPv6 client by its network of this many bits (IPv4: per address).
+    rate_limit_ipv6_prefix: int = Field(default=64, ge=32, le=128)
     public_lookup_limits: str = "10/minute;100/day"
     # Answer the public look-up in a pure-ASGI shortcut ahead of FastAPI's routing (same
     # code, same answers; see app/public_fastpath.py). Off: the FastAPI route answers.

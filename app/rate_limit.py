@@ -372,11 +372,32 @@ def hit(backend: _Backend, items: list[RateLimitItem], *identifiers: str) -> int
     return None
 
 
+def exhausted(backend: _Backend, items: list[RateLimitItem], *identifiers: str) -> int | None:
+    """The seconds to wait if one of ``items`` is already spent for ``identifiers``, else
+    None. Counts nothing (see :func:`hit`); the same storage and Redis-down fallback."""
+    strategy = _live_strategy(backend)
+    try:
+        for item in items:
+            if not strategy.test(item, backend.key_prefix, *identifiers):
+                reset_at = strategy.get_window_stats(item, backend.key_prefix, *identifiers)
+                return max(1, math.ceil(float(reset_at.reset_time) - time.time()))
+    except Exception:
+        if strategy is backend.fallback:  # even memory failed: answer rather than refuse
+            log.exception("rate-limit storage failed")
+            return None
+        log.warning("rate-limit storage unavailable; limiting per process until it is back")
+        backend.storage_dead = True
+        backend.recheck_at = time.monotonic() + RECHECK_SECONDS
+        return exhausted(backend, items, *identifiers)
+    return None
+
+
 def install(app: FastAPI, settings: Settings) -> None:
     """Bind the limiter to this app: its storage, trusted proxies and the 429 handler."""
     app.state.limiter = limiter
     app.state.rate_limit_backend = build_backend(settings.rate_limit_storage)
     app.state.public_lookup_limits = parse_many(settings.public_lookup_limits)
+    app.state.token_limits = parse_many(settings.token_limits)
     app.state.trusted_networks = settings.trusted_networks
     app.state.rate_limit_ipv6_prefix = settings.rate_limit_ipv6_prefix
     app.add_exception_handler(RateLimitExceeded, _too_many_requests)

@@ -68,7 +68,7 @@ def forwarded_client(peer: str, forwarded_for: list[str], trusted: list[IpNetwor
     """
     if not trusted or not forwarded_for:
         return peer
-    if not _is_trusted(peer, trusted):
+    if not is_trusted(peer, trusted):
         return peer
     hops = [hop.strip() for header in forwarded_for for hop in header.split(",")]
     client = peer
@@ -78,12 +78,12 @@ def forwarded_client(peer: str, forwarded_for: list[str], trusted: list[IpNetwor
         except ValueError:
             break  # a malformed hop: nothing left of it can be trusted
         client = hop
-        if not _is_trusted(hop, trusted):
+        if not is_trusted(hop, trusted):
             break
     return client
 
 
-def _is_trusted(address: str, trusted: list[IpNetwork]) -> bool:
+def is_trusted(address: str, trusted: list[IpNetwork]) -> bool:
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:

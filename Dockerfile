@@ -4,6 +4,8 @@
 #   docker run --rm -e NSER_DATABASE_URL=postgresql://... nser nser db upgrade   # once per release
 #   docker run -p 8000:8000 -e NSER_DATABASE_URL=postgresql://... -e NSER_KEY_ENCRYPTION_SECRET=... \
 #              -e NSER_RATE_LIMIT_STORAGE=redis://redis:6379/0 nser
+# Both settings are required: `nser serve` refuses the development encryption secret, and its
+# two workers refuse in-memory rate limits (each worker would count budgets of its own).
 
 # --- build: build the wheel, install it and its dependencies into a self-contained venv ----
 FROM python:3.11.7-slim-bookworm AS build
@@ -41,4 +43,5 @@ HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4)"]
 # uvicorn drains in-flight requests on SIGTERM (timeout_graceful_shutdown) before exiting.
 STOPSIGNAL SIGTERM
+# Two workers: NSER_RATE_LIMIT_STORAGE must name a Redis, or the service refuses to start.
 CMD ["nser", "serve", "--host", "0.0.0.0", "--port", "8000", "--workers", "2"]

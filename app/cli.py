@@ -11,12 +11,13 @@ import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, TypeVar
+from urllib.parse import urlsplit
 
 import asyncpg
 import typer
 
 from app.db import resolve_database_url
-from app.settings import get_settings
+from app.settings import DEV_SECRET, Settings, get_settings
 
 T = TypeVar("T")
 
@@ -67,6 +68,14 @@ def serve(
             help="Migrate first (default: only the embedded database).",
         ),
     ] = None,
+    demo: Annotated[
+        bool,
+        typer.Option(
+            "--demo",
+            help="A demo on one machine: allow the public development encryption secret "
+            "and per-process rate limits with several workers.",
+        ),
+    ] = False,
 ) -> None:
     """Serve the API (uvloop + httptools); starts the embedded PostgreSQL if no URL is set."""
     import uvicorn
@@ -74,6 +83,9 @@ def serve(
     from app import migrate
 
     settings = get_settings()
+    # Demo mode: `nser demo`, `nser serve --demo`, or the test suite's environment.
+    if not demo and settings.environment != "test" and (refused := _demo_only(settings, workers)):
+        fail("; ".join(refused) + " (for a demo on one machine: nser serve --demo)")
     embedded = not settings.database_url
     url = resolve_database_url(settings)
     if migrate_db or (migrate_db is None and embedded):
@@ -100,6 +112,24 @@ def serve(
         timeout_graceful_shutdown=20,
         log_config=None,
     )
+
+
+def _demo_only(settings: Settings, workers: int) -> list[str]:
+    """What only a demo may serve with, each said with what to set instead."""
+    reasons = []
+    if settings.key_encryption_secret.get_secret_value() == DEV_SECRET:
+        reasons.append(
+            "NSER_KEY_ENCRYPTION_SECRET is the public development value; set it to a long "
+            "random secret of your own (openssl rand -base64 48)"
+        )
+    if workers > 1 and urlsplit(settings.rate_limit_storage).scheme == "memory":
+        reasons.append(
+            f"--workers {workers} with in-memory rate limits would give every worker budgets "
+            "of its own (each limit multiplied, a proof-of-work solution accepted once per "
+            "worker); set NSER_RATE_LIMIT_STORAGE=redis://HOST:6379/0, or serve with "
+            "--workers 1"
+        )
+    return reasons
 
 
 # --- partners, staff, keys, audit (partner access) -------------------------------------
@@ -513,7 +543,7 @@ def demo(
         f"body); GET {base}/v1/staff/requests/REFERENCE/quote prices it"
     )
     typer.echo(f"API docs: {base}/docs\n")
-    serve(host=host, port=port, workers=1, migrate_db=False)
+    serve(host=host, port=port, workers=1, migrate_db=False, demo=True)
 
 
 async def _demo_programmes(conn: asyncpg.Connection, client_id: str) -> list[str]:

@@ -12,7 +12,7 @@ from app import __version__, openapi, rate_limit
 from app.db import create_engine, create_pool, make_sessionmaker, resolve_database_url
 from app.errors import register_exception_handlers
 from app.logging import configure_logging
-from app.middleware import RequestContextMiddleware
+from app.middleware import RequestContextMiddleware, TrustedProxyScheme
 from app.public_fastpath import PublicLookupFastPath
 from app.routers import analysis as analysis_router
 from app.routers import beneficiaries as beneficiaries_router
@@ -89,6 +89,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     rate_limit.install(app, settings)
     # Inside the public fast path: the API's hot look-up never pays for the page headers.
     app.add_middleware(WebSecurityHeaders, prefixes=web_router.WEB_PREFIXES)
+    if settings.trusted_networks:  # outside WebSecurityHeaders, which reads the scheme
+        app.add_middleware(TrustedProxyScheme, trusted=settings.trusted_networks)
     if settings.public_fast_path:
         app.add_middleware(PublicLookupFastPath, api=app)
     app.add_middleware(RequestContextMiddleware)  # added last: the outermost layer

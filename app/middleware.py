@@ -1,6 +1,7 @@
-"""Request context: request id, one JSON access-log line and metrics per request.
+"""Request context: request id, one JSON access-log line and metrics per request; and the
+scheme a trusted TLS proxy says the client used.
 
-A pure ASGI middleware: ``BaseHTTPMiddleware`` runs the app in a separate task and wraps
+Pure ASGI middlewares: ``BaseHTTPMiddleware`` runs the app in a separate task and wraps
 every body chunk, which costs a large share of a short request's time on the hot path.
 """
 
@@ -14,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import metrics
 from app.logging import access_log, mask_cnic, request_id_var
+from app.rate_limit import IpNetwork, is_trusted
 
 # An incoming id is kept only if it is short and plain, so it cannot forge log lines or
 # carry data (a CNIC, a header injection) into our logs and responses.
@@ -71,3 +73,46 @@ class RequestContextMiddleware:
                     "pid": _PID,  # which worker answered
                 }
             )
+
+
+_PROTO_HEADER = b"x-forwarded-proto"
+_SCHEMES = {"http", "https"}
+
+
+def forwarded_proto(
+    peer: str | None, headers: list[tuple[bytes, bytes]], trusted: list[IpNetwork]
+) -> str | None:
+    """The scheme a trusted proxy says the client used, or None to keep the connection's.
+
+    Only a peer in ``trusted`` is believed, and only the right-most value of
+    ``X-Forwarded-Proto``: the one that proxy wrote (values left of it came from further
+    away, possibly from the client). Anything but ``http`` or ``https`` is ignored.
+    """
+    if peer is None or not is_trusted(peer, trusted):
+        return None
+    values = [value.decode("latin-1") for name, value in headers if name == _PROTO_HEADER]
+    if not values:
+        return None
+    last = values[-1].rsplit(",", 1)[-1].strip().lower()
+    return last if last in _SCHEMES else None
+
+
+class TrustedProxyScheme:
+    """Pure ASGI: a request a trusted proxy (``NSER_TRUSTED_PROXIES``) received over TLS is
+    served as ``https``, so pages carry HSTS and their cookies are ``Secure``.
+
+    uvicorn's own proxy-header handling stays off (``nser serve``): it would also rewrite
+    the client address, which :mod:`app.rate_limit` derives itself from the same networks.
+    """
+
+    def __init__(self, app: ASGIApp, trusted: list[IpNetwork]) -> None:
+        self.app = app
+        self.trusted = trusted
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            client = scope.get("client")
+            scheme = forwarded_proto(client[0] if client else None, scope["headers"], self.trusted)
+            if scheme is not None:
+                scope["scheme"] = scheme
+        await self.app(scope, receive, send)

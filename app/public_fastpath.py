@@ -44,7 +44,7 @@ class PublicLookupFastPath:
                 if written and "/" not in written and not scope.get("query_string"):
                     scope["route"] = _ROUTE  # names the metrics series, as routing would
                     state = self.api.state
-                    client = scope_client_ip(scope, state.trusted_networks)
+                    client = scope_client_ip(scope, state)
                     response = await public_score_response(state, written, client)
                     await response(scope, receive, send)
                     return

@@ -7,6 +7,10 @@ shares one count. An optional ``key_prefix`` query parameter on that URL
 If Redis fails, slowapi's in-memory fallback keeps the limit per process and the request
 is still answered; it re-checks Redis with a back-off and returns to it when it is back.
 
+A per-IP budget counts an IPv4 client by its address and an IPv6 client by its network of
+``NSER_RATE_LIMIT_IPV6_PREFIX`` bits (/64: one subscriber's, who may rotate through all of
+it), through :func:`client_ip` and :func:`scope_client_ip`.
+
 Limits are given as callables so each request can carry its own limit string: the token
 endpoint reads ``NSER_TOKEN_LIMITS``; partner routes read ``request.state.rate_limits``
 (set by the auth dependency from the agreement) and fall back to
@@ -40,6 +44,7 @@ from limits.storage import MemoryStorage, storage_from_string
 from limits.strategies import FixedWindowRateLimiter
 from slowapi import Limiter
 from slowapi.errors import RateLimitExceeded
+from starlette.datastructures import State
 from starlette.responses import Response
 
 from app.errors import problem
@@ -63,7 +68,7 @@ def forwarded_client(peer: str, forwarded_for: list[str], trusted: list[IpNetwor
     """
     if not trusted or not forwarded_for:
         return peer
-    if not _is_trusted(peer, trusted):
+    if not is_trusted(peer, trusted):
         return peer
     hops = [hop.strip() for header in forwarded_for for hop in header.split(",")]
     client = peer
@@ -73,12 +78,12 @@ def forwarded_client(peer: str, forwarded_for: list[str], trusted: list[IpNetwor
         except ValueError:
             break  # a malformed hop: nothing left of it can be trusted
         client = hop
-        if not _is_trusted(hop, trusted):
+        if not is_trusted(hop, trusted):
             break
     return client
 
 
-def _is_trusted(address: str, trusted: list[IpNetwork]) -> bool:
+def is_trusted(address: str, trusted: list[IpNetwork]) -> bool:
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
@@ -86,19 +91,41 @@ def _is_trusted(address: str, trusted: list[IpNetwork]) -> bool:
     return any(ip in network for network in trusted)
 
 
-def scope_client_ip(scope: Mapping[str, Any], trusted: list[IpNetwork]) -> str:
-    """The client IP of an ASGI request scope, as :func:`forwarded_client` sees it."""
+def budget_address(address: str, ipv6_prefix: int) -> str:
+    """What a per-IP budget counts for ``address``: an IPv4 address itself, an IPv6 address
+    its network of ``ipv6_prefix`` bits (``2001:db8:5:6::/64``).
+
+    An IPv6 subscriber is given a whole /64 (often more) and may use any address in it, so
+    counting single IPv6 addresses would give it a fresh budget per address. An IPv4-mapped
+    address (``::ffff:203.0.113.7``, an IPv4 client of a dual-stack socket) is its IPv4
+    address. Anything that is not an address (no socket peer) is kept as it is.
+    """
+    if ":" not in address:  # IPv4 (or no address): the hot path does no parsing
+        return address
+    try:
+        ip = ipaddress.IPv6Address(address)
+    except ValueError:
+        return address
+    if ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ipaddress.IPv6Network((ip, ipv6_prefix), strict=False))
+
+
+def scope_client_ip(scope: Mapping[str, Any], state: State) -> str:
+    """The client of an ASGI request scope as the per-IP budgets count it: the address
+    :func:`forwarded_client` finds, grouped by :func:`budget_address`."""
     client = scope.get("client")
     peer = client[0] if client else "unknown"
-    if not trusted:
-        return peer
-    forwarded = [v.decode("latin-1") for k, v in scope["headers"] if k == b"x-forwarded-for"]
-    return forwarded_client(peer, forwarded, trusted)
+    trusted: list[IpNetwork] = state.trusted_networks
+    if trusted:
+        forwarded = [v.decode("latin-1") for k, v in scope["headers"] if k == b"x-forwarded-for"]
+        peer = forwarded_client(peer, forwarded, trusted)
+    return budget_address(peer, state.rate_limit_ipv6_prefix)
 
 
 def client_ip(request: Request) -> str:
-    """Key function for public routes: the client IP as :func:`forwarded_client` sees it."""
-    return scope_client_ip(request.scope, request.app.state.trusted_networks)
+    """Key function for public routes: the client as :func:`scope_client_ip` counts it."""
+    return scope_client_ip(request.scope, request.app.state)
 
 
 def partner_client_key(request: Request) -> str:
@@ -345,10 +372,32 @@ def hit(backend: _Backend, items: list[RateLimitItem], *identifiers: str) -> int
     return None
 
 
+def exhausted(backend: _Backend, items: list[RateLimitItem], *identifiers: str) -> int | None:
+    """The seconds to wait if one of ``items`` is already spent for ``identifiers``, else
+    None. Counts nothing (see :func:`hit`); the same storage and Redis-down fallback."""
+    strategy = _live_strategy(backend)
+    try:
+        for item in items:
+            if not strategy.test(item, backend.key_prefix, *identifiers):
+                reset_at = strategy.get_window_stats(item, backend.key_prefix, *identifiers)
+                return max(1, math.ceil(float(reset_at.reset_time) - time.time()))
+    except Exception:
+        if strategy is backend.fallback:  # even memory failed: answer rather than refuse
+            log.exception("rate-limit storage failed")
+            return None
+        log.warning("rate-limit storage unavailable; limiting per process until it is back")
+        backend.storage_dead = True
+        backend.recheck_at = time.monotonic() + RECHECK_SECONDS
+        return exhausted(backend, items, *identifiers)
+    return None
+
+
 def install(app: FastAPI, settings: Settings) -> None:
     """Bind the limiter to this app: its storage, trusted proxies and the 429 handler."""
     app.state.limiter = limiter
     app.state.rate_limit_backend = build_backend(settings.rate_limit_storage)
     app.state.public_lookup_limits = parse_many(settings.public_lookup_limits)
+    app.state.token_limits = parse_many(settings.token_limits)
     app.state.trusted_networks = settings.trusted_networks
+    app.state.rate_limit_ipv6_prefix = settings.rate_limit_ipv6_prefix
     app.add_exception_handler(RateLimitExceeded, _too_many_requests)

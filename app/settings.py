@@ -41,6 +41,8 @@ class Settings(BaseSettings):
 
     # Rate limiting: "memory://" or "redis://host:port/db".
     rate_limit_storage: str = "memory://"
+    # Per-IP budgets count an IPv6 client by its network of this many bits (IPv4: per address).
+    rate_limit_ipv6_prefix: int = Field(default=64, ge=32, le=128)
     public_lookup_limits: str = "10/minute;100/day"
     # Answer the public look-up in a pure-ASGI shortcut ahead of FastAPI's routing (same
     # code, same answers; see app/public_fastpath.py). Off: the FastAPI route answers.
@@ -100,6 +102,8 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
     log_json: bool = True
+    # GET /metrics answers only "Authorization: Bearer <this token>"; unset, /metrics is off.
+    metrics_token: SecretStr | None = None
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod
@@ -113,6 +117,19 @@ class Settings(BaseSettings):
     def _valid_networks(cls, value: list[str]) -> list[str]:
         for item in value:
             ipaddress.ip_network(item, strict=False)
+        return value
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _metrics_token_strong(cls, value: SecretStr | None) -> SecretStr | None:
+        token = value.get_secret_value() if value is not None else ""
+        if not token:
+            return None  # set but empty: off, as unset
+        if not 32 <= len(token) <= 512 or not all("!" <= char <= "~" for char in token):
+            raise ValueError(
+                "NSER_METRICS_TOKEN must be 32 to 512 visible ASCII characters without spaces "
+                "(openssl rand -hex 32)"
+            )
         return value
 
     @model_validator(mode="after")

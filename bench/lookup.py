@@ -22,6 +22,7 @@ import json
 import os
 import random
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -37,6 +38,8 @@ import httpx
 from common import ROOT, bench_database, log
 
 RESULTS = ROOT / "bench" / "results"
+# The service's /metrics answers only this bearer token (NSER_METRICS_TOKEN).
+METRICS_TOKEN = secrets.token_hex(32)
 
 LUA = """
 local paths = {}
@@ -225,6 +228,7 @@ def measure(
         "NSER_LOG_JSON": "true",
         "NSER_PUBLIC_LOOKUP_LIMITS": "100000000/minute",
         "PROMETHEUS_MULTIPROC_DIR": str(work / "metrics"),
+        "NSER_METRICS_TOKEN": METRICS_TOKEN,
     }
     (work / "metrics").mkdir()
     real_log = RESULTS / f"service-{stamp}.log"
@@ -271,7 +275,9 @@ def measure(
                 figures = run_wrk(targets[name], script, cnics, args.duration, args.connections)
                 runs[name].append(figures)
                 log(f"round {round_no + 1} {name}: {figures}")
-        statuses = status_counts(httpx.get(targets["service"] + "/metrics", timeout=10).text)
+        scrape = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+        metrics = httpx.get(targets["service"] + "/metrics", headers=scrape, timeout=10)
+        statuses = status_counts(metrics.text)
     finally:
         stop(real)
         stop(baseline)

@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,15 +45,30 @@ class Server:
 
 @contextmanager
 def serve(
-    env: dict[str, str], tmp: Path, *, workers: int = 2, startup_timeout: float = 60
+    env: dict[str, str],
+    tmp: Path,
+    *,
+    workers: int = 2,
+    startup_timeout: float = 60,
+    args: Sequence[str] = (),
 ) -> Iterator[Server]:
-    """Start ``nser serve`` on a free port, wait until /healthz answers, stop it afterwards."""
+    """Start ``nser serve [ARGS]`` on a free port, wait until /healthz answers, stop it after."""
     port = free_port()
     log_path = tmp / f"serve-{port}.log"
     full_env = {**os.environ, "NSER_ENVIRONMENT": "test", "NSER_LOG_JSON": "true", **env}
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "app", "serve", "--port", str(port), "--workers", str(workers)],
+            [
+                sys.executable,
+                "-m",
+                "app",
+                "serve",
+                "--port",
+                str(port),
+                "--workers",
+                str(workers),
+                *args,
+            ],
             cwd=ROOT,
             env=full_env,
             stdout=log,

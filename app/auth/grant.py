@@ -1,4 +1,12 @@
-"""The OAuth2 client-credentials grant (RFC 6749 §4.4) behind ``POST /v1/auth/token``."""
+"""The OAuth2 client-credentials grant (RFC 6749 §4.4) behind ``POST /v1/auth/token``.
+
+``NSER_TOKEN_LIMITS`` is counted three ways. Every request counts per client address (the
+route's decorator). Failed client authentications count per client id **and** address, and
+are checked before the secret is: guessing from one address is cut off, while a stranger's
+wrong secrets never spend the attempts of the partner itself, calling from elsewhere.
+Grants count per client id, so that even a client holding its secret gets a bounded number
+of tokens; only a caller who knows the secret can spend that count.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +18,9 @@ from typing import Any
 from urllib.parse import unquote
 
 import asyncpg
+from limits import RateLimitItem
 
+from app import rate_limit
 from app.auth.keys import KeyStore
 from app.auth.partner import check_agreement
 from app.auth.scopes import agreement_scopes, parse_scope, staff_scopes
@@ -35,6 +45,39 @@ class OAuthError(Exception):
         self.error = error
         self.description = description
         self.status = status
+
+
+class TooManyAttempts(Exception):
+    """``NSER_TOKEN_LIMITS`` spent: failures of this client from this address, or grants."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"retry after {retry_after} s")
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class Attempts:
+    """The per-client counts of ``NSER_TOKEN_LIMITS`` for a request from ``address`` (the
+    client as the per-IP budgets count it)."""
+
+    backend: Any
+    limits: list[RateLimitItem]
+    address: str
+
+    def check_failures(self, client_id: str) -> None:
+        wait = rate_limit.exhausted(
+            self.backend, self.limits, "token_failures", client_id, self.address
+        )
+        if wait is not None:
+            raise TooManyAttempts(wait)
+
+    def failed(self, client_id: str) -> None:
+        rate_limit.hit(self.backend, self.limits, "token_failures", client_id, self.address)
+
+    def grant(self, client_id: str) -> None:
+        wait = rate_limit.hit(self.backend, self.limits, "token_grants", client_id)
+        if wait is not None:
+            raise TooManyAttempts(wait)
 
 
 @dataclass(frozen=True)
@@ -62,7 +105,7 @@ def parse_request(form: dict[str, str], authorization: str | None) -> TokenReque
 
 
 async def client_credentials(
-    pool: asyncpg.Pool, keys: KeyStore, settings: Settings, req: TokenRequest
+    pool: asyncpg.Pool, keys: KeyStore, settings: Settings, req: TokenRequest, attempts: Attempts
 ) -> dict[str, Any]:
     if not req.grant_type:
         raise OAuthError("invalid_request", "grant_type is required")
@@ -72,6 +115,7 @@ async def client_credentials(
         raise OAuthError("invalid_client", "client authentication is required", 401)
     if len(req.client_id) > 64 or len(req.client_secret) > 256:
         raise OAuthError("invalid_client", "client authentication failed", 401)
+    attempts.check_failures(req.client_id)
     row = await pool.fetchrow(_CLIENT_SQL, req.client_id)
     # The hash is checked even for an unknown client so timing does not tell them apart.
     # argon2 takes ~0.1 s of CPU: off the event loop.
@@ -79,6 +123,7 @@ async def client_credentials(
         verify_secret, row["secret_hash"] if row else None, req.client_secret
     )
     if not matches or row is None:
+        attempts.failed(req.client_id)
         raise OAuthError("invalid_client", "client authentication failed", 401)
     if row["disabled_at"] is not None:
         raise OAuthError("invalid_client", "client credentials are disabled", 401)
@@ -95,6 +140,7 @@ async def client_credentials(
         beyond = " ".join(sorted(requested - allowed))
         raise OAuthError("invalid_scope", f"scope beyond what the client may receive: {beyond}")
     granted = requested or allowed
+    attempts.grant(row["client_id"])
     token, claims = issue_token(
         await keys.signing_key(pool),
         settings,

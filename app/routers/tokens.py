@@ -11,8 +11,8 @@ from starlette.responses import JSONResponse, Response
 from app.auth import grant
 from app.auth.deps import get_keystore
 from app.deps import PoolDep, SettingsDep
-from app.errors import ValidationFailed
-from app.rate_limit import client_ip, limit, partner_client_key, token_limits
+from app.errors import ValidationFailed, problem
+from app.rate_limit import client_ip, limit, token_limits
 from app.schemas.tokens import OAuthErrorBody, TokenResponse
 from app.strict import CONTROL, has_control
 
@@ -81,16 +81,13 @@ def _form_error(field: str, message: str, kind: str) -> dict[str, Any]:
 
 
 async def token_request(request: Request) -> grant.TokenRequest:
-    """Parse the form first, so the per-client limit can key on the claimed client id."""
+    """The form, parsed before the per-address limit counts: a malformed form is a 422."""
     fields = checked_form(await request.form())
     try:
-        parsed = grant.parse_request(fields, request.headers.get("authorization"))
+        return grant.parse_request(fields, request.headers.get("authorization"))
     except grant.OAuthError as exc:
         request.state.oauth_error = exc
         return grant.TokenRequest(None, None, None, None)
-    if parsed.client_id:
-        request.state.client_id = parsed.client_id[:64]
-    return parsed
 
 
 @router.post(
@@ -100,7 +97,6 @@ async def token_request(request: Request) -> grant.TokenRequest:
     openapi_extra=_FORM_DOC,
 )
 @limit(token_limits, key_func=client_ip)
-@limit(token_limits, key_func=partner_client_key)
 async def issue_access_token(
     request: Request,
     pool: PoolDep,
@@ -108,10 +104,21 @@ async def issue_access_token(
     token_req: grant.TokenRequest = Depends(token_request),
 ) -> Response:
     """Exchange client credentials for a short-lived bearer token (RFC 6749 §4.4)."""
+    state = request.app.state
+    attempts = grant.Attempts(state.rate_limit_backend, state.token_limits, client_ip(request))
     try:
         if (early := getattr(request.state, "oauth_error", None)) is not None:
             raise early
-        body = await grant.client_credentials(pool, get_keystore(request.app), settings, token_req)
+        body = await grant.client_credentials(
+            pool, get_keystore(request.app), settings, token_req, attempts
+        )
+    except grant.TooManyAttempts as exc:
+        return problem(
+            429,
+            f"fair-usage limit reached ({settings.token_limits}); retry after {exc.retry_after} s",
+            title="Too Many Requests",
+            headers={"Retry-After": str(exc.retry_after), **_NO_STORE},
+        )
     except grant.OAuthError as exc:
         headers = dict(_NO_STORE)
         if exc.status == 401 and token_req.basic_auth:

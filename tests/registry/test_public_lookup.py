@@ -13,6 +13,8 @@ from lookup_data import DECEASED, LIVING, UNKNOWN, insert_known_members
 
 from app.schemas.cnic import mask_cnic, parse_cnic
 
+METRICS_TOKEN = "metrics-scrape-token-for-the-look-up-tests"
+
 
 @pytest.fixture(scope="module")
 async def known(database_url: str) -> str:
@@ -27,7 +29,10 @@ async def lookup_client(
     known: str, request: pytest.FixtureRequest
 ) -> AsyncIterator[httpx.AsyncClient]:
     settings = make_settings(
-        known, public_lookup_limits="10000/minute", public_fast_path=request.param
+        known,
+        public_lookup_limits="10000/minute",
+        public_fast_path=request.param,
+        metrics_token=METRICS_TOKEN,
     )
     async for c in open_client(settings):
         yield c
@@ -142,7 +147,8 @@ async def test_docs_work_offline(lookup_client: httpx.AsyncClient) -> None:
 
 async def test_metrics_count_by_route_template(lookup_client: httpx.AsyncClient) -> None:
     await lookup_client.get(f"/v1/public/scores/{LIVING}")
-    text = (await lookup_client.get("/metrics")).text
+    scrape = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+    text = (await lookup_client.get("/metrics", headers=scrape)).text
     assert 'route="/v1/public/scores/{cnic}"' in text
     assert "nser_http_request_duration_seconds_bucket" in text
     assert LIVING not in text

@@ -16,6 +16,8 @@ from conftest import create_database, drop_database, run_cli
 from lookup_data import LIVING, insert_known_members
 from server import serve
 
+METRICS_TOKEN = "metrics-scrape-token-for-the-ops-test-0001"
+
 
 @pytest.mark.slow
 def test_two_workers_logs_and_metrics(database_url: str, tmp_path: Path) -> None:
@@ -26,6 +28,7 @@ def test_two_workers_logs_and_metrics(database_url: str, tmp_path: Path) -> None
         "NSER_DATABASE_URL": database_url,
         "NSER_PUBLIC_LOOKUP_LIMITS": "100000/minute",
         "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+        "NSER_METRICS_TOKEN": METRICS_TOKEN,
     }
     dashed = f"{LIVING[:5]}-{LIVING[5:12]}-{LIVING[12]}"
     requests = 40
@@ -40,7 +43,11 @@ def test_two_workers_logs_and_metrics(database_url: str, tmp_path: Path) -> None
             )
             assert response.status_code == 200
             assert response.headers["x-request-id"] == f"req-{i}"
-        metrics = httpx.get(f"{server.base_url}/metrics", timeout=10).text
+        metrics = httpx.get(
+            f"{server.base_url}/metrics",
+            headers={"Authorization": f"Bearer {METRICS_TOKEN}"},
+            timeout=10,
+        ).text
         process = server.process
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0  # graceful shutdown

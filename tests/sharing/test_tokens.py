@@ -11,10 +11,12 @@ import asyncpg
 import httpx
 import pytest
 from conftest import make_settings, open_client, run_cli
+from fastapi import FastAPI
 from jose import jwt
 from partner_helpers import bearer, create_partner, get_token
 
 from app.auth.keys import decrypt_private_key
+from app.main import create_app
 
 SCORE_URL = "/v1/partner/scores/3520212345673"
 
@@ -95,6 +97,39 @@ async def test_token_endpoint_is_rate_limited(seeded_url: str, partner: dict[str
         r = await c.post("/v1/auth/token", data=_form(partner["client_id"], "guess"))
         assert r.status_code == 429
         assert int(r.headers["retry-after"]) >= 1
+
+
+async def _token_status(app: FastAPI, peer: str, client_id: str, secret: str) -> int:
+    transport = httpx.ASGITransport(app=app, client=(peer, 40000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://nser.test") as c:
+        return (await c.post("/v1/auth/token", data=_form(client_id, secret))).status_code
+
+
+async def test_a_strangers_wrong_secrets_do_not_lock_the_partner_out(
+    seeded_url: str, partner: dict[str, str]
+) -> None:
+    app = create_app(make_settings(seeded_url, token_limits="3/minute"))
+    async with app.router.lifespan_context(app):
+        client_id = partner["client_id"]
+        stranger = [
+            await _token_status(app, "198.51.100.66", client_id, f"guess-{n}") for n in range(6)
+        ]
+        assert stranger == [401, 401, 401, 429, 429, 429]
+        # The partner, from its own address, is not affected by the stranger's failures.
+        assert await _token_status(app, "203.0.113.20", client_id, partner["client_secret"]) == 200
+
+
+async def test_grants_per_client_stay_bounded(seeded_url: str, partner: dict[str, str]) -> None:
+    app = create_app(make_settings(seeded_url, token_limits="3/minute"))
+    async with app.router.lifespan_context(app):
+        # From a new address each time: only the client's own count can say no.
+        statuses = [
+            await _token_status(
+                app, f"203.0.113.{30 + n}", partner["client_id"], partner["client_secret"]
+            )
+            for n in range(4)
+        ]
+        assert statuses == [200, 200, 200, 429]
 
 
 def _b64(data: dict[str, object]) -> str:

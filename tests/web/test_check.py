@@ -290,6 +290,23 @@ def test_challenge_after_the_free_checks_and_never_twice(visitor: Visitor, cnic:
     assert forged.status_code == 403
 
 
+def test_free_checks_are_counted_per_ipv6_prefix(site: Server, cnic: str) -> None:
+    # A client rotating through the addresses of its /64 is one client.
+    first = Visitor(site, ip="2001:db8:c4ec:1::1")
+    for _ in range(FREE):
+        assert first.check(cnic, solve_if_asked=False).status_code == 200
+    same_prefix = Visitor(site, ip="2001:db8:c4ec:1:ffff:eeee:dddd:2")
+    other_prefix = Visitor(site, ip="2001:db8:c4ec:2::1")
+    try:
+        same_prefix.form_page()
+        assert same_prefix.challenge(), "the /64 has used its free checks"
+        other_prefix.form_page()
+        assert other_prefix.challenge() is None
+    finally:
+        for visitor in (first, same_prefix, other_prefix):
+            visitor.close()
+
+
 def test_one_budget_with_the_api_exhausted_by_the_page(visitor: Visitor, cnic: str) -> None:
     for n in range(BUDGET):
         answer = visitor.check(cnic)

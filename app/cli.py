@@ -10,7 +10,7 @@ import sys
 import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, NoReturn, TypeVar
 
 import asyncpg
 import typer
@@ -29,7 +29,7 @@ db_cli = typer.Typer(help="Database schema.", no_args_is_help=True)
 cli.add_typer(db_cli, name="db")
 
 
-def fail(reason: str) -> None:
+def fail(reason: str) -> NoReturn:
     """Exit non-zero with a one-line reason on stderr."""
     typer.echo(f"error: {reason}", err=True)
     raise typer.Exit(code=1)
@@ -114,9 +114,11 @@ cli.add_typer(keys_cli, name="keys")
 def _run_db(job: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
     """Run ``job`` on one connection to the configured database.
 
-    Rule violations and database errors end the command with a one-line reason.
+    Rule violations, unreadable audit keys and database errors end the command with a
+    one-line reason.
     """
     from app.db import asyncpg_target
+    from app.services.audit.keys import InvalidAuditKeys
     from app.services.pmt.model import InvalidModel
     from app.services.sharing.rules import RuleViolation
 
@@ -130,9 +132,8 @@ def _run_db(job: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
 
     try:
         return asyncio.run(_main())
-    except (RuleViolation, InvalidModel, OSError, asyncpg.PostgresError) as exc:
+    except (RuleViolation, InvalidModel, InvalidAuditKeys, OSError, asyncpg.PostgresError) as exc:
         fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-        raise  # unreachable: fail() exits
 
 
 def _echo_json(payload: dict[str, object]) -> None:
@@ -276,19 +277,35 @@ def keys_rotate() -> None:
     typer.echo(json.dumps({"kid": new, "previous_kid": old}))
 
 
-audit_cli = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True)
+audit_cli = typer.Typer(help="The keyed, hash-chained audit log.", no_args_is_help=True)
 cli.add_typer(audit_cli, name="audit")
 
 
 @audit_cli.command("verify")
 def audit_verify() -> None:
-    """Walk the audit chain; exit 1 naming the first altered, removed or reordered row."""
+    """Walk the audit chain, each row with the audit key it names; exit 1 naming the first
+    altered, removed or reordered row, or a key that is not configured."""
     from app.services.audit import trail as audit_service
+    from app.services.audit.keys import InvalidAuditKeys
 
-    verdict = _run_db(audit_service.verify)
+    try:
+        keyring = audit_service.keyring_of(get_settings())
+    except InvalidAuditKeys as exc:
+        fail(str(exc))
+    verdict = _run_db(lambda conn: audit_service.verify(conn, keyring))
     if not verdict.ok:
         fail(f"audit chain broken: {verdict.problem}")
-    typer.echo(f"audit log intact: {verdict.rows} rows")
+    per_key = ", ".join(f"{key}: {n}" for key, n in sorted(verdict.rows_per_key.items()))
+    typer.echo(f"audit log intact: {verdict.rows} rows" + (f" ({per_key})" if per_key else ""))
+
+
+@audit_cli.command("new-key")
+def audit_new_key() -> None:
+    """Print a new audit key entry, ID=SECRET: put it first in NSER_AUDIT_KEYS (keeping the
+    others) and restart every process to rotate."""
+    from app.services.audit.keys import new_entry
+
+    typer.echo(new_entry())
 
 
 # --- seed and pmt (synthetic registry, scoring) -----------------------------------------

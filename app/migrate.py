@@ -19,6 +19,8 @@ def alembic_config(settings: Settings, url: str) -> Config:
     config.set_main_option("script_location", str(settings.migrations_dir))
     config.attributes["database_url"] = url
     config.attributes["configure_logging"] = False
+    # A migration may need the settings (0015 seals the audit log with the audit key).
+    config.attributes["settings"] = settings
     return config
 
 

@@ -60,6 +60,10 @@ class Settings(BaseSettings):
     token_ttl_seconds: int = 900
     key_encryption_secret: SecretStr = SecretStr(DEV_SECRET)
 
+    # Audit chain keys, "ID=SECRET[,ID=SECRET...]": the first signs new audit rows, all
+    # verify. Empty: a key derived from NSER_KEY_ENCRYPTION_SECRET (app/services/audit/keys.py).
+    audit_keys: SecretStr = SecretStr("")
+
     # Data-sharing request forms (POST /v1/requests, no credentials): per client IP.
     request_form_limits: str = "5/minute;50/day"
     request_form_max_bytes: int = Field(default=64 * 1024, ge=1024, le=1024 * 1024)

@@ -45,12 +45,12 @@ async def _admin(sql: str) -> None:
         await conn.close()
 
 
-def create_database() -> str:
-    """A new empty database, migrated to head by the CLI; returns its URL."""
+def create_database(revision: str = "heads") -> str:
+    """A new empty database, migrated (to head unless told) by the CLI; returns its URL."""
     name = f"nser_test_{uuid.uuid4().hex[:12]}"
     asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
     url = _database_url(name)
-    run_cli(["db", "upgrade"], url)
+    run_cli(["db", "upgrade", "--revision", revision], url)
     return url
 
 

@@ -15,8 +15,8 @@ from typing import Annotated, NoReturn, TypeVar
 import asyncpg
 import typer
 
-from app.db import resolve_database_url
-from app.settings import get_settings
+from app.db import resolve_database_url, resolve_owner_url
+from app.settings import Settings, get_settings
 
 T = TypeVar("T")
 
@@ -35,23 +35,38 @@ def fail(reason: str) -> NoReturn:
     raise typer.Exit(code=1)
 
 
+def _migrate(settings: Settings, revision: str = "heads") -> None:
+    """Migrate as the owner, then grant the service's role; a refusal ends the command."""
+    from app import migrate
+    from app.roles import UnsafeServiceRole
+    from app.services.audit.keys import InvalidAuditKeys
+
+    try:
+        migrate.upgrade(
+            settings,
+            resolve_owner_url(settings),
+            revision,
+            service_url=resolve_database_url(settings),
+        )
+    except (UnsafeServiceRole, InvalidAuditKeys, OSError, asyncpg.PostgresError) as exc:
+        fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+
+
 @db_cli.command("upgrade")
 def db_upgrade(revision: str = "heads") -> None:
-    """Migrate the database at NSER_DATABASE_URL (or the embedded one)."""
-    from app import migrate
-
-    settings = get_settings()
-    migrate.upgrade(settings, resolve_database_url(settings), revision)
+    """Migrate as the schema owner (NSER_OWNER_DATABASE_URL, else NSER_DATABASE_URL, else
+    the embedded database), then grant the service's role what it needs."""
+    _migrate(get_settings(), revision)
     typer.echo(f"database at {revision}")
 
 
 @db_cli.command("downgrade")
 def db_downgrade(revision: str = "base") -> None:
-    """Downgrade the schema (operators only; ``base`` drops everything)."""
+    """Downgrade the schema as its owner (operators only; ``base`` drops everything)."""
     from app import migrate
 
     settings = get_settings()
-    migrate.downgrade(settings, resolve_database_url(settings), revision)
+    migrate.downgrade(settings, resolve_owner_url(settings), revision)
     typer.echo(f"database at {revision}")
 
 
@@ -71,13 +86,11 @@ def serve(
     """Serve the API (uvloop + httptools); starts the embedded PostgreSQL if no URL is set."""
     import uvicorn
 
-    from app import migrate
-
     settings = get_settings()
     embedded = not settings.database_url
-    url = resolve_database_url(settings)
+    resolve_database_url(settings)
     if migrate_db or (migrate_db is None and embedded):
-        migrate.upgrade(settings, url)
+        _migrate(settings)
     # Metrics from every worker are summed through files in one shared folder.
     if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="nser-metrics-")
@@ -111,8 +124,9 @@ cli.add_typer(staff_cli, name="staff")
 cli.add_typer(keys_cli, name="keys")
 
 
-def _run_db(job: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
-    """Run ``job`` on one connection to the configured database.
+def _run_db(job: Callable[[asyncpg.Connection], Awaitable[T]], *, owner: bool = False) -> T:
+    """Run ``job`` on one connection to the configured database: as the service's role,
+    or as the schema's owner with ``owner`` (seeding).
 
     Rule violations, unreadable audit keys and database errors end the command with a
     one-line reason.
@@ -123,7 +137,9 @@ def _run_db(job: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
     from app.services.sharing.rules import RuleViolation
 
     async def _main() -> T:
-        target = asyncpg_target(resolve_database_url(get_settings()))
+        settings = get_settings()
+        url = resolve_owner_url(settings) if owner else resolve_database_url(settings)
+        target = asyncpg_target(url)
         conn = await asyncpg.connect(dsn=target.dsn, host=target.host)
         try:
             return await job(conn)
@@ -325,7 +341,7 @@ def seed_registry(
 
     if households < 1:
         fail("--households must be at least 1")
-    url = resolve_database_url(get_settings())
+    url = resolve_owner_url(get_settings())  # it drops and rebuilds indexes: the owner
     with Progress(transient=True) as bar:
         tasks = {
             "load": bar.add_task("generating + COPY", total=households),
@@ -336,7 +352,8 @@ def seed_registry(
             bar.update(tasks[stage], completed=done, total=total)
 
         result = _run_db(
-            lambda _conn: seed_service.seed_registry(url, households, seed, progress=progress)
+            lambda _conn: seed_service.seed_registry(url, households, seed, progress=progress),
+            owner=True,
         )
     bands = ", ".join(f"{band} {n}" for band, n in sorted(result.bands.items()))
     typer.echo(
@@ -434,12 +451,10 @@ def demo(
     port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
 ) -> None:
     """Demo: migrate, seed a synthetic registry if empty, print what to try, then serve."""
-    from app import migrate
     from app.services.sharing import partners as partner_service
 
     settings = get_settings()
-    url = resolve_database_url(settings)
-    migrate.upgrade(settings, url)
+    _migrate(settings)
     existing = _run_db(lambda conn: conn.fetchval("SELECT count(*) FROM households"))
     if not existing:
         seed_registry(households=households, seed=seed)

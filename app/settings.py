@@ -32,8 +32,11 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="NSER_", env_file=".env", extra="ignore")
 
     environment: Literal["development", "test", "production"] = "development"
-    # Empty means: start the embedded PostgreSQL in ``data_dir``.
+    # The service's database role; empty means: start the embedded PostgreSQL in ``data_dir``.
     database_url: str = ""
+    # The schema owner's URL, for `nser db upgrade`/`downgrade` and `nser seed`; empty: the
+    # service's URL (one role for everything). See docs/operations.md, "Database roles".
+    owner_database_url: str = ""
     data_dir: Path = Path(".nser")
     migrations_dir: Path = Field(default_factory=bundled_migrations_dir)
     db_pool_size: int = 10

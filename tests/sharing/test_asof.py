@@ -19,7 +19,7 @@ import asyncpg
 import httpx
 import orjson
 import pytest
-from conftest import fresh_database, make_settings, open_client
+from conftest import fresh_database, make_settings, open_client, service_url
 from partner_helpers import bearer, create_partner, get_token
 from request_helpers import staff_by_role
 from updates_helpers import send, updates_partner
@@ -437,7 +437,10 @@ async def test_an_instant_is_refused_until_writes_that_began_before_it_end(
 ) -> None:
     # A writing transaction (it holds a transaction id) that began before the instant:
     # its changes will be dated before it, so the registry as of then is not final yet.
-    writer = await asyncpg.connect(url)
+    # It runs as the service's role, as every writer of the registry does (the service's
+    # ingest workers, `nser worker`, `nser pmt recompute`): PostgreSQL shows a role the
+    # transactions of its own sessions.
+    writer = await asyncpg.connect(service_url(url))
     try:
         tx = writer.transaction()
         await tx.start()

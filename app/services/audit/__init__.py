@@ -1,8 +1,10 @@
 """The audit log: append-only, hash-chained rows of who received which personal data.
 
-Owns the ``audit_log`` table's writes and the chain's verification. Every service that
-discloses personal data appends here, inside (or just before) the transaction that reads it.
+Owns the ``audit_log`` table's writes, the chain's keys (HMAC keys kept outside the
+database, named in each row) and the chain's verification. Every service that discloses
+personal data appends here, inside (or just before) the transaction that reads it.
 
-Public: ``trail.AuditRecord``, ``trail.append``, ``trail.append_with_pool``,
-``trail.verify``.
+Public: ``trail.AuditRecord``, ``trail.append``, ``trail.append_action``,
+``trail.append_with_pool``, ``trail.verify``, ``trail.use_keyring``, ``trail.keyring_of``;
+``keys.keyring``, ``keys.new_entry``, ``keys.InvalidAuditKeys``.
 """

@@ -1,15 +1,28 @@
 """The audit trail: append-only, hash-chained rows of who received what, how much, when.
 
 Appends are serialized with a transaction-level advisory lock, so each row's ``prev_hash``
-is the hash of the row just before it; ``hash = sha256(prev_hash || canonical row)`` and the
-canonical row includes the id and timestamp, so an edit, a removal or a reordering breaks
-the chain at the first affected row.
+is the hash of the row just before it. The chain is keyed:
+``hash = HMAC-SHA-256(key, prev_hash || canonical row)``, where the key is an audit key
+kept outside the database (``keys``) and the canonical row includes the id, the timestamp
+and the key's id, which the row also stores (``key_id``). An edit, a removal or a
+reordering breaks the chain at the first affected row, and someone with the database but
+without the key cannot recompute it.
+
+Rows written before audit keys keep their plain ``sha256(prev_hash || canonical row)`` and
+``key_id = 'legacy'``; ``nser db upgrade`` sealed them with one keyed row (``SEAL_ENDPOINT``)
+when keys came. The verifier accepts unkeyed rows only at the start of the log and only
+followed by that seal, so relabelling keyed rows as unkeyed, or rewriting the whole log
+unkeyed, is caught too.
+
+The keys are the process's: ``use_keyring`` (``create_app`` calls it with its settings),
+else those of ``get_settings()`` (the CLI, ``nser worker``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -18,9 +31,35 @@ import asyncpg
 import orjson
 
 from app.logging import request_id_var
+from app.services.audit import keys
+from app.settings import Settings, get_settings
 
 GENESIS = bytes(32)
-_LOCK = 0x6E736572_61756474  # "nseraudt"
+APPEND_LOCK = 0x6E736572_61756474  # "nseraudt": serializes appends (and the seal)
+SEAL_ENDPOINT = "nser db upgrade: seal of the rows written before audit keys"
+
+_keyring: keys.Keyring | None = None
+
+
+def keyring_of(settings: Settings) -> keys.Keyring:
+    """The audit keys of ``settings`` (raises ``keys.InvalidAuditKeys``)."""
+    return keys.keyring(
+        settings.audit_keys.get_secret_value(),
+        settings.key_encryption_secret.get_secret_value(),
+    )
+
+
+def use_keyring(keyring: keys.Keyring) -> None:
+    """Sign and verify with ``keyring`` in this process from now on."""
+    global _keyring
+    _keyring = keyring
+
+
+def current_keyring() -> keys.Keyring:
+    if _keyring is None:
+        use_keyring(keyring_of(get_settings()))
+    assert _keyring is not None
+    return _keyring
 
 
 @dataclass(frozen=True)
@@ -74,7 +113,10 @@ class Caller(Protocol):
     def organization_id(self) -> uuid.UUID | None: ...
 
 
-def canonical(row_id: int, at: datetime, rec: dict[str, Any]) -> bytes:
+def canonical(row_id: int, at: datetime, rec: dict[str, Any], key_id: str | None = None) -> bytes:
+    """The row as hashed: its fields in a fixed order, as JSON; a keyed row's key id last
+    (rows written before keys have none)."""
+    named = [] if key_id is None else [key_id]
     return orjson.dumps(
         [
             row_id,
@@ -89,13 +131,25 @@ def canonical(row_id: int, at: datetime, rec: dict[str, Any]) -> bytes:
             rec["households"],
             rec["members"],
             rec["request_id"],
+            *named,
         ],
         option=orjson.OPT_SORT_KEYS,
     )
 
 
-def chain_hash(prev_hash: bytes, row_id: int, at: datetime, rec: dict[str, Any]) -> bytes:
-    return hashlib.sha256(prev_hash + canonical(row_id, at, rec)).digest()
+def row_hash(
+    prev_hash: bytes, row_id: int, at: datetime, rec: dict[str, Any], key: keys.AuditKey | None
+) -> bytes:
+    """A keyed row's HMAC under ``key``; with no key, the plain SHA-256 of rows written
+    before audit keys."""
+    if key is None:
+        return hashlib.sha256(prev_hash + canonical(row_id, at, rec)).digest()
+    return key.mac(prev_hash + canonical(row_id, at, rec, key.id))
+
+
+def seal_filters(unkeyed_rows: int, head: bytes) -> dict[str, str]:
+    """What the seal of the unkeyed rows records: how many, and the last one's hash."""
+    return {"unkeyed_rows": str(unkeyed_rows), "unkeyed_head": head.hex()}
 
 
 def _plain(value: Any) -> Any:
@@ -130,8 +184,9 @@ async def append(conn: asyncpg.Connection, record: AuditRecord) -> int:
         "members": record.members,
         "request_id": record.request_id,
     }
+    key = current_keyring().current
     async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK)
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", APPEND_LOCK)
         prev = await conn.fetchval("SELECT hash FROM audit_log ORDER BY id DESC LIMIT 1")
         row_id: int = await conn.fetchval(
             "SELECT nextval(pg_get_serial_sequence('audit_log', 'id'))"
@@ -141,8 +196,9 @@ async def append(conn: asyncpg.Connection, record: AuditRecord) -> int:
         await conn.execute(
             """INSERT INTO audit_log (id, at, actor_type, client_id, agreement_id,
                    organization_id, endpoint, filters, dimensions, households, members,
-                   request_id, prev_hash, hash)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10, $11, $12, $13, $14)""",
+                   request_id, key_id, prev_hash, hash)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10, $11, $12, $13, $14,
+                       $15)""",
             row_id,
             at,
             rec["actor_type"],
@@ -155,8 +211,9 @@ async def append(conn: asyncpg.Connection, record: AuditRecord) -> int:
             rec["households"],
             rec["members"],
             rec["request_id"],
+            key.id,
             prev_hash,
-            chain_hash(prev_hash, row_id, at, rec),
+            row_hash(prev_hash, row_id, at, rec, key),
         )
     return row_id
 
@@ -172,11 +229,22 @@ class Verdict:
     ok: bool
     rows: int
     problem: str | None = None
+    # Rows per key id ('legacy': written before audit keys), when the chain is intact.
+    rows_per_key: dict[str, int] = field(default_factory=dict)
 
 
-async def verify(conn: asyncpg.Connection) -> Verdict:
-    """Walk the chain in id order; name the first row that breaks it."""
+def _is_seal(rec: dict[str, Any], unkeyed_rows: int) -> bool:
+    filters: dict[str, Any] = rec["filters"]
+    endpoint: str = rec["endpoint"]
+    return endpoint == SEAL_ENDPOINT and filters.get("unkeyed_rows") == str(unkeyed_rows)
+
+
+async def verify(conn: asyncpg.Connection, keyring: keys.Keyring | None = None) -> Verdict:
+    """Walk the chain in id order, each row checked with the key it names; name the first
+    row that breaks it."""
+    keyring = keyring or current_keyring()
     prev_hash, prev_id, prev_at, count = GENESIS, None, None, 0
+    per_key: Counter[str] = Counter()
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         async for row in conn.cursor("SELECT * FROM audit_log ORDER BY id", prefetch=1000):
             count += 1
@@ -191,9 +259,51 @@ async def verify(conn: asyncpg.Connection) -> Verdict:
                     f"{where} does not follow {after}: a row was removed, inserted or "
                     "moved out of order",
                 )
-            if chain_hash(prev_hash, row["id"], row["at"], rec) != bytes(row["hash"]):
-                return Verdict(False, count, f"{where} was altered (its hash does not match)")
+            key_id: str = row["key_id"]
+            unkeyed = per_key[keys.UNKEYED]
+            keyed = count - 1 - unkeyed
+            key: keys.AuditKey | None = None
+            if key_id == keys.UNKEYED:
+                if keyed:
+                    return Verdict(
+                        False,
+                        count,
+                        f"{where} claims to be unkeyed (written before audit keys) after "
+                        "keyed rows: it was rewritten without the audit key",
+                    )
+            else:
+                key = keyring.get(key_id)
+                if key is None:
+                    return Verdict(
+                        False,
+                        count,
+                        f"{where} is signed with audit key {key_id!r}, which is not "
+                        "configured: add it to NSER_AUDIT_KEYS (keep every key whose rows "
+                        "are kept)",
+                    )
+                if unkeyed and not keyed and not _is_seal(rec, unkeyed):
+                    return Verdict(
+                        False,
+                        count,
+                        f"{where} follows {unkeyed} unkeyed rows but is not their seal (the "
+                        "keyed row `nser db upgrade` wrote when audit keys came): the unkeyed "
+                        "rows may have been rewritten without the audit key",
+                    )
+            if row_hash(prev_hash, row["id"], row["at"], rec, key) != bytes(row["hash"]):
+                wrong_key = "" if key is None else f", or audit key {key_id!r} has the wrong secret"
+                return Verdict(
+                    False, count, f"{where} was altered (its hash does not match{wrong_key})"
+                )
             if prev_at is not None and row["at"] < prev_at:
                 return Verdict(False, count, f"{where} is out of time order")
+            per_key[key_id] += 1
             prev_hash, prev_id, prev_at = bytes(row["hash"]), row["id"], row["at"]
-    return Verdict(True, count)
+    if per_key[keys.UNKEYED] == count and count:
+        return Verdict(
+            False,
+            count,
+            f"the log ends with {count} unkeyed rows and no seal (`nser db upgrade` seals the "
+            "rows written before audit keys with a keyed row): they may have been rewritten "
+            "without the audit key",
+        )
+    return Verdict(True, count, rows_per_key=dict(per_key))

@@ -14,7 +14,7 @@ from app.auth.partner import Principal
 from app.auth.scopes import Scope
 from app.deps import PoolDep
 from app.openapi import json_request_body, problems
-from app.rate_limit import limit, partner_client_key, partner_limits
+from app.rate_limit import limit, partner_client_key, partner_limits, staff_reads
 from app.schemas.targeting import (
     PartnerScoreExplanation,
     ScoreExplanation,
@@ -61,10 +61,13 @@ async def partner_score_explanation(
     responses=problems(404, _404=_404),
     tags=["staff"],
 )
+@staff_reads
 async def staff_score_explanation(
-    household_id: HouseholdId, staff: StaffReader, pool: PoolDep
+    request: Request, household_id: HouseholdId, staff: StaffReader, pool: PoolDep
 ) -> Response:
-    """As the partner's, with who and which batch moved the score (audited)."""
+    """The full explanation: every indicator's weight and points, the intercept and the raw
+    score, changes of every indicator across each band edge, and who and which batch moved
+    the score (audited; counted against the staff read limit)."""
     answer = await explanation.explain(pool, staff, household_id)
     return Response(orjson.dumps(answer), media_type="application/json")
 

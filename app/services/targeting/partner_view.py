@@ -43,8 +43,12 @@ intercept or the raw score: two models that give the household the same score an
 on the unlocked weights give a partner the same explanation (the tests check exactly
 that). A partner therefore learns from the explanation nothing about a locked weight
 that the score, the values it is granted and the unlocked weights did not already tell
-it. What those tell it is the agreement's business: the locked rule keeps at least one
-locked dimension out of every agreement, so the score always carries an unknown term.
+it. What those tell it is the agreement's business, and not nothing: the locked rule keeps
+at least one locked dimension out of every agreement, so each score carries an unknown
+term, but a partner granted most locked dimensions and scores can still estimate their
+weights by regression over many households (exactly where the withheld term happens to be
+zero). No explanation can prevent that short of withholding scores or values the
+agreement grants; reviewing such agreements is the committee's part.
 """
 
 from __future__ import annotations

@@ -288,9 +288,11 @@ def staff_create(
     name: Annotated[str, typer.Option(help="Who the client is for.")],
     role: Annotated[
         list[str] | None,
-        typer.Option(help="officer, committee, secretary, me or admin (repeatable)."),
+        typer.Option(
+            help="officer, committee, secretary, me or admin (repeatable; at least one: "
+            "the client's scopes are its roles')."
+        ),
     ] = None,
-    scopes: Annotated[str, typer.Option(help="Comma-separated extra scopes.")] = "",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Create a staff API client with roles; prints the secret once."""
@@ -298,9 +300,7 @@ def staff_create(
     from app.services.sharing.rules import split_list
 
     roles = [r for item in role or [] for r in split_list(item)]
-    made = _run_db(
-        lambda conn: partner_service.create_staff_client(conn, name, split_list(scopes), roles)
-    )
+    made = _run_db(lambda conn: partner_service.create_staff_client(conn, name, roles))
     # Staff are their API client: the staff id is the client id the audit log records.
     payload: dict[str, object] = {
         "staff_id": made.client_id,
@@ -620,9 +620,7 @@ def _demo_staff(path: Path) -> dict[str, str]:
     )
     if not known:
         roles = ["officer", "committee", "secretary", "me"]
-        made = _run_db(
-            lambda conn: partner_service.create_staff_client(conn, "Demo staff", [], roles)
-        )
+        made = _run_db(lambda conn: partner_service.create_staff_client(conn, "Demo staff", roles))
         staff = {"client_id": made.client_id, "client_secret": made.client_secret}
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(staff))

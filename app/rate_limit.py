@@ -249,6 +249,32 @@ def limit(
     return apply
 
 
+# -- staff reads of personal data: one budget per staff client -----------------------------
+
+STAFF_READS = "staff_personal_reads"
+
+
+def staff_read_limits() -> str:
+    """``NSER_STAFF_READ_LIMITS``: a staff client's reads of personal data, all together."""
+    return _settings().staff_read_limits
+
+
+staff_read_limits.__signature__ = inspect.signature(staff_read_limits)  # type: ignore[attr-defined]
+
+
+def staff_reads(handler: Handler) -> Handler:
+    """Count the decorated staff read against its client's one budget of personal-data
+    reads (``NSER_STAFF_READ_LIMITS``), shared by every route so decorated: the partner
+    limits' storage and key (the client id), one scope for all the routes instead of one
+    per route. The handler must take ``request: Request``."""
+    decorator: Callable[[Handler], Handler] = limiter.shared_limit(
+        staff_read_limits, scope=STAFF_READS, key_func=partner_client_key
+    )
+    limited = decorator(handler)
+    limited.rate_limited = True  # type: ignore[attr-defined]
+    return limited
+
+
 class LoopMemoryStorage(MemoryStorage):  # type: ignore[misc]
     """limits' MemoryStorage without its sweeper thread.
 

@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     check_free_lookups: int = Field(default=3, ge=0, le=10_000)
     token_limits: str = "20/minute"  # noqa: S105 - a rate, not a secret
     partner_default_limits: str = "600/minute"
+    # Staff reads of personal data (household histories, full score explanations, the staff
+    # views of requests and grievances): one budget per staff client over all of them.
+    staff_read_limits: str = "120/minute;2000/day"
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     # Partner tokens.
@@ -85,6 +88,12 @@ class Settings(BaseSettings):
     def _grievance_limits_parse(cls, value: str | None) -> str | None:
         if value is not None:
             parse_many(value)  # a ValueError names the limit it cannot read
+        return value
+
+    @field_validator("staff_read_limits")
+    @classmethod
+    def _staff_read_limits_parse(cls, value: str) -> str:
+        parse_many(value)  # a ValueError names the limit it cannot read
         return value
 
     # Disclosure control of every published aggregate (summaries, analysis, maps): a count

@@ -37,8 +37,9 @@ def create_partner(url: str, **opts: Any) -> dict[str, str]:
     return created
 
 
-def create_staff(url: str, name: str = "Test Staff", scopes: str = "staff:read") -> dict[str, str]:
-    result = run_cli(["staff", "create", "--name", name, "--scopes", scopes, "--json"], url)
+def create_staff(url: str, name: str = "Test Staff", role: str = "officer") -> dict[str, str]:
+    """``nser staff create --role ROLE --json``: a staff client's scopes are its role's."""
+    result = run_cli(["staff", "create", "--name", name, "--role", role, "--json"], url)
     created: dict[str, str] = json.loads(result.stdout)
     return created
 

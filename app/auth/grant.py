@@ -128,7 +128,11 @@ async def client_credentials(
     if row["disabled_at"] is not None:
         raise OAuthError("invalid_client", "client credentials are disabled", 401)
     if row["kind"] == "staff":
-        allowed = staff_scopes(row["client_scopes"], row["roles"])
+        allowed = staff_scopes(row["roles"])
+        if not allowed:
+            raise OAuthError(
+                "unauthorized_client", "a staff client with no role holds no scope: no token"
+            )
     else:
         try:
             check_agreement(row)

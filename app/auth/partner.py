@@ -33,7 +33,7 @@ class Principal:
 
 # One indexed read per request: the client and, for partners, its agreement and organization.
 _PRINCIPAL_SQL = """
-SELECT c.client_id, c.kind, c.scopes AS client_scopes, c.roles, c.disabled_at,
+SELECT c.client_id, c.kind, c.roles, c.disabled_at,
        a.id AS agreement_id, a.status, a.valid_from, a.valid_to, a.categories, a.dimensions,
        a.geo_codes, a.update_kinds, a.rate_limit, a.extract_geo_level, a.pseudonym_key,
        o.id AS organization_id, o.type AS organization_type
@@ -66,7 +66,7 @@ async def load_principal(
         return Principal(
             client_id=row["client_id"],
             kind="staff",
-            scopes=granted & staff_scopes(row["client_scopes"], row["roles"]),
+            scopes=granted & staff_scopes(row["roles"]),
             roles=frozenset(row["roles"]),
         )
     if str(row["agreement_id"]) != claims.get("agreement_id"):

@@ -54,6 +54,10 @@ CATEGORY_SCOPES: dict[str, Scope] = {
 
 # What each staff role may reach over the API, read live on every request. Which workflow
 # action a role may take is the request machine's rule (app.services.requests.machine).
+# ``staff:read`` opens personal data (household histories, full score explanations): the
+# officers who work the cases and the M&E team who check them hold it; the staff
+# administrator does not (separation of duties: who manages accounts and programmes does
+# not also read people's records).
 ROLE_SCOPES: dict[str, frozenset[str]] = {
     "officer": frozenset(
         {
@@ -79,9 +83,7 @@ ROLE_SCOPES: dict[str, frozenset[str]] = {
             Scope.GRIEVANCES_READ,
         }
     ),
-    "admin": frozenset(
-        {Scope.REQUESTS_READ, Scope.REPORTS_READ, Scope.STAFF_READ, Scope.PROGRAMMES_MANAGE}
-    ),
+    "admin": frozenset({Scope.REQUESTS_READ, Scope.REPORTS_READ, Scope.PROGRAMMES_MANAGE}),
 }
 
 # What-if targeting simulations (policy analysis over the whole registry): the Secretary,
@@ -90,9 +92,10 @@ for _role in ("secretary", "me", "admin"):
     ROLE_SCOPES[_role] = ROLE_SCOPES[_role] | {Scope.SIMULATIONS_RUN}
 
 
-def staff_scopes(client_scopes: Iterable[str], roles: Iterable[str]) -> frozenset[str]:
-    """A staff client's scopes now: those it was given, and those of its roles."""
-    out = set(client_scopes)
+def staff_scopes(roles: Iterable[str]) -> frozenset[str]:
+    """A staff client's scopes now: exactly those its roles carry. A client with no role
+    holds none (the ``scopes`` stored on an older staff client add nothing)."""
+    out: set[str] = set()
     for role in roles:
         out |= ROLE_SCOPES.get(role, frozenset())
     return frozenset(out)

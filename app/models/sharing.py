@@ -106,14 +106,17 @@ class ApiClient(Base):
     )
 
     client_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    # 'partner' clients act under one agreement; 'staff' clients carry their own scopes.
+    # 'partner' clients act under one agreement; 'staff' clients under their roles.
     kind: Mapped[str] = mapped_column(String(8), nullable=False, server_default="partner")
     agreement_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("agreements.id"))
+    # Grants nothing: a staff client's scopes are exactly its roles' (staff clients of
+    # earlier releases may still carry some here, read by no one).
     scopes: Mapped[list[str]] = mapped_column(
         ARRAY(String(32)), nullable=False, server_default=text("'{}'")
     )
     # Staff clients only: officer, committee, secretary, me, admin. Their scopes follow
-    # from the roles, read live on every request (app.auth.scopes.role_scopes).
+    # from the roles, read live on every request (app.auth.scopes.staff_scopes); no role,
+    # no scope.
     roles: Mapped[list[str]] = mapped_column(
         ARRAY(String(16)), nullable=False, server_default=text("'{}'")
     )

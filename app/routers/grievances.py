@@ -106,7 +106,9 @@ async def get_grievance_status(grievance_reference: Reference, token: Token, poo
 
 
 @staff.get("")
+@rate_limit.staff_reads
 async def list_grievances(
+    request: Request,
     principal: Reader,
     pool: PoolDep,
     settings: SettingsDep,
@@ -117,7 +119,8 @@ async def list_grievances(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     before: Annotated[IsoDateTime | None, Query(description="filed before (paging)")] = None,
 ) -> dict[str, Any]:
-    """Grievances, newest first, optionally in some statuses or overdue; no CNIC here."""
+    """Grievances, newest first, optionally in some statuses or overdue; no CNIC here, but
+    each names its household (audited; counted against the staff read limit)."""
     items = await store.list_grievances(
         pool,
         principal,
@@ -132,11 +135,17 @@ async def list_grievances(
 
 
 @staff.get("/{grievance_id}", responses=problems(404))
+@rate_limit.staff_reads
 async def get_grievance(
-    grievance_id: GrievanceId, principal: Reader, pool: PoolDep, settings: SettingsDep
+    request: Request,
+    grievance_id: GrievanceId,
+    principal: Reader,
+    pool: PoolDep,
+    settings: SettingsDep,
 ) -> dict[str, Any]:
-    """The filing, the household's score at filing and now, the re-survey, the resolution,
-    the service level and the timeline with its actors (audited)."""
+    """The filing (the CNIC and contact phone), the household's score at filing and now, the
+    re-survey, the resolution, the service level and the timeline with its actors (audited;
+    counted against the staff read limit)."""
     return await store.staff_view(pool, principal, grievance_id, sla.Targets.of(settings))
 
 

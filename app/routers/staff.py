@@ -18,6 +18,7 @@ from app.auth.scopes import Scope
 from app.deps import PoolDep
 from app.errors import ValidationFailed
 from app.openapi import json_request_body, problems
+from app.rate_limit import staff_reads
 from app.schemas.base import UUID_RE, IsoDateTime
 from app.schemas.requests import ObligationMetIn, ResumeIn, SpotCheckIn
 from app.services.monitoring import spot_checks
@@ -63,8 +64,12 @@ async def list_requests(
 
 
 @router.get("/requests/{request_id}", responses=problems(404))
-async def get_request(request_id: RequestId, staff: Reader, pool: PoolDep) -> dict[str, Any]:
-    """The form, its status, the review, the price, and the timeline with its actors."""
+@staff_reads
+async def get_request(
+    request: Request, request_id: RequestId, staff: Reader, pool: PoolDep
+) -> dict[str, Any]:
+    """The form (with the applicant's contact details), its status, the review, the price,
+    and the timeline with its actors; audited, and counted against the staff read limit."""
     return await store.staff_view(pool, staff, request_id)
 
 

@@ -14,8 +14,14 @@ from app.auth.partner import Principal
 from app.auth.scopes import Scope
 from app.deps import PoolDep
 from app.openapi import json_request_body, problems
-from app.rate_limit import limit, partner_client_key, partner_limits
-from app.schemas.targeting import ScoreExplanation, Simulation, SimulationAccepted, SimulationIn
+from app.rate_limit import limit, partner_client_key, partner_limits, staff_reads
+from app.schemas.targeting import (
+    PartnerScoreExplanation,
+    ScoreExplanation,
+    Simulation,
+    SimulationAccepted,
+    SimulationIn,
+)
 from app.services.targeting import explanation, simulation
 from app.strict import json_body
 
@@ -30,7 +36,7 @@ _404 = "No scored household with this id (for a partner: within the agreement's 
 
 @router.get(
     "/v1/partner/households/{household_id}/score-explanation",
-    response_model=ScoreExplanation,
+    response_model=PartnerScoreExplanation,
     responses=problems(404, _404=_404),
     tags=["partner"],
 )
@@ -41,8 +47,10 @@ async def partner_score_explanation(
     partner: Annotated[Principal, Depends(require_scope(Scope.SCORES_READ))],
     pool: PoolDep,
 ) -> Response:
-    """Each indicator's points under the household's model version, the nearest changes
-    across each band edge, and the score's history (audited)."""
+    """The household's score under its model version: the values of the indicators the
+    agreement covers (weights and points for unlocked ones only), the nearest changes of
+    those across each band edge, and the score's history (audited). Never a locked
+    dimension's weight, the intercept or the raw score: docs/api.md gives the rule."""
     answer = await explanation.explain(pool, partner, household_id)
     return Response(orjson.dumps(answer), media_type="application/json")
 
@@ -53,10 +61,13 @@ async def partner_score_explanation(
     responses=problems(404, _404=_404),
     tags=["staff"],
 )
+@staff_reads
 async def staff_score_explanation(
-    household_id: HouseholdId, staff: StaffReader, pool: PoolDep
+    request: Request, household_id: HouseholdId, staff: StaffReader, pool: PoolDep
 ) -> Response:
-    """As the partner's, with who and which batch moved the score (audited)."""
+    """The full explanation: every indicator's weight and points, the intercept and the raw
+    score, changes of every indicator across each band edge, and who and which batch moved
+    the score (audited; counted against the staff read limit)."""
     answer = await explanation.explain(pool, staff, household_id)
     return Response(orjson.dumps(answer), media_type="application/json")
 

@@ -73,6 +73,35 @@ class ScoreExplanation(BaseModel):
     history: list[ScoreChange]
 
 
+class PartnerContribution(BaseModel):
+    indicator: str
+    dimension: str = Field(description="the sharing dimension the indicator is read from")
+    value: float
+    weight: float | None = Field(
+        default=None, description="unlocked dimensions only (household composition)"
+    )
+    points: float | None = Field(
+        default=None, description="weight x value, rounded half up to cents; with the weight"
+    )
+
+
+class PartnerScoreExplanation(BaseModel):
+    """A partner's explanation: nothing that is a function of a locked weight (docs/api.md)."""
+
+    household_id: str
+    pmt_version: str
+    illustrative: bool
+    pmt_score: float
+    poverty_band: str
+    contributions: list[PartnerContribution]
+    withheld_dimensions: list[str] = Field(
+        description="locked dimensions the model reads that the agreement does not grant"
+    )
+    bands: list[dict[str, Any]]
+    band_crossings: list[BandCrossing]
+    history: list[ScoreChange]
+
+
 Money = Annotated[Decimal, Field(ge=0, le=Decimal("1000000000"), decimal_places=2)]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 
 import pytest
@@ -35,6 +36,23 @@ def test_a_valid_rule_normalizes_and_compiles_with_bind_parameters() -> None:
     text = clause_sql(rule, lambda v: clauses.append(v) or f"${len(clauses)}")
     assert "'raised_cut_off:has_disabled_member'" in text
     assert "'no_recipient'" in text
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        {"cut_off": 100},
+        {"cut_off": 30, "geography": ["PK6"]},
+        {"cut_off": 30, "requires": ["has_child"]},
+        CASH,
+    ],
+)
+def test_the_compiled_rule_uses_every_parameter_it_binds(doc: dict[str, object]) -> None:
+    """PostgreSQL refuses a statement given a parameter it does not use (a plain cut-off
+    once bound its cut-off twice, and the programme's list answered 503)."""
+    sql, params = compile_where(parse_rule(doc), start=2)
+    used = {int(n) for n in re.findall(r"\$(\d+)", sql)}
+    assert used == set(range(2, 2 + len(params)))
 
 
 @pytest.mark.parametrize(

@@ -26,7 +26,10 @@ UPDATE_KINDS = "member_birth,member_death,member_update,address_change,phone_cha
 @pytest.fixture(scope="module")
 async def sclient(seeded_url: str) -> AsyncIterator[httpx.AsyncClient]:
     settings = make_settings(
-        seeded_url, token_limits="10000/minute", partner_default_limits="100000/minute"
+        seeded_url,
+        token_limits="10000/minute",
+        partner_default_limits="100000/minute",
+        staff_read_limits="100000/minute",
     )
     async for c in open_client(settings):
         yield c

@@ -55,6 +55,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, str
             "NSER_PUBLIC_LOOKUP_LIMITS": "100000/minute",
             "NSER_TOKEN_LIMITS": "100000/minute",
             "NSER_PARTNER_DEFAULT_LIMITS": "100000/minute",
+            "NSER_STAFF_READ_LIMITS": "100000/minute",
             "NSER_GRIEVANCE_LIMITS": "100000/minute",
             "NSER_REQUEST_FORM_LIMITS": "100000/minute",
             "NSER_LOG_LEVEL": "WARNING",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import asyncpg
@@ -20,6 +20,7 @@ from partner_helpers import bearer, create_partner, get_token
 from request_helpers import staff_by_role
 
 from app.services.pmt import model as pmt
+from app.services.sharing.rules import LOCKED
 
 B_WEIGHTS = {name: w * 1.4 for name, w in pmt.ILLUSTRATIVE.weights.items()}
 B_WEIGHTS["refrigerator"] = 9.0
@@ -33,7 +34,9 @@ def url() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 async def tclient(url: str) -> AsyncIterator[httpx.AsyncClient]:
-    async for c in open_client(make_settings(url, in_process_workers=1)):
+    # The module reads a hundred explanations as one staff member: not a test of the limit.
+    settings = make_settings(url, in_process_workers=1, staff_read_limits="100000/minute")
+    async for c in open_client(settings):
         yield c
 
 
@@ -120,7 +123,7 @@ async def test_history_shows_the_model_that_moved_the_score(
         two_versions,
     )
     answer = (
-        await tclient.get(f"/v1/staff/households/{hid}/score-explanation", headers=staff["admin"])
+        await tclient.get(f"/v1/staff/households/{hid}/score-explanation", headers=staff["officer"])
     ).json()
     last = answer["history"][-1]
     assert last["model_changed"]
@@ -162,6 +165,83 @@ async def test_partner_explanation_is_scoped_and_audited(
     lists_only = create_partner(url, categories="iv", geo=province)
     other = bearer(await get_token(tclient, lists_only["client_id"], lists_only["client_secret"]))
     assert (await tclient.get(path.format(inside), headers=other)).status_code == 403
+
+
+# The indicators an agreement never needs to grant: household_size and dependency_ratio
+# are read from the household's composition (an unlocked dimension); every other indicator
+# belongs to a locked dimension (disability .. land).
+UNLOCKED_INDICATORS = {"household_size", "dependency_ratio"}
+LOCKED_INDICATORS = set(pmt.ILLUSTRATIVE.weights) - UNLOCKED_INDICATORS
+# Employment is locked too, but no PMT indicator reads it.
+PMT_LOCKED = LOCKED - {"employment"}
+# What would let a partner rebuild the formula (see app/services/targeting/partner_view.py).
+STAFF_ONLY_FIELDS = {"intercept", "raw_score", "bound_adjustment", "rounding"}
+
+
+async def test_a_partner_with_no_dimensions_sees_no_locked_pmt_field(
+    tclient: httpx.AsyncClient, conn: asyncpg.Connection, url: str
+) -> None:
+    """The issue's reproduction: category iii, geography PK6, no dimensions."""
+    hid = await conn.fetchval(
+        "SELECT id FROM households WHERE province_code = 'PK6' AND pmt_version = $1 "
+        "AND pmt_score > 0 AND pmt_score < 100 ORDER BY id LIMIT 1",
+        pmt.ILLUSTRATIVE.version,
+    )
+    made = create_partner(url, categories="iii", geo="PK6")
+    auth = bearer(await get_token(tclient, made["client_id"], made["client_secret"]))
+    response = await tclient.get(f"/v1/partner/households/{hid}/score-explanation", headers=auth)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert STAFF_ONLY_FIELDS.isdisjoint(answer), sorted(STAFF_ONLY_FIELDS & set(answer))
+    shown = {c["indicator"]: c for c in answer["contributions"]}
+    assert set(shown) == UNLOCKED_INDICATORS
+    for c in shown.values():
+        assert c["dimension"] == "household_composition"
+        exact = Decimal(repr(c["weight"] * c["value"]))
+        assert c["points"] == float(exact.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP))
+        assert "exact_points" not in c
+    assert answer["withheld_dimensions"] == sorted(PMT_LOCKED)
+    changed = {ch["indicator"] for b in answer["band_crossings"] for ch in b["changes"]}
+    assert changed <= UNLOCKED_INDICATORS
+    assert (answer["pmt_score"], answer["poverty_band"]) == tuple(
+        await conn.fetchrow(
+            "SELECT pmt_score::float8, poverty_band FROM households WHERE id = $1", hid
+        )
+    )
+    # Nothing in the answer names a locked indicator, anywhere.
+    assert not any(name in response.text for name in LOCKED_INDICATORS)
+
+
+async def test_a_partner_sees_granted_locked_values_but_never_their_weights(
+    tclient: httpx.AsyncClient,
+    conn: asyncpg.Connection,
+    url: str,
+    staff: dict[str, dict[str, str]],
+) -> None:
+    hid = await conn.fetchval(
+        """SELECT h.id FROM households h JOIN members m ON m.household_id = h.id
+            WHERE h.province_code = 'PK6' AND cardinality(m.disabilities) > 0
+              AND m.deceased_on IS NULL ORDER BY h.id LIMIT 1"""
+    )
+    made = create_partner(url, categories="iii", geo="PK6", dimensions="disability,education")
+    auth = bearer(await get_token(tclient, made["client_id"], made["client_secret"]))
+    path = f"/v1/partner/households/{hid}/score-explanation"
+    answer = (await tclient.get(path, headers=auth)).json()
+    full = (await tclient.get(path.replace("partner", "staff"), headers=staff["officer"])).json()
+    values = {c["indicator"]: c["value"] for c in full["contributions"]}
+    shown = {c["indicator"]: c for c in answer["contributions"]}
+    assert set(shown) == UNLOCKED_INDICATORS | {"has_disabled_member", "head_education_years"}
+    assert shown["has_disabled_member"] == {
+        "indicator": "has_disabled_member",
+        "dimension": "disability",
+        "value": 1.0,
+    }
+    assert set(shown["head_education_years"]) == {"indicator", "dimension", "value"}
+    for name, c in shown.items():
+        assert c["value"] == values[name]
+    assert answer["withheld_dimensions"] == sorted(PMT_LOCKED - {"disability", "education"})
+    changed = {ch["indicator"] for b in answer["band_crossings"] for ch in b["changes"]}
+    assert changed <= UNLOCKED_INDICATORS
 
 
 async def _simulate(

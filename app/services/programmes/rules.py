@@ -242,6 +242,10 @@ def eligible_sql(rule: Rule, bind: Binder) -> str:
     if rule.geography:
         parts.append(gates[0][1])
         gates = gates[1:]
+    if not gates and not rule.raised_cut_offs:
+        # The first test is the whole rule: bind nothing more (a parameter the statement
+        # does not use is refused by the server).
+        return "(" + " AND ".join(parts) + ")"
     admits = []
     for _, placeholder, cond in _admits(rule, bind):
         test = f"h.pmt_score < {placeholder}::numeric"
@@ -250,7 +254,7 @@ def eligible_sql(rule: Rule, bind: Binder) -> str:
     if gates:
         checks = " AND ".join(cond for _, cond in gates)
         parts.append(f"(CASE WHEN {admitted} THEN {checks} ELSE false END)")
-    elif rule.raised_cut_offs:
+    else:
         parts.append(admitted)
     return "(" + " AND ".join(parts) + ")"
 

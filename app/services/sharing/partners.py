@@ -12,7 +12,6 @@ import asyncpg
 from limits import parse_many
 
 from app.auth import secrets as client_secrets
-from app.auth.scopes import Scope
 from app.models.requests import STAFF_ROLES
 from app.services.audit import trail as audit
 from app.services.sharing import rules as sharing
@@ -242,32 +241,28 @@ async def set_agreement_status(
 
 
 async def create_staff_client(
-    conn: asyncpg.Connection, name: str, scopes: list[str], roles: list[str] | None = None
+    conn: asyncpg.Connection, name: str, roles: list[str]
 ) -> NewStaffClient:
-    """A staff client with ``roles`` (their scopes follow, live) and/or explicit ``scopes``;
-    with neither, it may read household histories (``staff:read``) and nothing else."""
+    """A staff client with ``roles`` (at least one): its scopes are its roles', read live.
+    A client with no role would hold no scope, so none is created."""
     if not name.strip():
         raise RuleViolation("a name is required")
-    valid = {scope.value for scope in Scope}
-    for scope in scopes:
-        if scope not in valid:
-            raise RuleViolation(f"unknown scope {scope!r} (one of {', '.join(sorted(valid))})")
-    roles = list(dict.fromkeys(roles or []))
+    roles = list(dict.fromkeys(roles))
     for role in roles:
         if role not in STAFF_ROLES:
             raise RuleViolation(f"unknown role {role!r} (one of {', '.join(STAFF_ROLES)})")
-    if not scopes and not roles:
-        scopes = [Scope.STAFF_READ.value]
+    if not roles:
+        raise RuleViolation(
+            f"a staff client needs a role ({', '.join(STAFF_ROLES)}): its scopes are its roles'"
+        )
     secret = client_secrets.new_client_secret()
     client_id = client_secrets.new_client_id("staff")
     await conn.execute(
-        """INSERT INTO api_clients (client_id, kind, agreement_id, secret_hash, name, scopes,
-               roles)
-           VALUES ($1, 'staff', NULL, $2, $3, $4, $5)""",
+        """INSERT INTO api_clients (client_id, kind, agreement_id, secret_hash, name, roles)
+           VALUES ($1, 'staff', NULL, $2, $3, $4)""",
         client_id,
         client_secrets.hash_secret(secret),
         name.strip(),
-        list(dict.fromkeys(scopes)),
         roles,
     )
     return NewStaffClient(client_id, secret)

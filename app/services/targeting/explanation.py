@@ -17,7 +17,7 @@ and the score is held at the bound.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal
 from typing import Any
@@ -30,6 +30,7 @@ from app.errors import NotFound
 from app.services.audit import trail as audit
 from app.services.pmt.features import EDUCATION_YEARS, ITEMS, MEMBER_AGGREGATE, SQL_FEATURES
 from app.services.pmt.model import PmtModel, band_of, clamp
+from app.services.targeting import partner_view
 
 ROUNDING = (
     "pmt_score = intercept + sum(points) + bound_adjustment, exactly, in cents; points are "
@@ -147,22 +148,39 @@ def _solve(name: str, value: float, weight: float, need: float, rising: bool) ->
 
 
 def band_crossings(
-    model: PmtModel, values: Mapping[str, float], pmt_score: float
+    model: PmtModel,
+    values: Mapping[str, float],
+    pmt_score: float,
+    *,
+    indicators: Collection[str] | None = None,
+    raw_bounds: tuple[float, float] | None = None,
 ) -> list[dict[str, Any]]:
     """For each band edge of the model, the nearest single-indicator changes across it.
 
     One indicator at a time, every other held as it is (a flush toilet and no toilet
     excluding each other). Up to ``NEAREST`` changes per edge, smallest move of the score
     first; an edge no single change reaches lists none.
+
+    ``indicators`` limits the changes to those indicators. ``raw_bounds`` replaces the raw
+    score by an interval known to hold it (a partner's view works from the published
+    score, not the raw one): a change is then listed only if it crosses the edge wherever
+    the raw score lies in the interval, and its ``new_score`` is ``pmt_score`` moved by the
+    change's own points. Without it, the raw score is computed from ``values``.
     """
-    raw = raw_score(model, values)
+    if raw_bounds is None:
+        raw = raw_score(model, values)
+        low = high = base = raw
+    else:
+        (low, high), base = raw_bounds, pmt_score
     names = [name for name, _ in model.bands]
     out = []
     for i, (below_band, edge) in enumerate(model.bands[:-1]):
         assert edge is not None
         up = pmt_score < edge
+        # The raw score a change starts from: the one least favourable to crossing.
+        start = low if up else high
         # Raw score the change must reach: rounding half up to cents, edge - 0.005 scores edge.
-        need = (edge - 0.005) - raw if up else (edge - 0.005) - raw - 1e-9
+        need = (edge - 0.005) - start if up else (edge - 0.005) - start - 1e-9
 
         def crosses(new_raw: float, up: bool = up, edge: float = edge) -> bool:
             new = clamp(new_raw)
@@ -170,8 +188,10 @@ def band_crossings(
 
         changes = []
         for name, weight in sorted(model.weights.items()):
-            if weight == 0:
+            if weight == 0 or (indicators is not None and name not in indicators):
                 continue
+            if not math.isfinite(start):  # the score is held at a bound: the raw is unknown
+                break
             value = values[name]
             rising = (weight > 0) == up
             options = _candidates(name, value, rising) or _solve(name, value, weight, need, rising)
@@ -182,10 +202,9 @@ def band_crossings(
                 if other in model.weights and new_value == 1.0 and values[other] == 1.0:
                     delta -= model.weights[other]
                     also.append({"indicator": other, "from": 1.0, "to": 0.0})
-                new_raw = raw + delta
-                if not crosses(new_raw):
+                if not crosses(start + delta):
                     continue
-                new_score = clamp(new_raw)
+                new_score = clamp(base + delta)
                 change: dict[str, Any] = {
                     "indicator": name,
                     "from": value,
@@ -354,10 +373,42 @@ def build(
     }
 
 
+def build_for_partner(
+    model: PmtModel,
+    household: Mapping[str, Any],
+    history: Sequence[Mapping[str, Any]],
+    granted: Collection[str],
+) -> dict[str, Any]:
+    """A partner's explanation (pure): what ``partner_view`` allows an agreement granting
+    the dimensions ``granted``, from the registry's score and never from a locked weight."""
+    values = {name: float(household[name]) for name in model.weights}
+    score = float(household["pmt_score"])
+    unlocked = [name for name in model.weights if partner_view.weighted(name)]
+    return {
+        "household_id": str(household["id"]),
+        "pmt_version": model.version,
+        "illustrative": model.illustrative,
+        "pmt_score": score,
+        "poverty_band": household["poverty_band"],
+        "contributions": partner_view.contributions(model, values, granted),
+        "withheld_dimensions": partner_view.withheld(model, granted),
+        "bands": model.bands_json(),
+        "band_crossings": band_crossings(
+            model,
+            values,
+            score,
+            indicators=unlocked,
+            raw_bounds=partner_view.raw_bounds(score),
+        ),
+        "history": partner_view.history(score_history(history, staff=False), granted),
+    }
+
+
 async def explain(pool: asyncpg.Pool, caller: Principal, household_id: int) -> dict[str, Any]:
-    """The explanation of one household for ``caller`` (a partner: within its agreement's
-    geography; 404 outside it, as for an unknown id), audited as a disclosure of one
-    household and its living members."""
+    """The explanation of one household for ``caller``, audited as a disclosure of one
+    household and its living members. Staff get the full explanation (:func:`build`); a
+    partner, within its agreement's geography (404 outside it, as for an unknown id), only
+    what :mod:`partner_view` allows (:func:`build_for_partner`)."""
     staff = caller.kind == "staff"
     geo = [] if staff else list(caller.geo_codes)
     endpoint = (
@@ -367,6 +418,9 @@ async def explain(pool: asyncpg.Pool, caller: Principal, household_id: int) -> d
     )
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
         household = await conn.fetchrow(HOUSEHOLD_SQL, household_id, geo)
+        # A partner explains the registry's score: an unscored household has none to explain.
+        if household is not None and not staff and household["pmt_score"] is None:
+            household = None
         model_row = await conn.fetchrow(MODEL_SQL, household["pmt_version"]) if household else None
         history = await conn.fetch(HISTORY_SQL, household_id) if model_row else []
         await audit.append(
@@ -375,7 +429,9 @@ async def explain(pool: asyncpg.Pool, caller: Principal, household_id: int) -> d
                 caller,
                 endpoint=endpoint,
                 filters={"household_id": str(household_id)},
-                dimensions=["pmt_indicators"],
+                dimensions=["pmt_indicators"]
+                if staff
+                else partner_view.disclosed(caller.dimensions),
                 households=1 if model_row else 0,
                 members=int(household["size"]) if model_row and household else 0,
             ),
@@ -383,4 +439,7 @@ async def explain(pool: asyncpg.Pool, caller: Principal, household_id: int) -> d
     if household is None or model_row is None:
         where = "" if staff else " within the agreement's geography"
         raise NotFound(f"no scored household {household_id}{where}")
-    return build(PmtModel.from_row(model_row), household, history, staff=staff)
+    model = PmtModel.from_row(model_row)
+    if staff:
+        return build(model, household, history, staff=True)
+    return build_for_partner(model, household, history, caller.dimensions)

@@ -35,7 +35,7 @@ def run(
 ) -> tuple[dict[tuple, Published], Disclosure, list[Cell], list[Published]]:
     cells = with_margins(dims, interior)
     published, disclosure = protect(dims, cells, policy)
-    assert narrow_cells(dims, cells, published, policy.threshold) == []
+    assert narrow_cells(dims, cells, published, policy) == []
     assert violations(dims, cells, published, policy) == []
     return by_key(dims, published), disclosure, cells, published
 

@@ -201,10 +201,18 @@ def test_rounding_rounds_margins_on_their_own() -> None:
 def test_rounding_never_publishes_a_withheld_cell() -> None:
     counts = {("P1", "f"): 8, ("P1", "m"): 50, ("P2", "f"): 40, ("P2", "m"): 60}
     cells = with_margins(DIMS, cells_2d(DIMS, counts))
-    published, _ = protect(DIMS, cells, Policy(rounding_base=10))
+    policy = Policy(rounding_base=10)
+    published, _ = protect(DIMS, cells, policy)
+    # 8 rounds to 10: were it published after rounding, it would pass for a legal count.
+    out = by_key(DIMS, published)
+    assert out[("P1", "f")].suppressed == "primary"
+    assert out[("P1", "f")].households is None
+    assert out[("P1", "f")].members is None
     for p in published:
         assert (p.households is None) == (p.suppressed is not None)
         assert p.households is None or p.households % 10 == 0
+    assert any(p.households is not None for p in published)
+    assert narrow_cells(DIMS, cells, published, policy) == []
 
 
 def test_disclosure_as_json() -> None:

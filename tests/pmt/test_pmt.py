@@ -182,6 +182,7 @@ async def test_python_and_sql_scores_agree_on_seeded_households(db: asyncpg.Conn
     model = await pmt.current_model(db)
     assert model == ILLUSTRATIVE  # the migration ships the same model as the code
     households = await db.fetch("SELECT * FROM households ORDER BY id LIMIT 600")
+    assert len(households) == 600
     members = await db.fetch(
         "SELECT * FROM members WHERE household_id = ANY($1::bigint[])",
         [h["id"] for h in households],

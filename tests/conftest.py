@@ -26,12 +26,18 @@ from typing import Any
 
 import asyncpg
 import httpx
+import hypothesis
 import psutil
 import pytest
 import redis
 
 from app.main import create_app
 from app.settings import Settings
+
+# No Hypothesis test has a per-example deadline: on a machine busy with other work any
+# deadline is a coin toss. Tests that set their own settings inherit this profile.
+hypothesis.settings.register_profile("nser", deadline=None)
+hypothesis.settings.load_profile("nser")
 
 ADMIN_URL = os.environ.get("NSER_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("NSER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")

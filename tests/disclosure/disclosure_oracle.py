@@ -1,76 +1,68 @@
-"""Test helpers for the disclosure layer: random tables, and an adversary written apart
-from ``app.services.disclosure`` (its own equations, HiGHS's modelling API, every cell a
-variable, published cells fixed by their bounds) to audit what ``protect`` publishes."""
+"""Test helpers for the disclosure layer: random tables, and the adversary of
+``disclosure_attack`` (written apart from ``app.services.disclosure``: it imports nothing
+from it) applied to what ``protect`` publishes.
+
+The adversary is given only the interior cells' true counts (it sums every margin itself)
+and the published answer (it rebuilds the equations from the keys), so neither the
+lattice of ``with_margins`` nor the solver of ``protect`` takes part in the check."""
 
 from __future__ import annotations
 
 import itertools
-import math
 import random
 from collections.abc import Sequence
+from typing import Any
 
-import highspy
+from disclosure_attack import Key, Narrow, feasible_ranges
+from disclosure_attack import narrow_cells as attack
 
-from app.services.disclosure import Cell, Published
-
-Key = tuple[str | None, ...]
+from app.services.disclosure import Cell
 
 
 def key_of(dims: Sequence[str], key: dict[str, str | None]) -> Key:
     return tuple(key[d] for d in dims)
 
 
-def adversary_ranges(
-    dims: Sequence[str], cells: Sequence[Cell], published: Sequence[Published]
-) -> dict[Key, tuple[float, float]]:
-    """Min and max of every withheld cell's household count over the non-negative real
-    tables that keep every published cell at its exact (unrounded) count and add up."""
-    exact = {key_of(dims, c.key): c.households for c in cells}
-    withheld = {key_of(dims, p.key) for p in published if p.households is None}
-    values: list[set[str]] = [set() for _ in dims]
-    for key in exact:
-        for pos, value in enumerate(key):
-            if value is not None:
-                values[pos].add(value)
-    h = highspy.Highs()
-    h.silent()
-    x = {
-        key: h.addVariable(lb=0.0) if key in withheld else h.addVariable(lb=count, ub=count)
-        for key, count in exact.items()
-    }
-    for key in exact:
-        for pos, value in enumerate(key):
-            if value is None:
-                parts = [x[(*key[:pos], v, *key[pos + 1 :])] for v in sorted(values[pos])]
-                h.addConstr(x[key] - sum(parts[1:], parts[0]) == 0)
-    out: dict[Key, tuple[float, float]] = {}
-    for key in sorted(withheld, key=repr):
-        h.minimize(x[key])
-        assert h.getModelStatus() == highspy.HighsModelStatus.kOptimal
-        low = h.getInfo().objective_function_value
-        h.maximize(x[key])
-        status = h.getModelStatus()
-        if status == highspy.HighsModelStatus.kOptimal:
-            high = h.getInfo().objective_function_value
-        else:
-            assert status in (
-                highspy.HighsModelStatus.kUnbounded,
-                highspy.HighsModelStatus.kUnboundedOrInfeasible,
-            ), status
-            high = math.inf
-        out[key] = (low, high)
+def answer_of(dims: Sequence[str], published: Sequence[Any]) -> dict[Key, int | None]:
+    """What ``protect`` publishes, as a reader of the answer sees it: each key's households
+    (``None`` when withheld)."""
+    return {key_of(dims, p.key): p.households for p in published}
+
+
+def interior_truth(dims: Sequence[str], cells: Sequence[Any]) -> dict[Key, int]:
+    """The true households of the interior cells only (no ``None`` in the key)."""
+    out = {}
+    for c in cells:
+        key = key_of(dims, c.key)
+        if None not in key:
+            out[key] = c.households
     return out
 
 
+def adversary_ranges(
+    dims: Sequence[str], cells: Sequence[Any], published: Sequence[Any], policy: Any
+) -> dict[Key, tuple[int, float]]:
+    """Min and max of every withheld cell's household count over the non-negative tables
+    that keep every published cell at its exact (unrounded) count and add up; the
+    published counts are checked to be the true ones rounded, never below the threshold."""
+    return feasible_ranges(
+        answer_of(dims, published),
+        threshold=policy.threshold,
+        base=policy.rounding_base,
+        truth=interior_truth(dims, cells),
+    )
+
+
 def narrow_cells(
-    dims: Sequence[str], cells: Sequence[Cell], published: Sequence[Published], threshold: int
-) -> list[tuple[Key, float, float]]:
-    """The withheld cells the adversary pins to an interval narrower than ``threshold``."""
-    return [
-        (key, low, high)
-        for key, (low, high) in adversary_ranges(dims, cells, published).items()
-        if high - low < threshold - 1e-6
-    ]
+    dims: Sequence[str], cells: Sequence[Any], published: Sequence[Any], policy: Any
+) -> list[Narrow]:
+    """The withheld cells the adversary pins to an interval narrower than the threshold."""
+    return attack(
+        answer_of(dims, published),
+        threshold=policy.threshold,
+        base=policy.rounding_base,
+        truth=interior_truth(dims, cells),
+    )
 
 
 DIM_NAMES = ("province", "poverty_band", "gender")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from disclosure_oracle import narrow_cells
+from disclosure_attack import Narrow, assert_open
+from disclosure_attack import narrow_cells as narrow_cells_of
+from disclosure_oracle import key_of, narrow_cells
 
 from app.services.disclosure import (
     Cell,
@@ -35,7 +37,7 @@ def run(
 ) -> tuple[dict[tuple, Published], Disclosure, list[Cell], list[Published]]:
     cells = with_margins(dims, interior)
     published, disclosure = protect(dims, cells, policy)
-    assert narrow_cells(dims, cells, published, policy.threshold) == []
+    assert narrow_cells(dims, cells, published, policy) == []
     assert violations(dims, cells, published, policy) == []
     return by_key(dims, published), disclosure, cells, published
 
@@ -199,10 +201,18 @@ def test_rounding_rounds_margins_on_their_own() -> None:
 def test_rounding_never_publishes_a_withheld_cell() -> None:
     counts = {("P1", "f"): 8, ("P1", "m"): 50, ("P2", "f"): 40, ("P2", "m"): 60}
     cells = with_margins(DIMS, cells_2d(DIMS, counts))
-    published, _ = protect(DIMS, cells, Policy(rounding_base=10))
+    policy = Policy(rounding_base=10)
+    published, _ = protect(DIMS, cells, policy)
+    # 8 rounds to 10: were it published after rounding, it would pass for a legal count.
+    out = by_key(DIMS, published)
+    assert out[("P1", "f")].suppressed == "primary"
+    assert out[("P1", "f")].households is None
+    assert out[("P1", "f")].members is None
     for p in published:
         assert (p.households is None) == (p.suppressed is not None)
         assert p.households is None or p.households % 10 == 0
+    assert any(p.households is not None for p in published)
+    assert narrow_cells(DIMS, cells, published, policy) == []
 
 
 def test_disclosure_as_json() -> None:
@@ -238,3 +248,84 @@ def test_a_table_with_no_dimensions_is_its_grand_total() -> None:
     assert out[()].households == 42
     out, _, _, _ = run((), [Cell({}, 4)])
     assert out[()].suppressed == "primary"
+
+
+def test_a_listed_hexagon_holds_a_household_and_the_audit_counts_it() -> None:
+    # A map lists only the hexagons holding a household, so a reader knows each withheld
+    # one holds at least one: the withheld pair (3 + 8 = 11) is then [1, 10] each, not
+    # [0, 11], and a third hexagon must be withheld.
+    dims = ("h3",)
+    interior = [Cell({"h3": h}, n) for h, n in [("a", 3), ("b", 8), ("c", 89), ("d", 120)]]
+    cells = with_margins(dims, interior)
+    listed = {"h3": ["a", "b", "c", "d"]}
+    published, disclosure = protect(dims, cells, NO_ROUNDING, listed)
+    answer = {key_of(dims, p.key): p.households for p in published}
+    truth = {key_of(dims, c.key): c.households for c in interior}
+    lower = {(h,): 1 for h in listed["h3"]}
+    assert assert_open(answer, threshold=10, base=1, truth=truth, lower=lower) == [
+        ("a",),
+        ("b",),
+        ("c",),
+    ]
+    assert disclosure.rules == {"primary": 2, "complementary": 1, "dominance": 0}
+    assert violations(dims, cells, published, NO_ROUNDING, listed) == []
+    # Without the listing, protect stops at the pair, which the reader pins.
+    published, _ = protect(dims, cells, NO_ROUNDING)
+    answer = {key_of(dims, p.key): p.households for p in published}
+    assert narrow_cells_of(answer, threshold=10, base=1, truth=truth, lower=lower) == [
+        Narrow(("a",), 1, 10),
+        Narrow(("b",), 1, 10),
+    ]
+    assert violations(dims, cells, published, NO_ROUNDING, listed) != []
+
+
+def test_a_listed_geography_unit_holds_a_household_and_the_audit_counts_it() -> None:
+    # Tehsils by poverty band of one district of the test registry. A table lists only
+    # the tehsils holding a household, so T3's total (4) is at least 1; with only
+    # protect's non-negativity, T1 and T3 were left withheld beside T1's published 10
+    # with T1 + T3 = 20, so T1 lay in [10, 19] and T3 in [1, 10] for a reader.
+    dims = ("tehsil", "poverty_band")
+    bands = ["ultra_poor", "very_poor", "poor", "non_poor", "well_off"]
+    rows = {
+        "T1": [1, 1, 3, 10, 1],
+        "T2": [4, 6, 4, 7, 1],
+        "T3": [1, 2, 1, 0, 0],
+        "T4": [1, 3, 7, 9, 2],
+        "T5": [4, 3, 6, 6, 3],
+        "T6": [2, 3, 5, 12, 5],
+        "T7": [0, 2, 6, 6, 2],
+    }
+    truth = {(t, b): n for t, row in rows.items() for b, n in zip(bands, row, strict=True)}
+    interior = [Cell({"tehsil": t, "poverty_band": b}, n) for (t, b), n in truth.items() if n]
+    cells = with_margins(dims, interior, {"tehsil": list(rows), "poverty_band": bands})
+    listed = {"tehsil": list(rows)}
+    lower = {(t, None): 1 for t in rows}
+    policy = Policy()
+
+    published, _ = protect(dims, cells, policy)
+    answer = {key_of(dims, p.key): p.households for p in published}
+    assert {
+        n.key for n in narrow_cells_of(answer, threshold=10, base=5, truth=truth, lower=lower)
+    } >= {
+        ("T1", None),
+        ("T3", None),
+    }
+
+    published, _ = protect(dims, cells, policy, listed)
+    answer = {key_of(dims, p.key): p.households for p in published}
+    assert answer[("T1", "non_poor")] is None
+    assert assert_open(answer, threshold=10, base=5, truth=truth, lower=lower)
+    assert violations(dims, cells, published, policy, listed) == []
+
+
+def test_present_values_must_be_values_of_the_table_with_a_household() -> None:
+    dims = ("tehsil", "gender")
+    counts = {("T1", "f"): 10, ("T1", "m"): 6, ("T2", "f"): 60, ("T2", "m"): 70}
+    cells = with_margins(dims, cells_2d(dims, counts))
+    with pytest.raises(ValueError, match="not a value"):
+        protect(dims, cells, NO_ROUNDING, {"tehsil": ["T9"]})
+    with pytest.raises(ValueError, match="not a dimension"):
+        protect(dims, cells, NO_ROUNDING, {"district": ["T1"]})
+    empty = with_margins(dims, cells_2d(dims, counts), {"tehsil": ["T1", "T2", "T3"]})
+    with pytest.raises(ValueError, match="holds no household"):
+        protect(dims, empty, NO_ROUNDING, {"tehsil": ["T3"]})

@@ -11,13 +11,13 @@ import asyncpg
 import httpx
 import pytest
 from conftest import make_settings, open_client
+from disclosure_attack import Key, assert_open, listed_units, rounded, table_answer
 from partner_helpers import bearer, create_partner, get_token
-
-from app.services.disclosure.protect import round_half_up
 
 URL = "/v1/partner/analysis"
 THRESHOLD = 10
 BASE = 5
+GEOGRAPHY = {"province", "division", "district", "tehsil", "union_council"}
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +48,23 @@ async def _partner(
 ) -> tuple[dict[str, str], dict[str, str]]:
     p = create_partner(url, categories="i,ii", **opts)
     return p, bearer(await get_token(c, p["client_id"], p["client_secret"]))
+
+
+def _attack(body: dict[str, Any], truth: dict[Key, int] | None = None) -> int:
+    """The adversary of disclosure_attack on the whole answer: no withheld household count
+    may be narrowed to less than the threshold from the published cells and margins (their
+    exact values when ``truth``, the interior's true households, is given; else only the
+    rounded ones). Returns how many withheld cells it attacked."""
+    assert body["disclosure"]["suppressed_below"] == THRESHOLD
+    assert body["disclosure"]["rounding_base"] == BASE
+    dims = [*body["request"]["rows"], *body["request"].get("columns", [])]
+    answer = table_answer([*body["cells"], *body["margins"]], dims)
+    geography = [i for i, d in enumerate(dims) if d in GEOGRAPHY]
+    withheld = assert_open(
+        answer, threshold=THRESHOLD, base=BASE, truth=truth, lower=listed_units(answer, geography)
+    )
+    assert len(withheld) == body["disclosure"]["suppressed_cells"]
+    return len(withheld)
 
 
 async def test_cross_tab_matches_sql_stored_and_read_again(
@@ -108,8 +125,8 @@ async def test_cross_tab_matches_sql_stored_and_read_again(
         assert row is not None
         published += 1
         assert row["households"] >= THRESHOLD
-        assert cell["households"] == round_half_up(row["households"], BASE)
-        assert cell["members"] == round_half_up(row["members"], BASE)
+        assert cell["households"] == rounded(row["households"], BASE)
+        assert cell["members"] == rounded(row["members"], BASE)
         assert cell["mean_pmt_score"] == pytest.approx(row["mean"], abs=0.006)
         # A band lies wholly on one side of the cut-off: its share is withheld (dominance).
         assert cell["share_below"] is None
@@ -117,7 +134,8 @@ async def test_cross_tab_matches_sql_stored_and_read_again(
     grand = body["margins"][-1]
     assert grand["district"] is grand["poverty_band"] is None
     total = sum(row["households"] for row in truth.values())
-    assert grand["households"] == round_half_up(total, BASE)
+    assert grand["households"] == rounded(total, BASE)
+    assert _attack(body, {key: row["households"] for key, row in truth.items()}) > 0
     below = await db.fetchval(
         "SELECT count(*) FROM households WHERE province_code = $1 AND pmt_score < 32", province
     )
@@ -184,8 +202,9 @@ async def test_member_dimensions_and_measures(
             shown += 1
             h = truth[(cell["gender"], cell["education"])]
             assert h >= THRESHOLD
-            assert cell["households"] == round_half_up(h, BASE)
+            assert cell["households"] == rounded(h, BASE)
     assert shown > 0
+    _attack(r.json(), truth)
 
 
 @pytest.mark.parametrize(
@@ -230,7 +249,8 @@ async def test_geography_and_scope(
     _, auth = await _partner(pclient, seeded_url, geo=code)
     r = await pclient.post(URL, json={"rows": ["tehsil"]}, headers=auth)
     assert r.status_code == 201, r.text
-    assert r.json()["margins"][-1]["households"] == round_half_up(households, BASE)
+    assert r.json()["margins"][-1]["households"] == rounded(households, BASE)
+    _attack(r.json())  # from the rounded answer alone
     other = await db.fetchval(
         "SELECT district_code FROM households WHERE district_code <> $1 LIMIT 1", code
     )

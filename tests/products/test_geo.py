@@ -111,6 +111,7 @@ async def test_never_balochistan_or_test_phase_even_if_asked_or_located(
                 await gclient.get(URL, params=params, headers=bearer(partner["token"]))
             )
             assert not {str(i) for i in ids} & {rec["household_id"] for rec in records}
+            assert records or params, "the unfiltered stream is empty"
     finally:
         await db.execute(
             "UPDATE households SET lat = NULL, lon = NULL WHERE id = ANY($1::bigint[])", ids
@@ -142,6 +143,7 @@ async def test_geojson_seq_framing(
         assert text.count(b"\n") == 1
         features.append(orjson.loads(text))
     expected = await tagged_ids(db, "h.district_code = $1", district)
+    assert expected
     assert [f["properties"]["household_id"] for f in features] == expected
     rows = {
         str(row["id"]): row
@@ -166,6 +168,7 @@ async def test_csv_and_member_dimensions(
     params = {"province": "PK6", "dimensions": "education,gender", "poverty_band": "poor"}
     records = ndjson(await gclient.get(URL, params=params, headers=bearer(partner["token"])))
     expected = await tagged_ids(db, "province_code = 'PK6' AND poverty_band = 'poor'")
+    assert expected
     assert [rec["household_id"] for rec in records] == expected
     living = {
         str(row["household_id"]): row["n"]
@@ -228,12 +231,20 @@ async def test_category_viii_only_and_geography(
     p = create_partner(seeded_url, categories="viii", geo=district)
     token = await get_token(gclient, p["client_id"], p["client_secret"])
     records = ndjson(await gclient.get(URL, headers=bearer(token)))
+    assert records
     assert [rec["household_id"] for rec in records] == await tagged_ids(
         db, "h.district_code = $1", district
     )
-    r = await gclient.get(URL, params={"province": "PK7"}, headers=bearer(token))
-    if not district.startswith("PK7"):
-        assert r.status_code == 403
+    # Another province, outside the agreement's district: refused.
+    other = await db.fetchval(
+        "SELECT province_code FROM households WHERE district_code <> $1 "
+        "AND province_code <> (SELECT province_code FROM households WHERE district_code = $1 "
+        "LIMIT 1) LIMIT 1",
+        district,
+    )
+    assert other is not None
+    r = await gclient.get(URL, params={"province": other}, headers=bearer(token))
+    assert r.status_code == 403, r.text
 
 
 async def test_audit_row_per_stream(
@@ -257,6 +268,7 @@ async def test_audit_row_per_stream(
         "/v1/partner/geo (csv)",
     ]
     households = len(await tagged_ids(db, "province_code = 'PK5'"))
+    assert households > 0
     members = await db.fetchval(
         f"""SELECT count(*) FROM members m JOIN households h ON h.id = m.household_id
              WHERE m.deceased_on IS NULL AND {TAGGED} AND h.province_code = 'PK5'"""

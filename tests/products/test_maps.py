@@ -4,7 +4,9 @@ The expected map is built independently of the service: the households in scope 
 with plain SQL, each located one put in its hexagon with ``h3.latlng_to_cell``, counted.
 Then the published map must show every hexagon that has a household, never a count below
 the threshold, and for each hexagon it publishes the true count rounded to the base (half
-up) and the true share below the cut-off (3 decimals) or mean score (2 decimals).
+up) and the true share below the cut-off (3 decimals) or mean score (2 decimals). And the
+adversary of disclosure_attack, knowing the exact count of every published hexagon and of
+the total, cannot narrow any withheld hexagon to less than the threshold.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import httpx
 import orjson
 import pytest
 from conftest import make_settings, open_client
+from disclosure_attack import assert_open, map_answer, published_or_withheld, rounded
 from partner_helpers import bearer, create_partner, get_token
 from PIL import Image
 
@@ -61,12 +64,8 @@ async def maps_token(mclient: httpx.AsyncClient, seeded_url: str) -> str:
     return await get_token(mclient, p["client_id"], p["client_secret"])
 
 
-def rounded(n: int) -> int:
-    return (2 * n + BASE) // (2 * BASE) * BASE
-
-
 def published(n: int) -> int | None:
-    return None if n < THRESHOLD else rounded(n)
+    return published_or_withheld(n, THRESHOLD, BASE)
 
 
 @dataclass
@@ -132,7 +131,7 @@ def check_map(body: dict[str, Any], expected: Truth, measure: str, resolution: i
             assert props["value"] is None
             continue
         assert props["households"] >= THRESHOLD
-        assert props["households"] == rounded(true.households), cell
+        assert props["households"] == rounded(true.households, BASE), cell
         share = true.below / true.households
         if measure == "households":
             assert props["value"] == props["households"]
@@ -145,6 +144,10 @@ def check_map(body: dict[str, Any], expected: Truth, measure: str, resolution: i
             mean = float(sum(true.scores)) / true.households
             assert props["value"] == pytest.approx(mean, abs=0.0051), cell
         shown += props["value"] is not None
+    answer, lower = map_answer(body)
+    truth = {(cell,): hexagon.households for cell, hexagon in expected.hexagons.items()}
+    withheld = assert_open(answer, threshold=THRESHOLD, base=BASE, truth=truth, lower=lower)
+    assert len(withheld) == body["disclosure"]["suppressed_cells"]
     return shown
 
 

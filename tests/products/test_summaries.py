@@ -9,15 +9,15 @@ import asyncpg
 import httpx
 import pytest
 from conftest import make_settings, open_client
+from disclosure_attack import assert_open, listed_units, rounded, table_answer
 from partner_helpers import bearer, create_partner, get_token
-
-from app.services.disclosure.protect import round_half_up
 
 PUBLIC = "/v1/public/summaries"
 PARTNER = "/v1/partner/summaries"
 THRESHOLD = 10
 BASE = 5
 LIVING = "JOIN members m ON m.household_id = h.id AND m.deceased_on IS NULL"
+GEOGRAPHY = {"province", "division", "district", "tehsil", "union_council"}
 
 
 @pytest.fixture(scope="module")
@@ -60,9 +60,25 @@ def _check_published(
             continue
         shown += 1
         assert households >= THRESHOLD, (cell, households)
-        assert cell["households"] == round_half_up(households, BASE), (cell, households)
-        assert cell["members"] == round_half_up(members, BASE), (cell, members)
+        assert cell["households"] == rounded(households, BASE), (cell, households)
+        assert cell["members"] == rounded(members, BASE), (cell, members)
     return shown
+
+
+def _attack(body: dict[str, Any], dims: list[str], truth: dict[Key, int] | None = None) -> int:
+    """The adversary of disclosure_attack on the whole answer: no withheld household count
+    may be narrowed to less than the threshold from the published cells and margins (their
+    exact values when ``truth``, the interior's true households, is given; else only the
+    rounded ones). Returns how many withheld cells it attacked."""
+    assert body["disclosure"]["suppressed_below"] == THRESHOLD
+    assert body["disclosure"]["rounding_base"] == BASE
+    answer = table_answer([*body["rows"], *body["margins"]], dims)
+    geography = [i for i, d in enumerate(dims) if d in GEOGRAPHY]
+    withheld = assert_open(
+        answer, threshold=THRESHOLD, base=BASE, truth=truth, lower=listed_units(answer, geography)
+    )
+    assert len(withheld) == body["disclosure"]["suppressed_cells"]
+    return len(withheld)
 
 
 def _with_margins(truth: dict[Key, tuple[int, int]], n: int) -> dict[Key, tuple[int, int]]:
@@ -107,7 +123,8 @@ async def test_public_province_band_gender_matches_sql(
     grand = body["margins"][-1]
     assert grand["province"] is grand["poverty_band"] is grand["gender"] is None
     members = await db.fetchval(f"SELECT count(*) FROM households h {LIVING}")
-    assert grand["members"] == round_half_up(members, BASE)
+    assert grand["members"] == rounded(members, BASE)
+    assert _attack(body, dims, {key: h for key, (h, _) in truth.items()}) > 0
 
 
 async def test_public_household_dimensions_and_filter(
@@ -131,7 +148,8 @@ async def test_public_household_dimensions_and_filter(
     assert _check_published(body["rows"], truth, ["district", "poverty_band"]) > 0
     total = body["margins"][-1]
     households = await db.fetchval("SELECT count(*) FROM households WHERE district_code = $1", code)
-    assert total["households"] == round_half_up(households, BASE)
+    assert total["households"] == rounded(households, BASE)
+    _attack(body, ["district", "poverty_band"], {k: h for k, (h, _) in truth.items()})
 
 
 @pytest.mark.parametrize(
@@ -176,6 +194,7 @@ async def test_public_etag_and_cache(pclient: httpx.AsyncClient, db: asyncpg.Con
     assert r.headers["etag"] == tag
     r = await pclient.get(PUBLIC, params=params, headers={"If-None-Match": '"other"'})
     assert r.status_code == 200
+    _attack(first.json(), ["province", "gender"])  # from the rounded answer alone
     # A statement on households moves the registry version: a new tag, the old one is stale.
     version = first.json()["registry_version"]
     await db.execute("UPDATE households SET updated_at = updated_at WHERE id = 1")
@@ -219,15 +238,19 @@ async def test_partner_below_district_within_agreement(
             WHERE district_code = $1 GROUP BY 1, 2""",
         code,
     )
-    truth = {(r[0], r[1]): (r[2], -1) for r in rows}
+    truth = {(r[0], r[1]): r[2] for r in rows}
     assert {c["tehsil"] for c in body["rows"]} == {k[0] for k in truth}
+    shown = 0
     for cell in body["rows"]:
-        h = truth.get((cell["tehsil"], cell["poverty_band"]), (0, 0))[0]
+        h = truth.get((cell["tehsil"], cell["poverty_band"]), 0)
         if cell["households"] is not None:
+            shown += 1
             assert h >= THRESHOLD
-            assert cell["households"] == round_half_up(h, BASE)
-    households = sum(v[0] for v in truth.values())
-    assert body["margins"][-1]["households"] == round_half_up(households, BASE)
+            assert cell["households"] == rounded(h, BASE)
+    assert shown > 0
+    assert _attack(body, ["tehsil", "poverty_band"], truth) > 0
+    households = sum(truth.values())
+    assert body["margins"][-1]["households"] == rounded(households, BASE)
     # A union council inside the agreement as a filter, grouped by union council.
     uc = await db.fetchval(
         "SELECT union_council_code FROM households WHERE district_code = $1 "
@@ -239,6 +262,7 @@ async def test_partner_below_district_within_agreement(
     )
     assert r.status_code == 200, r.text
     assert [c["union_council"] for c in r.json()["rows"]] == [uc]
+    _attack(r.json(), ["union_council"])
     # Outside the agreement's geography: 403.
     other = await db.fetchval(
         "SELECT district_code FROM households WHERE district_code <> $1 LIMIT 1", code
@@ -276,6 +300,7 @@ async def test_partner_dimensions(pclient: httpx.AsyncClient, seeded_url: str) -
     )
     assert ok.status_code == 200, ok.text
     assert {"province", "education", "poverty_band"} <= set(ok.json()["rows"][0])
+    assert _attack(ok.json(), ["province", "education", "poverty_band"]) > 0
     for group_by, status in (
         ("land", 403),
         ("province,disability", 403),
@@ -313,3 +338,4 @@ async def test_partner_empty_selection(pclient: httpx.AsyncClient, seeded_url: s
     body = r.json()
     assert body["rows"] == []  # no district holds one: nothing to break down
     assert all(c["households"] is None for c in body["margins"])
+    _attack(body, ["district", "poverty_band"])

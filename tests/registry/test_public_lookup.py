@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 from conftest import make_settings, open_client
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from lookup_data import DECEASED, LIVING, UNKNOWN, insert_known_members
 
@@ -154,6 +154,7 @@ async def test_metrics_count_by_route_template(lookup_client: httpx.AsyncClient)
     assert LIVING not in text
 
 
+@settings(deadline=None)
 @given(st.text(max_size=20))
 def test_parse_cnic_accepts_only_ascii_cnics(text: str) -> None:
     try:
@@ -165,6 +166,7 @@ def test_parse_cnic_accepts_only_ascii_cnics(text: str) -> None:
     assert text in (parsed, dashed(parsed))
 
 
+@settings(deadline=None)
 @given(st.from_regex(r"\A[0-9]{13}\Z"), st.booleans())
 def test_parse_cnic_round_trip(digits: str, with_dashes: bool) -> None:
     assert parse_cnic(dashed(digits) if with_dashes else digits) == digits

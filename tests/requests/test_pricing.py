@@ -8,7 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.models.sharing import ORGANIZATION_TYPES
@@ -341,6 +341,7 @@ def test_from_json_refuses_a_malformed_quote(change: dict[str, Any]) -> None:
         Quote.from_json(doc)
 
 
+@settings(deadline=None)
 @given(
     org=st.sampled_from(ORGANIZATION_TYPES),
     category=st.sampled_from(sorted(pricing.FORMULA_CATEGORIES)),
@@ -372,6 +373,7 @@ def test_formula_quotes_add_up_and_are_never_negative(
     assert Quote.from_json(json.loads(json.dumps(q.as_json()))) == q
 
 
+@settings(deadline=None)
 @given(
     org=st.sampled_from(ORGANIZATION_TYPES),
     category=st.sampled_from(CATEGORIES),

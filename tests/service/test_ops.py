@@ -34,7 +34,8 @@ def test_two_workers_logs_and_metrics(database_url: str, tmp_path: Path) -> None
     requests = 40
     with serve(env, tmp_path, workers=2) as server:
         for i in range(requests):
-            # A new connection each time, so that both workers answer some.
+            # A new connection each time, so that either worker may answer (which one is
+            # the kernel's choice: on a busy machine one may take them all).
             written = LIVING if i % 2 else dashed
             response = httpx.get(
                 f"{server.base_url}/v1/public/scores/{written}",
@@ -65,10 +66,8 @@ def test_two_workers_logs_and_metrics(database_url: str, tmp_path: Path) -> None
         assert line["method"] == "GET"
         assert line["status"] == 200
         assert isinstance(line["duration_ms"], float)
-    pids = {line["pid"] for line in lookups}
-    assert len(pids) == 2, f"one worker answered everything: {pids}"
 
-    # /metrics sums both workers, whichever one answered the scrape.
+    # /metrics sums every worker's counts, whichever one answered the scrape.
     match = re.search(
         r'nser_http_requests_total\{method="GET",route="/v1/public/scores/\{cnic\}",'
         r'status="200"\} ([0-9.]+)',

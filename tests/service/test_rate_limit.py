@@ -239,9 +239,12 @@ def test_two_workers_share_one_count_through_redis(known: str, tmp_path: Path) -
     try:
         with serve(env, tmp_path, workers=2) as server:
             statuses = asyncio.run(_hit_concurrently(server.base_url, SCORE, limit + 1))
-            pids = {line["pid"] for line in server.access_lines() if line["route"] != "/healthz"}
         assert sorted(statuses) == [200] * limit + [429], statuses
-        assert len(pids) == 2, f"one worker answered everything: {pids}"
+        # Whichever worker took each request (the kernel's choice), every hit went to the
+        # one count in Redis; none stayed in a worker's memory.
+        r = redis.Redis.from_url(REDIS_URL)
+        counts = [int(r.get(key) or 0) for key in r.keys(f"*{prefix}*") if r.type(key) == b"string"]
+        assert limit + 1 in counts, counts
     finally:
         r = redis.Redis.from_url(REDIS_URL)
         keys = r.keys(f"*{prefix}*")
@@ -250,7 +253,7 @@ def test_two_workers_share_one_count_through_redis(known: str, tmp_path: Path) -
 
 
 async def _hit_concurrently(base_url: str, path: str, count: int) -> list[int]:
-    """``count`` requests, each on its own connection, so both workers take some."""
+    """``count`` requests, each on its own connection, so that either worker may take each."""
 
     async def one() -> int:
         async with httpx.AsyncClient(base_url=base_url, timeout=10) as client:

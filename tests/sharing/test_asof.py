@@ -7,7 +7,6 @@ equal the same lists asked ``as_of`` that instant after it, page by page and str
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 import uuid
@@ -270,7 +269,9 @@ async def history(
     """The lists read at T0, then a batch and a new rule version, then the lists again."""
     before = await _read_all(c, reader, {})
     t0: datetime = await db.fetchval("SELECT clock_timestamp()")
-    await asyncio.sleep(0.05)
+    # Every change below is dated after T0: wait until the database clock has moved on.
+    while await db.fetchval("SELECT clock_timestamp() <= $1", t0):
+        pass
     records = await _batch_records(db)
     partner = await updates_partner(url, c, "As-of Updates")
     body = await send(c, partner, records)
@@ -445,8 +446,8 @@ async def test_an_instant_is_refused_until_writes_that_began_before_it_end(
         tx = writer.transaction()
         await tx.start()
         await writer.fetchval("SELECT txid_current()")
-        await asyncio.sleep(0.05)
-        at = _iso(datetime.now(UTC))
+        # An instant after the transaction began, on the database's own clock.
+        at = _iso(await writer.fetchval("SELECT clock_timestamp()"))
         r = await c.get(BENEFICIARIES, params={"as_of": at, "limit": 2}, headers=reader)
         assert r.status_code == 422, r.text
         assert "not final yet" in r.json()["detail"]

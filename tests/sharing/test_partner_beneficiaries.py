@@ -115,13 +115,31 @@ async def test_every_filter_matches_sql(
 
 
 async def test_member_type_returns_only_those_members_plus_head(
-    pclient: httpx.AsyncClient, token: str
+    pclient: httpx.AsyncClient, token: str, db: asyncpg.Connection
 ) -> None:
     r = await pclient.get(
         URL, params={"member_type": "elderly", "limit": 200}, headers=bearer(token)
     )
-    for hh in r.json()["items"]:
-        assert all(m["relationship"] == "head" or m["age"] >= 65 for m in hh["members"])
+    assert r.status_code == 200, r.text
+    items = r.json()["items"]
+    assert items
+    ids = [int(str(hh["household_id"])) for hh in items]
+    rows = await db.fetch(
+        """SELECT household_id, count(*) AS living,
+                  count(*) FILTER (WHERE relationship = 'head'
+                                      OR age(date_of_birth) >= interval '65 years') AS listed
+             FROM members WHERE deceased_on IS NULL AND household_id = ANY($1::bigint[])
+            GROUP BY 1""",
+        ids,
+    )
+    expected = {row["household_id"]: row for row in rows}
+    for hh, household_id in zip(items, ids, strict=True):
+        members = hh["members"]
+        assert any(m["age"] >= 65 for m in members), household_id  # why it is listed
+        assert all(m["relationship"] == "head" or m["age"] >= 65 for m in members)
+        assert len(members) == expected[household_id]["listed"], household_id
+    # The filter left members out: these households have more living members than listed.
+    assert sum(len(hh["members"]) for hh in items) < sum(row["living"] for row in rows)
 
 
 async def test_cursor_walk_equals_stream_equals_sql(

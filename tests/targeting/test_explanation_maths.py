@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.services.pmt.model import ILLUSTRATIVE, PmtModel, band_of, clamp
@@ -26,6 +26,7 @@ def _d(x: float) -> Decimal:
     return Decimal(repr(x))
 
 
+@settings(deadline=None)
 @given(
     st.floats(-50, 150, allow_nan=False),
     st.lists(st.floats(-40, 40, allow_nan=False), max_size=25),
@@ -59,6 +60,7 @@ def _values(**overrides: float) -> dict[str, float]:
     return values
 
 
+@settings(deadline=None)
 @given(
     st.floats(1, 12),
     st.floats(0, 1),
@@ -104,10 +106,24 @@ def test_the_nearest_change_of_a_poor_household_upwards() -> None:
     edge = next(c for c in band_crossings(ILLUSTRATIVE, values, score) if c["edge"] == 32.0)
     assert edge["direction"] == "up"
     assert score < 32
-    # A flush toilet replaces "no toilet": both terms move, reported together.
+    assert edge["changes"]
+
+
+def test_a_flush_toilet_replaces_no_toilet_and_both_terms_move() -> None:
+    # Five members: 17.5, so a flush toilet (+3.5, and +3.0 for no longer "none") is one
+    # of the nearest ways up to 24; reported as one change, with the term it replaces.
+    values = _values(household_size=5.0)
+    score = clamp(raw_score(ILLUSTRATIVE, values))
+    assert score == 17.5
+    edge = next(c for c in band_crossings(ILLUSTRATIVE, values, score) if c["edge"] == 24.0)
+    assert edge["direction"] == "up"
     flush = [c for c in edge["changes"] if c["indicator"] == "toilet_flush"]
-    if flush:
-        assert flush[0]["with"] == [{"indicator": "toilet_none", "from": 1.0, "to": 0.0}]
+    assert len(flush) == 1, edge["changes"]
+    assert flush[0]["with"] == [{"indicator": "toilet_none", "from": 1.0, "to": 0.0}]
+    assert (flush[0]["from"], flush[0]["to"]) == (0.0, 1.0)
+    assert flush[0]["points"] == 6.5
+    assert flush[0]["new_score"] == 24.0
+    assert flush[0]["new_band"] == "poor"
 
 
 def _row(change: str, before: Any, after: Any, source: str = "partner_batch") -> dict[str, Any]:

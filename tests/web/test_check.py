@@ -434,10 +434,8 @@ def test_after_the_free_checks_check_js_solves_the_challenge(
     page = new_page(extra_http_headers={"X-Forwarded-For": ip})
     page.goto("/check?lang=en")
     assert page.locator("#check-form").get_attribute("data-challenge")
-    started = time.monotonic()
     assert _submit(page, dashed(cnic)) == 200
     assert page.locator("#result .band").inner_text() == "Poor"
-    assert time.monotonic() - started < 20
     screenshot(page, "check-challenge-en-desktop")
 
     # Without JavaScript, the page says the check needs it.

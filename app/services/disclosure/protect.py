@@ -18,16 +18,17 @@ in order:
    the sum of its children along any one dimension). More cells are withheld until the
    linear-programming audit (``solver.feasible_ranges``) shows every withheld count can
    lie anywhere in an interval at least ``threshold`` wide, given the exact values of
-   every published cell and non-negativity. Heuristic, in rounds: an equation in which
-   only one cell is withheld pins that cell, so the smallest published cell of that
-   equation is withheld next (interior cells before margins, the grand total last), until
-   no equation pins a cell; then the LP checks the withheld cells not yet shown safe, and
-   each exposed cell gets one more withheld cell: among the published cells whose release
-   would move its optimum (non-zero reduced cost, read off the LP's duals), interior
-   before margin, smallest first; if pricing names none, the nearest published cell by
-   the same order. A cell loosened in a round by an earlier choice waits for the next
-   round. Withholding a cell only relaxes the LP, so a cell shown safe stays safe: only
-   new and still-exposed cells are solved again.
+   every published cell, non-negativity, and the groups the answer's shape shows to hold
+   a household (``present``: a map's hexagons, a table's geography units). Heuristic,
+   in rounds: an equation in which only one cell is withheld pins that cell, so the
+   smallest published cell of that equation is withheld next (interior cells before
+   margins, the grand total last), until no equation pins a cell; then the LP checks the
+   withheld cells not yet shown safe, and each exposed cell gets one more withheld cell:
+   among the published cells whose release would move its optimum (non-zero reduced
+   cost, read off the LP's duals), interior before margin, smallest first; if pricing
+   names none, the nearest published cell by the same order. A cell loosened in a round
+   by an earlier choice waits for the next round. Withholding a cell only relaxes the LP,
+   so a cell shown safe stays safe: only new and still-exposed cells are solved again.
 4. Rounding: published household and member counts are rounded to the nearest multiple of
    ``policy.rounding_base`` (half up), each cell on its own, margins included, so a
    published margin need not equal the sum of its published children. A withheld cell
@@ -40,7 +41,7 @@ pattern; only household counts are audited by linear programming.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
@@ -106,9 +107,14 @@ def round_half_up(value: int, base: int) -> int:
     return (2 * value + base) // (2 * base) * base
 
 
-def suppression(dims: Sequence[str], cells: Sequence[Cell], policy: Policy) -> dict[int, str]:
+def suppression(
+    dims: Sequence[str],
+    cells: Sequence[Cell],
+    policy: Policy,
+    present: Mapping[str, Iterable[str]] | None = None,
+) -> dict[int, str]:
     """``{index into cells: rule}`` for every cell to withhold (steps 1-3 of ``protect``)."""
-    lattice = Lattice.build(dims, cells)
+    lattice = Lattice.build(dims, cells, present)
     reason: dict[int, str] = {
         i: PRIMARY for i, h in enumerate(lattice.households) if h < policy.threshold
     }
@@ -118,10 +124,18 @@ def suppression(dims: Sequence[str], cells: Sequence[Cell], policy: Policy) -> d
 
 
 def protect(
-    dims: Sequence[str], cells: Sequence[Cell], policy: Policy
+    dims: Sequence[str],
+    cells: Sequence[Cell],
+    policy: Policy,
+    present: Mapping[str, Iterable[str]] | None = None,
 ) -> tuple[list[Published], Disclosure]:
     """cells = with_margins(...) output. Apply, in order: primary suppression, dominance,
     complementary suppression (LP-checked), then rounding of what is published.
+
+    ``present``: per dimension, the values the published answer lists only because a
+    household of the selection has them (a map's hexagons; a table's geography units and
+    values beyond a dimension's usual ones). The adversary knows each of them holds at
+    least one household, so the audit counts that too (``table.Lattice.floors``).
 
     Returns one ``Published`` per input cell, in input order. Raises ValueError when
     ``cells`` is not a full, additive lattice over ``dims``.
@@ -129,7 +143,7 @@ def protect(
     for cell in cells:
         if cell.below is not None and not 0 <= cell.below <= cell.households:
             raise ValueError(f"cell {cell.key!r}: below must lie between 0 and households")
-    reason = suppression(dims, cells, policy)
+    reason = suppression(dims, cells, policy, present)
     dominance = policy.dominance_fraction
     base = policy.rounding_base
     published: list[Published] = []

@@ -2,16 +2,18 @@
 
 An adversary who sees the published cells of an additive table knows every suppressed
 count lies in ``[min, max]`` over the non-negative real solutions of the table's equations
-with the published cells fixed. The equations only link suppressed cells that share one,
-so the problem splits into independent components; each is one HiGHS model, built once,
-whose objective is switched between cells (each solve warm-starts from the last basis).
+with the published cells fixed, each cell at least its floor (``Lattice.floors``: 1 where
+the answer's shape shows a household, else 0). The equations only link suppressed cells
+that share one, so the problem splits into independent components; each is one HiGHS
+model, built once, whose objective is switched between cells (each solve warm-starts from
+the last basis).
 
 Solves are saved two ways. Every solution is a whole feasible table, so the range of each
 cell is known to contain every value seen so far: when only a verdict is wanted (is the
 range at least ``enough`` wide?), a cell already seen to span that much needs no solve of
 its own, and a first bounded solve pushing all open cells up at once settles most of
-them. A minimum already seen at 0 is exact. ``check`` also prices, from the duals of a
-narrow cell's optimum, which published cells would widen it if released.
+them. A minimum already seen at the cell's floor is exact. ``check`` also prices, from the
+duals of a narrow cell's optimum, which published cells would widen it if released.
 """
 
 from __future__ import annotations
@@ -79,7 +81,8 @@ def feasible_ranges(
     cell's range is known to contain the values seen so far. With ``enough``, a cell whose
     seen values already span ``enough`` is not solved for: its range is returned as seen
     (an inner bound of the true range, at least ``enough`` wide). Cells narrower than
-    ``enough``, and every cell without it, get their exact range.
+    ``enough``, and every cell without it, get their exact range. Each cell is at least
+    its floor (``Lattice.floors``).
     """
     return check(lattice, suppressed, targets, enough).ranges
 
@@ -139,7 +142,8 @@ def _solve_component(
     h = _Highs()
     h.setOptionValue("output_flag", False)
     n = len(comp)
-    h.addVars(n, np.zeros(n), np.full(n, highspy.kHighsInf))
+    floors = _floors(lattice, comp)
+    h.addVars(n, floors, np.full(n, highspy.kHighsInf))
     bounds = np.array(rhs, dtype=np.float64)
     h.addRows(
         len(rows),
@@ -154,7 +158,7 @@ def _solve_component(
     true = np.array([float(lattice.households[c]) for c in comp])
     seen_low, seen_high = true.copy(), true.copy()
     if enough is not None:
-        _explore(h, [col[c] for c in asked], true, seen_low, seen_high, enough)
+        _explore(h, [col[c] for c in asked], floors, true, seen_low, seen_high, enough)
     previous: int | None = None
     for cell in asked:
         j = col[cell]
@@ -170,15 +174,23 @@ def _solve_component(
             out.ranges[cell] = (float(seen_low[j]), high)
             continue
         helpers = _priced(h, lattice, rows, hidden) if enough is not None else set()
-        if seen_low[j] <= 0.0:
-            low = 0.0  # a solution already puts it at its bound
+        floor = float(floors[j])
+        if seen_low[j] <= floor:
+            low = floor  # a solution already puts it at its bound
         else:
-            low = max(_optimum(h, highspy.ObjSense.kMinimize, seen_low, seen_high), 0.0)
+            low = max(_optimum(h, highspy.ObjSense.kMinimize, seen_low, seen_high), floor)
             if enough is not None:
                 helpers |= _priced(h, lattice, rows, hidden)
         out.ranges[cell] = (low, high)
         if enough is not None and high - low < enough:
             out.helpers[cell] = helpers
+
+
+def _floors(lattice: Lattice, comp: list[int]) -> np.ndarray:
+    """The lower bound of each column: the cell's floor (0 when the lattice has none)."""
+    if not lattice.floors:
+        return np.zeros(len(comp))
+    return np.array([float(lattice.floors[c]) for c in comp])
 
 
 def _priced(h: _Highs, lattice: Lattice, rows: list[int], hidden: set[int]) -> set[int]:
@@ -205,6 +217,7 @@ def _priced(h: _Highs, lattice: Lattice, rows: list[int], hidden: set[int]) -> s
 def _explore(
     h: _Highs,
     cols: list[int],
+    floors: np.ndarray,
     true: np.ndarray,
     seen_low: np.ndarray,
     seen_high: np.ndarray,
@@ -222,7 +235,7 @@ def _explore(
     open_cols = [j for j in cols if seen_high[j] - seen_low[j] < enough]
     if len(open_cols) < 2:
         return
-    h.changeColsBounds(n, every, np.zeros(n), true + 2 * enough)
+    h.changeColsBounds(n, every, floors, true + 2 * enough)
     while len(open_cols) >= 2:
         costs = np.zeros(n)
         costs[open_cols] = 1.0
@@ -232,7 +245,7 @@ def _explore(
         if len(still) == len(open_cols):
             break
         open_cols = still
-    h.changeColsBounds(n, every, np.zeros(n), np.full(n, highspy.kHighsInf))
+    h.changeColsBounds(n, every, floors, np.full(n, highspy.kHighsInf))
     h.changeColsCost(n, every, np.zeros(n))
 
 

@@ -5,6 +5,12 @@ dimension) and every margin (``None`` for the dimensions it totals over), the gr
 included. Each margin equals the sum of its children along any one of its ``None``
 dimensions; those equations are what an adversary differences with, and what
 ``protect`` and ``audit`` reason about.
+
+A table may also say, by its shape alone, that some groups are not empty: a map lists only
+the hexagons holding a household, a table only the geography units (and the values beyond
+a dimension's usual ones) met in the selection. Such a value is *present*: the margin of
+that value alone (``None`` in every other dimension) holds at least one household, and an
+adversary knows it (``Lattice.floors``).
 """
 
 from __future__ import annotations
@@ -140,6 +146,9 @@ class Lattice:
     households: list[int]
     equations: list[tuple[int, tuple[int, ...]]] = field(default_factory=list)
     of_cell: list[list[int]] = field(default_factory=list)
+    # The least each cell can hold as the published answer shows it: 1 for the margin of a
+    # present value (see the module docstring), else 0.
+    floors: list[int] = field(default_factory=list)
 
     @property
     def grand_total(self) -> int:
@@ -154,8 +163,17 @@ class Lattice:
         return tuple(self.index[(*kt[:pos], value, *kt[pos + 1 :])] for value in self.levels[pos])
 
     @classmethod
-    def build(cls, dims: Sequence[str], cells: Sequence[Cell]) -> Lattice:
-        """Index ``cells`` (``with_margins`` output); refuse an incomplete or non-additive table."""
+    def build(
+        cls,
+        dims: Sequence[str],
+        cells: Sequence[Cell],
+        present: Mapping[str, Iterable[str]] | None = None,
+    ) -> Lattice:
+        """Index ``cells`` (``with_margins`` output); refuse an incomplete or non-additive table.
+
+        ``present``: per dimension, the values the answer lists only because a household
+        has them; the margin of each holds at least one household (``floors``).
+        """
         dims = _check_dims(dims)
         keys = [key_tuple(dims, c.key) for c in cells]
         index: dict[KeyTuple, int] = {}
@@ -202,4 +220,16 @@ class Lattice:
                 lattice.of_cell[i].append(j)
                 for k in kids:
                     lattice.of_cell[k].append(j)
+        lattice.floors = [0] * len(keys)
+        for dim, values in (present or {}).items():
+            if dim not in dims:
+                raise ValueError(f"present names {dim!r}, not a dimension of the table")
+            pos = dims.index(dim)
+            for value in values:
+                at = index.get(tuple(value if p == pos else None for p in range(len(dims))))
+                if at is None:
+                    raise ValueError(f"present {dim}={value!r} is not a value of the table")
+                if households[at] < 1:
+                    raise ValueError(f"present {dim}={value!r} holds no household")
+                lattice.floors[at] = 1
         return lattice

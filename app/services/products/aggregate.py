@@ -359,6 +359,17 @@ def levels(dims: Sequence[str], interior: Sequence[Cell]) -> dict[str, list[str]
     return out
 
 
+def present(dims: Sequence[str], cells: Sequence[Cell]) -> dict[str, list[str]]:
+    """The values a table lists only because a household of the selection has them: every
+    value beyond its dimension's usual ones (every geography unit). The disclosure audit
+    counts each as holding at least one household, as a reader of the table can."""
+    out: dict[str, list[str]] = {}
+    for d in dims:
+        usual = set(DIMENSIONS[d].levels)
+        out[d] = sorted({v for c in cells if (v := c.key[d]) is not None and v not in usual})
+    return out
+
+
 def full_table(dims: Sequence[str], interior: Sequence[Cell]) -> list[Cell]:
     """Every cell of the table, margins included; refused (422) above MAX_CELLS."""
     lv = levels(dims, interior)
@@ -410,7 +421,9 @@ async def protect_table(
     keeps serving; at most PROTECTING_AT_ONCE at a time. Interior cells become ``rows``,
     the others ``margins`` (grand total last), each with the measures asked for."""
     async with _gate():
-        published, disclosure = await asyncio.to_thread(protect, dims, cells, policy)
+        published, disclosure = await asyncio.to_thread(
+            protect, dims, cells, policy, present(dims, cells)
+        )
     rows: list[dict[str, Any]] = []
     margins: list[dict[str, Any]] = []
     for p in published:

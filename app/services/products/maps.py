@@ -335,7 +335,10 @@ def build(q: MapQuery, located: Located, version: int, policy: Policy) -> MapRes
         )
     ]
     if interior:
-        published, disclosure = protect(["h3"], with_margins(["h3"], interior), policy)
+        # Only hexagons holding a household are listed: each withheld one holds at least one.
+        published, disclosure = protect(
+            ["h3"], with_margins(["h3"], interior), policy, {"h3": table.cells}
+        )
     else:  # nothing located in scope: an empty map, its total withheld like any zero
         published = [Published({"h3": None}, None, None, None, None, PRIMARY)]
         disclosure = Disclosure(

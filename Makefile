@@ -39,9 +39,11 @@ typecheck:
 hadolint:
 	$(BIN)/hadolint Dockerfile
 
-## The whole suite; it includes tests/service/test_wheel.py (see wheel-check).
+## The whole suite; it includes tests/service/test_wheel.py (see wheel-check). Modules run
+## on PYTEST_WORKERS processes, each module whole on one of them (its fixtures built once).
+PYTEST_WORKERS ?= 2
 pytest:
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 ## The wheel on its own: build it, install it into a fresh venv, then from a temporary
 ## folder migrate, seed and serve a fresh PostgreSQL database (part of `make test` too).

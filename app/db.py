@@ -15,17 +15,16 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import asyncpg
-from sqlalchemy.ext.asyncio import (
-    AsyncEngine,
-    AsyncSession,
-    async_sessionmaker,
-    create_async_engine,
-)
 
 from app.settings import Settings
+
+if TYPE_CHECKING:  # SQLAlchemy is imported by the service when it makes its engine, so
+    # that an `nser` command that never uses the ORM starts without it.
+    from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 log = logging.getLogger("nser.db")
 
@@ -123,6 +122,8 @@ def asyncpg_target(url: str) -> AsyncpgTarget:
 
 
 def create_engine(url: str, settings: Settings) -> AsyncEngine:
+    from sqlalchemy.ext.asyncio import create_async_engine
+
     return create_async_engine(
         sqlalchemy_url(url),
         pool_size=settings.db_pool_size,
@@ -147,6 +148,8 @@ async def create_pool(url: str, min_size: int = 2, max_size: int = 10) -> asyncp
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    from sqlalchemy.ext.asyncio import async_sessionmaker
+
     return async_sessionmaker(engine, expire_on_commit=False)
 
 

@@ -235,6 +235,14 @@ def _solve(
         h.changeObjectiveSense(sense)
         h.run()
         status = h.getModelStatus()
+        if status == highspy.HighsModelStatus.kUnknown:
+            # Rarely, simplex from the kept basis ends undecided: solve again from scratch,
+            # without presolve, before drawing any conclusion.
+            h.clearSolver()
+            h.setOptionValue("presolve", "off")
+            h.run()
+            h.setOptionValue("presolve", "choose")
+            status = h.getModelStatus()
         if status == highspy.HighsModelStatus.kOptimal:
             x = np.asarray(h.getSolution().col_value, dtype=np.float64)
             np.minimum(seen_low, x, out=seen_low)

@@ -502,7 +502,10 @@ async def test_every_batch_dry_runs_included_is_audited_with_what_it_matched(
 async def test_records_per_hour_per_agreement(
     url: str, client: httpx.AsyncClient, db: asyncpg.Connection, provinces: tuple[str, str]
 ) -> None:
+    # Both partners first: `nser partners create` runs while this test's event loop waits,
+    # so it must not run while the in-process worker holds a chunk (and the audit lock).
     partner = await scoped_partner(url, client, "Hourly Programme", provinces[0])
+    other = await scoped_partner(url, client, "Hourly Other", provinces[0])
     mine = await person(db, provinces[0], offset=17)
     record = {"kind": "phone_change", "household_id": mine["household_id"], "phone": "03001234567"}
     async for limited in open_client(
@@ -533,7 +536,6 @@ async def test_records_per_hour_per_agreement(
         r = await limited.post("/v1/partner/updates", json=six, headers=headers(partner))
         assert r.status_code == 413, r.text
         # The budget is the agreement's: another agreement is not affected.
-        other = await scoped_partner(url, client, "Hourly Other", provinces[0])
         r = await limited.post("/v1/partner/updates", json=two, headers=headers(other))
         assert r.status_code == 202, r.text
     # Refused batches were not stored.

@@ -256,6 +256,14 @@ def _optimum(
     h.changeObjectiveSense(sense)
     h.run()
     status = h.getModelStatus()
+    if status == highspy.HighsModelStatus.kUnknown:
+        # Rarely, simplex warm-started from the kept basis ends undecided: solve again from
+        # scratch, without presolve, before giving up.
+        h.clearSolver()
+        h.setOptionValue("presolve", "off")
+        h.run()
+        h.setOptionValue("presolve", "choose")
+        status = h.getModelStatus()
     if status == highspy.HighsModelStatus.kOptimal:
         x = np.asarray(h.getSolution().col_value, dtype=np.float64)
         np.minimum(seen_low, x, out=seen_low)

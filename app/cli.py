@@ -374,8 +374,8 @@ def seed_registry(
     url = resolve_owner_url(get_settings())  # it drops and rebuilds indexes: the owner
     with Progress(transient=True) as bar:
         tasks = {
-            "load": bar.add_task("generating + COPY", total=households),
-            "score": bar.add_task("PMT scoring", total=households),
+            "load": bar.add_task("generating, scoring + COPY", total=households),
+            "index": bar.add_task("indexes and keys", total=None),
         }
 
         def progress(stage: str, done: int, total: int) -> None:

@@ -197,6 +197,13 @@ async def test_bands_agree_with_scores_and_all_five_are_present(db: asyncpg.Conn
     assert all(0.05 < n / len(rows) < 0.45 for n in counts.values()), counts
 
 
+def test_scores_written_while_loading_are_the_sql_scores(own_seeded_url: str) -> None:
+    """The seed scores each household as it generates it (the model's Python twin); the
+    bulk SQL re-score must then find nothing to change, to the cent and the band."""
+    out = run_cli(["pmt", "recompute"], own_seeded_url).stdout
+    assert ": 0 households changed" in out, out
+
+
 async def test_form_numbers_unique_and_surveys_in_2019_2021(db: asyncpg.Connection) -> None:
     row = await db.fetchrow(
         """SELECT count(DISTINCT form_number) AS forms, count(*) AS n,

@@ -1,10 +1,12 @@
-"""``nser seed``: a deterministic synthetic registry, loaded with COPY and scored in SQL.
+"""``nser seed``: a deterministic synthetic registry, generated, scored and loaded with COPY.
 
 Chunks of households are generated with numpy in a worker thread (each chunk's rng is keyed
-by (seed, chunk index), so the output does not depend on timing) while the previous chunk
-is streamed to PostgreSQL as CSV. Household ids continue after the registry's largest id;
-member CNICs derive from (household id, position), so appends never collide. Scores come
-from the same bulk SQL as ``nser pmt recompute`` (``pmt.rescore_range``).
+by (seed, chunk index), so the output does not depend on timing) and scored there by the
+PMT model's Python twin (``app.services.seed.scoring``), while the previous chunk is
+streamed to PostgreSQL as CSV. Household ids continue after the registry's largest id;
+member CNICs derive from (household id, position), so appends never collide. Loading is
+one pass: nothing reads the loaded rows again except the index builds, so the seed's time
+grows with the households it adds.
 
 Into an empty registry the whole load is one transaction that drops the secondary indexes
 and foreign keys of ``households``/``members`` first and rebuilds them after the COPY
@@ -31,14 +33,14 @@ from app.services.pmt import model as pmt
 from app.services.seed.geography import Villages, ensure_subunits, load_villages
 from app.services.seed.households import households as generate_households
 from app.services.seed.members import members as generate_members
+from app.services.seed.scoring import scored
 
 CHUNK = 25_000
-SCORE_CHUNK = 250_000
 PREFETCH = 2
 _LOCK_KEY = 0x5EED_0001  # one seed at a time per database
 _TABLES = ("households", "members")
 
-# (stage, done, total): stages are "load" and "score".
+# (stage, done, total): stages are "load" (households) and "index" (indexes and keys built).
 Progress = Callable[[str, int, int], None]
 
 
@@ -67,18 +69,31 @@ def _csv(table: pa.Table) -> bytes:
 
 
 def build_chunk(
-    villages: Villages, seed: int, index: int, first_id: int, size: int, today: date
+    villages: Villages,
+    seed: int,
+    index: int,
+    first_id: int,
+    size: int,
+    today: date,
+    model: pmt.PmtModel,
 ) -> tuple[pa.Table, pa.Table]:
-    """Chunk ``index`` of a seed: its households and members as Arrow tables."""
+    """Chunk ``index`` of a seed: its households (scored by ``model``) and members."""
     rng = np.random.default_rng([seed, index])
     frame, households = generate_households(rng, villages, first_id, size)
-    return households, generate_members(rng, frame, villages, today)
+    members, totals = generate_members(rng, frame, villages, today)
+    return scored(model, households, totals), members
 
 
 def _encoded_chunk(
-    villages: Villages, seed: int, index: int, first_id: int, size: int, today: date
+    villages: Villages,
+    seed: int,
+    index: int,
+    first_id: int,
+    size: int,
+    today: date,
+    model: pmt.PmtModel,
 ) -> _Chunk:
-    hh, mm = build_chunk(villages, seed, index, first_id, size, today)
+    hh, mm = build_chunk(villages, seed, index, first_id, size, today, model)
     return _Chunk(_csv(hh), _csv(mm), hh.num_rows, mm.num_rows)
 
 
@@ -116,10 +131,13 @@ async def _drop_secondary(conn: asyncpg.Connection) -> list[tuple[str, str]]:
     return redo
 
 
-async def _redo(conn: asyncpg.Connection, redo: list[tuple[str, str]]) -> None:
+async def _redo(conn: asyncpg.Connection, redo: list[tuple[str, str]], progress: Progress) -> None:
     # Indexes and unique constraints first (households before members), foreign keys last.
-    for _tbl, ddl in sorted(redo, key=lambda r: ("FOREIGN KEY" in r[1], r[0])):
+    for done, (_tbl, ddl) in enumerate(
+        sorted(redo, key=lambda r: ("FOREIGN KEY" in r[1], r[0])), start=1
+    ):
         await conn.execute(ddl)
+        progress("index", done, len(redo))
 
 
 async def _load(
@@ -129,6 +147,7 @@ async def _load(
     first_id: int,
     count: int,
     today: date,
+    model: pmt.PmtModel,
     progress: Progress,
 ) -> int:
     loop = asyncio.get_running_loop()
@@ -140,7 +159,14 @@ async def _load(
         def submit(i: int) -> None:
             if i < len(sizes):
                 pending[i] = pool.submit(
-                    _encoded_chunk, villages, seed, i, first_id + i * CHUNK, sizes[i], today
+                    _encoded_chunk,
+                    villages,
+                    seed,
+                    i,
+                    first_id + i * CHUNK,
+                    sizes[i],
+                    today,
+                    model,
                 )
 
         for i in range(PREFETCH):
@@ -190,6 +216,9 @@ _HOUSEHOLD_COLUMNS = [
     "land_acre",
     "land_kanal",
     "land_marla",
+    "pmt_score",
+    "poverty_band",
+    "pmt_version",
 ]
 _MEMBER_COLUMNS = [
     "household_id",
@@ -235,17 +264,13 @@ async def seed_registry(
             first_id = await conn.fetchval("SELECT coalesce(max(id), 0) + 1 FROM households")
             empty = not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM members)")
             redo = await _drop_secondary(conn) if empty and first_id == 1 else []
-            members = await _load(conn, villages, seed, first_id, households, today, progress)
+            members = await _load(
+                conn, villages, seed, first_id, households, today, model, progress
+            )
             last_id = first_id + households - 1
-            # Sorts and hashes of a few million rows stay in memory for this transaction.
-            await conn.execute("SET LOCAL work_mem = '256MB'")
-            await conn.execute("SET LOCAL maintenance_work_mem = '512MB'")
-            await conn.execute("ANALYZE households, members")
-            for start in range(first_id, last_id + 1, SCORE_CHUNK):
-                end = min(start + SCORE_CHUNK - 1, last_id)
-                await pmt.rescore_range(conn, model, start, end)
-                progress("score", end - first_id + 1, households)
-            await _redo(conn, redo)
+            # Index sorts of tens of millions of rows stay in memory for this transaction.
+            await conn.execute("SET LOCAL maintenance_work_mem = '1GB'")
+            await _redo(conn, redo, progress)
             await conn.execute(
                 "SELECT setval(pg_get_serial_sequence('households', 'id'), $1)", last_id
             )

@@ -9,6 +9,7 @@ member is at least 18 then (so also today).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date
 
 import numpy as np
@@ -286,9 +287,21 @@ def _unless(missing: npt.NDArray[np.bool_], values: pa.Array) -> pa.Array:
     return pc.if_else(pa.array(missing), pa.scalar(None, values.type), values)
 
 
+@dataclass(frozen=True)
+class LivingTotals:
+    """Per household of the chunk, its living members as the PMT counts them (the twin of
+    ``pmt.features.MEMBER_AGGREGATE``): ages are whole years at the survey date by
+    construction, so "dependent" is simply under 15 or 65 and over."""
+
+    size: Ints
+    dependents: Ints
+    head_education: Ints  # index into EDUCATION_LEVELS of the (one, living) head
+    disabled: Ints
+
+
 def members(
     rng: np.random.Generator, hh: HouseholdFrame, villages: Villages, today: date
-) -> pa.Table:
+) -> tuple[pa.Table, LivingTotals]:
     h, _order, rel, female, age, marital = _roles(rng, hh)
     m = len(h)
     starts = np.searchsorted(h, np.arange(len(hh.ids)))
@@ -338,7 +351,18 @@ def members(
     )
     died = np.minimum(died, today_d - np.timedelta64(1, "D"))
 
-    return pa.table(
+    n = len(hh.ids)
+    living = ~dies
+    heads = np.flatnonzero(is_head)  # one per household, never untagged, never dead
+    head_education = np.zeros(n, dtype=np.int64)
+    head_education[h[heads]] = edu[heads]
+    totals = LivingTotals(
+        size=np.bincount(h[living], minlength=n),
+        dependents=np.bincount(h[living & ((age < 15) | (age >= 65))], minlength=n),
+        head_education=head_education,
+        disabled=np.bincount(h[living & ~untagged & (disability_mask != 0)], minlength=n),
+    )
+    table = pa.table(
         {
             "household_id": hh.ids[h],
             "cnic": _unless(~has_cnic, pc.cast(pa.array(cnic), pa.string())),
@@ -353,3 +377,4 @@ def members(
             "deceased_on": pa.array(died, mask=~dies),
         }
     )
+    return table, totals

@@ -388,7 +388,9 @@ def seed_registry(
     bands = ", ".join(f"{band} {n}" for band, n in sorted(result.bands.items()))
     typer.echo(
         f"seeded {result.households} households ({result.first_id}..{result.last_id}), "
-        f"{result.members} members in {result.seconds:.1f}s; bands: {bands}"
+        f"{result.members} members in {result.seconds:.1f}s "
+        f"(load {result.load_seconds:.1f}s, indexes and keys "
+        f"{result.seconds - result.load_seconds:.1f}s); bands: {bands}"
     )
 
 

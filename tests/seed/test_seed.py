@@ -197,6 +197,36 @@ async def test_bands_agree_with_scores_and_all_five_are_present(db: asyncpg.Conn
     assert all(0.05 < n / len(rows) < 0.45 for n in counts.values()), counts
 
 
+_SCHEMA = """
+SELECT 'constraint ' || conname || ' ' || contype::text || ' validated ' || convalidated
+  FROM pg_constraint WHERE conrelid IN ('households'::regclass, 'members'::regclass)
+UNION ALL
+SELECT 'index ' || indexdef FROM pg_indexes WHERE tablename IN ('households', 'members')
+ORDER BY 1
+"""
+
+
+async def _rows(url: str, sql: str) -> list[str]:
+    conn = await asyncpg.connect(url)
+    try:
+        return [r[0] for r in await conn.fetch(sql)]
+    finally:
+        await conn.close()
+
+
+def test_a_seeded_registry_keeps_every_index_check_and_key(own_seeded_url: str) -> None:
+    """The seed drops indexes, checks and foreign keys to load; all come back, validated.
+    (A re-added check's text is PostgreSQL's re-parse of the same expression, so the
+    constraints are compared by name, kind and validation; indexes by definition.)"""
+    empty = create_database()
+    try:
+        expected = asyncio.run(_rows(empty, _SCHEMA))
+    finally:
+        drop_database(empty)
+    assert any(" c validated true" in row for row in expected)
+    assert asyncio.run(_rows(own_seeded_url, _SCHEMA)) == expected
+
+
 def test_scores_written_while_loading_are_the_sql_scores(own_seeded_url: str) -> None:
     """The seed scores each household as it generates it (the model's Python twin); the
     bulk SQL re-score must then find nothing to change, to the cent and the band."""

@@ -8,9 +8,10 @@ member CNICs derive from (household id, position), so appends never collide. Loa
 one pass: nothing reads the loaded rows again except the index builds, so the seed's time
 grows with the households it adds.
 
-Into an empty registry the whole load is one transaction that drops the secondary indexes
-and foreign keys of ``households``/``members`` first and rebuilds them after the COPY
-(several times faster than maintaining them row by row); an append keeps them.
+Into an empty registry the whole load is one transaction that drops the secondary indexes,
+checks and foreign keys of ``households``/``members`` first and rebuilds them after the
+COPY (several times faster than maintaining them row by row), and truncates the two empty
+tables so the COPY can write its rows frozen; an append keeps every index and check.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class SeedResult:
     last_id: int
     seconds: float
     bands: dict[str, int] = field(default_factory=dict)
+    load_seconds: float = 0.0  # generating, scoring and COPY
 
 
 @dataclass(frozen=True)
@@ -98,14 +100,15 @@ def _encoded_chunk(
 
 
 async def _drop_secondary(conn: asyncpg.Connection) -> list[tuple[str, str]]:
-    """Drop foreign keys and plain indexes of the big tables; returns (table, DDL) to redo."""
+    """Drop foreign keys, checks and plain indexes of the big tables; returns (table, DDL)
+    to redo. Checks are validated again when they are added back (one scan per table)."""
     redo: list[tuple[str, str]] = []
-    # Foreign keys, and unique constraints no foreign key relies on (form_number).
+    # Foreign keys, checks, and unique constraints no foreign key relies on (form_number).
     fks = await conn.fetch(
         """SELECT conrelid::regclass::text AS tbl, conname, pg_get_constraintdef(oid) AS def
              FROM pg_constraint c
             WHERE conrelid = ANY($1::regclass[])
-              AND (contype = 'f'
+              AND (contype IN ('f', 'c')
                    OR (contype = 'u' AND NOT EXISTS (
                          SELECT 1 FROM pg_constraint f
                           WHERE f.contype = 'f' AND f.conindid = c.conindid)))
@@ -149,6 +152,7 @@ async def _load(
     today: date,
     model: pmt.PmtModel,
     progress: Progress,
+    freeze: bool,
 ) -> int:
     loop = asyncio.get_running_loop()
     sizes = [min(CHUNK, count - start) for start in range(0, count, CHUNK)]
@@ -179,9 +183,14 @@ async def _load(
                 source=io.BytesIO(chunk.households),
                 columns=_HOUSEHOLD_COLUMNS,
                 format="csv",
+                freeze=freeze,
             )
             await conn.copy_to_table(
-                "members", source=io.BytesIO(chunk.members), columns=_MEMBER_COLUMNS, format="csv"
+                "members",
+                source=io.BytesIO(chunk.members),
+                columns=_MEMBER_COLUMNS,
+                format="csv",
+                freeze=freeze,
             )
             members += chunk.member_count
             progress("load", i * CHUNK + chunk.household_count, count)
@@ -263,11 +272,18 @@ async def seed_registry(
             await conn.execute("LOCK TABLE households, members IN SHARE ROW EXCLUSIVE MODE")
             first_id = await conn.fetchval("SELECT coalesce(max(id), 0) + 1 FROM households")
             empty = not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM members)")
-            redo = await _drop_secondary(conn) if empty and first_id == 1 else []
+            fresh = empty and first_id == 1
+            redo = await _drop_secondary(conn) if fresh else []
+            if fresh:
+                # Empty, and nothing references them once the members' key is dropped:
+                # truncated in this transaction, they take COPY FREEZE (rows written frozen,
+                # so the index builds and the first reads do not rewrite every page).
+                await conn.execute("TRUNCATE households, members")
             members = await _load(
-                conn, villages, seed, first_id, households, today, model, progress
+                conn, villages, seed, first_id, households, today, model, progress, fresh
             )
             last_id = first_id + households - 1
+            loaded = time.perf_counter()
             # Index sorts of tens of millions of rows stay in memory for this transaction.
             await conn.execute("SET LOCAL maintenance_work_mem = '1GB'")
             await _redo(conn, redo, progress)
@@ -290,4 +306,5 @@ async def seed_registry(
         last_id=last_id,
         seconds=time.perf_counter() - started,
         bands={r["poverty_band"]: r["n"] for r in bands},
+        load_seconds=loaded - started,
     )

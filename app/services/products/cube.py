@@ -52,9 +52,9 @@ import numpy as np
 import numpy.typing as npt
 
 from app.services.disclosure.policy import Policy
+from app.services.products import aggregate
 from app.services.products.maps import PUBLIC_MAX_RESOLUTION, cells_of
 from app.services.registry import version as registry_version
-from app.services.sharing.beneficiaries_sql import AGE_BRACKET
 
 log = logging.getLogger("nser.products")
 
@@ -62,6 +62,7 @@ RESOLUTIONS = tuple(range(PUBLIC_MAX_RESOLUTION + 1))
 BINS = 101  # floor(score) = 0 ... 100
 REFRESH_LOCK = (0x6E737071, 0x63756265)  # ("nspq", "cube"): one refresh at a time
 DEFAULT_INTERVAL = 60.0
+WORK_MEM = "256MB"
 
 # (stage, done, total): "districts" (summaries counted), "households" (maps), "answers".
 Progress = Callable[[str, int, int], None]
@@ -73,29 +74,48 @@ def _quiet(_stage: str, _done: int, _total: int) -> None:
 
 # -- the summaries' cube ----------------------------------------------------------------------
 
-_SUMMARY_CUBE = f"""
-WITH per AS MATERIALIZED (
-    SELECT h.id, h.province_code AS p, h.division_code AS dv, h.district_code AS d,
-           coalesce(h.poverty_band, 'unscored') AS b, m.gender AS g, {AGE_BRACKET} AS a,
-           count(*) AS n
-      FROM households h JOIN members m ON m.household_id = h.id AND m.deceased_on IS NULL
-     WHERE {{scope}}
-     GROUP BY h.id, m.gender, 7
+# A living member's group: gender (female 0-9, male 10-19) and age bracket (the position
+# of AGE_BRACKET's bracket). Age k or more is a birth on or before today less k years (the
+# same as ``age()``, Feb 29 included), so the bracket is how many of the brackets' lower
+# bounds the birth date is on or before: $1 holds those dates, oldest first (``_BOUNDS``).
+_GROUP = (
+    "(CASE m.gender WHEN 'female' THEN 0 ELSE 10 END + 9 "
+    "- width_bucket(m.date_of_birth - 1, $1::date[]))"
 )
-INSERT INTO public_cube (province_code, division_code, district_code, poverty_band, gender,
-                         age_bracket, households, members)
-SELECT p, dv, d, b, g, a, count(*), sum(n)::bigint FROM per GROUP BY p, dv, d, b, g, a
-UNION ALL
-SELECT p, dv, d, b, g, '', count(DISTINCT id), sum(n)::bigint FROM per GROUP BY p, dv, d, b, g
-UNION ALL
-SELECT p, dv, d, b, '', a, count(DISTINCT id), sum(n)::bigint FROM per GROUP BY p, dv, d, b, a
-UNION ALL
-SELECT hh.p, hh.dv, hh.d, hh.b, '', '', hh.n, coalesce(mm.n, 0)::bigint
+_BOUNDS = (
+    "SELECT array_agg((current_date - make_interval(years => k))::date ORDER BY k DESC) "
+    "FROM unnest(ARRAY[5, 10, 15, 18, 25, 35, 45, 55, 65]) k"
+)
+GENDERS = ("female", "male")  # the members' check constraint allows these two
+BRACKETS = aggregate.AGE_BRACKETS
+# Living members per unit, band and group: one pass over the join, a few thousand groups.
+_MEMBERS = f"""
+SELECT h.province_code AS p, h.division_code AS dv, h.district_code AS d,
+       coalesce(h.poverty_band, 'unscored') AS b, {_GROUP} AS grp, count(*) AS n
+  FROM households h JOIN members m ON m.household_id = h.id AND m.deceased_on IS NULL
+ WHERE {{scope}}
+ GROUP BY 1, 2, 3, 4, 5
+"""
+# Households per unit, band and the set of groups their living members are in (a 20-bit
+# mask; 0: none living), each household once: for the whole registry from one aggregate of
+# the members by household; for a few districts through the members' household index.
+_HOUSEHOLDS_ALL = f"""
+SELECT h.province_code AS p, h.division_code AS dv, h.district_code AS d,
+       coalesce(h.poverty_band, 'unscored') AS b, coalesce(x.mask, 0) AS mask, count(*) AS n
+  FROM households h
+  LEFT JOIN (SELECT m.household_id, bit_or(1 << {_GROUP}) AS mask
+               FROM members m WHERE m.deceased_on IS NULL GROUP BY 1) x
+         ON x.household_id = h.id
+ GROUP BY 1, 2, 3, 4, 5
+"""
+_HOUSEHOLDS_SOME = f"""
+SELECT p, dv, d, b, mask, count(*) AS n
   FROM (SELECT h.province_code AS p, h.division_code AS dv, h.district_code AS d,
-               coalesce(h.poverty_band, 'unscored') AS b, count(*) AS n
-          FROM households h WHERE {{scope}} GROUP BY 1, 2, 3, 4) hh
-  LEFT JOIN (SELECT p, dv, d, b, sum(n) AS n FROM per GROUP BY p, dv, d, b) mm
-         USING (p, dv, d, b)
+               coalesce(h.poverty_band, 'unscored') AS b,
+               coalesce((SELECT bit_or(1 << {_GROUP}) FROM members m
+                          WHERE m.household_id = h.id AND m.deceased_on IS NULL), 0) AS mask
+          FROM households h WHERE h.district_code = ANY($2::text[])) x
+ GROUP BY 1, 2, 3, 4, 5
 """
 
 
@@ -107,6 +127,55 @@ def _args(districts: Sequence[str] | None) -> list[Any]:
     return [] if districts is None else [list(districts)]
 
 
+CubeKey = tuple[str, str, str, str, str, str]  # province, division, district, band, g, a
+
+
+def summary_rows(
+    members: Sequence[asyncpg.Record], households: Sequence[asyncpg.Record]
+) -> dict[CubeKey, tuple[int, int]]:
+    """The cube's rows (households, members) for the four member subsets, from the
+    members per group and the households per set of groups. Households count once in
+    each group one of their living members is in; members add up."""
+    counted: dict[CubeKey, list[int]] = {}
+
+    def add(key: CubeKey, hh: int, mm: int) -> None:
+        cell = counted.setdefault(key, [0, 0])
+        cell[0] += hh
+        cell[1] += mm
+
+    for r in members:
+        g, a = GENDERS[r["grp"] // 10], BRACKETS[r["grp"] % 10]
+        for gg, aa in ((g, a), (g, ""), ("", a), ("", "")):
+            add((r["p"], r["dv"], r["d"], r["b"], gg, aa), 0, r["n"])
+    if households:
+        units = {(r["p"], r["dv"], r["d"], r["b"]) for r in households}
+        index = {u: i for i, u in enumerate(sorted(units))}
+        order = list(index)
+        where = np.array([index[(r["p"], r["dv"], r["d"], r["b"])] for r in households])
+        mask = np.array([r["mask"] for r in households], dtype=np.int64)
+        n = np.array([r["n"] for r in households], dtype=np.int64)
+        size = len(order)
+
+        def count(selected: npt.NDArray[np.bool_]) -> list[int]:
+            counts: list[int] = (
+                np.bincount(where, weights=n * selected, minlength=size).astype(int).tolist()
+            )
+            return counts
+
+        subsets: list[tuple[str, str, npt.NDArray[np.bool_]]] = [("", "", np.ones(len(mask), bool))]
+        for gi, g in enumerate(GENDERS):
+            subsets.append((g, "", (mask >> (10 * gi)) & 0x3FF != 0))
+            for ai, a in enumerate(BRACKETS):
+                subsets.append((g, a, (mask >> (10 * gi + ai)) & 1 == 1))
+        for ai, a in enumerate(BRACKETS):
+            subsets.append(("", a, ((mask >> ai) | (mask >> (10 + ai))) & 1 == 1))
+        for g, a, selected in subsets:
+            for u, hh in zip(order, count(selected), strict=True):
+                if hh:
+                    add((*u, g, a), hh, 0)
+    return {k: (v[0], v[1]) for k, v in counted.items() if v[0]}
+
+
 async def count_summaries(conn: asyncpg.Connection, districts: Sequence[str] | None) -> None:
     """Replace the summaries' cube rows of ``districts`` (None: every district)."""
     if districts is None:
@@ -115,7 +184,26 @@ async def count_summaries(conn: asyncpg.Connection, districts: Sequence[str] | N
         await conn.execute(
             "DELETE FROM public_cube WHERE district_code = ANY($1::text[])", list(districts)
         )
-    await conn.execute(_SUMMARY_CUBE.format(scope=_scope(districts)), *_args(districts))
+    bounds = await conn.fetchval(_BOUNDS)
+    args = [bounds, *_args(districts)]
+    scope = _scope(districts).replace("$1", "$2")
+    members = await conn.fetch(_MEMBERS.format(scope=scope), *args)
+    households = await conn.fetch(_HOUSEHOLDS_ALL if districts is None else _HOUSEHOLDS_SOME, *args)
+    rows = await asyncio.to_thread(summary_rows, members, households)
+    await conn.copy_records_to_table(
+        "public_cube",
+        columns=[
+            "province_code",
+            "division_code",
+            "district_code",
+            "poverty_band",
+            "gender",
+            "age_bracket",
+            "households",
+            "members",
+        ],
+        records=[(*key, hh, mm) for key, (hh, mm) in rows.items()],
+    )
 
 
 # -- the maps' cube ---------------------------------------------------------------------------
@@ -135,7 +223,23 @@ _ROW = np.dtype(
         ("score", ">f8"),
     ]
 )
-_KEY = np.dtype([("res", "<i2"), ("unit", "<i4"), ("cell", "<u8")])
+# A cell of resolution 5 or coarser has its ten finest digits unused (all ones): the
+# unit's index rides in those 30 bits, so (resolution, unit, cell) is one uint64 key.
+_LOW = np.uint64((1 << 30) - 1)
+
+
+def pack(cells: npt.NDArray[np.uint64], unit: npt.NDArray[Any]) -> npt.NDArray[np.uint64]:
+    return (cells & ~_LOW) | unit.astype(np.uint64)
+
+
+def unpack(keys: npt.NDArray[np.uint64]) -> tuple[list[int], list[int], list[int]]:
+    """(resolution, unit, cell) of each key."""
+    cells = keys | _LOW
+    return (
+        ((cells >> np.uint64(52)) & np.uint64(0xF)).astype(np.int64).tolist(),
+        (keys & _LOW).astype(np.int64).tolist(),
+        cells.tolist(),
+    )
 
 
 @dataclass
@@ -151,7 +255,7 @@ class Sums:
     @classmethod
     def empty(cls) -> Sums:
         z = np.zeros(0, np.int64)
-        return cls(np.zeros(0, _KEY), z, z, z, np.zeros((0, BINS), np.int64))
+        return cls(np.zeros(0, np.uint64), z, z, z, np.zeros((0, BINS), np.int64))
 
 
 def _group(
@@ -198,12 +302,10 @@ def locate_batch(rows: npt.NDArray[Any]) -> tuple[Sums, npt.NDArray[np.int32], n
     cents = np.where(scored, np.rint(known * 100), 0).astype(np.int64)
     which = np.clip(np.floor(known), 0, BINS - 1).astype(np.int64)
     k = len(RESOLUTIONS)
-    keys = np.empty(len(unit_l) * k, _KEY)
-    for i, res in enumerate(RESOLUTIONS):
-        part = keys[i * len(unit_l) : (i + 1) * len(unit_l)]
-        part["res"] = res
-        part["unit"] = unit_l
-        part["cell"] = cells_of(lat_l, lon_l, res)
+    keys = np.concatenate(
+        [pack(cells_of(lat_l, lon_l, res), unit_l) for res in RESOLUTIONS]
+        or [np.zeros(0, np.uint64)]
+    )
     uniq, inverse = np.unique(keys, return_inverse=True)
     inverse = inverse.reshape(-1)
     n = len(uniq)
@@ -340,8 +442,8 @@ async def count_maps(
                 int(ce),
                 bins.astype("<i4").tobytes(),
             )
-            for (res, u, cell), hh, un, ce, bins in zip(
-                sums.keys.tolist(),
+            for res, u, cell, hh, un, ce, bins in zip(
+                *unpack(sums.keys),
                 sums.households.tolist(),
                 sums.unscored.tolist(),
                 sums.cents.tolist(),
@@ -394,6 +496,8 @@ async def refresh(
     async with conn.transaction(isolation="repeatable_read"):
         # The first statement takes the snapshot: every dirty row it sees is counted below.
         dirty = await conn.fetch("DELETE FROM public_products_dirty RETURNING districts")
+        # Whole-registry aggregates fit in memory (and compiling them costs more than it saves).
+        await conn.execute(f"SET LOCAL work_mem = '{WORK_MEM}'; SET LOCAL jit = off")
         snapshot = await conn.fetchrow(
             """SELECT statement_timestamp() AS as_of, current_date AS today,
                       (SELECT as_of_date FROM public_refreshes ORDER BY id DESC LIMIT 1)

@@ -41,7 +41,7 @@ PRODUCTS = ("summary_country", "summary_province", "map_res5", "baseline_lookup"
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 async def clients(
@@ -135,9 +135,7 @@ async def run(args: argparse.Namespace, url: str) -> dict[str, Any]:
             "SELECT cnic FROM members TABLESAMPLE SYSTEM (1) WHERE cnic IS NOT NULL LIMIT 5000"
         )
     ]
-    ids = [
-        r["id"] for r in await conn.fetch("SELECT id FROM households TABLESAMPLE SYSTEM (5)")
-    ]
+    ids = [r["id"] for r in await conn.fetch("SELECT id FROM households TABLESAMPLE SYSTEM (5)")]
     partner = create_partner(url, "iii", update_kinds="phone_change")
     first_refresh = await conn.fetchval("SELECT coalesce(max(id), 0) FROM public_refreshes")
     env = {

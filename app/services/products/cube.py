@@ -494,16 +494,17 @@ async def refresh(
 
     started = time.monotonic()
     async with conn.transaction(isolation="repeatable_read"):
-        # The first statement takes the snapshot: every dirty row it sees is counted below.
-        dirty = await conn.fetch("DELETE FROM public_products_dirty RETURNING districts")
-        # Whole-registry aggregates fit in memory (and compiling them costs more than it saves).
-        await conn.execute(f"SET LOCAL work_mem = '{WORK_MEM}'; SET LOCAL jit = off")
+        # The first statement takes the snapshot (as_of is its instant); every dirty row
+        # the snapshot sees is deleted and counted below, later ones stay for the next.
         snapshot = await conn.fetchrow(
             """SELECT statement_timestamp() AS as_of, current_date AS today,
                       (SELECT as_of_date FROM public_refreshes ORDER BY id DESC LIMIT 1)
                           AS last_date"""
         )
         assert snapshot is not None
+        dirty = await conn.fetch("DELETE FROM public_products_dirty RETURNING districts")
+        # Whole-registry aggregates fit in memory (and compiling them costs more than it saves).
+        await conn.execute(f"SET LOCAL work_mem = '{WORK_MEM}'; SET LOCAL jit = off")
         version = await registry_version.data_version(conn)
         touched = sorted({d for row in dirty for d in row["districts"]})
         today: date = snapshot["today"]

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -171,6 +172,7 @@ class ProtectMemo:
     def __init__(self, max_entries: int = 512) -> None:
         self.max_entries = max_entries
         self._kept: OrderedDict[tuple[Any, ...], tuple[list[Published], Disclosure]] = OrderedDict()
+        self._lock = threading.Lock()  # called from worker threads
 
     @staticmethod
     def key(
@@ -186,16 +188,18 @@ class ProtectMemo:
         )
 
     def get(self, key: tuple[Any, ...]) -> tuple[list[Published], Disclosure] | None:
-        found = self._kept.get(key)
-        if found is not None:
-            self._kept.move_to_end(key)
-        return found
+        with self._lock:
+            found = self._kept.get(key)
+            if found is not None:
+                self._kept.move_to_end(key)
+            return found
 
     def put(self, key: tuple[Any, ...], value: tuple[list[Published], Disclosure]) -> None:
-        self._kept[key] = value
-        self._kept.move_to_end(key)
-        while len(self._kept) > self.max_entries:
-            self._kept.popitem(last=False)
+        with self._lock:
+            self._kept[key] = value
+            self._kept.move_to_end(key)
+            while len(self._kept) > self.max_entries:
+                self._kept.popitem(last=False)
 
     def __call__(
         self,

@@ -179,7 +179,7 @@ async def run(args: argparse.Namespace, url: str) -> dict[str, Any]:
         worker.terminate()
         worker.wait(timeout=60)
     refreshes = await conn.fetch(
-        "SELECT full, districts, answers, seconds FROM public_refreshes WHERE id > $1",
+        'SELECT "full", districts, answers, seconds FROM public_refreshes WHERE id > $1',
         first_refresh,
     )
     await conn.close()

@@ -12,7 +12,7 @@ transition tables append one row to ``public_products_dirty`` per statement that
 something the cube counts (a household's geography, band, score or location; a member's
 household, gender, birth date or death), naming the districts it touched; a phone number or
 a name changes nothing there and writes nothing. A statement of more than
-``BIG_STATEMENT`` rows, or a TRUNCATE, writes ``{*}`` (everything): those are bulk loads
+20,000 rows, or a TRUNCATE, writes ``{*}`` (everything): those are bulk loads
 and re-scorings, after which a full rebuild costs no more than finding the districts.
 Appending (never updating a shared row) keeps concurrent writers from waiting on each other.
 
@@ -36,29 +36,27 @@ down_revision: str | None = "0015"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-BIG_STATEMENT = 20_000
-
-_HOUSEHOLDS = f"""
+_HOUSEHOLDS = """
 CREATE FUNCTION public_products_households_dirty() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     touched text[];
 BEGIN
     IF TG_OP = 'TRUNCATE' THEN
-        touched := '{{*}}';
+        touched := '{*}';
     ELSIF TG_OP = 'INSERT' THEN
-        IF (SELECT count(*) FROM new_rows) > {BIG_STATEMENT} THEN
-            touched := '{{*}}';
+        IF (SELECT count(*) FROM new_rows) > 20000 THEN
+            touched := '{*}';
         ELSE
             SELECT array_agg(DISTINCT district_code) INTO touched FROM new_rows;
         END IF;
     ELSIF TG_OP = 'DELETE' THEN
-        IF (SELECT count(*) FROM old_rows) > {BIG_STATEMENT} THEN
-            touched := '{{*}}';
+        IF (SELECT count(*) FROM old_rows) > 20000 THEN
+            touched := '{*}';
         ELSE
             SELECT array_agg(DISTINCT district_code) INTO touched FROM old_rows;
         END IF;
-    ELSIF (SELECT count(*) FROM new_rows) > {BIG_STATEMENT} THEN
-        touched := '{{*}}';
+    ELSIF (SELECT count(*) FROM new_rows) > 20000 THEN
+        touched := '{*}';
     ELSE
         SELECT array_agg(DISTINCT x.code) INTO touched
           FROM old_rows o JOIN new_rows n ON n.id = o.id
@@ -77,29 +75,29 @@ END
 $$
 """
 
-_MEMBERS = f"""
+_MEMBERS = """
 CREATE FUNCTION public_products_members_dirty() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     touched text[];
 BEGIN
     IF TG_OP = 'TRUNCATE' THEN
-        touched := '{{*}}';
+        touched := '{*}';
     ELSIF TG_OP = 'INSERT' THEN
-        IF (SELECT count(*) FROM new_rows) > {BIG_STATEMENT} THEN
-            touched := '{{*}}';
+        IF (SELECT count(*) FROM new_rows) > 20000 THEN
+            touched := '{*}';
         ELSE
             SELECT array_agg(DISTINCT h.district_code) INTO touched
               FROM households h WHERE h.id IN (SELECT household_id FROM new_rows);
         END IF;
     ELSIF TG_OP = 'DELETE' THEN
-        IF (SELECT count(*) FROM old_rows) > {BIG_STATEMENT} THEN
-            touched := '{{*}}';
+        IF (SELECT count(*) FROM old_rows) > 20000 THEN
+            touched := '{*}';
         ELSE
             SELECT array_agg(DISTINCT h.district_code) INTO touched
               FROM households h WHERE h.id IN (SELECT household_id FROM old_rows);
         END IF;
-    ELSIF (SELECT count(*) FROM new_rows) > {BIG_STATEMENT} THEN
-        touched := '{{*}}';
+    ELSIF (SELECT count(*) FROM new_rows) > 20000 THEN
+        touched := '{*}';
     ELSE
         SELECT array_agg(DISTINCT h.district_code) INTO touched
           FROM households h

@@ -568,7 +568,9 @@ def demo(
     _migrate(settings)
     existing = _run_db(lambda conn: conn.fetchval("SELECT count(*) FROM households"))
     if not existing:
-        seed_registry(households=households, seed=seed)
+        seed_registry(households=households, seed=seed)  # and its public products
+    else:
+        products_refresh(full=False)  # what changed since (a first count after an upgrade)
     samples = _run_db(
         lambda conn: conn.fetch(
             """SELECT DISTINCT ON (h.poverty_band) m.cnic, h.poverty_band

@@ -92,10 +92,33 @@ async def clients(
     return out
 
 
+def record(i: int, household: int, survey: bool, rng: random.Random) -> dict[str, Any]:
+    if survey:  # a re-survey: the household is scored again (its district's counts change)
+        return {
+            "ref": str(i),
+            "kind": "household_survey",
+            "household_id": household,
+            "indicators": {"rooms": rng.randint(1, 8), "cows": rng.randint(0, 4)},
+        }
+    return {
+        "ref": str(i),
+        "kind": "phone_change",
+        "household_id": household,
+        "phone": f"+9230{rng.randrange(10**8):08d}",
+    }
+
+
 async def updates(
-    base: str, token: str, households: list[int], batch: int, every: float, seconds: float
+    base: str,
+    token: str,
+    households: list[int],
+    batch: int,
+    every: float,
+    seconds: float,
+    surveys: float,
 ) -> list[str]:
-    """A batch of ``batch`` phone changes every ``every`` seconds; the batch ids."""
+    """A batch of ``batch`` records every ``every`` seconds (phone changes, and a share
+    ``surveys`` of re-surveys); the batch ids."""
     sent: list[str] = []
     deadline = time.monotonic() + seconds
     rng = random.Random(9)
@@ -103,12 +126,7 @@ async def updates(
         while time.monotonic() < deadline:
             started = time.monotonic()
             records = [
-                {
-                    "ref": str(i),
-                    "kind": "phone_change",
-                    "household_id": h,
-                    "phone": f"+9230{rng.randrange(10**8):08d}",
-                }
+                record(i, h, rng.random() < surveys, rng)
                 for i, h in enumerate(rng.sample(households, batch))
             ]
             r = await c.post(
@@ -136,7 +154,7 @@ async def run(args: argparse.Namespace, url: str) -> dict[str, Any]:
         )
     ]
     ids = [r["id"] for r in await conn.fetch("SELECT id FROM households TABLESAMPLE SYSTEM (5)")]
-    partner = create_partner(url, "iii", update_kinds="phone_change")
+    partner = create_partner(url, "iii", update_kinds="phone_change,household_survey")
     first_refresh = await conn.fetchval("SELECT coalesce(max(id), 0) FROM public_refreshes")
     env = {
         "NSER_DATABASE_URL": url,
@@ -162,7 +180,7 @@ async def run(args: argparse.Namespace, url: str) -> dict[str, Any]:
             await clients(base, provinces, cnics, 2, 4)
             log(f"measuring {args.seconds:.0f} s at concurrency {args.concurrency}")
             load = asyncio.create_task(
-                updates(base, token, ids, args.batch, args.every, args.seconds)
+                updates(base, token, ids, args.batch, args.every, args.seconds, args.surveys)
             )
             measured = await clients(base, provinces, cnics, args.seconds, args.concurrency)
             batches = await load
@@ -192,6 +210,7 @@ async def run(args: argparse.Namespace, url: str) -> dict[str, Any]:
         "batches_sent": len(batches),
         "batches_done": done,
         "records_per_batch": args.batch,
+        "survey_share": args.surveys,
         "refreshes": len(refreshes),
         "refresh_seconds_max": round(max((r["seconds"] for r in refreshes), default=0), 2),
         **{p: measured[p] for p in PRODUCTS},
@@ -214,7 +233,13 @@ def main() -> None:
     ap.add_argument("--reuse-db", default=None, help="an already seeded database (name or URL)")
     ap.add_argument("--seconds", type=float, default=60)
     ap.add_argument("--concurrency", type=int, default=8)
-    ap.add_argument("--batch", type=int, default=2000, help="phone changes per batch")
+    ap.add_argument("--batch", type=int, default=2000, help="records per batch")
+    ap.add_argument(
+        "--surveys",
+        type=float,
+        default=0.0,
+        help="share of re-surveys among the records (they change what the public counts)",
+    )
     ap.add_argument("--every", type=float, default=3.0, help="seconds between batches")
     ap.add_argument("--refresh-seconds", type=float, default=60.0)
     args = ap.parse_args()

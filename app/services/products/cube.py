@@ -639,13 +639,19 @@ async def run_refresher(
             if conn is not None:
                 conn.terminate()
             conn = None
+            wait = poll
         except Exception:
+            # Rolled back: the dirty rows are still there. Retry after an interval, not at
+            # the next poll, so a refresh that keeps failing does not keep the worker busy.
             log.exception("public products refresh failed; retrying")
             if conn is not None:
                 conn.terminate()
             conn = None
+            wait = max(interval, poll)
+        else:
+            wait = poll
         try:
-            await asyncio.wait_for(stop.wait(), timeout=poll)
+            await asyncio.wait_for(stop.wait(), timeout=wait)
         except TimeoutError:
             pass
     if conn is not None:

@@ -1,4 +1,4 @@
-"""The ``nser`` operator CLI: serve, db, seed, partners, keys, pmt, audit, worker."""
+"""The ``nser`` operator CLI: serve, db, seed, products, partners, keys, pmt, audit, worker."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import sys
 import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, NoReturn, TypeVar
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -18,6 +18,11 @@ import typer
 
 from app.db import resolve_database_url, resolve_owner_url
 from app.settings import DEV_SECRET, Settings, get_settings
+
+if TYPE_CHECKING:
+    from rich.progress import TaskID
+
+    from app.services.disclosure.policy import Policy
 
 T = TypeVar("T")
 
@@ -392,6 +397,62 @@ def seed_registry(
         f"(load {result.load_seconds:.1f}s, indexes and keys "
         f"{result.seconds - result.load_seconds:.1f}s); bands: {bands}"
     )
+    # The public statistics describe the new registry at once, not after the worker's turn.
+    products_refresh(full=True)
+
+
+# --- public products ------------------------------------------------------------------------
+products_cli = typer.Typer(help="The public summaries and maps.", no_args_is_help=True)
+cli.add_typer(products_cli, name="products")
+
+
+def _policy(settings: Settings) -> Policy:
+    from app.services.disclosure.policy import Policy
+
+    return Policy(
+        threshold=settings.suppress_below, rounding_base=settings.disclosure_rounding_base
+    )
+
+
+@products_cli.command("refresh")
+def products_refresh(
+    full: Annotated[
+        bool, typer.Option("--full", help="Count every district again, changed or not.")
+    ] = False,
+) -> None:
+    """Refresh the public cube and its pre-rendered answers now (what the worker does at
+    most every NSER_PUBLIC_REFRESH_SECONDS after a change); waits for a refresh running."""
+    from rich.progress import Progress
+
+    from app.services.products import cube
+
+    settings = get_settings()
+    with Progress(transient=True) as bar:
+        tasks: dict[str, TaskID] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(_STAGES.get(stage, stage), total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        done = _run_db(
+            lambda conn: cube.refresh_now(conn, _policy(settings), full=full, progress=progress)
+        )
+    if done is None:
+        typer.echo("public products: nothing changed since the last refresh")
+        return
+    typer.echo(
+        f"public products refresh {done.id} ({'full' if done.full else 'incremental'}): "
+        f"registry version {done.registry_version}, {done.districts} districts counted, "
+        f"{done.answers} answers pre-rendered in {done.seconds:.1f}s"
+    )
+
+
+_STAGES = {
+    "districts": "summaries' cube",
+    "households": "maps' cube (households)",
+    "answers": "pre-rendered answers",
+}
 
 
 @pmt_cli.command("recompute")
@@ -443,13 +504,15 @@ def worker(
         bool, typer.Option("--exit-when-idle", help="Stop once the queue is empty.")
     ] = False,
 ) -> None:
-    """Process queued update batches (a separate process beside the service's own workers)."""
+    """Process queued update batches and refresh the public summaries and maps (a separate
+    process beside the service's own workers)."""
     import asyncio
     import signal
 
     from app.db import asyncpg_target
     from app.logging import configure_logging
     from app.services.ingest import worker as ingest_worker
+    from app.services.products import cube
 
     settings = get_settings()
     # The same JSON log lines (CNICs masked) as the service's: claims, stops, retries.
@@ -461,16 +524,31 @@ def worker(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await ingest_worker.run_worker(
-            target.dsn,
-            host=target.host,
-            lease_seconds=lease_seconds,
-            poll_seconds=poll_seconds,
-            stop=stop,
-            exit_when_idle=exit_when_idle,
-            chunk=settings.ingest_chunk_records,
-            pipeline=settings.ingest_pipeline,
+        # The public products' refresher beside the batches, on a connection of its own:
+        # a steady stream of batches never holds a refresh back.
+        refresher = asyncio.create_task(
+            cube.run_refresher(
+                target.dsn,
+                host=target.host,
+                policy=_policy(settings),
+                interval=settings.public_refresh_seconds,
+                stop=stop,
+            )
         )
+        try:
+            await ingest_worker.run_worker(
+                target.dsn,
+                host=target.host,
+                lease_seconds=lease_seconds,
+                poll_seconds=poll_seconds,
+                stop=stop,
+                exit_when_idle=exit_when_idle,
+                chunk=settings.ingest_chunk_records,
+                pipeline=settings.ingest_pipeline,
+            )
+        finally:
+            stop.set()
+            await refresher
 
     asyncio.run(_main())
 
@@ -492,7 +570,9 @@ def demo(
     _migrate(settings)
     existing = _run_db(lambda conn: conn.fetchval("SELECT count(*) FROM households"))
     if not existing:
-        seed_registry(households=households, seed=seed)
+        seed_registry(households=households, seed=seed)  # and its public products
+    else:
+        products_refresh(full=False)  # what changed since (a first count after an upgrade)
     samples = _run_db(
         lambda conn: conn.fetch(
             """SELECT DISTINCT ON (h.poverty_band) m.cnic, h.poverty_band

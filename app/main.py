@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import Depends, FastAPI
 
@@ -38,10 +40,28 @@ from app.routers import web_check as web_check_router
 from app.routers import web_map as web_map_router
 from app.routers import web_statistics as web_statistics_router
 from app.services.audit import trail as audit_trail
+from app.services.disclosure.policy import Policy
 from app.services.ingest import worker as ingest_worker
+from app.services.products import cube as products_cube
 from app.settings import Settings, get_settings
 from app.strict import reject_unknown_parameters
 from app.web.security import WebSecurityHeaders
+
+
+def refresher(
+    settings: Settings,
+) -> Callable[[str, str | None, asyncio.Event], Coroutine[Any, Any, None]]:
+    """The public products' refresher with the service's settings (run beside workers)."""
+    policy = Policy(
+        threshold=settings.suppress_below, rounding_base=settings.disclosure_rounding_base
+    )
+
+    def run(dsn: str, host: str | None, stop: asyncio.Event) -> Coroutine[Any, Any, None]:
+        return products_cube.run_refresher(
+            dsn, host=host, policy=policy, interval=settings.public_refresh_seconds, stop=stop
+        )
+
+    return run
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -62,6 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.in_process_workers,
             chunk=settings.ingest_chunk_records,
             pipeline=settings.ingest_pipeline,
+            refresh=refresher(settings),
         )
         # Everything built at start-up lives as long as the process: keep it out of the
         # cyclic collector's full passes, which otherwise re-walk it under load.

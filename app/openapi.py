@@ -123,7 +123,7 @@ def complete(document: dict[str, Any], app: FastAPI) -> dict[str, Any]:
             responses: dict[str, Any] = operation.setdefault("responses", {})
             for status in sorted(statuses):
                 entry = responses.setdefault(str(status), {})
-                entry["description"] = DESCRIPTIONS[status]
+                entry.setdefault("description", DESCRIPTIONS[status])  # a route's own wins
                 if status in (429, 503):
                     entry.setdefault("headers", {}).update(_RETRY_AFTER)
             for code, response in responses.items():

@@ -100,6 +100,9 @@ class Settings(BaseSettings):
     # below this is null; published counts are rounded to the base.
     suppress_below: int = Field(default=10, ge=3, le=1000)
     disclosure_rounding_base: int = Field(default=5, ge=1, le=100)
+    # The public summaries and maps are refreshed by the worker at most this often after a
+    # change (and never sooner after a refresh than it took).
+    public_refresh_seconds: float = Field(default=60.0, ge=0.05, le=3600)
 
     # Anonymized extracts.
     k_anonymity: int = 5

@@ -5,7 +5,16 @@ from app.models.base import Base
 from app.models.geography import GeoUnit
 from app.models.grievances import Grievance, GrievanceEvent
 from app.models.ingest import UpdateBatch, UpdateRecordResult
-from app.models.products import AggregateQuery, AnalysisResult
+from app.models.products import (
+    AggregateQuery,
+    AnalysisResult,
+    PublicAnswer,
+    PublicCube,
+    PublicDistrict,
+    PublicMapCube,
+    PublicProductsDirty,
+    PublicRefresh,
+)
 from app.models.programmes import AgreementProgramme, Programme, ProgrammeRule
 from app.models.registry import Household, HouseholdHistory, Member, PmtModel
 from app.models.requests import DataRequest, Obligation, RequestEvent, SpotCheck
@@ -32,6 +41,12 @@ __all__ = [
     "PmtModel",
     "Programme",
     "ProgrammeRule",
+    "PublicAnswer",
+    "PublicCube",
+    "PublicDistrict",
+    "PublicMapCube",
+    "PublicProductsDirty",
+    "PublicRefresh",
     "RequestEvent",
     "SigningKey",
     "Simulation",

@@ -1,19 +1,27 @@
-"""Published aggregates for partners: the log the overlap control reads, stored analyses."""
+"""Published aggregates: for partners, the log the overlap control reads and stored analyses;
+for the public, the cube the worker refreshes and the answers built from it."""
 
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
+    Date,
     DateTime,
+    Float,
     ForeignKey,
     Identity,
     Index,
+    Integer,
+    LargeBinary,
+    SmallInteger,
     String,
+    Text,
     func,
     text,
 )
@@ -70,3 +78,103 @@ class AnalysisResult(Base):
     computed_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), nullable=False
     )
+
+
+# -- the public products, precomputed by the worker (app.services.products.cube) ------------
+
+
+class PublicRefresh(Base):
+    """One refresh of the public cube: the registry it describes (its data version and the
+    instant of the snapshot it was counted from) and what it cost. The latest row is the
+    one every public answer is built from."""
+
+    __tablename__ = "public_refreshes"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    registry_version: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    as_of: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    # current_date of the snapshot: age brackets move with it, so a new day rebuilds all.
+    as_of_date: Mapped[date] = mapped_column(Date, nullable=False)
+    full: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    districts: Mapped[int] = mapped_column(Integer, nullable=False)
+    answers: Mapped[int] = mapped_column(Integer, nullable=False)
+    seconds: Mapped[float] = mapped_column(Float, nullable=False)
+    finished_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), nullable=False
+    )
+
+
+class PublicProductsDirty(Base):
+    """Districts whose households or members changed since the last refresh: one row per
+    statement that changed something the public products count, written by triggers;
+    ``{*}`` means everything (a large statement, a TRUNCATE). A refresh deletes the rows
+    its snapshot sees."""
+
+    __tablename__ = "public_products_dirty"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    districts: Mapped[list[str]] = mapped_column(ARRAY(Text), nullable=False)
+    at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), nullable=False
+    )
+
+
+class PublicCube(Base):
+    """The summaries' cube: per district (with its division and province as the households
+    carry them) x poverty band x member group, the households and living members. ``gender``
+    and ``age_bracket`` are ``''`` when the row does not split by them: the four member
+    subsets {}, {gender}, {age_bracket}, {gender, age_bracket}."""
+
+    __tablename__ = "public_cube"
+
+    province_code: Mapped[str] = mapped_column(String(16), primary_key=True)
+    division_code: Mapped[str] = mapped_column(String(16), primary_key=True)
+    district_code: Mapped[str] = mapped_column(String(16), primary_key=True)
+    poverty_band: Mapped[str] = mapped_column(String(16), primary_key=True)
+    gender: Mapped[str] = mapped_column(String(8), primary_key=True)
+    age_bracket: Mapped[str] = mapped_column(String(8), primary_key=True)
+    households: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    members: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+
+class PublicMapCube(Base):
+    """The maps' cube: per district and H3 cell at each public resolution (0-5, each
+    household's own cell at that resolution), the located households, those without a
+    score, the sum of the scores in hundredths, and the histogram of whole-number scores
+    (101 little-endian int32: floor(score) = 0 ... 100)."""
+
+    __tablename__ = "public_map_cube"
+
+    province_code: Mapped[str] = mapped_column(String(16), primary_key=True)
+    division_code: Mapped[str] = mapped_column(String(16), primary_key=True)
+    district_code: Mapped[str] = mapped_column(String(16), primary_key=True)
+    resolution: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    h3: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    households: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    unscored: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    score_cents: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    bins: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+
+
+class PublicDistrict(Base):
+    """Per district: its households and those without a location (the maps count them)."""
+
+    __tablename__ = "public_districts"
+
+    province_code: Mapped[str] = mapped_column(String(16), primary_key=True)
+    division_code: Mapped[str] = mapped_column(String(16), primary_key=True)
+    district_code: Mapped[str] = mapped_column(String(16), primary_key=True)
+    households: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    unlocated: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+
+class PublicAnswer(Base):
+    """A finished public answer (summary or map, its exact bytes and ETag) for one refresh
+    and one normalized query, shared by every process and replica."""
+
+    __tablename__ = "public_answers"
+
+    refresh_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    key: Mapped[str] = mapped_column(Text, primary_key=True)
+    etag: Mapped[str] = mapped_column(Text, nullable=False)
+    body: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)

@@ -17,13 +17,15 @@ from app.auth.deps import require_scope
 from app.auth.partner import Principal
 from app.auth.scopes import Scope
 from app.deps import PoolDep, SettingsDep
-from app.errors import problem
+from app.errors import ValidationFailed, problem
 from app.openapi import problems
 from app.rate_limit import limit, partner_client_key, partner_limits
 from app.routers.beneficiaries import Codes, PopulationDep
 from app.routers.geography import not_modified
+from app.routers.summaries import NOT_READY, public_cache
 from app.services.disclosure.policy import Policy
 from app.services.products import maps as map_service
+from app.services.products import public as public_service
 from app.services.products.maps import MapCache, MapQuery, MapResult
 from app.services.sharing.beneficiaries_sql import Filters
 from app.settings import Settings
@@ -59,6 +61,11 @@ _FEATURE_SCHEMA: dict[str, Any] = {
         "resolution": {"type": "integer"},
         "cut_off": {"type": "number"},
         "registry_version": {"type": "integer"},
+        "as_of": {
+            "type": "string",
+            "format": "date-time",
+            "description": "Public maps: the instant of the registry snapshot counted",
+        },
         "households_without_location": {"type": ["integer", "null"]},
         "total": {"type": "object"},
         "disclosure": {"type": "object"},
@@ -118,7 +125,7 @@ def _answer(result: MapResult, fmt: str, headers: dict[str, str]) -> Response:
             "description": "The map: GeoJSON hexagons, or a PNG picture (`format=png`)",
             "content": _CONTENT,
             "headers": {
-                "ETag": {"description": "Tag of version and body", "schema": {"type": "string"}},
+                "ETag": {"description": "Tag of refresh and body", "schema": {"type": "string"}},
                 "Cache-Control": {
                     "description": PUBLIC_CACHE_CONTROL,
                     "schema": {"type": "string"},
@@ -126,7 +133,13 @@ def _answer(result: MapResult, fmt: str, headers: dict[str, str]) -> Response:
             },
         },
         304: {"description": "Not Modified: If-None-Match names the current tag"},
-        **problems(429, _422="Unknown measure, resolution above 5, unknown or misplaced code"),
+        **problems(
+            429,
+            503,
+            _422="Unknown measure, resolution above 5, a cut-off that is not a whole number, "
+            "unknown or misplaced code",
+            _503=NOT_READY,
+        ),
     },
 )
 async def public_map(
@@ -151,7 +164,9 @@ async def public_map(
     another disclosure rule, has a null `value` and null `households`; published counts are
     rounded to `NSER_DISCLOSURE_ROUNDING_BASE`. `households_without_location` counts the
     households in scope without coordinates (Balochistan and the test-phase districts,
-    missing by design), protected the same way.
+    missing by design), protected the same way. `cut_off` is a whole number here (partner
+    maps take any). Counted by the worker's latest refresh of the public cube, never on the
+    request: `registry_version` and `as_of` say which registry it describes.
     """
     state = request.app.state
     retry_after = rate_limit.hit(
@@ -166,20 +181,24 @@ async def public_map(
             f"fair-usage limit reached; retry after {retry_after} s",
             headers={"Retry-After": str(retry_after)},
         )
+    if cut_off != int(cut_off):
+        raise ValidationFailed(
+            f"cut_off: the public map takes a whole-number cut-off from 0 to 100, not "
+            f"{cut_off:g} (partners' maps take any cut-off)"
+        )
     query = MapQuery(
         measure,
         resolution,
-        cut_off,
+        float(int(cut_off)),
         Filters(province=province or [], division=division or [], district=district or []),
     )
-    result = await map_service.public_map(pool, map_cache(request), query, policy_of(settings))
-    if format_ == "png":
-        await map_service.rendered(result)
-    tag = result.etag(format_)
-    headers = {"ETag": tag, "Cache-Control": PUBLIC_CACHE_CONTROL}
-    if not_modified(if_none_match, tag):
+    answer = await public_service.public_map(
+        pool, public_cache(request), query, format_, policy_of(settings)
+    )
+    headers = {"ETag": answer.etag, "Cache-Control": PUBLIC_CACHE_CONTROL}
+    if not_modified(if_none_match, answer.etag):
         return Response(status_code=304, headers=headers)
-    return _answer(result, format_, headers)
+    return Response(answer.body, media_type=answer.media_type, headers=headers)
 
 
 MapReader = Annotated[Principal, Depends(require_scope(Scope.MAPS_READ))]

@@ -19,15 +19,16 @@ from app.rate_limit import limit, partner_client_key, partner_limits
 from app.routers.beneficiaries import Codes, PopulationDep
 from app.routers.geography import not_modified
 from app.schemas.products import PartnerSummary, PublicSummary
+from app.services.products import public as public_service
 from app.services.products import summaries as summary_service
-from app.services.products.summaries import SummaryCache
+from app.services.products.public import PublicCache
 
 router = APIRouter()
 
 CACHE_CONTROL = "public, max-age=60"
 _CACHE_HEADERS: dict[str, Any] = {
     "ETag": {
-        "description": "Strong tag of the registry version and the body",
+        "description": "Strong tag of the refresh and the body",
         "schema": {"type": "string"},
     },
     "Cache-Control": {"description": CACHE_CONTROL, "schema": {"type": "string"}},
@@ -43,11 +44,19 @@ GroupBy = Annotated[
 ]
 
 
-def summary_cache(request: Request) -> SummaryCache:
-    cache: SummaryCache | None = getattr(request.app.state, "summaries_cache", None)
+NOT_READY = (
+    "The public statistics are not counted yet (the worker's first refresh of a registry "
+    "that already had households is running), or the registry's database is unavailable; "
+    "retry after `Retry-After` seconds"
+)
+
+
+def public_cache(request: Request) -> PublicCache:
+    """The application's cache of finished public answers (summaries and maps)."""
+    cache: PublicCache | None = getattr(request.app.state, "public_cache", None)
     if cache is None:
-        cache = SummaryCache()
-        request.app.state.summaries_cache = cache
+        cache = PublicCache()
+        request.app.state.public_cache = cache
     return cache
 
 
@@ -59,7 +68,7 @@ def summary_cache(request: Request) -> SummaryCache:
         200: {"headers": _CACHE_HEADERS},
         304: {"description": "Not Modified: If-None-Match names the current tag"},
         # Limited by rate_limit.hit (as the public look-up), not the decorator.
-        **problems(429),
+        **problems(429, 503, _503=NOT_READY),
     },
 )
 async def public_summaries(
@@ -79,7 +88,9 @@ async def public_summaries(
     households with at least one living member in the group, its members the living
     members in the group; a margin over them adds its groups up (a household with a woman
     and a man counts in both). Tehsil, union council and village are 422 (partners only).
-    Fair-use limited per IP (`NSER_PUBLIC_LOOKUP_LIMITS`); cached for a minute.
+    Fair-use limited per IP (`NSER_PUBLIC_LOOKUP_LIMITS`). Counted by the worker's latest
+    refresh of the public cube, never on the request: `registry_version` and `as_of` say
+    which registry it describes (a few minutes behind a change at most).
     """
     state = request.app.state
     retry_after = rate_limit.hit(
@@ -99,8 +110,8 @@ async def public_summaries(
         for level, codes in (("province", province), ("division", division), ("district", district))
         if codes
     }
-    answer = await summary_service.cached_public_summary(
-        summary_cache(request), pool, group_by, geo, summary_service.policy_of(settings)
+    answer = await public_service.public_summary(
+        pool, public_cache(request), group_by, geo, summary_service.policy_of(settings)
     )
     headers = {"ETag": answer.etag, "Cache-Control": CACHE_CONTROL}
     if not_modified(if_none_match, answer.etag):

@@ -1,10 +1,11 @@
 """The map page, ``/map``: the public hex-bin poverty map, its legend and a table of the same.
 
 The picture is the public map endpoint's PNG (``GET /v1/public/maps/{measure}?format=png``,
-same origin). The page asks the same map service and cache for that map first (so the
-picture's request finds it computed, rendered and cached) to write the legend's range and
-the ``alt`` text, and for one whole-area map per province (or per district of the chosen
-province) for the table that says in numbers what the picture shows: no second back end.
+same origin). The page asks the same service and cache for that map's GeoJSON (to write
+the legend's range and the ``alt`` text), and for one whole-area map per province (or per
+district of the chosen province) for the table that says in numbers what the picture
+shows: no second back end. The worker pre-renders all of them, pictures included, with
+each refresh of the public cube (``app.services.products.public.prerender``).
 """
 
 from __future__ import annotations
@@ -14,15 +15,16 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
 
-import orjson
 from fastapi import APIRouter, Query, Request
 from starlette.responses import HTMLResponse
 
 from app.deps import PoolDep, SettingsDep
-from app.routers.maps import map_cache, policy_of
+from app.routers.maps import policy_of
+from app.routers.summaries import public_cache
 from app.routers.web import WebRoute
 from app.routers.web_statistics import ProvinceParam, area_names, chosen_province
 from app.services.products import maps as map_service
+from app.services.products import public as public_service
 from app.services.products.maps import MapQuery
 from app.services.sharing.beneficiaries_sql import Filters
 from app.web import map as web_map
@@ -67,13 +69,14 @@ def _query(measure: str, resolution: int, geo: dict[str, list[str]]) -> MapQuery
 async def area_total(
     request: Request, pool: Any, settings: Any, measure: str, level: str, code: str
 ) -> AreaTotal:
-    result = await map_service.public_map(
+    answer = await public_service.public_map(
         pool,
-        map_cache(request),
+        public_cache(request),
         _query(measure, TOTAL_RESOLUTION, {level: [code]}),
+        "geojson",
         policy_of(settings),
     )
-    head = orjson.loads(result.body)  # a handful of hexagons at resolution 0
+    head = answer.json()  # a handful of hexagons at resolution 0
     return AreaTotal(
         code=code,
         households=head["total"]["households"],
@@ -96,11 +99,10 @@ async def poverty_map(
     provinces, chosen = await chosen_province(pool, web, province)
     geo = {"province": [chosen]} if chosen else {}
     policy = policy_of(settings)
-    result = await map_service.public_map(
-        pool, map_cache(request), _query(measure, resolution, geo), policy
+    answer = await public_service.public_map(
+        pool, public_cache(request), _query(measure, resolution, geo), "geojson", policy
     )
-    await map_service.rendered(result)  # the picture's request finds it drawn
-    summary = web_map.summarize(result.features)
+    summary = web_map.summarize(public_service.features_of(answer))
     if chosen is None:
         level, names = "province", provinces
         scope = web.gettext("Pakistan")
@@ -172,5 +174,5 @@ async def poverty_map(
         cut_off=cut_off,
         suppress_below=policy.threshold,
         rounding_base=policy.rounding_base,
-        registry_version=result.version,
+        registry_version=answer.json()["registry_version"],
     )

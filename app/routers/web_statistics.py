@@ -1,8 +1,9 @@
 """The statistics page, ``/statistics``: public summaries by province, or by district of one.
 
 Reads the protected public summary through the same service and cache as
-``GET /v1/public/summaries`` (``app.services.products.summaries``): the website adds no
-second back end, and every number on the page has passed the same disclosure control.
+``GET /v1/public/summaries`` (``app.services.products.public``, answers the worker
+pre-renders with each refresh of the public cube): the website adds no second back end,
+and every number on the page has passed the same disclosure control.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import HTMLResponse
 
 from app.deps import PoolDep, SettingsDep
-from app.routers.summaries import summary_cache
+from app.routers.summaries import public_cache
 from app.routers.web import WebRoute
+from app.services.products import public as public_service
 from app.services.products import summaries as summary_service
 from app.services.registry import geography as geography_service
 from app.web import statistics as stats
@@ -124,9 +126,9 @@ async def statistics(
         level = "district"
         names = await area_names(pool, "district", chosen, web.lang)
         geo = {"province": [chosen]}
-    answer_bytes = await summary_service.cached_public_summary(
-        summary_cache(request),
+    answer_bytes = await public_service.public_summary(
         pool,
+        public_cache(request),
         [level, "poverty_band"],
         geo,
         summary_service.policy_of(settings),

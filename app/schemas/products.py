@@ -6,6 +6,7 @@ a strict body (unknown fields are 422).
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
@@ -37,7 +38,7 @@ class DisclosureOut(BaseModel):
     method: str
 
 
-class PublicSummary(BaseModel):
+class _SummaryBase(BaseModel):
     rows: list[CellOut] = Field(
         description="Interior cells: a value for each group_by dimension, households and "
         "members (null: withheld)"
@@ -50,7 +51,13 @@ class PublicSummary(BaseModel):
     registry_version: int = Field(description="The registry data version counted")
 
 
-class PartnerSummary(PublicSummary):
+class PublicSummary(_SummaryBase):
+    as_of: datetime = Field(
+        description="The instant of the registry snapshot the worker's refresh counted (RFC 3339)"
+    )
+
+
+class PartnerSummary(_SummaryBase):
     query_id: int = Field(description="This query's number in the agreement's query log")
 
 

@@ -26,7 +26,7 @@ import socket
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -818,7 +818,8 @@ async def run_worker(
 
 @dataclass
 class InProcessWorkers:
-    """Workers running inside the service (NSER_IN_PROCESS_WORKERS), stopped with it."""
+    """Workers running inside the service (NSER_IN_PROCESS_WORKERS), stopped with it; with
+    them, the refresher of the public products (app.services.products.cube)."""
 
     tasks: list[asyncio.Task[None]]
     stop_event: asyncio.Event
@@ -840,7 +841,9 @@ def start_in_process(
     *,
     chunk: int = CHUNK,
     pipeline: bool = True,
+    refresh: Callable[[str, str | None, asyncio.Event], Coroutine[Any, Any, None]] | None = None,
 ) -> InProcessWorkers:
+    """``count`` workers, and ``refresh(dsn, host, stop)`` beside them when there is one."""
     target = asyncpg_target(url)
     stop = asyncio.Event()
     tasks = [
@@ -857,4 +860,10 @@ def start_in_process(
         )
         for i in range(max(count, 0))
     ]
+    if refresh is not None and count > 0:
+        tasks.append(
+            asyncio.create_task(
+                refresh(target.dsn, target.host, stop), name="nser-products-refresher"
+            )
+        )
     return InProcessWorkers(tasks, stop)

@@ -5,6 +5,10 @@ Owns the SQL that aggregates the registry into the products and hands every aggr
 (category i), custom cross-tabulations stored and re-readable by id (ii), H3 hex-bin maps as
 GeoJSON or PNG (vii), and geo-tagged points with the agreement's dimensions (viii).
 
-Public: ``summaries``, ``analysis``, ``maps``, ``geo`` (each module's docstring names its
-entry points).
+The public summaries and maps are never counted on a visitor's request: the worker
+refreshes a small cube of the registry (``cube``) and visitors are answered from it and
+from the answers stored with each refresh (``public``).
+
+Public: ``summaries``, ``analysis``, ``maps``, ``cube``, ``public``, ``geo`` (each module's
+docstring names its entry points).
 """

@@ -29,7 +29,8 @@ members in the group counted), then grouped by the dimensions::
 
 On a 1M-household registry the household-only table costs about the bare join GROUP BY
 plus one scan of the households; a member table about twice the bare GROUP BY (the
-distinct households per group). Public answers are cached (app.services.products.summaries).
+distinct households per group). Public answers are not counted here but summed from the
+public cube the worker refreshes (app.services.products.cube, app.services.products.public).
 
 **Differencing.** Suppression and rounding protect one table; two tables whose populations
 differ by one household give that household away by subtraction (its band, its score

@@ -16,10 +16,12 @@ The work of a map, in order:
 3. ``protect`` over ``with_margins(["h3"], ...)``, then the GeoJSON text (hexagon outlines
    from ``cell_to_boundary``, memoized: a cell's outline never changes).
 
-Steps 2-3 are CPU-bound and run in a worker thread so the event loop keeps serving. The
-finished answer is cached in-process (:class:`MapCache`), keyed by the normalized query and
+Steps 2-3 are CPU-bound and run in a worker thread so the event loop keeps serving. A
+partner's map is cached in-process (:class:`MapCache`), keyed by the normalized query and
 the registry's ``data_version``, for ``version.MAX_AGE_SECONDS``; concurrent requests for a
-map being computed wait for that one computation.
+map being computed wait for that one computation. The public map is not counted here: it
+is summed from the public cube (app.services.products.public) and published by the same
+:func:`publish`; :func:`compute` is the reference it is tested against.
 """
 
 from __future__ import annotations
@@ -255,13 +257,17 @@ def aggregate(located: Located, cut_off: float) -> Table:
     scored = ~np.isnan(score)
     n = len(cells)
     unscored = np.bincount(inverse, weights=~scored, minlength=n)
-    sums = np.bincount(inverse, weights=np.where(scored, score, 0.0), minlength=n)
+    # Scores have two decimals: summed in hundredths, exactly (whole numbers well below
+    # 2**53 add up exactly in float64), so every way of counting gives the same sum.
+    cents = np.bincount(inverse, weights=np.rint(np.where(scored, score, 0.0) * 100), minlength=n)
     below = np.bincount(inverse, weights=scored & (score < cut_off), minlength=n)
     # A cell with a household of unknown score has an unknown mean and share.
     return Table(
         cells=[h3.int_to_str(c) for c in cells.tolist()],
         households=counts.tolist(),
-        score_sum=[None if u else s for u, s in zip(unscored.tolist(), sums.tolist(), strict=True)],
+        score_sum=[
+            None if u else c / 100 for u, c in zip(unscored.tolist(), cents.tolist(), strict=True)
+        ],
         below=[
             None if u else round(b) for u, b in zip(unscored.tolist(), below.tolist(), strict=True)
         ],
@@ -327,7 +333,24 @@ _FEATURE = b'{"type":"Feature","geometry":{"type":"Polygon","coordinates":['
 
 def build(q: MapQuery, located: Located, version: int, policy: Policy) -> MapResult:
     """The protected map of the located households (CPU only: run it off the event loop)."""
-    table = aggregate(located, q.cut_off)
+    return publish(
+        q, aggregate(located, q.cut_off), located.total, located.without_location, version, policy
+    )
+
+
+def publish(
+    q: MapQuery,
+    table: Table,
+    in_scope: int,
+    without_location: int,
+    version: int,
+    policy: Policy,
+    stamp: dict[str, Any] | None = None,
+    protector: Callable[..., tuple[list[Published], Disclosure]] = protect,
+) -> MapResult:
+    """The protected map of per-hexagon sums (CPU only: run it off the event loop).
+    ``stamp``: members written after ``registry_version`` (the public map's ``as_of``);
+    ``protector``: ``protect`` or a function that gives what it gives."""
     interior = [
         Cell({"h3": cell}, n, 0, s, b)
         for cell, n, s, b in zip(
@@ -336,7 +359,7 @@ def build(q: MapQuery, located: Located, version: int, policy: Policy) -> MapRes
     ]
     if interior:
         # Only hexagons holding a household are listed: each withheld one holds at least one.
-        published, disclosure = protect(
+        published, disclosure = protector(
             ["h3"], with_margins(["h3"], interior), policy, {"h3": table.cells}
         )
     else:  # nothing located in scope: an empty map, its total withheld like any zero
@@ -366,16 +389,17 @@ def build(q: MapQuery, located: Located, version: int, policy: Policy) -> MapRes
         "resolution": q.resolution,
         **({"cut_off": q.cut_off} if q.measure == "poverty_rate" else {}),
         "registry_version": version,
+        **(stamp or {}),
         "total": {
             "households": None if total.suppressed is not None else total.households,
             "value": _value(q.measure, total),
         },
-        "households_without_location": publish_count(located.without_location, policy),
+        "households_without_location": publish_count(without_location, policy),
         "disclosure": disclosure.as_json(),
     }
     prefix = orjson.dumps(head)[:-1] + b',"features":['
     body = prefix + b",".join(parts) + b"]}"
-    return MapResult(q, version, features, body, located.total)
+    return MapResult(q, version, features, body, in_scope)
 
 
 # -- the cache -----------------------------------------------------------------------------
@@ -464,20 +488,11 @@ class MapCache:
 
 
 async def compute(pool: asyncpg.Pool, q: MapQuery, version: int, policy: Policy) -> MapResult:
+    """The map counted from the registry now (partners'; and the reference the public
+    map's answers from the cube must equal)."""
     async with pool.acquire() as conn:
         located = await fetch_located(conn, q)
     return await asyncio.to_thread(build, q, located, version, policy)
-
-
-async def public_map(pool: asyncpg.Pool, cache: MapCache, q: MapQuery, policy: Policy) -> MapResult:
-    """The public map (no agreement, no audit): cached, else checked and computed."""
-    version = await registry_version.data_version(pool)
-    key = (*q.key(), version)
-    hit = cache.get(key)
-    if hit is not None:
-        return hit
-    await check_geography(pool, PUBLIC, q.filters)
-    return await cache.get_or_compute(key, lambda: compute(pool, q, version, policy))
 
 
 async def partner_map(
@@ -646,6 +661,6 @@ __all__ = [
     "MapQuery",
     "MapResult",
     "partner_map",
-    "public_map",
+    "publish",
     "rendered",
 ]

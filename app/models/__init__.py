@@ -1,11 +1,16 @@
 """SQLAlchemy tables, one module per aggregate; importing this package registers them all."""
 
-from app.models.audit import AuditEntry
+from app.models.audit import AuditCheckpoint, AuditEntry
 from app.models.base import Base
 from app.models.geography import GeoUnit
 from app.models.grievances import Grievance, GrievanceEvent
 from app.models.ingest import UpdateBatch, UpdateRecordResult
-from app.models.products import AggregateQuery, AnalysisResult
+from app.models.products import (
+    AggregateQuery,
+    AggregateSelection,
+    AnalysisResult,
+    DifferencingKey,
+)
 from app.models.programmes import AgreementProgramme, Programme, ProgrammeRule
 from app.models.registry import Household, HouseholdHistory, Member, PmtModel
 from app.models.requests import DataRequest, Obligation, RequestEvent, SpotCheck
@@ -14,13 +19,16 @@ from app.models.targeting import Simulation
 
 __all__ = [
     "AggregateQuery",
+    "AggregateSelection",
     "Agreement",
     "AgreementProgramme",
     "AnalysisResult",
     "ApiClient",
+    "AuditCheckpoint",
     "AuditEntry",
     "Base",
     "DataRequest",
+    "DifferencingKey",
     "GeoUnit",
     "Grievance",
     "GrievanceEvent",

@@ -371,7 +371,7 @@ def audit_verify(
     else:
         typer.echo(
             f"checked {verdict.checked} rows added after row {since.last_id} (checkpoint "
-            f"{since.id}, {since.at.isoformat(timespec='seconds')}); `--full` checks them all"
+            f"{since.id} of {since.at.isoformat(timespec='seconds')}; `--full` checks every row)"
         )
     if verdict.checkpoint is not None:
         typer.echo(f"checkpoint {verdict.checkpoint} recorded")

@@ -14,6 +14,7 @@ from sqlalchemy import (
     ForeignKey,
     Identity,
     Index,
+    Integer,
     LargeBinary,
     SmallInteger,
     String,
@@ -73,6 +74,7 @@ class AggregateSelection(Base):
     filters_digest: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
     population_digest: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
     households: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    coarse: Mapped[list[int]] = mapped_column(ARRAY(Integer), nullable=False)
     sketch: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
 
 

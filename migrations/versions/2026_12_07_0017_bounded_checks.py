@@ -3,8 +3,9 @@
 - ``differencing_key``: one random seed, made here, with which the differencing control
   hashes household ids (app.services.products.differencing). The service may only read it.
 - ``aggregate_selections``: per agreement, one row per distinct (filters, population) it was
-  answered for: the households and a 2 KB sketch of them, indexed by (agreement,
-  households) so that a new query reads only the populations of nearly its size. Filled
+  answered for: the households, 8 coarse counts and a 2 KB sketch of them, indexed by
+  (agreement, households) so that a new query reads only the populations of nearly its
+  size. Filled
   here for every distinct filters of every agreement's logged queries (none forgotten,
   whatever their age), over the registry as it is now: the populations those queries had
   when answered are not known. This costs one pass over each such population's
@@ -56,6 +57,7 @@ def upgrade() -> None:
         sa.Column("filters_digest", sa.LargeBinary(), nullable=False),
         sa.Column("population_digest", sa.LargeBinary(), nullable=False),
         sa.Column("households", sa.BigInteger(), nullable=False),
+        sa.Column("coarse", postgresql.ARRAY(sa.Integer()), nullable=False),
         sa.Column("sketch", sa.LargeBinary(), nullable=False),
         sa.ForeignKeyConstraint(
             ["agreement_id"],
@@ -142,8 +144,10 @@ def _backfill(seed: int) -> None:
         bind.execute(
             sa.text(
                 """INSERT INTO aggregate_selections (agreement_id, query_id, filters_digest,
-                                                     population_digest, households, sketch)
-                   VALUES (:agreement, :query, :filters, :population, :households, :sketch)
+                                                     population_digest, households, coarse,
+                                                     sketch)
+                   VALUES (:agreement, :query, :filters, :population, :households, :coarse,
+                           :sketch)
                    ON CONFLICT DO NOTHING"""
             ),
             {
@@ -152,6 +156,7 @@ def _backfill(seed: int) -> None:
                 "filters": differencing.filters_digest(canonical),
                 "population": sketch.digest(),
                 "households": sketch.households,
+                "coarse": sketch.coarse,
                 "sketch": sketch.to_bytes(),
             },
         )

@@ -42,7 +42,10 @@ household, no members unless ``member_type`` filters) — a fraction of what the
 own count over the same households and their members costs — then one index range of
 ``aggregate_selections`` by (agreement, households): since ``|A Δ B| ≥ ||A| − |B||``, only
 signatures whose size is within ``threshold`` of ``|A|`` can be near, and the others are
-never read. Each of those costs a subtraction of two 2 KB vectors (numpy, all at once).
+never read. Of those, the database sends the sketch only when the 8 coarse counts (the
+first partition folded, a column of their own) differ by less than the threshold — any
+partition's count differences are a lower bound too — and each sketch sent costs a
+subtraction of two 2 KB vectors (numpy, all at once).
 More than ``MAX_NEAR`` of them (thousands of distinct populations of the same size within
 a few households: a sliding window, not a use) is refused too, rather than compared with
 only some.
@@ -78,6 +81,9 @@ PART_BITS = 6
 FINE_BITS = 2 * PART_BITS
 BUCKETS = 1 << PART_BITS
 WIDTH = 2 * BUCKETS  # buckets in a sketch, both partitions
+# The first partition folded into COARSE buckets: stored apart, so that the database itself
+# drops the earlier populations whose coarse counts alone are the threshold apart.
+COARSE = 8
 # Refused rather than compared with only some: more earlier populations than this within
 # the threshold of the new query's size.
 MAX_NEAR = 5_000
@@ -109,6 +115,11 @@ class Sketch:
             np.concatenate([c.sum(axis=0), c.sum(axis=1)]),
             np.concatenate([s.sum(axis=0, dtype=np.uint64), s.sum(axis=1, dtype=np.uint64)]),
         )
+
+    @property
+    def coarse(self) -> list[int]:
+        """The households in each of COARSE buckets (the first partition's, folded)."""
+        return [int(n) for n in self.counts[:BUCKETS].reshape(-1, COARSE).sum(axis=0)]
 
     def to_bytes(self) -> bytes:
         return self.counts.astype("<i8").tobytes() + self.sums.astype("<u8").tobytes()
@@ -213,16 +224,24 @@ async def check_overlap(
     assert p.agreement_id is not None
     mine = await selection(conn, f, p.geo_codes)
     canonical = canonical_filters(f)
+    # The size index gives every earlier population within the threshold of |A|'s size
+    # (the others are that far apart at least); of those, the database sends the sketch
+    # only where the coarse counts alone do not already differ by the threshold.
+    q = Query()
+    window = " AND ".join(
+        [
+            f"agreement_id = {q.param(p.agreement_id)}",
+            f"households > {q.param(mine.households - threshold)}",
+            f"households < {q.param(mine.households + threshold)}",
+            f"filters_digest <> {q.param(filters_digest(canonical))}",
+        ]
+    )
+    coarse = " + ".join(f"abs(coarse[{i + 1}] - {q.param(n)})" for i, n in enumerate(mine.coarse))
     rows = await conn.fetch(
-        """SELECT query_id, sketch FROM aggregate_selections
-            WHERE agreement_id = $1 AND households > $2 AND households < $3
-              AND filters_digest <> $4
-            ORDER BY query_id DESC LIMIT $5""",
-        p.agreement_id,
-        mine.households - threshold,
-        mine.households + threshold,
-        filters_digest(canonical),
-        MAX_NEAR + 1,
+        f"""SELECT query_id, CASE WHEN {coarse} < {q.param(threshold)} THEN sketch END AS sketch
+              FROM aggregate_selections WHERE {window}
+             ORDER BY query_id DESC LIMIT {q.param(MAX_NEAR + 1)}""",
+        *q.params,
     )
     if len(rows) > MAX_NEAR:
         log.warning(
@@ -235,12 +254,13 @@ async def check_overlap(
             f"the population changes by at least {threshold} households, or repeat an "
             "earlier query's filters exactly"
         )
-    if rows:
-        counts, sums = unpack([bytes(row["sketch"]) for row in rows])
+    candidates = [row for row in rows if row["sketch"] is not None]
+    if candidates:
+        counts, sums = unpack([bytes(row["sketch"]) for row in candidates])
         bounds = lower_bounds(mine, counts, sums)
         near = np.flatnonzero((bounds > 0) & (bounds < threshold))
         if near.size:
-            query_id = rows[int(near[0])]["query_id"]
+            query_id = candidates[int(near[0])]["query_id"]
             log.warning(
                 "aggregate query refused: differs from an earlier one by a few households",
                 extra={"agreement_id": str(p.agreement_id), "earlier_query": query_id},
@@ -284,8 +304,8 @@ async def record_selection(
     query that selected it."""
     await conn.execute(
         """INSERT INTO aggregate_selections (agreement_id, query_id, filters_digest,
-                                             population_digest, households, sketch)
-           VALUES ($1, $2, $3, $4, $5, $6)
+                                             population_digest, households, coarse, sketch)
+           VALUES ($1, $2, $3, $4, $5, $6, $7)
            ON CONFLICT (agreement_id, filters_digest, population_digest)
            DO UPDATE SET query_id = EXCLUDED.query_id""",
         agreement_id,
@@ -293,5 +313,6 @@ async def record_selection(
         filters_digest(overlap.filters),
         overlap.sketch.digest(),
         overlap.households,
+        overlap.sketch.coarse,
         overlap.sketch.to_bytes(),
     )

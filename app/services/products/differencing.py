@@ -221,9 +221,19 @@ async def check_overlap(
 ) -> Overlap:
     """Refuse (409) a query whose households differ from a population the agreement was
     answered before by fewer than ``threshold`` (and more than zero); else its population."""
-    assert p.agreement_id is not None
     mine = await selection(conn, f, p.geo_codes)
     canonical = canonical_filters(f)
+    await compare_with_earlier(conn, p, mine, filters_digest(canonical), threshold)
+    return Overlap(mine.households, mine, canonical)
+
+
+async def compare_with_earlier(
+    conn: asyncpg.Connection, p: Principal, mine: Sketch, filters: bytes, threshold: int
+) -> None:
+    """Refuse (409) when ``mine`` is fewer than ``threshold`` households (and more than
+    zero) from a population the agreement was answered for under other filters than the
+    digest ``filters``, or when more than MAX_NEAR of those are near its size."""
+    assert p.agreement_id is not None
     # The size index gives every earlier population within the threshold of |A|'s size
     # (the others are that far apart at least); of those, the database sends the sketch
     # only where the coarse counts alone do not already differ by the threshold.
@@ -233,7 +243,7 @@ async def check_overlap(
             f"agreement_id = {q.param(p.agreement_id)}",
             f"households > {q.param(mine.households - threshold)}",
             f"households < {q.param(mine.households + threshold)}",
-            f"filters_digest <> {q.param(filters_digest(canonical))}",
+            f"filters_digest <> {q.param(filters)}",
         ]
     )
     coarse = " + ".join(f"abs(coarse[{i + 1}] - {q.param(n)})" for i, n in enumerate(mine.coarse))
@@ -270,7 +280,6 @@ async def check_overlap(
                 "households; widen or narrow the filters so that the populations differ by "
                 f"at least {threshold} households, or repeat the earlier filters exactly"
             )
-    return Overlap(mine.households, mine, canonical)
 
 
 async def log_query(

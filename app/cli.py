@@ -333,9 +333,23 @@ cli.add_typer(audit_cli, name="audit")
 
 
 @audit_cli.command("verify")
-def audit_verify() -> None:
+def audit_verify(
+    full: Annotated[
+        bool,
+        typer.Option(
+            "--full",
+            help="Walk the whole chain from its first row, ignoring checkpoints (run it "
+            "periodically: only it sees an earlier row edited in place).",
+        ),
+    ] = False,
+) -> None:
     """Walk the audit chain, each row with the audit key it names; exit 1 naming the first
-    altered, removed or reordered row, or a key that is not configured."""
+    altered, removed or reordered row, a key that is not configured, or a checkpoint that
+    does not verify. Incremental: from the last checkpoint on (each successful run records
+    one, sealed with the audit key), unless --full."""
+    from rich.console import Console
+    from rich.progress import Progress
+
     from app.services.audit import trail as audit_service
     from app.services.audit.keys import InvalidAuditKeys
 
@@ -343,11 +357,29 @@ def audit_verify() -> None:
         keyring = audit_service.keyring_of(get_settings())
     except InvalidAuditKeys as exc:
         fail(str(exc))
-    verdict = _run_db(lambda conn: audit_service.verify(conn, keyring))
+    with Progress(console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("verifying", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        verdict = _run_db(
+            lambda conn: audit_service.verify(conn, keyring, full=full, progress=progress)
+        )
     if not verdict.ok:
         fail(f"audit chain broken: {verdict.problem}")
     per_key = ", ".join(f"{key}: {n}" for key, n in sorted(verdict.rows_per_key.items()))
     typer.echo(f"audit log intact: {verdict.rows} rows" + (f" ({per_key})" if per_key else ""))
+    since = verdict.since
+    if since is None:
+        typer.echo(f"checked {verdict.checked} rows from the start")
+    else:
+        typer.echo(
+            f"checked {verdict.checked} rows added after row {since.last_id} (checkpoint "
+            f"{since.id} of {since.at.isoformat(timespec='seconds')}; `--full` checks every row)"
+        )
+    if verdict.checkpoint is not None:
+        typer.echo(f"checkpoint {verdict.checkpoint} recorded")
 
 
 @audit_cli.command("new-key")

@@ -9,7 +9,9 @@ does not verify).
 
 ``nser db upgrade`` grants the service's role its privileges after migrating, every time,
 so tables added by any migration are covered: DML on every table and view, the sequences,
-and only SELECT and INSERT on ``audit_log``, SELECT on ``alembic_version``. It refuses a
+and only SELECT and INSERT on ``audit_log`` and ``audit_checkpoints`` (where ``nser audit
+verify`` records how far it got), only SELECT on ``alembic_version`` and
+``differencing_key`` (the seed the differencing control hashes households with). It refuses a
 service role that could rewrite the log anyway (a superuser, a member of the owner, a role
 holding UPDATE, DELETE, TRUNCATE or TRIGGER on ``audit_log`` through another grant).
 
@@ -18,6 +20,8 @@ the service then runs as the owner, and only the chain's key protects the log.
 """
 
 from __future__ import annotations
+
+from collections.abc import Collection
 
 import asyncpg
 
@@ -32,22 +36,30 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def grants(role: str, *, audit_log: bool = True) -> list[str]:
-    """The statements that give the service's role exactly what it needs (``audit_log``
-    False: a schema migrated to a revision before the table existed)."""
+# Tables the service may only read and append to, and those it may only read.
+APPEND_ONLY = ("audit_log", "audit_checkpoints")
+READ_ONLY = ("alembic_version", "differencing_key")
+
+
+def grants(role: str, *, present: Collection[str] = APPEND_ONLY + READ_ONLY) -> list[str]:
+    """The statements that give the service's role exactly what it needs (``present``: the
+    tables of APPEND_ONLY and READ_ONLY the schema has; a schema migrated to an earlier
+    revision lacks some)."""
     r = quote_ident(role)
     statements = [
         f"GRANT USAGE ON SCHEMA public TO {r}",
         f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {r}",
         f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {r}",
-        f"REVOKE ALL ON alembic_version FROM {r}",
-        f"GRANT SELECT ON alembic_version TO {r}",
     ]
-    if audit_log:
-        statements += [
-            f"REVOKE ALL ON audit_log FROM {r}",
-            f"GRANT SELECT, INSERT ON audit_log TO {r}",
-        ]
+    for table in READ_ONLY:
+        if table in present:
+            statements += [f"REVOKE ALL ON {table} FROM {r}", f"GRANT SELECT ON {table} TO {r}"]
+    for table in APPEND_ONLY:
+        if table in present:
+            statements += [
+                f"REVOKE ALL ON {table} FROM {r}",
+                f"GRANT SELECT, INSERT ON {table} TO {r}",
+            ]
     return statements
 
 
@@ -88,11 +100,16 @@ async def grant_service_role(owner_url: str, service_url: str) -> str | None:
     try:
         if role == await owner.fetchval("SELECT current_user"):
             return None
-        audit_log = await owner.fetchval("SELECT to_regclass('public.audit_log') IS NOT NULL")
+        present = {
+            table
+            for table in APPEND_ONLY + READ_ONLY
+            if await owner.fetchval("SELECT to_regclass($1) IS NOT NULL", f"public.{table}")
+        }
+        audit_log = "audit_log" in present
         reason = await _could_rewrite(owner, role) if audit_log else None
         if reason is None:
             async with owner.transaction():
-                for statement in grants(role, audit_log=audit_log):
+                for statement in grants(role, present=present):
                     await owner.execute(statement)
             if audit_log:  # what other grants may still give it
                 reason = await _could_rewrite(owner, role)

@@ -1,13 +1,15 @@
 """SQLAlchemy tables, one module per aggregate; importing this package registers them all."""
 
-from app.models.audit import AuditEntry
+from app.models.audit import AuditCheckpoint, AuditEntry
 from app.models.base import Base
 from app.models.geography import GeoUnit
 from app.models.grievances import Grievance, GrievanceEvent
 from app.models.ingest import UpdateBatch, UpdateRecordResult
 from app.models.products import (
     AggregateQuery,
+    AggregateSelection,
     AnalysisResult,
+    DifferencingKey,
     PublicAnswer,
     PublicCube,
     PublicDistrict,
@@ -23,13 +25,16 @@ from app.models.targeting import Simulation
 
 __all__ = [
     "AggregateQuery",
+    "AggregateSelection",
     "Agreement",
     "AgreementProgramme",
     "AnalysisResult",
     "ApiClient",
+    "AuditCheckpoint",
     "AuditEntry",
     "Base",
     "DataRequest",
+    "DifferencingKey",
     "GeoUnit",
     "Grievance",
     "GrievanceEvent",

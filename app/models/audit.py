@@ -1,12 +1,22 @@
 """The audit trail: append-only, hash-chained (each row carries its predecessor's hash),
-keyed (each row names the audit key of its HMAC)."""
+keyed (each row names the audit key of its HMAC); and the checkpoints of its verification."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
 
-from sqlalchemy import BigInteger, DateTime, Identity, Index, Integer, LargeBinary, String, func
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Identity,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    func,
+)
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -35,3 +45,21 @@ class AuditEntry(Base):
     key_id: Mapped[str] = mapped_column(String(32), nullable=False)
     prev_hash: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
     hash: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+
+
+class AuditCheckpoint(Base):
+    """Where a successful ``nser audit verify`` got to: the last row it verified, that row's
+    hash, the rows verified from the start (in all, per key), when, whether it walked from
+    the start; sealed with an audit key (``mac``, the key named). Append-only."""
+
+    __tablename__ = "audit_checkpoints"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    last_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    last_hash: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    rows: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    rows_per_key: Mapped[dict[str, int]] = mapped_column(JSONB, nullable=False)
+    full: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    key_id: Mapped[str] = mapped_column(String(32), nullable=False)
+    mac: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)

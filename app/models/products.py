@@ -1,5 +1,6 @@
-"""Published aggregates: for partners, the log the overlap control reads and stored analyses;
-for the public, the cube the worker refreshes and the answers built from it."""
+"""Published aggregates: for partners, the query log, the populations the differencing
+control compares, its hash key and stored analyses; for the public, the cube the worker
+refreshes and the answers built from it."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from sqlalchemy import (
     SmallInteger,
     String,
     Text,
+    UniqueConstraint,
     func,
     text,
 )
@@ -53,6 +55,43 @@ class AggregateQuery(Base):
     at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), nullable=False
     )
+
+
+class AggregateSelection(Base):
+    """A population an agreement's aggregate query was answered for, as the differencing
+    control compares it (app.services.products.differencing): its size and its sketch, once
+    per distinct (filters, population) of the agreement, naming the latest query with both."""
+
+    __tablename__ = "aggregate_selections"
+    __table_args__ = (
+        UniqueConstraint(
+            "agreement_id",
+            "filters_digest",
+            "population_digest",
+            name="uq_aggregate_selections_population",
+        ),
+        Index("ix_aggregate_selections_size", "agreement_id", "households"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    agreement_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("agreements.id"), nullable=False)
+    query_id: Mapped[int] = mapped_column(ForeignKey("aggregate_queries.id"), nullable=False)
+    filters_digest: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    population_digest: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    households: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    coarse: Mapped[list[int]] = mapped_column(ARRAY(Integer), nullable=False)
+    sketch: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+
+
+class DifferencingKey(Base):
+    """The one random seed of the differencing sketches' household hash (never changes:
+    sketches made under another seed could not be compared)."""
+
+    __tablename__ = "differencing_key"
+    __table_args__ = (CheckConstraint("id = 1", name="single"),)
+
+    id: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    seed: Mapped[int] = mapped_column(BigInteger, nullable=False)
 
 
 class AnalysisResult(Base):

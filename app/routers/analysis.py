@@ -42,7 +42,8 @@ AnalysisBody = Annotated[AnalysisRequest, Depends(json_body(AnalysisRequest, MAX
             409,
             413,
             _409="The households selected differ from an earlier query's of the agreement by "
-            "fewer than the suppression threshold (differencing)",
+            "fewer than the suppression threshold, or too many earlier queries selected "
+            "nearly as many (differencing)",
         ),
     },
 )

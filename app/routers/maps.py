@@ -217,7 +217,8 @@ MapReader = Annotated[Principal, Depends(require_scope(Scope.MAPS_READ))]
             409,
             422,
             _409="The population differs from an earlier aggregate query of the agreement "
-            "by fewer than the threshold's households (differencing control)",
+            "by fewer than the threshold's households, or too many earlier queries selected "
+            "nearly as many (differencing control)",
             _422="Unknown measure, resolution above 7, unknown or misplaced code",
         ),
     },

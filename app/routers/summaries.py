@@ -130,7 +130,8 @@ SummaryReader = Annotated[Principal, Depends(require_scope(Scope.SUMMARIES_READ)
     responses=problems(
         409,
         _409="The households selected differ from an earlier query's of the agreement by "
-        "fewer than the suppression threshold (differencing)",
+        "fewer than the suppression threshold, or too many earlier queries selected nearly "
+        "as many (differencing)",
     ),
 )
 @limit(partner_limits, key_func=partner_client_key)

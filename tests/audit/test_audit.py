@@ -61,21 +61,22 @@ async def test_rows_are_written_and_append_only(filled: str) -> None:
 
 
 async def test_verify_clean_then_catches_edit_delete_reorder(filled: str) -> None:
-    assert run_cli(["audit", "verify"], filled).returncode == 0
+    # --full: rows edited after a run verified them (incremental runs: test_audit_checkpoints).
+    assert run_cli(["audit", "verify", "--full"], filled).returncode == 0
     await _tamper(filled, "UPDATE audit_log SET households = 99 WHERE id = 2")
-    bad = run_cli(["audit", "verify"], filled, check=False)
+    bad = run_cli(["audit", "verify", "--full"], filled, check=False)
     assert bad.returncode == 1
     assert "row 2" in bad.stderr
     assert "altered" in bad.stderr
     await _tamper(filled, "UPDATE audit_log SET households = 0 WHERE id = 2")
-    assert run_cli(["audit", "verify"], filled).returncode == 0
+    assert run_cli(["audit", "verify", "--full"], filled).returncode == 0
     # Reorder: swap rows 3 and 4.
     await _tamper(
         filled,
         "UPDATE audit_log SET id = -1 WHERE id = 3; UPDATE audit_log SET id = 3 WHERE id = 4; "
         "UPDATE audit_log SET id = 4 WHERE id = -1",
     )
-    bad = run_cli(["audit", "verify"], filled, check=False)
+    bad = run_cli(["audit", "verify", "--full"], filled, check=False)
     assert bad.returncode == 1
     assert "row 3" in bad.stderr
     await _tamper(
@@ -83,9 +84,9 @@ async def test_verify_clean_then_catches_edit_delete_reorder(filled: str) -> Non
         "UPDATE audit_log SET id = -1 WHERE id = 3; UPDATE audit_log SET id = 3 WHERE id = 4; "
         "UPDATE audit_log SET id = 4 WHERE id = -1",
     )
-    assert run_cli(["audit", "verify"], filled).returncode == 0
+    assert run_cli(["audit", "verify", "--full"], filled).returncode == 0
     await _tamper(filled, "DELETE FROM audit_log WHERE id = 2")
-    bad = run_cli(["audit", "verify"], filled, check=False)
+    bad = run_cli(["audit", "verify", "--full"], filled, check=False)
     assert bad.returncode == 1
     assert "row 3" in bad.stderr
     assert "removed" in bad.stderr

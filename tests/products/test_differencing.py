@@ -234,3 +234,157 @@ async def test_maps_are_under_the_same_control(
         SUMMARIES, params=_summary_params(target, target["score"]), headers=auth
     )
     assert summary.status_code == 409  # nor through another product
+
+
+# -- what the control compares with: every population answered, as it was answered ----------
+
+
+async def _grid(db: asyncpg.Connection, points: int, apart: int) -> list[float]:
+    """``points`` scores, each half-way between two scores of the registry, with at least
+    ``apart`` scored households between consecutive ones (none on a point)."""
+    scores = [
+        float(row["s"])
+        for row in await db.fetch(
+            "SELECT pmt_score AS s FROM households WHERE pmt_score IS NOT NULL ORDER BY 1"
+        )
+    ]
+    grid: list[float] = []
+    i = apart
+    while len(grid) < points:
+        while i < len(scores) and scores[i] == scores[i - 1]:
+            i += 1
+        assert i < len(scores), "the registry is too small for the grid"
+        grid.append((scores[i - 1] + scores[i]) / 2)
+        i += apart
+    return grid
+
+
+async def test_two_thousand_earlier_queries_do_not_change_the_result(
+    pclient: httpx.AsyncClient, seeded_url: str, db: asyncpg.Connection, target: asyncpg.Record
+) -> None:
+    """The query a household away from the agreement's first one is refused however many
+    queries came between (no window, no "latest N": the oldest is not forgotten)."""
+    auth = await _partner(pclient, seeded_url)
+    first = await pclient.get(
+        SUMMARIES, params=_summary_params(target, target["lower"]), headers=auth
+    )
+    assert first.status_code == 200, first.text
+    # 2,000 country-wide score windows between points of a grid 3 × THRESHOLD households
+    # apart: any two differ by at least that many, and each from the first query by more.
+    grid = await _grid(db, 64, 3 * THRESHOLD)
+    windows = [(low, high) for i, low in enumerate(grid) for high in grid[i + 1 :]][:2000]
+    assert len(windows) == 2000
+    for low, high in windows:
+        r = await pclient.get(
+            SUMMARIES,
+            params={"group_by": "province", "score_min": low, "score_max": high},
+            headers=auth,
+        )
+        assert r.status_code == 200, (low, high, r.text)
+    second = await pclient.get(
+        SUMMARIES, params=_summary_params(target, target["score"]), headers=auth
+    )
+    _refused_after(second, first.json()["query_id"])
+
+
+async def test_compared_with_the_population_answered_not_as_it_is_now(
+    pclient: httpx.AsyncClient, seeded_url: str, db: asyncpg.Connection, target: asyncpg.Record
+) -> None:
+    """A household leaves a population after the partner was given a table of it; other
+    filters that select exactly what remains would subtract to that household. Compared
+    with the registry as it is now the two populations are equal; compared with what the
+    partner holds, one household apart: refused."""
+    auth = await _partner(pclient, seeded_url)
+    place = await db.fetchrow(
+        """SELECT province_code, district_code, count(*) AS n FROM households
+            WHERE pmt_score <= 90 AND district_code <> $1
+            GROUP BY 1, 2 ORDER BY 3 DESC, 2 LIMIT 1""",
+        target["district_code"],
+    )
+    assert place is not None
+    assert place["n"] >= 5 * THRESHOLD
+    before = {"group_by": "poverty_band", "district": place["district_code"], "score_max": 90}
+    first = await pclient.get(SUMMARIES, params=before, headers=auth)
+    assert first.status_code == 200, first.text
+    moved = await db.fetchrow(
+        """SELECT id, pmt_score FROM households WHERE district_code = $1 AND pmt_score <= 90
+            ORDER BY id LIMIT 1""",
+        place["district_code"],
+    )
+    assert moved is not None
+    await db.execute("UPDATE households SET pmt_score = 95 WHERE id = $1", moved["id"])
+    try:
+        # The same households as the first query's now, named with other filters.
+        now = {**before, "province": place["province_code"]}
+        same_now = await db.fetchval(
+            "SELECT count(*) FROM households WHERE district_code = $1 AND pmt_score <= 90",
+            place["district_code"],
+        )
+        assert same_now == place["n"] - 1
+        second = await pclient.get(SUMMARIES, params=now, headers=auth)
+        _refused_after(second, first.json()["query_id"])
+        # The first query's own filters again are answered (as documented, the registry's
+        # own change between two identical queries is not covered).
+        again = await pclient.get(SUMMARIES, params=before, headers=auth)
+        assert again.status_code == 200, again.text
+        # ... and from then on the other filters are the same population as an answered
+        # one with other filters, which is no difference at all: still refused, because the
+        # first answer is not forgotten.
+        third = await pclient.get(SUMMARIES, params=now, headers=auth)
+        assert third.status_code == 409
+    finally:
+        await db.execute(
+            "UPDATE households SET pmt_score = $2 WHERE id = $1", moved["id"], moved["pmt_score"]
+        )
+
+
+async def test_more_near_sizes_than_can_be_compared_are_refused(
+    pclient: httpx.AsyncClient,
+    seeded_url: str,
+    db: asyncpg.Connection,
+    target: asyncpg.Record,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Populations of the same size, far apart: each is compared with the earlier ones of
+    nearly its size. Past MAX_NEAR of those the query is refused, not compared with some."""
+    from app.services.products import differencing
+
+    monkeypatch.setattr(differencing, "MAX_NEAR", 3)
+    auth = await _partner(pclient, seeded_url)
+    scores = [
+        float(row["pmt_score"])
+        for row in await db.fetch(
+            """SELECT pmt_score FROM households WHERE district_code = $1
+                 AND pmt_score IS NOT NULL ORDER BY 1""",
+            target["district_code"],
+        )
+    ]
+    # Five disjoint score windows of the district holding exactly 2 × THRESHOLD households.
+    size, windows, i = 2 * THRESHOLD, [], 0
+    while len(windows) < 5:
+        lo, hi = i, i + size
+        assert hi < len(scores)
+        if (lo == 0 or scores[lo - 1] < scores[lo]) and scores[hi - 1] < scores[hi]:
+            below = scores[lo - 1] if lo else scores[lo] - 1
+            windows.append(((below + scores[lo]) / 2, (scores[hi - 1] + scores[hi]) / 2))
+            i = hi
+        else:
+            i += 1
+    answers = [
+        await pclient.get(
+            SUMMARIES,
+            params={
+                "group_by": "poverty_band",
+                "district": target["district_code"],
+                "score_min": low,
+                "score_max": high,
+            },
+            headers=auth,
+        )
+        for low, high in windows
+    ]
+    assert [r.status_code for r in answers] == [200, 200, 200, 200, 409]
+    assert (
+        "more than 3 of your earlier queries selected nearly as many households"
+        in (answers[-1].json()["detail"])
+    )

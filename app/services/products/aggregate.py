@@ -1,4 +1,4 @@
-r"""Shared SQL of the published aggregates (summaries, analysis) and the differencing control.
+r"""Shared SQL of the published aggregates (summaries, analysis): dimensions, counting, protecting.
 
 **Counting.** One statement groups the households matching the filters by the requested
 dimensions and gives the interior cells of the table; ``with_margins`` adds every margin in
@@ -32,46 +32,21 @@ plus one scan of the households; a member table about twice the bare GROUP BY (t
 distinct households per group). Public answers are not counted here but summed from the
 public cube the worker refreshes (app.services.products.cube, app.services.products.public).
 
-**Differencing.** Suppression and rounding protect one table; two tables whose populations
-differ by one household give that household away by subtraction (its band, its score
-through a mean). Every partner query answered is logged (``aggregate_queries``: the
-agreement, the normalized filters, the grouping). Before the next one is answered, the
-agreement's earlier queries of the last ``WINDOW_DAYS`` days (the latest ``MAX_EARLIER``,
-identical filters folded into one) are compared with it over the agreement's households
-as they are now. With A the households the new filters select and B an earlier query's,
-the query is refused (409) when ``0 < |A Δ B| < threshold``, where
-``|A Δ B| = |A| + |B| - 2|A ∩ B| = |A \ B| + |B \ A|``. The filters are conjunctions over
-a household, so ``A ∩ B`` is both predicates ANDed; the counts are ``count(*) FILTER``
-aggregates, each predicate evaluated once per household, in two statements:
-
-1. over the households of A (an index scan when A names a place): ``|A|`` and every
-   ``|A \ B|``; an earlier query missing ``threshold`` or more of them is far enough;
-2. for the rest (B holds nearly all of A), over the households outside A that one of them
-   selects: each ``|B \ A|``.
-
-The comparison covers every earlier query of the agreement whatever its grouping, both
-products together: any two tables share their common margins (at least the grand total,
-with its mean score), so a difference is exploitable across groupings too. Queries of one
-agreement are checked and logged one at a time (an advisory lock), so two near-identical
-queries sent at once cannot both pass. Not covered: differences that come from the
-registry changing between two identical queries, and partners pooling their answers.
+**Differencing** (two tables whose populations differ by a few households) is controlled
+before any partner table is counted: app.services.products.differencing.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import uuid
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
-import orjson
 
-from app.auth.partner import Principal
-from app.errors import Conflict, Forbidden, ValidationFailed
+from app.errors import Forbidden, ValidationFailed
 from app.models.registry import (
     EDUCATION_LEVELS,
     EMPLOYMENT,
@@ -91,8 +66,6 @@ from app.services.sharing.beneficiaries_sql import (
     household_where,
 )
 
-log = logging.getLogger("nser.products")
-
 BANDS = ("ultra_poor", "very_poor", "poor", "non_poor", "well_off")
 AGE_BRACKETS = ("0-4", "5-9", "10-14", "15-17", "18-24", "25-34", "35-44", "45-54", "55-64", "65+")
 MEASURES = ("households", "members", "mean_pmt_score", "share_below")
@@ -103,11 +76,6 @@ MEASURES = ("households", "members", "mean_pmt_score", "share_below")
 MAX_DIMS = 4
 MAX_CELLS = 2_000
 PROTECTING_AT_ONCE = 2
-
-# The differencing control: how far back, how many earlier queries, and the lock class.
-WINDOW_DAYS = 90
-MAX_EARLIER = 200
-_OVERLAP_LOCK = 0x6E736571  # "nseq"; two-int advisory keys never meet the audit's bigint one
 
 
 @dataclass(frozen=True)
@@ -431,152 +399,3 @@ async def protect_table(
         is_margin = any(v is None for v in p.key.values())
         (margins if is_margin else rows).append(_as_json(p, measures))
     return Table(rows, margins, disclosure)
-
-
-# -- the differencing control -------------------------------------------------------------
-
-
-def normalized_filters(f: Filters) -> dict[str, Any]:
-    """The household filters as a canonical JSON object (sorted, without repeats)."""
-    out: dict[str, Any] = {level: sorted(set(codes)) for level, codes in f.geo().items()}
-    if f.score_min is not None:
-        out["score_min"] = float(f.score_min)
-    if f.score_max is not None:
-        out["score_max"] = float(f.score_max)
-    if f.poverty_band:
-        out["poverty_band"] = sorted(set(f.poverty_band))
-    if f.member_type:
-        out["member_type"] = sorted(set(f.member_type))
-    return out
-
-
-def filters_from(normalized: dict[str, Any]) -> Filters:
-    return Filters(
-        **{level: list(normalized.get(level, [])) for level in GEO_LEVELS},
-        score_min=normalized.get("score_min"),
-        score_max=normalized.get("score_max"),
-        poverty_band=list(normalized.get("poverty_band", [])),
-        member_type=list(normalized.get("member_type", [])),
-    )
-
-
-def _predicate(q: Query, f: Filters, *, indexable: bool = False) -> str:
-    """The filters as one boolean over ``h`` (no agreement scope), parameters shared with
-    ``q``: never null; or, ``indexable``, the bare conjunction a WHERE can use indexes with
-    (null counts as false there)."""
-    sub = Query()
-    sub.params = q.params
-    where = f"({household_where(sub, f, (), None)})"
-    return where if indexable else f"coalesce({where}, false)"
-
-
-def _scope(q: Query, p: Principal) -> str:
-    """The agreement's geography over ``h`` (``true`` for the whole country)."""
-    sub = Query()
-    sub.params = q.params
-    return household_where(sub, Filters(), p.geo_codes, None)
-
-
-async def _counts(
-    conn: asyncpg.Connection, q: Query, where: str, conditions: Sequence[str]
-) -> list[int]:
-    """``count(*) FILTER (WHERE condition)`` of each condition over the households
-    ``where`` selects, in one scan; each condition is evaluated once per household."""
-    cols = ", ".join(f"{c} AS c{i}" for i, c in enumerate(conditions))
-    aggs = ", ".join(f"count(*) FILTER (WHERE c{i})" for i in range(len(conditions)))
-    # OFFSET 0 keeps the subquery, so the planner does not copy each condition into
-    # the aggregates that read it.
-    sql = f"SELECT {aggs} FROM (SELECT {cols} FROM households h WHERE {where} OFFSET 0) x"
-    row = await conn.fetchrow(sql, *q.params)
-    assert row is not None
-    return [int(v) for v in row]
-
-
-@dataclass
-class Overlap:
-    households: int  # |A|: the households the new query selects within the agreement
-
-
-async def lock_agreement(conn: asyncpg.Connection, agreement_id: uuid.UUID) -> None:
-    """Serialize the agreement's aggregate queries until the transaction ends."""
-    await conn.execute(
-        "SELECT pg_advisory_xact_lock($1, hashtext($2))", _OVERLAP_LOCK, str(agreement_id)
-    )
-
-
-async def check_overlap(
-    conn: asyncpg.Connection, p: Principal, f: Filters, threshold: int
-) -> Overlap:
-    """Refuse (409) a query whose households differ from an earlier query's of the same
-    agreement by fewer than ``threshold`` (and more than zero); else ``|A|``."""
-    mine = normalized_filters(f)
-    rows = await conn.fetch(
-        """SELECT id, filters FROM aggregate_queries
-            WHERE agreement_id = $1 AND at > now() - make_interval(days => $2)
-            ORDER BY id DESC LIMIT $3""",
-        p.agreement_id,
-        WINDOW_DAYS,
-        MAX_EARLIER,
-    )
-    earlier: dict[bytes, tuple[int, dict[str, Any]]] = {}
-    for row in rows:
-        theirs = orjson.loads(row["filters"])
-        key = orjson.dumps(theirs, option=orjson.OPT_SORT_KEYS)
-        if theirs != mine and key not in earlier:
-            earlier[key] = (row["id"], theirs)
-    ids = [query_id for query_id, _ in earlier.values()]
-    others = [filters_from(theirs) for _, theirs in earlier.values()]
-    # 1. Over the households of A only: |A| and each |A \ B|. An earlier query missing
-    #    at least ``threshold`` of them is far enough whatever B holds outside A.
-    q = Query()
-    where = f"{_scope(q, p)} AND {_predicate(q, f, indexable=True)}"
-    first = await _counts(conn, q, where, ["true", *(f"NOT {_predicate(q, b)}" for b in others)])
-    n_a, a_not_b = first[0], first[1:]
-    near = [i for i, n in enumerate(a_not_b) if n < threshold]
-    # 2. For those left (B holds nearly all of A): |B \ A| over the households outside A.
-    b_not_a = [0] * len(others)
-    if near:
-        q = Query()
-        scope, a = _scope(q, p), _predicate(q, f)
-        bs = [_predicate(q, others[i]) for i in near]
-        union = " OR ".join(_predicate(q, others[i], indexable=True) for i in near)
-        where = f"{scope} AND NOT {a} AND ({union})"
-        for i, n in zip(near, await _counts(conn, q, where, bs), strict=True):
-            b_not_a[i] = n
-    for i in near:
-        # |A Δ B| = |A| + |B| - 2|A ∩ B|, with |A ∩ B| = |A| - |A \ B|, |B| = |A ∩ B| + |B \ A|.
-        differ = a_not_b[i] + b_not_a[i]
-        if 0 < differ < threshold:
-            log.warning(
-                "aggregate query refused: differs from an earlier one by a few households",
-                extra={"agreement_id": str(p.agreement_id), "earlier_query": ids[i]},
-            )
-            raise Conflict(
-                f"differs from your earlier query {ids[i]} by fewer than {threshold} "
-                "households; widen or narrow the filters so that the populations differ by "
-                f"at least {threshold} households, or repeat the earlier filters exactly"
-            )
-    return Overlap(n_a)
-
-
-async def log_query(
-    conn: asyncpg.Connection,
-    p: Principal,
-    product: str,
-    f: Filters,
-    dims: Sequence[str],
-    households: int,
-) -> int:
-    """Record an answered query (in the answer's transaction); its id."""
-    query_id: int = await conn.fetchval(
-        """INSERT INTO aggregate_queries (agreement_id, client_id, product, filters, dims,
-                                          households)
-           VALUES ($1, $2, $3, $4::jsonb, $5, $6) RETURNING id""",
-        p.agreement_id,
-        p.client_id,
-        product,
-        orjson.dumps(normalized_filters(f), option=orjson.OPT_SORT_KEYS).decode(),
-        list(dims),
-        households,
-    )
-    return query_id

@@ -21,7 +21,7 @@ from app.errors import NotFound, ValidationFailed
 from app.schemas.products import AnalysisRequest
 from app.services.audit import trail as audit
 from app.services.disclosure.policy import Policy
-from app.services.products import aggregate
+from app.services.products import aggregate, differencing
 from app.services.registry import version as registry_version
 from app.services.sharing.beneficiaries import check_geography
 from app.services.sharing.beneficiaries_sql import Filters
@@ -77,13 +77,13 @@ async def run(
     await check_geography(pool, p, f)
     assert p.agreement_id is not None
     async with pool.acquire() as conn, conn.transaction():
-        await aggregate.lock_agreement(conn, p.agreement_id)
+        await differencing.lock_agreement(conn, p.agreement_id)
         version = await registry_version.data_version(conn)
-        overlap = await aggregate.check_overlap(conn, p, f, policy.threshold)
+        overlap = await differencing.check_overlap(conn, p, f, policy.threshold)
         interior = await aggregate.interior_cells(conn, dims, f, p.geo_codes, request.cut_off)
         cells = aggregate.full_table(dims, interior)
         members = cells[-1].members  # the grand total, last
-        query_id = await aggregate.log_query(conn, p, "analysis", f, dims, overlap.households)
+        query_id = await differencing.log_query(conn, p, "analysis", dims, overlap)
         await audit.append(
             conn,
             audit.AuditRecord.of(

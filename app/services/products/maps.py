@@ -56,7 +56,7 @@ from app.services.disclosure.protect import (
     round_half_up,
 )
 from app.services.disclosure.table import Cell, with_margins
-from app.services.products import aggregate as tables
+from app.services.products import differencing
 from app.services.registry import version as registry_version
 from app.services.sharing.beneficiaries import check_geography
 from app.services.sharing.beneficiaries_sql import Filters, Query, household_where
@@ -504,11 +504,9 @@ async def partner_map(
     await check_geography(pool, p, q.filters)
     assert p.agreement_id is not None
     async with pool.acquire() as conn, conn.transaction():
-        await tables.lock_agreement(conn, p.agreement_id)
-        overlap = await tables.check_overlap(conn, p, q.filters, policy.threshold)
-        await tables.log_query(
-            conn, p, "maps", q.filters, [f"h3:{q.resolution}"], overlap.households
-        )
+        await differencing.lock_agreement(conn, p.agreement_id)
+        overlap = await differencing.check_overlap(conn, p, q.filters, policy.threshold)
+        await differencing.log_query(conn, p, "maps", [f"h3:{q.resolution}"], overlap)
     version = await registry_version.data_version(pool)
     key = ("partner", *q.key(), version)
     result = await cache.get_or_compute(key, lambda: compute(pool, q, version, policy))

@@ -5,7 +5,7 @@ refreshes (app.services.products.public); :func:`public_summary` here counts the
 table straight from the registry, the reference the cube's answers are tested and
 measured against. Partners (``summaries:read``): down to union councils within the agreement's
 geography, any dimension the agreement grants, audited, and checked against the
-agreement's earlier queries for differencing (app.services.products.aggregate).
+agreement's earlier queries for differencing (app.services.products.differencing).
 
 Every table is one GROUP BY for its interior cells, ``with_margins`` for the margins and
 ``protect`` for suppression and rounding: ``rows`` are the interior cells, ``margins`` the
@@ -21,7 +21,7 @@ import asyncpg
 from app.auth.partner import Principal
 from app.services.audit import trail as audit
 from app.services.disclosure.policy import Policy
-from app.services.products import aggregate
+from app.services.products import aggregate, differencing
 from app.services.registry import version as registry_version
 from app.services.sharing.beneficiaries import check_geography
 from app.services.sharing.beneficiaries_sql import Filters
@@ -82,12 +82,12 @@ async def partner_summary(
     await check_geography(pool, p, f)
     assert p.agreement_id is not None
     async with pool.acquire() as conn, conn.transaction():
-        await aggregate.lock_agreement(conn, p.agreement_id)
+        await differencing.lock_agreement(conn, p.agreement_id)
         version = await registry_version.data_version(conn)
-        overlap = await aggregate.check_overlap(conn, p, f, policy.threshold)
+        overlap = await differencing.check_overlap(conn, p, f, policy.threshold)
         interior = await aggregate.interior_cells(conn, dims, f, p.geo_codes)
         cells = aggregate.full_table(dims, interior)
-        query_id = await aggregate.log_query(conn, p, "summaries", f, dims, overlap.households)
+        query_id = await differencing.log_query(conn, p, "summaries", dims, overlap)
         await audit.append(
             conn,
             audit.AuditRecord.of(

@@ -15,7 +15,7 @@ THRESHOLD = 10
 
 
 async def test_queries_logged_before_the_upgrade_still_refuse() -> None:
-    url = await asyncio.to_thread(create_database, "0015")  # the release before signatures
+    url = await asyncio.to_thread(create_database, "0016")  # the release before signatures
     try:
         run_cli(["seed", "--households", "800", "--seed", "5"], url)
         partner = create_partner(url, categories="i")

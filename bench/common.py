@@ -83,12 +83,17 @@ def bench_database(
             asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
-def create_partner(url: str, categories: str, update_kinds: str | None = None) -> Any:
-    """A partner organisation with an agreement and an API client (``--json`` output)."""
+def create_partner(
+    url: str, categories: str, update_kinds: str | None = None, geo: tuple[str, ...] = ()
+) -> Any:
+    """A partner organisation with an agreement (over ``geo``, else the whole country) and
+    an API client (``--json`` output)."""
     args = ["partners", "create", "--name", "Bench", "--type", "government"]
     args += ["--categories", categories]
     if update_kinds:
         args += ["--update-kinds", update_kinds]
+    for code in geo:
+        args += ["--geo", code]
     return json.loads(nser([*args, "--json"], url))
 
 

@@ -15,7 +15,8 @@ medians of ``--runs``. The last line is one JSON object; ``ratio`` is programme 
 over plain households/s (target >= 0.8).
 
 It then times what-if targeting simulations over the same registry, in process through the
-worker's own path (``app.services.targeting.simulation``: queue a row, ``process_one``):
+worker's own path (``app.services.targeting.simulation``: queue a row, ``process_one`` with
+one spare connection, as the worker gives it):
 cut-off 32 -> 30 (a candidate rule) and a candidate PMT model (every household re-scored
 in SQL, nothing written), against the bare read they cannot avoid (households joined to
 their living members' aggregate, grouped by district), alternated, medians of
@@ -161,6 +162,8 @@ SELECT h.district_code, count(*), sum(coalesce(m0.size, 0))
  GROUP BY 1"""
     weights = {**ILLUSTRATIVE.weights, "television": 4.0, "household_size": -0.8}
     conn = await asyncpg.connect(url)
+    # The worker's spare connection: the simulation reads on both (simulation.READERS).
+    spare = await asyncpg.connect(url)
     try:
         await conn.execute(
             """INSERT INTO pmt_models (version, description, intercept, weights, bands,
@@ -189,7 +192,7 @@ SELECT h.district_code, count(*), sum(coalesce(m0.size, 0))
                     json.dumps(request),
                 )
                 started = time.perf_counter()
-                assert await simulation.process_one(conn, "bench-worker")
+                assert await simulation.process_one(conn, "bench-worker", [spare])
                 times[kind].append(time.perf_counter() - started)
                 row = await conn.fetchrow(
                     "SELECT status, error, result::text AS result FROM simulations WHERE id = $1",
@@ -203,6 +206,7 @@ SELECT h.district_code, count(*), sum(coalesce(m0.size, 0))
             )
     finally:
         await conn.close()
+        await spare.close()
     bare_s = statistics.median(times["bare"])
     return {
         "simulation_households": results["rule"]["households_total"],

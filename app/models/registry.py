@@ -102,6 +102,8 @@ class Household(Timestamps, Base):
         Index("ix_households_district_id", "district_code", "id"),
         Index("ix_households_tehsil_id", "tehsil_code", "id"),
         Index("ix_households_uc_id", "union_council_code", "id"),
+        # An agreement's geography (codes at any level) is read through indexes (0018).
+        Index("ix_households_village", "village_code"),
         # Free space per page for HOT updates (migration 0004).
         {"postgresql_with": {"fillfactor": 80}},
     )

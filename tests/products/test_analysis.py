@@ -267,3 +267,98 @@ async def test_geography_and_scope(
     p = create_partner(seeded_url, categories="i")
     auth = bearer(await get_token(pclient, p["client_id"], p["client_secret"]))
     assert (await pclient.post(URL, json={"rows": ["district"]}, headers=auth)).status_code == 403
+
+
+# Each kind of table against SQL written apart from the service's: household dimensions
+# (household composition: a household's living members), member dimensions (a household
+# counts once in each of its groups; age brackets from the age in years), both together,
+# and the member-type filter. The truth is per household or per member, grouped here.
+_AGE_BOUNDS = ((5, "0-4"), (10, "5-9"), (15, "10-14"), (18, "15-17"), (25, "18-24"))
+_AGE_BOUNDS += ((35, "25-34"), (45, "35-44"), (55, "45-54"), (65, "55-64"))
+
+
+def _bracket(age: int) -> str:
+    return next((label for below, label in _AGE_BOUNDS if age < below), "65+")
+
+
+def _composition(living: int) -> str:
+    return str(living) if living < 9 else "9+"
+
+
+_MEMBER_ROWS = """
+    SELECT h.id, h.poverty_band, h.district_code, m.gender, m.marital_status,
+           date_part('year', age(current_date, m.date_of_birth))::int AS age,
+           m.date_of_birth > current_date - interval '18 years' AS child,
+           (SELECT count(*) FROM members l
+             WHERE l.household_id = h.id AND l.deceased_on IS NULL) AS living
+      FROM households h LEFT JOIN members m ON m.household_id = h.id AND m.deceased_on IS NULL
+     WHERE h.province_code = $1"""
+
+
+@pytest.mark.parametrize(
+    ("rows", "columns", "member_type"),
+    [
+        (["poverty_band"], ["household_composition"], []),
+        (["gender"], ["age_bracket"], ["children"]),
+        (["household_composition"], ["gender"], []),
+        (["district"], ["marital_status"], ["children"]),
+    ],
+)
+async def test_every_kind_of_table_matches_sql(
+    pclient: httpx.AsyncClient,
+    seeded_url: str,
+    db: asyncpg.Connection,
+    province: str,
+    rows: list[str],
+    columns: list[str],
+    member_type: list[str],
+) -> None:
+    _, auth = await _partner(pclient, seeded_url)
+    request = {
+        "rows": rows,
+        "columns": columns,
+        "measures": ["households", "members"],
+        "filters": {"province": [province], "member_type": member_type},
+    }
+    r = await pclient.post(URL, json=request, headers=auth)
+    assert r.status_code == 201, r.text
+    body = r.json()
+    dims = [*rows, *columns]
+    records = await db.fetch(_MEMBER_ROWS, province)
+    if member_type:  # households with a living child, and all their living members
+        keep = {rec["id"] for rec in records if rec["child"]}
+        records = [rec for rec in records if rec["id"] in keep]
+
+    def value(rec: asyncpg.Record, dim: str) -> str:
+        return {
+            "poverty_band": lambda: rec["poverty_band"] or "unscored",
+            "district": lambda: rec["district_code"],
+            "household_composition": lambda: _composition(rec["living"]),
+            "gender": lambda: rec["gender"],
+            "marital_status": lambda: rec["marital_status"],
+            "age_bracket": lambda: _bracket(rec["age"]),
+        }[dim]()
+
+    member_dims = {"gender", "age_bracket", "marital_status"} & set(dims)
+    households: dict[tuple[str, ...], set[int]] = {}
+    members: dict[tuple[str, ...], int] = {}
+    for rec in records:
+        if rec["gender"] is None and member_dims:
+            continue  # no living member: in no member group
+        key = tuple(value(rec, d) for d in dims)
+        households.setdefault(key, set()).add(rec["id"])
+        members[key] = members.get(key, 0) + (rec["gender"] is not None)
+    shown = 0
+    for cell in body["cells"]:
+        key = tuple(cell[d] for d in dims)
+        if cell["households"] is None:
+            continue
+        shown += 1
+        assert len(households[key]) >= THRESHOLD, key
+        assert cell["households"] == rounded(len(households[key]), BASE), key
+        assert cell["members"] == rounded(members[key], BASE), key
+    assert shown > 0
+    assert {tuple(c[d] for d in dims) for c in body["cells"]} >= set(households)
+    if not member_dims:  # household tables: the grand total is every selected household
+        total = len({rec["id"] for rec in records})
+        assert body["margins"][-1]["households"] == rounded(total, BASE)

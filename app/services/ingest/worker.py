@@ -787,7 +787,8 @@ async def run_worker(
                     await state_service.open_connection(conn)
             if await process_one(conns[0], worker, lease_seconds, chunk=chunk, spares=conns[1:]):
                 continue
-            if await simulation_service.process_one(conns[0], worker):
+            readers = conns[1 : simulation_service.READERS]
+            if await simulation_service.process_one(conns[0], worker, readers):
                 continue  # a what-if simulation (app.services.targeting), when no batch waits
             if exit_when_idle:
                 break

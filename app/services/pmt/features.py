@@ -9,6 +9,7 @@ seeded data, so they cannot drift apart.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -195,17 +196,29 @@ _EDU_CASE = (
 # Age counts at the survey date, so a re-score does not drift with the calendar. "Under 15"
 # is written as a date comparison (born after the survey date minus 15 years), which is the
 # same test as ``age_on`` (Feb 29 included) and far cheaper than age() per member.
+# Each column of the living members' aggregate: SQL over members ``mb`` of household ``hh``
+# (``count(mb.id)``, not ``count(*)``: zero for a household joined to no member).
+MEMBER_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("size", "count(mb.id)"),
+    (
+        "dependents",
+        "count(*) FILTER (WHERE mb.date_of_birth > hh.surveyed_on - interval '15 years'\n"
+        "                   OR mb.date_of_birth <= hh.surveyed_on - interval '65 years')",
+    ),
+    ("head_education", f"max({_EDU_CASE}) FILTER (WHERE mb.relationship = 'head')"),
+    ("disabled", "count(*) FILTER (WHERE cardinality(mb.disabilities) > 0)"),
+)
+_MEMBER_SELECT = ",\n       ".join(f"{sql} AS {name}" for name, sql in MEMBER_COLUMNS)
 MEMBER_AGGREGATE = f"""
 SELECT mb.household_id,
-       count(*) AS size,
-       count(*) FILTER (WHERE mb.date_of_birth > hh.surveyed_on - interval '15 years'
-                          OR mb.date_of_birth <= hh.surveyed_on - interval '65 years')
-         AS dependents,
-       max({_EDU_CASE}) FILTER (WHERE mb.relationship = 'head') AS head_education,
-       count(*) FILTER (WHERE cardinality(mb.disabilities) > 0) AS disabled
+       {_MEMBER_SELECT}
   FROM members mb JOIN households hh ON hh.id = mb.household_id
  WHERE mb.deceased_on IS NULL AND {{where}}
  GROUP BY mb.household_id
 """
+# The households' columns the SQL features read.
+HOUSEHOLD_COLUMNS = tuple(
+    sorted({c for sql in SQL_FEATURES.values() for c in re.findall(r"\bh\.(\w+)", sql)})
+)
 
 assert set(PY_FEATURES) == set(SQL_FEATURES)

@@ -47,6 +47,9 @@ from typing import Any
 from app.schemas.geography import CODE_PATTERN
 
 Binder = Callable[[object], str]
+# A member condition by name as SQL over ``h``: ``condition_sql`` (an ``EXISTS``), or a
+# column of a member aggregate already read (the simulations, app.services.targeting).
+Condition = Callable[[str], str]
 
 UNITS = ("household", "family")
 # Living members only; ages as at today, like the beneficiary member types.
@@ -200,33 +203,48 @@ def condition_sql(name: str) -> str:
     return f"EXISTS (SELECT 1 FROM members m WHERE {_LIVING} AND {CONDITIONS[name]})"
 
 
+def member_test(name: str, alias: str) -> str:
+    """The named condition over one member ``alias`` (its ``EXISTS`` asks it of each living
+    member): a member aggregate counting the members meeting it gives the same answer."""
+    return re.sub(r"\bm\.", f"{alias}.", CONDITIONS[name])
+
+
 def _geography_sql(rule: Rule, bind: Binder) -> str:
     codes = bind(list(rule.geography))
     return "(" + " OR ".join(f"h.{c} = ANY({codes}::text[])" for c in _GEO_COLUMNS) + ")"
 
 
-def _gates(rule: Rule, bind: Binder) -> list[tuple[str, str]]:
+def _gates(rule: Rule, bind: Binder, condition: Condition) -> list[tuple[str, str]]:
     """(clause, condition that must hold) in evaluation order, before the cut-offs."""
     gates: list[tuple[str, str]] = []
     if rule.geography:
         gates.append(("geography", _geography_sql(rule, bind)))
-    gates += [(f"requires:{name}", condition_sql(name)) for name in rule.requires]
+    gates += [(f"requires:{name}", condition(name)) for name in rule.requires]
     if rule.unit == "family" and "has_ever_married_woman" not in rule.requires:
-        gates.append(("no_recipient", condition_sql("has_ever_married_woman")))
+        gates.append(("no_recipient", condition("has_ever_married_woman")))
     return gates
 
 
-def _admits(rule: Rule, bind: Binder) -> list[tuple[str, str, str]]:
+def _admits(rule: Rule, bind: Binder, condition: Condition) -> list[tuple[str, str, str]]:
     """(clause, cut-off placeholder, extra condition or '') of each way to be eligible."""
     out = [("cut_off", bind(rule.cut_off), "")]
     out += [
-        (f"raised_cut_off:{r.when}", bind(r.cut_off), condition_sql(r.when))
+        (f"raised_cut_off:{r.when}", bind(r.cut_off), condition(r.when))
         for r in rule.raised_cut_offs
     ]
     return out
 
 
-def eligible_sql(rule: Rule, bind: Binder) -> str:
+def conditions_of(rule: Rule) -> list[str]:
+    """The member conditions the rule reads (in the order ``eligible_sql`` reads them)."""
+    names = list(rule.requires)
+    if rule.unit == "family":
+        names.append("has_ever_married_woman")
+    names += [r.when for r in rule.raised_cut_offs]
+    return list(dict.fromkeys(names))
+
+
+def eligible_sql(rule: Rule, bind: Binder, condition: Condition = condition_sql) -> str:
     """A boolean expression over households ``h``: true exactly for eligible households.
 
     Evaluated per household, cheapest first: the score against the highest cut-off and the
@@ -234,11 +252,12 @@ def eligible_sql(rule: Rule, bind: Binder) -> str:
     ``EXISTS`` only runs between the base and the raised cut-off), then the member
     conditions, inside a ``CASE`` so that PostgreSQL keeps that order and does not turn them
     into semi-joins over every member of the registry (which would also force a sort of
-    the whole result before the first row of an id-ordered stream).
+    the whole result before the first row of an id-ordered stream). ``condition`` gives
+    each member condition's SQL (by default its ``EXISTS``).
     """
     top = max([rule.cut_off, *(r.cut_off for r in rule.raised_cut_offs)])
     parts = [f"h.pmt_score < {bind(top)}::numeric"]
-    gates = _gates(rule, bind)
+    gates = _gates(rule, bind, condition)
     if rule.geography:
         parts.append(gates[0][1])
         gates = gates[1:]
@@ -247,7 +266,7 @@ def eligible_sql(rule: Rule, bind: Binder) -> str:
         # does not use is refused by the server).
         return "(" + " AND ".join(parts) + ")"
     admits = []
-    for _, placeholder, cond in _admits(rule, bind):
+    for _, placeholder, cond in _admits(rule, bind, condition):
         test = f"h.pmt_score < {placeholder}::numeric"
         admits.append(f"({test} AND {cond})" if cond else test)
     admitted = "(" + " OR ".join(admits) + ")"
@@ -261,9 +280,11 @@ def eligible_sql(rule: Rule, bind: Binder) -> str:
 
 def clause_sql(rule: Rule, bind: Binder) -> str:
     """A text expression over households ``h``: the clause that decides (``CLAUSES``)."""
-    whens = [f"WHEN NOT {cond} THEN '{clause}'" for clause, cond in _gates(rule, bind)]
+    whens = [
+        f"WHEN NOT {cond} THEN '{clause}'" for clause, cond in _gates(rule, bind, condition_sql)
+    ]
     whens.append("WHEN h.pmt_score IS NULL THEN 'no_score'")
-    for clause, placeholder, cond in _admits(rule, bind):
+    for clause, placeholder, cond in _admits(rule, bind, condition_sql):
         test = f"h.pmt_score < {placeholder}::numeric"
         whens.append(f"WHEN {test}{' AND ' + cond if cond else ''} THEN '{clause}'")
     return "(CASE " + " ".join(whens) + " ELSE 'above_cut_off' END)"
@@ -293,8 +314,7 @@ def compile_where(rule: Rule, start: int = 1) -> tuple[str, list[object]]:
 
 def recipient_sql(alias: str = "m") -> str:
     """The §3.1 recipient test over a member (an ever-married woman, living)."""
-    test = _EVER_MARRIED_WOMAN.replace("m.", f"{alias}.")
-    return f"({alias}.deceased_on IS NULL AND {test})"
+    return f"({alias}.deceased_on IS NULL AND {member_test('has_ever_married_woman', alias)})"
 
 
 __all__ = [
@@ -302,14 +322,17 @@ __all__ = [
     "CONDITIONS",
     "UNITS",
     "Binder",
+    "Condition",
     "Raised",
     "Rule",
     "RuleError",
     "clause_sql",
     "compile_where",
     "condition_sql",
+    "conditions_of",
     "cut_off_sql",
     "eligible_sql",
+    "member_test",
     "normalize",
     "parse_rule",
     "recipient_sql",

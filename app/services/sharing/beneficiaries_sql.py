@@ -25,10 +25,14 @@ MEMBER_TYPE_SQL = {
     "disabled": "coalesce(cardinality(m.disabilities), 0) > 0",
 }
 AGE = "date_part('year', age(current_date, m.date_of_birth))::int"
-AGE_BRACKET = f"""(CASE WHEN {AGE} < 5 THEN '0-4' WHEN {AGE} < 10 THEN '5-9'
-  WHEN {AGE} < 15 THEN '10-14' WHEN {AGE} < 18 THEN '15-17' WHEN {AGE} < 25 THEN '18-24'
-  WHEN {AGE} < 35 THEN '25-34' WHEN {AGE} < 45 THEN '35-44' WHEN {AGE} < 55 THEN '45-54'
-  WHEN {AGE} < 65 THEN '55-64' ELSE '65+' END)"""
+# The bracket of the age, computed once per member (a CASE would compute the age again in
+# each test): bucket i of ``width_bucket`` holds the ages from the i-th lower bound up.
+AGE_BRACKETS = ("0-4", "5-9", "10-14", "15-17", "18-24", "25-34", "35-44", "45-54", "55-64", "65+")
+_LOWER_BOUNDS = (5, 10, 15, 18, 25, 35, 45, 55, 65)
+AGE_BRACKET = (
+    "(ARRAY[" + ", ".join(f"'{b}'" for b in AGE_BRACKETS) + "])"
+    f"[width_bucket({AGE}, ARRAY[{', '.join(map(str, _LOWER_BOUNDS))}]) + 1]"
+)
 
 # Dimensions carried by each member (beyond the base member fields).
 MEMBER_DIMENSIONS = {

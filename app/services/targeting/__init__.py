@@ -11,6 +11,7 @@ the live ones over the whole registry, on the worker, read-only; results stored 
 Public: ``explanation.explain`` (and its pure parts ``build``, ``build_for_partner``,
 ``apportion``, ``band_crossings``, ``score_history``); ``partner_view`` (which indicator
 reads which sharing dimension, and the partner's view of each part); ``simulation.submit``,
-``simulation.get``, ``simulation.process_one`` (the worker's hook),
-``simulation.SimulationSpec``, ``simulation.summarize`` (pure).
+``simulation.get``, ``simulation.process_one`` (the worker's hook; it lends the run
+``simulation.READERS`` connections), ``simulation.SimulationSpec``, ``simulation.summarize``
+(pure).
 """

@@ -30,20 +30,27 @@ candidate minus live. Newly included households (entering) and newly excluded ho
 household entering reduces the exclusion error, a non-poor one adds to the inclusion
 error, and so on.
 
-The simulation only reads: one ``SELECT`` over households and their living members,
-grouped in SQL (province x district x live band x candidate band x live/candidate
-eligibility), so no score, band or history row of the registry changes. It runs on the
-worker (:func:`process_one`), which holds the ``simulations`` row locked while it runs.
+The simulation only reads, so no score, band or history row of the registry changes: one
+grouped ``SELECT`` (province x district x live band x candidate band x live/candidate
+eligibility) per range of ``CHUNK_IDS`` household ids, over the households of the range
+and the aggregate of their living members, both read in household id order
+(:func:`simulation_sql`). Every range costs the same whatever the registry's size, so a
+run grows linearly with it; the ranges are shared out among ``READERS`` connections on one
+snapshot (the worker's own and a spare, each a PostgreSQL backend busy on its own core),
+and the groups of all ranges are added up before the report. It runs on the worker
+(:func:`process_one`), which holds the ``simulations`` row locked while it runs and logs
+its progress every tenth of the ranges.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -51,11 +58,12 @@ from typing import Any
 
 import asyncpg
 import orjson
+from asyncpg.transaction import Transaction
 
 from app.auth.partner import Principal
 from app.errors import NotFound, ValidationFailed
 from app.services.audit import trail as audit
-from app.services.pmt.features import MEMBER_AGGREGATE
+from app.services.pmt.features import HOUSEHOLD_COLUMNS, MEMBER_COLUMNS
 from app.services.pmt.model import InvalidModel, PmtModel
 from app.services.pmt.model import _band_expression as band_expression
 from app.services.pmt.model import _score_expression as score_expression
@@ -86,17 +94,16 @@ class SimulationSpec:
 
 # -- the query ------------------------------------------------------------------------------
 
-_AGGREGATE = MEMBER_AGGREGATE.format(where="true").replace(
-    "count(*) AS size,",
-    "count(*) AS size,\n       count(*) FILTER (WHERE "
-    + re.sub(r"\bm\.", "mb.", rules.recipient_sql())
-    + ") AS recipients,",
-    1,
-)
-assert "AS recipients" in _AGGREGATE
-# What a rule can read of a household: its id (member conditions), geography and score.
+# Households per statement: a statement reads one range of household ids (the households
+# by their primary key, their members by ``members.household_id``), so every statement
+# costs the same whatever the registry's size, and the ranges are shared out among the
+# reading connections.
+CHUNK_IDS = 100_000
+# Connections reading ranges at once (the worker's own and one of its spares): each keeps
+# one core busy, PostgreSQL's in its backend.
+READERS = 2
+# What a rule can read of a household besides its score and member conditions.
 _RULE_COLUMNS = (
-    "id",
     "province_code",
     "division_code",
     "district_code",
@@ -106,24 +113,81 @@ _RULE_COLUMNS = (
 )
 
 
+def _conditions(spec: SimulationSpec) -> list[str]:
+    """The member conditions either rule reads."""
+    both = rules.conditions_of(spec.live_rule) + rules.conditions_of(spec.candidate_rule)
+    return list(dict.fromkeys(both))
+
+
 def simulation_sql(spec: SimulationSpec) -> tuple[str, list[object]]:
-    """The one grouped ``SELECT`` of a simulation and its parameters."""
-    params: list[object] = []
+    """The grouped ``SELECT`` of a simulation over the households with ids in ``[$1, $2)``,
+    and its parameters (from ``$3``; the caller binds the range first).
+
+    Three levels, each evaluated once per household:
+
+    1. the households of the range, each joined to the aggregate of its living members
+       (members grouped by household as the index on ``household_id`` gives them; joined
+       to the households only for their survey dates, when a candidate model counts the
+       dependants): a merge join of two index scans, no sort and no hash of the registry.
+       The aggregate holds what the PMT features read (``features.MEMBER_COLUMNS``,
+       candidate model only), the families (recipients), and one flag per member condition
+       the rules read (a condition's ``EXISTS`` holds exactly when the count of the living
+       members meeting it is not zero);
+    2. the candidate score (``OFFSET 0`` keeps the level, so the expression is computed
+       once, not copied into each test that reads it);
+    3. both rules (``rules.eligible_sql``, the flags standing for the ``EXISTS``) and the
+       grouping.
+    """
+    params: list[object] = [None, None]
 
     def bind(value: object) -> str:
         params.append(value)
         return f"${len(params)}"
 
-    live = rules.eligible_sql(spec.live_rule, bind)
-    candidate = rules.eligible_sql(spec.candidate_rule, bind)
     model = spec.candidate_model
-    if model is None:
-        score, band = "h.pmt_score", "h.poverty_band"
+    names = _conditions(spec)
+    # (column, aggregate over members ``mb``, its value for a household without any)
+    members = [
+        ("size", "count(*)", "0"),
+        ("recipients", f"count(*) FILTER (WHERE {rules.recipient_sql('mb')})", "0"),
+        *(
+            (f"c_{n}", f"count(*) FILTER (WHERE {rules.member_test(n, 'mb')}) > 0", "false")
+            for n in names
+        ),
+    ]
+    household = ["id", *_RULE_COLUMNS, "pmt_score", "poverty_band"]
+    survey = ""
+    if model is not None:
+        members += [(name, sql, "0") for name, sql in MEMBER_COLUMNS if name != "size"]
+        household += [c for c in HOUSEHOLD_COLUMNS if c not in household]
+        survey = "JOIN households hh ON hh.id = mb.household_id AND hh.id >= $1 AND hh.id < $2"
+    aggregate = f"""SELECT mb.household_id, {", ".join(f"{sql} AS {n}" for n, sql, _ in members)}
+                    FROM members mb {survey}
+                   WHERE mb.deceased_on IS NULL AND mb.household_id >= $1
+                     AND mb.household_id < $2
+                   GROUP BY mb.household_id"""
+    # head_education stays null for a household without a living head, as the features expect.
+    joined = ", ".join(
+        f"a.{n}" if n == "head_education" else f"coalesce(a.{n}, {zero}) AS {n}"
+        for n, _, zero in members
+    )
+    households = f"""SELECT {", ".join(f"hh.{c}" for c in household)}, {joined}
+            FROM households hh LEFT JOIN ({aggregate}) a ON a.household_id = hh.id
+           WHERE hh.id >= $1 AND hh.id < $2"""
+    if model is not None:
+        m_columns = ", ".join(f"h.{name}" for name, _ in MEMBER_COLUMNS)
+        scored = f"""SELECT h.*, {score_expression(model)} AS score
+          FROM ({households}) h CROSS JOIN LATERAL (SELECT {m_columns}) m
+        OFFSET 0"""
+        band = band_expression(model, "h.score")
     else:
-        score = score_expression(model)
-        band = band_expression(model, "c.score")
+        scored = f"SELECT h.*, h.pmt_score AS score FROM ({households}) h"
+        band = "h.poverty_band"
+    flag = "h.c_{}".format
+    live = rules.eligible_sql(spec.live_rule, bind, flag)
+    candidate = rules.eligible_sql(spec.candidate_rule, bind, flag)
     # The candidate rule reads ``h``: the household with the candidate score as its score.
-    shadow = ", ".join(f"h.{c} AS {c}" for c in _RULE_COLUMNS)
+    shadow = ", ".join(f"h.{c} AS {c}" for c in (*_RULE_COLUMNS, *(f"c_{n}" for n in names)))
     sql = f"""
 SELECT h.province_code, h.district_code,
        coalesce(h.poverty_band, 'unscored') AS live_band,
@@ -131,18 +195,11 @@ SELECT h.province_code, h.district_code,
        coalesce({live}, false) AS live_e,
        coalesce(ce.eligible, false) AS cand_e,
        count(*) AS households,
-       sum(m.size)::bigint AS members,
-       sum(m.recipients)::bigint AS recipients
-  FROM households h
-  LEFT JOIN ({_AGGREGATE}) m0 ON m0.household_id = h.id
-  CROSS JOIN LATERAL (SELECT coalesce(m0.size, 0) AS size,
-                             coalesce(m0.dependents, 0) AS dependents,
-                             m0.head_education,
-                             coalesce(m0.disabled, 0) AS disabled,
-                             coalesce(m0.recipients, 0) AS recipients) m
-  CROSS JOIN LATERAL (SELECT {score} AS score) c
+       sum(h.size)::bigint AS members,
+       sum(h.recipients)::bigint AS recipients
+  FROM ({scored}) h
   CROSS JOIN LATERAL (SELECT {candidate} AS eligible
-                        FROM (SELECT {shadow}, c.score AS pmt_score) h) ce
+                        FROM (SELECT {shadow}, h.score AS pmt_score) h) ce
  GROUP BY 1, 2, 3, 4, 5, 6
 """
     return _compact(sql, params)
@@ -433,11 +490,83 @@ UPDATE simulations SET status = 'failed', error = $2, finished_at = now()
 """
 
 
-async def run(conn: asyncpg.Connection, spec: SimulationSpec) -> dict[str, Any]:
-    """Run one simulation on ``conn`` (inside the caller's transaction): the report."""
-    started = time.monotonic()
+Progress = Callable[[int, int], None]
+_PLAN = """SET LOCAL enable_seqscan = off; SET LOCAL enable_sort = off;
+SET LOCAL enable_hashjoin = off; SET LOCAL max_parallel_workers_per_gather = 0;
+SET LOCAL jit = off"""
+_GROUP = ("province_code", "district_code", "live_band", "cand_band", "live_e", "cand_e")
+
+
+async def read_groups(
+    conns: Sequence[asyncpg.Connection],
+    spec: SimulationSpec,
+    progress: Progress | None = None,
+) -> list[dict[str, Any]]:
+    """The grouped rows of :func:`simulation_sql` over the whole registry: its id ranges
+    shared out among ``conns`` (each already in a transaction on one snapshot), each range's
+    groups added into the others'. ``progress(ranges done, ranges)`` after each range."""
+    low, high = await conns[0].fetchrow("SELECT min(id), max(id) FROM households")
+    if low is None:
+        return []
+    ranges = [(lo, min(lo + CHUNK_IDS, high + 1)) for lo in range(low, high + 1, CHUNK_IDS)]
+    pending = iter(ranges)
     sql, params = simulation_sql(spec)
-    rows = await conn.fetch(sql, *params)
+    totals: dict[tuple[Any, ...], list[int]] = {}
+    done = 0
+
+    async def reader(conn: asyncpg.Connection) -> None:
+        nonlocal done
+        statement = await conn.prepare(sql)
+        for lo, hi in pending:  # shared: each range is read by one connection
+            for r in await statement.fetch(lo, hi, *params[2:]):
+                into = totals.setdefault(tuple(r[k] for k in _GROUP), [0, 0, 0])
+                into[0] += r["households"]
+                into[1] += r["members"]
+                into[2] += r["recipients"]
+            done += 1
+            if progress is not None:
+                progress(done, len(ranges))
+
+    tasks = [asyncio.ensure_future(reader(c)) for c in conns]
+    try:
+        await asyncio.gather(*tasks)
+    finally:  # one reader failed (or the run was cancelled): stop the others' statements
+        for task in tasks:
+            task.cancel()
+        await asyncio.wait(tasks)
+    return [
+        {**dict(zip(_GROUP, key, strict=True)), "households": h, "members": m, "recipients": r}
+        for key, (h, m, r) in totals.items()
+    ]
+
+
+async def run(
+    conn: asyncpg.Connection,
+    spec: SimulationSpec,
+    readers: Sequence[asyncpg.Connection] = (),
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Run one simulation on ``conn`` (inside the caller's transaction, which should be
+    ``REPEATABLE READ``): the report. ``readers``: more connections, idle, to read ranges
+    of the registry at the same time, each on the snapshot of ``conn``'s transaction."""
+    if not conn.is_in_transaction():
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            return await run(conn, spec, readers, progress)
+    started = time.monotonic()
+    opened: list[Transaction] = []
+    try:
+        snapshot = await conn.fetchval("SELECT pg_export_snapshot()") if readers else None
+        for reader in readers:
+            tx = reader.transaction(isolation="repeatable_read", readonly=True)
+            await tx.start()
+            opened.append(tx)
+            await reader.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
+        for c in (conn, *readers):
+            await c.execute(_PLAN)
+        rows = await read_groups([conn, *readers], spec, progress)
+    finally:
+        for tx in opened:
+            await tx.rollback()
     codes = sorted({r["province_code"] for r in rows} | {r["district_code"] for r in rows})
     names = {
         r["code"]: r["name_en"]
@@ -452,12 +581,32 @@ async def run(conn: asyncpg.Connection, spec: SimulationSpec) -> dict[str, Any]:
     return report
 
 
-async def process_one(conn: asyncpg.Connection, worker: str) -> bool:
+def _progress_log(sim_id: uuid.UUID) -> Progress:
+    """Log a long run's progress, every tenth of its ranges."""
+    step = 0
+
+    def report(done: int, total: int) -> None:
+        nonlocal step
+        if done * 10 // total > step or done == total:
+            step = done * 10 // total
+            log.info(
+                "simulation progress",
+                extra={"simulation_id": str(sim_id), "ranges_done": done, "ranges": total},
+            )
+
+    return report
+
+
+async def process_one(
+    conn: asyncpg.Connection, worker: str, readers: Sequence[asyncpg.Connection] = ()
+) -> bool:
     """Claim and run one simulation; False when none is waiting.
 
-    The claim commits ``running``; the run's transaction then holds the row locked until
-    it stores the result, so no other worker takes it over while this one lives. A
-    database error fails the simulation with its reason; a lost connection leaves it to be
+    The claim commits ``running``; the run's transaction (``REPEATABLE READ``: one
+    snapshot for every statement of the run, shared with ``readers``, idle connections
+    that read part of the registry at the same time) then holds the row locked until it
+    stores the result, so no other worker takes it over while this one lives. A database
+    error fails the simulation with its reason; a lost connection leaves it to be
     reclaimed (up to ``MAX_ATTEMPTS`` runs).
     """
     row = await conn.fetchrow(_CLAIM, worker)
@@ -469,7 +618,7 @@ async def process_one(conn: asyncpg.Connection, worker: str) -> bool:
         return True
     log.info("simulation claimed", extra={"simulation_id": str(sim_id)})
     try:
-        async with conn.transaction():
+        async with conn.transaction(isolation="repeatable_read"):
             owned = await conn.fetchval(
                 "SELECT id FROM simulations WHERE id = $1 AND claimed_by = $2 FOR UPDATE NOWAIT",
                 sim_id,
@@ -478,7 +627,7 @@ async def process_one(conn: asyncpg.Connection, worker: str) -> bool:
             if owned is None:
                 return True
             spec = await resolve(conn, orjson.loads(row["request"]))
-            report = await run(conn, spec)
+            report = await run(conn, spec, readers, _progress_log(sim_id))
             await conn.execute(
                 """UPDATE simulations SET status = 'done', result = $2::json, finished_at = now()
                     WHERE id = $1""",

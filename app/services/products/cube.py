@@ -25,7 +25,8 @@ the registry: it first deletes the ``public_products_dirty`` rows that snapshot 
 triggers of migration 0016 append one per statement that changed what the cube counts,
 naming its districts; rows committed later stay for the next refresh), then recounts only
 those districts (``full``: all of them, also after a ``{*}`` row, on a new day since age
-brackets move with the date, and when no refresh exists), records the refresh (its id, the
+brackets move with the date, when no refresh exists, and from an eighth of the districts
+on: then one pass over the registry, :data:`_PACKED`, costs less), records the refresh (its id, the
 registry data version and the instant of the snapshot), pre-renders the answers the
 website and most visitors ask for (:func:`app.services.products.public.prerender`), drops
 the previous refreshes' answers and commits: visitors see the new cube and its answers at
@@ -63,6 +64,8 @@ BINS = 101  # floor(score) = 0 ... 100
 REFRESH_LOCK = (0x6E737071, 0x63756265)  # ("nspq", "cube"): one refresh at a time
 DEFAULT_INTERVAL = 60.0
 WORK_MEM = "256MB"
+# Touched districts from this share of those counted on: the refresh counts everything.
+FULL_SHARE = 0.125
 
 # (stage, done, total): "districts" (summaries counted), "households" (maps), "answers".
 Progress = Callable[[str, int, int], None]
@@ -116,6 +119,33 @@ SELECT p, dv, d, b, mask, count(*) AS n
                           WHERE m.household_id = h.id AND m.deceased_on IS NULL), 0) AS mask
           FROM households h WHERE h.district_code = ANY($2::text[])) x
  GROUP BY 1, 2, 3, 4, 5
+"""
+
+# Every household once, with its living members' groups folded in: one pass over the
+# members (aggregated by household, in parallel) joined to the households, streamed as
+# binary COPY and rolled up per (district, band) in numpy. $1 the bracket bounds, then the
+# units (index, province, division, district) and the bands ('unscored' first); a
+# household whose unit or band is not among them gets -1. Per household: the 20-bit group
+# mask, its living members, and their count per group packed 12 bits a group, five groups
+# a word (exact below 4,096 living members of one group in one household; checked).
+_PACKED = f"""
+SELECT coalesce(u.i, -1)::int4,
+       coalesce(array_position($6::text[], coalesce(h.poverty_band, 'unscored')::text), 0)::int4
+           - 1,
+       coalesce(x.mask, 0)::int4, coalesce(x.n, 0)::int4,
+       coalesce(x.w0, 0)::int8, coalesce(x.w1, 0)::int8, coalesce(x.w2, 0)::int8,
+       coalesce(x.w3, 0)::int8
+  FROM households h
+  LEFT JOIN (SELECT household_id, bit_or(1 << grp) AS mask, count(*)::int4 AS n,
+                    sum(1 << (6 * (grp % 5))) FILTER (WHERE grp < 5) AS w0,
+                    sum(1 << (6 * (grp % 5))) FILTER (WHERE grp / 5 = 1) AS w1,
+                    sum(1 << (6 * (grp % 5))) FILTER (WHERE grp / 5 = 2) AS w2,
+                    sum(1 << (6 * (grp % 5))) FILTER (WHERE grp >= 15) AS w3
+               FROM (SELECT m.household_id, {_GROUP} AS grp FROM members m
+                      WHERE m.deceased_on IS NULL) m
+              GROUP BY 1) x ON x.household_id = h.id
+  LEFT JOIN unnest($2::int4[], $3::text[], $4::text[], $5::text[]) u(i, p, dv, d)
+         ON u.p = h.province_code AND u.dv = h.division_code AND u.d = h.district_code
 """
 
 
@@ -176,6 +206,160 @@ def summary_rows(
     return {k: (v[0], v[1]) for k, v in counted.items() if v[0]}
 
 
+_PACKED_ROW = np.dtype(
+    [("fields", ">i2")]
+    + [
+        item
+        for name, kind in (
+            ("unit", ">i4"),
+            ("band", ">i4"),
+            ("mask", ">i4"),
+            ("n", ">i4"),
+            ("w0", ">i8"),
+            ("w1", ">i8"),
+            ("w2", ">i8"),
+            ("w3", ">i8"),
+        )
+        for item in ((f"{name}_len", ">i4"), (name, kind))
+    ]
+)
+# The field count, then each field's length.
+_PACKED_LAYOUT = {
+    "fields": 8,
+    **{f"{name}_len": 4 for name in ("unit", "band", "mask", "n")},
+    **{f"w{k}_len": 8 for k in range(4)},
+}
+_UNSCORED_FIRST = ("unscored", *aggregate.BANDS)
+_Unit = tuple[str, str, str]
+
+
+def packed_rows(
+    rows: npt.NDArray[Any], units: Sequence[_Unit]
+) -> dict[CubeKey, tuple[int, int]] | None:
+    """The cube's rows from one binary COPY of :data:`_PACKED` (every household once);
+    None when a household's unit or band is not among those given, or a group's packed
+    count overflowed (then the exact SQL path counts)."""
+    for name, want in _PACKED_LAYOUT.items():
+        if len(rows) and not (rows[name] == want).all():
+            raise ValueError("unexpected COPY row layout")
+    unit = rows["unit"].astype(np.int64)
+    band = rows["band"].astype(np.int64)
+    if len(rows) and (unit.min() < 0 or band.min() < 0):
+        return None
+    nb = len(_UNSCORED_FIRST)
+    where = unit * nb + band
+    size = len(units) * nb
+    mask = rows["mask"].astype(np.int64)
+    words = [rows[f"w{k}"].astype(np.int64) for k in range(4)]
+    per_group = [(words[g // 5] >> (6 * (g % 5))) & (0x3F if g % 5 < 4 else -1) for g in range(20)]
+    if len(rows) and not (np.sum(per_group, axis=0) == rows["n"]).all():
+        return None
+    counted: dict[CubeKey, list[int]] = {}
+
+    def add(g: str, a: str, counts: npt.NDArray[Any], column: int) -> None:
+        for i in np.flatnonzero(counts).tolist():
+            u = units[i // nb]
+            key = (u[0], u[1], u[2], _UNSCORED_FIRST[i % nb], g, a)
+            counted.setdefault(key, [0, 0])[column] += int(counts[i])
+
+    def households(selected: npt.NDArray[np.bool_]) -> npt.NDArray[np.int64]:
+        return np.bincount(where[selected], minlength=size)
+
+    add("", "", households(np.ones(len(rows), bool)), 0)
+    for gi, g in enumerate(GENDERS):
+        add(g, "", households((mask >> (10 * gi)) & 0x3FF != 0), 0)
+        add(
+            g,
+            "",
+            np.bincount(
+                where, weights=sum(per_group[10 * gi : 10 * gi + 10]), minlength=size
+            ).astype(np.int64),
+            1,
+        )
+        for ai, a in enumerate(BRACKETS):
+            add(g, a, households((mask >> (10 * gi + ai)) & 1 == 1), 0)
+            add(
+                g,
+                a,
+                np.bincount(where, weights=per_group[10 * gi + ai], minlength=size).astype(
+                    np.int64
+                ),
+                1,
+            )
+    for ai, a in enumerate(BRACKETS):
+        add("", a, households(((mask >> ai) | (mask >> (10 + ai))) & 1 == 1), 0)
+        add(
+            "",
+            a,
+            np.bincount(where, weights=per_group[ai] + per_group[10 + ai], minlength=size).astype(
+                np.int64
+            ),
+            1,
+        )
+    add(
+        "",
+        "",
+        np.bincount(where, weights=rows["n"].astype(np.int64), minlength=size).astype(np.int64),
+        1,
+    )
+    return {k: (v[0], v[1]) for k, v in counted.items() if v[0]}
+
+
+class _Collect:
+    """Gathers a binary COPY stream (header checked) into one bytes buffer."""
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+
+    async def __call__(self, chunk: bytes) -> None:
+        self.chunks.append(chunk)
+
+    def rows(self, dtype: np.dtype[Any]) -> npt.NDArray[Any]:
+        data = b"".join(self.chunks)
+        if not data.startswith(_COPY_SIGNATURE) or any(data[15:19]) or data[-2:] != b"\xff\xff":
+            raise ValueError("not a whole binary COPY stream without header extension")
+        body = data[_HEADER:-2]
+        if len(body) % dtype.itemsize:
+            raise ValueError("unexpected COPY row layout")
+        return np.frombuffer(body, dtype=dtype)
+
+
+async def _count_all(
+    conn: asyncpg.Connection, bounds: Any
+) -> dict[CubeKey, tuple[int, int]] | None:
+    """The whole registry's cube rows in one pass (:data:`_PACKED`), or None (see
+    :func:`packed_rows`)."""
+    known = await conn.fetch(
+        """SELECT p.code AS p, dv.code AS dv, d.code AS d
+             FROM geo_units d JOIN geo_units dv ON dv.code = d.parent_code
+             JOIN geo_units p ON p.code = d.province_code
+            WHERE d.level = 'district' ORDER BY 1, 2, 3"""
+    )
+    units: list[_Unit] = [(r["p"], r["dv"], r["d"]) for r in known]
+    sink = _Collect()
+    # Members in household order through their index, grouped as they come: no hash of
+    # every household in memory, nothing spilled, however large the registry.
+    await conn.execute("SET LOCAL enable_hashagg = off")
+    t0 = time.monotonic()
+    await conn.copy_from_query(
+        _PACKED,
+        bounds,
+        list(range(len(units))),
+        [u[0] for u in units],
+        [u[1] for u in units],
+        [u[2] for u in units],
+        list(_UNSCORED_FIRST),
+        output=sink,
+        format="binary",
+    )
+    await conn.execute("SET LOCAL enable_hashagg = on")
+    t1 = time.monotonic()
+    rows = sink.rows(_PACKED_ROW)
+    counted = await asyncio.to_thread(packed_rows, rows, units)
+    log.debug("summaries counted", extra={"sql": t1 - t0, "numpy": time.monotonic() - t1})
+    return counted
+
+
 async def count_summaries(conn: asyncpg.Connection, districts: Sequence[str] | None) -> None:
     """Replace the summaries' cube rows of ``districts`` (None: every district)."""
     if districts is None:
@@ -187,9 +371,13 @@ async def count_summaries(conn: asyncpg.Connection, districts: Sequence[str] | N
     bounds = await conn.fetchval(_BOUNDS)
     args = [bounds, *_args(districts)]
     scope = _scope(districts).replace("$1", "$2")
-    members = await conn.fetch(_MEMBERS.format(scope=scope), *args)
-    households = await conn.fetch(_HOUSEHOLDS_ALL if districts is None else _HOUSEHOLDS_SOME, *args)
-    rows = await asyncio.to_thread(summary_rows, members, households)
+    rows = await _count_all(conn, bounds) if districts is None else None
+    if rows is None:
+        members = await conn.fetch(_MEMBERS.format(scope=scope), *args)
+        households = await conn.fetch(
+            _HOUSEHOLDS_ALL if districts is None else _HOUSEHOLDS_SOME, *args
+        )
+        rows = await asyncio.to_thread(summary_rows, members, households)
     await conn.copy_records_to_table(
         "public_cube",
         columns=[
@@ -407,15 +595,25 @@ async def count_maps(
     )
     if not units:
         return
-    names = [f"{u['province_code']}|{u['division_code']}|{u['district_code']}" for u in units]
+    # The unit's position (1-based) through a hash join on the few units: a search of
+    # their list for every household cost more than the rest of the scan.
     sql = (
-        "SELECT array_position($1::text[], h.province_code || '|' || h.division_code || '|' "
-        "|| h.district_code)::int4, coalesce(h.lat, 'NaN'::float8), "
+        "SELECT u.i::int4, coalesce(h.lat, 'NaN'::float8), "
         "coalesce(h.lon, 'NaN'::float8), coalesce(h.pmt_score::float8, 'NaN'::float8) "
-        f"FROM households h WHERE {_scope(districts).replace('$1', '$2')}"
+        "FROM households h LEFT JOIN unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY "
+        "u(p, dv, d, i) ON u.p = h.province_code AND u.dv = h.division_code "
+        f"AND u.d = h.district_code WHERE {_scope(districts).replace('$1', '$4')}"
     )
     reader = _MapReader(len(units), progress, sum(int(u["n"]) for u in units))
-    await conn.copy_from_query(sql, names, *args, output=reader, format="binary")
+    await conn.copy_from_query(
+        sql,
+        [u["province_code"] for u in units],
+        [u["division_code"] for u in units],
+        [u["district_code"] for u in units],
+        *args,
+        output=reader,
+        format="binary",
+    )
     sums = await reader.finish()
     await conn.copy_records_to_table(
         "public_map_cube",
@@ -511,6 +709,11 @@ async def refresh(
         full = full or "*" in touched or snapshot["last_date"] != today
         if not full and not touched:
             return None
+        if not full:
+            # Counting a few districts looks their households up; past a share of them one
+            # pass over the whole registry costs less (and is what spread updates need).
+            counted = await conn.fetchval("SELECT count(*) FROM public_districts")
+            full = len(touched) >= max(FULL_SHARE * counted, 1)
         scope: list[str] | None = None if full else touched
         progress("districts", 0, len(touched) if scope is not None else 1)
         await count_summaries(conn, scope)

@@ -56,6 +56,7 @@ from app.services.disclosure.policy import Policy
 from app.services.products import aggregate
 from app.services.products.maps import PUBLIC_MAX_RESOLUTION, cells_of
 from app.services.registry import version as registry_version
+from app.services.sharing.beneficiaries_sql import AGE_BRACKETS
 
 log = logging.getLogger("nser.products")
 
@@ -90,7 +91,7 @@ _BOUNDS = (
     "FROM unnest(ARRAY[5, 10, 15, 18, 25, 35, 45, 55, 65]) k"
 )
 GENDERS = ("female", "male")  # the members' check constraint allows these two
-BRACKETS = aggregate.AGE_BRACKETS
+BRACKETS = AGE_BRACKETS
 # Living members per unit, band and group: one pass over the join, a few thousand groups.
 _MEMBERS = f"""
 SELECT h.province_code AS p, h.division_code AS dv, h.district_code AS d,

@@ -38,7 +38,9 @@ PARTNER = "/v1/partner/maps"
 @pytest.fixture(scope="module")
 async def mclient(seeded_url: str) -> AsyncIterator[httpx.AsyncClient]:
     # Public maps describe the last refresh: make it describe the registry as it is.
-    run_cli(["products", "refresh"], seeded_url)
+    # In a thread: the session client's in-process refresher runs on this event loop and
+    # may hold the refresh lock the command waits for; blocking the loop would deadlock.
+    await asyncio.to_thread(run_cli, ["products", "refresh"], seeded_url)
     settings = make_settings(
         seeded_url,
         token_limits="10000/minute",

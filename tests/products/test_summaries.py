@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -24,7 +25,9 @@ GEOGRAPHY = {"province", "division", "district", "tehsil", "union_council"}
 async def pclient(seeded_url: str) -> AsyncIterator[httpx.AsyncClient]:
     # The public tables describe the last refresh: make it describe the registry as it is
     # (other modules may have changed the session's registry since).
-    run_cli(["products", "refresh"], seeded_url)
+    # In a thread: the session client's in-process refresher runs on this event loop and
+    # may hold the refresh lock the command waits for; blocking the loop would deadlock.
+    await asyncio.to_thread(run_cli, ["products", "refresh"], seeded_url)
     settings = make_settings(
         seeded_url,
         token_limits="10000/minute",

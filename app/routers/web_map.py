@@ -25,8 +25,6 @@ from app.routers.web import WebRoute
 from app.routers.web_statistics import ProvinceParam, area_names, chosen_province
 from app.services.products import maps as map_service
 from app.services.products import public as public_service
-from app.services.products.maps import MapQuery
-from app.services.sharing.beneficiaries_sql import Filters
 from app.web import map as web_map
 from app.web.render import WebDep, page
 
@@ -52,27 +50,13 @@ class AreaTotal:
     without_location: int | None
 
 
-def _query(measure: str, resolution: int, geo: dict[str, list[str]]) -> MapQuery:
-    # Built as the public map endpoint builds it, so both find the same cached map.
-    return MapQuery(
-        measure,  # type: ignore[arg-type]
-        resolution,
-        map_service.DEFAULT_CUT_OFF,
-        Filters(
-            province=geo.get("province", []),
-            division=geo.get("division", []),
-            district=geo.get("district", []),
-        ),
-    )
-
-
 async def area_total(
     request: Request, pool: Any, settings: Any, measure: str, level: str, code: str
 ) -> AreaTotal:
     answer = await public_service.public_map(
         pool,
         public_cache(request),
-        _query(measure, TOTAL_RESOLUTION, {level: [code]}),
+        public_service.map_query(measure, TOTAL_RESOLUTION, {level: [code]}),
         "geojson",
         policy_of(settings),
     )
@@ -100,7 +84,11 @@ async def poverty_map(
     geo = {"province": [chosen]} if chosen else {}
     policy = policy_of(settings)
     answer = await public_service.public_map(
-        pool, public_cache(request), _query(measure, resolution, geo), "geojson", policy
+        pool,
+        public_cache(request),
+        public_service.map_query(measure, resolution, geo),
+        "geojson",
+        policy,
     )
     summary = web_map.summarize(public_service.features_of(answer))
     if chosen is None:

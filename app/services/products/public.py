@@ -530,7 +530,9 @@ async def public_map(
 # -- pre-rendering, in the refresh's transaction ------------------------------------------
 
 
-def _map_query(measure: str, resolution: int, geo: dict[str, list[str]]) -> MapQuery:
+def map_query(measure: str, resolution: int, geo: dict[str, list[str]]) -> MapQuery:
+    """A public map's query as the endpoint builds it (default cut-off), so the website,
+    the pre-rendering and the API find the same stored answer."""
     return MapQuery(
         measure,  # type: ignore[arg-type]
         resolution,
@@ -566,18 +568,18 @@ async def prerender(
     ]
     maps: list[MapQuery] = [
         *(
-            _map_query(m, r, {})
+            map_query(m, r, {})
             for m in map_service.MEASURES
             for r in range(map_service.PUBLIC_MAX_RESOLUTION + 1)
         ),
         *(
-            _map_query(m, r, {"province": [p]})
+            map_query(m, r, {"province": [p]})
             for m in map_service.MEASURES
             for r in WEB_RESOLUTIONS
             for p in provinces
         ),
         *(
-            _map_query(m, AREA_RESOLUTION, {level: [code]})
+            map_query(m, AREA_RESOLUTION, {level: [code]})
             for m in map_service.MEASURES
             for level, codes in (("province", provinces), ("district", districts))
             for code in codes

@@ -78,3 +78,15 @@ def test_an_overflowing_group_or_an_unknown_unit_falls_back_to_the_exact_count()
     rows = packed(households)
     rows[5]["band"] = -1
     assert cube.packed_rows(rows, UNITS) is None
+
+
+def test_counts_of_batches_add_up_to_the_count_of_the_whole() -> None:
+    households = registry(11, 600)
+    rows = packed(households)
+    whole = cube.packed_counts(rows, len(UNITS))
+    parts = [cube.packed_counts(rows[i : i + 97], len(UNITS)) for i in range(0, len(rows), 97)]
+    assert whole is not None
+    assert all(p is not None for p in parts)
+    summed = np.sum([p for p in parts if p is not None], axis=0)
+    assert (summed == whole).all()
+    assert cube.cube_rows(summed, UNITS) == exact(households)

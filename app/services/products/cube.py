@@ -53,7 +53,7 @@ import numpy as np
 import numpy.typing as npt
 
 from app.services.disclosure.policy import Policy
-from app.services.products import aggregate
+from app.services.products import aggregate, copystream
 from app.services.products.maps import PUBLIC_MAX_RESOLUTION, cells_of
 from app.services.registry import version as registry_version
 from app.services.sharing.beneficiaries_sql import AGE_BRACKETS
@@ -207,21 +207,16 @@ def summary_rows(
     return {k: (v[0], v[1]) for k, v in counted.items() if v[0]}
 
 
-_PACKED_ROW = np.dtype(
-    [("fields", ">i2")]
-    + [
-        item
-        for name, kind in (
-            ("unit", ">i4"),
-            ("band", ">i4"),
-            ("mask", ">i4"),
-            ("n", ">i4"),
-            ("w0", ">i8"),
-            ("w1", ">i8"),
-            ("w2", ">i8"),
-            ("w3", ">i8"),
-        )
-        for item in ((f"{name}_len", ">i4"), (name, kind))
+_PACKED_ROW = copystream.row_dtype(
+    [
+        ("unit", ">i4"),
+        ("band", ">i4"),
+        ("mask", ">i4"),
+        ("n", ">i4"),
+        ("w0", ">i8"),
+        ("w1", ">i8"),
+        ("w2", ">i8"),
+        ("w3", ">i8"),
     ]
 )
 # The field count, then each field's length.
@@ -232,104 +227,83 @@ _PACKED_LAYOUT = {
 }
 _UNSCORED_FIRST = ("unscored", *aggregate.BANDS)
 _Unit = tuple[str, str, str]
+# The cube's four member subsets, spelled out: every (gender, age bracket) a row may carry.
+_SUBSETS: tuple[tuple[str, str], ...] = (
+    ("", ""),
+    *((g, "") for g in GENDERS),
+    *((g, a) for g in GENDERS for a in BRACKETS),
+    *(("", a) for a in BRACKETS),
+)
+_BATCH_ROWS = 200_000  # about 16 MB of COPY rows: memory follows the batch, not the registry
 
 
-def packed_rows(
-    rows: npt.NDArray[Any], units: Sequence[_Unit]
-) -> dict[CubeKey, tuple[int, int]] | None:
-    """The cube's rows from one binary COPY of :data:`_PACKED` (every household once);
-    None when a household's unit or band is not among those given, or a group's packed
-    count overflowed (then the exact SQL path counts)."""
-    for name, want in _PACKED_LAYOUT.items():
-        if len(rows) and not (rows[name] == want).all():
-            raise ValueError("unexpected COPY row layout")
+def packed_counts(rows: npt.NDArray[Any], units: int) -> npt.NDArray[np.int64] | None:
+    """Households and living members per (subset of :data:`_SUBSETS`, unit x band) of a
+    batch of :data:`_PACKED` rows, shape (subsets, units x bands, 2): batches add up. None
+    when a household's unit or band is not among those given, or a group's packed count
+    overflowed (then the exact SQL path counts)."""
+    if not copystream.layout_ok(rows):
+        raise ValueError("unexpected COPY row layout")
     unit = rows["unit"].astype(np.int64)
     band = rows["band"].astype(np.int64)
     if len(rows) and (unit.min() < 0 or band.min() < 0):
         return None
     nb = len(_UNSCORED_FIRST)
     where = unit * nb + band
-    size = len(units) * nb
+    size = units * nb
     mask = rows["mask"].astype(np.int64)
     words = [rows[f"w{k}"].astype(np.int64) for k in range(4)]
     per_group = [(words[g // 5] >> (6 * (g % 5))) & (0x3F if g % 5 < 4 else -1) for g in range(20)]
     if len(rows) and not (np.sum(per_group, axis=0) == rows["n"]).all():
         return None
-    counted: dict[CubeKey, list[int]] = {}
-
-    def add(g: str, a: str, counts: npt.NDArray[Any], column: int) -> None:
-        for i in np.flatnonzero(counts).tolist():
-            u = units[i // nb]
-            key = (u[0], u[1], u[2], _UNSCORED_FIRST[i % nb], g, a)
-            counted.setdefault(key, [0, 0])[column] += int(counts[i])
-
-    def households(selected: npt.NDArray[np.bool_]) -> npt.NDArray[np.int64]:
-        return np.bincount(where[selected], minlength=size)
-
-    add("", "", households(np.ones(len(rows), bool)), 0)
-    for gi, g in enumerate(GENDERS):
-        add(g, "", households((mask >> (10 * gi)) & 0x3FF != 0), 0)
-        add(
-            g,
-            "",
-            np.bincount(
-                where, weights=sum(per_group[10 * gi : 10 * gi + 10]), minlength=size
-            ).astype(np.int64),
-            1,
-        )
-        for ai, a in enumerate(BRACKETS):
-            add(g, a, households((mask >> (10 * gi + ai)) & 1 == 1), 0)
-            add(
-                g,
-                a,
-                np.bincount(where, weights=per_group[10 * gi + ai], minlength=size).astype(
-                    np.int64
-                ),
-                1,
-            )
-    for ai, a in enumerate(BRACKETS):
-        add("", a, households(((mask >> ai) | (mask >> (10 + ai))) & 1 == 1), 0)
-        add(
-            "",
-            a,
-            np.bincount(where, weights=per_group[ai] + per_group[10 + ai], minlength=size).astype(
-                np.int64
-            ),
-            1,
-        )
-    add(
-        "",
-        "",
-        np.bincount(where, weights=rows["n"].astype(np.int64), minlength=size).astype(np.int64),
-        1,
-    )
-    return {k: (v[0], v[1]) for k, v in counted.items() if v[0]}
+    out = np.zeros((len(_SUBSETS), size, 2), np.int64)
+    for i, (g, a) in enumerate(_SUBSETS):
+        gi = GENDERS.index(g) if g else -1
+        ai = BRACKETS.index(a) if a else -1
+        if gi < 0 and ai < 0:
+            selected, members = np.ones(len(rows), bool), rows["n"].astype(np.int64)
+        elif ai < 0:
+            selected = (mask >> (10 * gi)) & 0x3FF != 0
+            members = np.sum(per_group[10 * gi : 10 * gi + 10], axis=0)
+        elif gi < 0:
+            selected = ((mask >> ai) | (mask >> (10 + ai))) & 1 == 1
+            members = per_group[ai] + per_group[10 + ai]
+        else:
+            selected = (mask >> (10 * gi + ai)) & 1 == 1
+            members = per_group[10 * gi + ai]
+        out[i, :, 0] = np.bincount(where[selected], minlength=size)
+        out[i, :, 1] = np.bincount(where, weights=members, minlength=size).astype(np.int64)
+    return out
 
 
-class _Collect:
-    """Gathers a binary COPY stream (header checked) into one bytes buffer."""
+def cube_rows(
+    counts: npt.NDArray[np.int64], units: Sequence[_Unit]
+) -> dict[CubeKey, tuple[int, int]]:
+    """The cube's rows (households, members) from :func:`packed_counts`' sums."""
+    nb = len(_UNSCORED_FIRST)
+    counted: dict[CubeKey, tuple[int, int]] = {}
+    for i, (g, a) in enumerate(_SUBSETS):
+        for j in np.flatnonzero(counts[i, :, 0]).tolist():
+            u = units[j // nb]
+            key = (u[0], u[1], u[2], _UNSCORED_FIRST[j % nb], g, a)
+            counted[key] = (int(counts[i, j, 0]), int(counts[i, j, 1]))
+    return counted
 
-    def __init__(self) -> None:
-        self.chunks: list[bytes] = []
 
-    async def __call__(self, chunk: bytes) -> None:
-        self.chunks.append(chunk)
-
-    def rows(self, dtype: np.dtype[Any]) -> npt.NDArray[Any]:
-        data = b"".join(self.chunks)
-        if not data.startswith(_COPY_SIGNATURE) or any(data[15:19]) or data[-2:] != b"\xff\xff":
-            raise ValueError("not a whole binary COPY stream without header extension")
-        body = data[_HEADER:-2]
-        if len(body) % dtype.itemsize:
-            raise ValueError("unexpected COPY row layout")
-        return np.frombuffer(body, dtype=dtype)
+def packed_rows(
+    rows: npt.NDArray[Any], units: Sequence[_Unit]
+) -> dict[CubeKey, tuple[int, int]] | None:
+    """The cube's rows from :data:`_PACKED` rows (every household once), or None (see
+    :func:`packed_counts`)."""
+    counts = packed_counts(rows, len(units))
+    return None if counts is None else cube_rows(counts, units)
 
 
 async def _count_all(
     conn: asyncpg.Connection, bounds: Any
 ) -> dict[CubeKey, tuple[int, int]] | None:
-    """The whole registry's cube rows in one pass (:data:`_PACKED`), or None (see
-    :func:`packed_rows`)."""
+    """The whole registry's cube rows in one pass (:data:`_PACKED`), summed batch by batch
+    as the rows stream in, or None (see :func:`packed_counts`)."""
     known = await conn.fetch(
         """SELECT p.code AS p, dv.code AS dv, d.code AS d
              FROM geo_units d JOIN geo_units dv ON dv.code = d.parent_code
@@ -337,7 +311,19 @@ async def _count_all(
             WHERE d.level = 'district' ORDER BY 1, 2, 3"""
     )
     units: list[_Unit] = [(r["p"], r["dv"], r["d"]) for r in known]
-    sink = _Collect()
+    total = np.zeros((len(_SUBSETS), len(units) * len(_UNSCORED_FIRST), 2), np.int64)
+    exact = True
+
+    async def add(rows: npt.NDArray[Any]) -> None:
+        nonlocal exact
+        if exact:
+            counts = await asyncio.to_thread(packed_counts, rows, len(units))
+            if counts is None:
+                exact = False  # read the rest of the stream, count nothing more
+            else:
+                np.add(total, counts, out=total)
+
+    reader = copystream.BinaryRows(_PACKED_ROW, add, _BATCH_ROWS)
     # Members in household order through their index, grouped as they come: no hash of
     # every household in memory, nothing spilled, however large the registry.
     await conn.execute("SET LOCAL enable_hashagg = off")
@@ -350,15 +336,13 @@ async def _count_all(
         [u[1] for u in units],
         [u[2] for u in units],
         list(_UNSCORED_FIRST),
-        output=sink,
+        output=reader,
         format="binary",
     )
+    await reader.finish()
     await conn.execute("SET LOCAL enable_hashagg = on")
-    t1 = time.monotonic()
-    rows = sink.rows(_PACKED_ROW)
-    counted = await asyncio.to_thread(packed_rows, rows, units)
-    log.debug("summaries counted", extra={"sql": t1 - t0, "numpy": time.monotonic() - t1})
-    return counted
+    log.debug("summaries counted", extra={"seconds": time.monotonic() - t0})
+    return cube_rows(total, units) if exact else None
 
 
 async def count_summaries(conn: asyncpg.Connection, districts: Sequence[str] | None) -> None:
@@ -397,21 +381,7 @@ async def count_summaries(conn: asyncpg.Connection, districts: Sequence[str] | N
 
 # -- the maps' cube ---------------------------------------------------------------------------
 
-_COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
-_HEADER = 19
-_ROW = np.dtype(
-    [
-        ("fields", ">i2"),
-        ("unit_len", ">i4"),
-        ("unit", ">i4"),
-        ("lat_len", ">i4"),
-        ("lat", ">f8"),
-        ("lon_len", ">i4"),
-        ("lon", ">f8"),
-        ("score_len", ">i4"),
-        ("score", ">f8"),
-    ]
-)
+_ROW = copystream.row_dtype([("unit", ">i4"), ("lat", ">f8"), ("lon", ">f8"), ("score", ">f8")])
 # A cell of resolution 5 or coarser has its ten finest digits unused (all ones): the
 # unit's index rides in those 30 bits, so (resolution, unit, cell) is one uint64 key.
 _LOW = np.uint64((1 << 30) - 1)
@@ -472,13 +442,7 @@ def _group(
 def locate_batch(rows: npt.NDArray[Any]) -> tuple[Sums, npt.NDArray[np.int32], npt.NDArray[Any]]:
     """One batch of COPY rows: their sums per (resolution, unit, cell), and the unit of
     every household and of every located one (for the per-district counts)."""
-    if len(rows) and not (
-        (rows["fields"] == 4).all()
-        and (rows["unit_len"] == 4).all()
-        and (rows["lat_len"] == 8).all()
-        and (rows["lon_len"] == 8).all()
-        and (rows["score_len"] == 8).all()
-    ):
+    if not copystream.layout_ok(rows):
         raise ValueError("unexpected COPY row layout")
     unit = rows["unit"].astype(np.int32)
     lat = rows["lat"].astype(np.float64)
@@ -524,44 +488,22 @@ def merge(parts: Sequence[Sums]) -> Sums:
 
 
 class _MapReader:
-    """Reads ``COPY ... (FORMAT binary)`` of (unit int4, lat, lon, score float8) as it
-    arrives; each batch is summed in a worker thread and folded into the running sums."""
-
-    BATCH_ROWS = 50_000
+    """Sums ``COPY ... (FORMAT binary)`` rows of (unit int4, lat, lon, score float8) as
+    they arrive: each batch in a worker thread, folded into the running sums."""
 
     def __init__(self, units: int, progress: Progress, total: int) -> None:
-        self.buffer = bytearray()
-        self.header = False
+        self.rows = copystream.BinaryRows(_ROW, self._batch)
         self.parts: list[Sums] = [Sums.empty()]
         self.households = np.zeros(units, np.int64)
         self.located = np.zeros(units, np.int64)
-        self.done = 0
         self.progress = progress
         self.total = total
 
-    async def __call__(self, chunk: bytes) -> None:
-        self.buffer += chunk
-        if not self.header:
-            if len(self.buffer) < _HEADER:
-                return
-            if not self.buffer.startswith(_COPY_SIGNATURE) or any(self.buffer[15:19]):
-                raise ValueError("not a binary COPY stream without header extension")
-            del self.buffer[:_HEADER]
-            self.header = True
-        if len(self.buffer) >= self.BATCH_ROWS * _ROW.itemsize + 2:
-            await self._dispatch()
-
-    async def _dispatch(self) -> None:
-        whole = (len(self.buffer) - 2) // _ROW.itemsize * _ROW.itemsize
-        if whole <= 0:
-            return
-        rows = np.frombuffer(bytes(self.buffer[:whole]), dtype=_ROW)
-        del self.buffer[:whole]
+    async def _batch(self, rows: npt.NDArray[Any]) -> None:
         self.parts.append(await asyncio.to_thread(self._fold, rows))
         if len(self.parts) >= 8:  # keep the running sums small: fold them together
             self.parts = [await asyncio.to_thread(merge, self.parts)]
-        self.done += len(rows)
-        self.progress("households", self.done, self.total)
+        self.progress("households", self.rows.rows, self.total)
 
     def _fold(self, rows: npt.NDArray[Any]) -> Sums:
         sums, unit, unit_l = locate_batch(rows)
@@ -571,9 +513,7 @@ class _MapReader:
         return sums
 
     async def finish(self) -> Sums:
-        await self._dispatch()
-        if not self.header or bytes(self.buffer) != b"\xff\xff":
-            raise ValueError("truncated binary COPY stream")
+        await self.rows.finish()
         return await asyncio.to_thread(merge, self.parts)
 
 
@@ -612,7 +552,7 @@ async def count_maps(
         [u["division_code"] for u in units],
         [u["district_code"] for u in units],
         *args,
-        output=reader,
+        output=reader.rows,
         format="binary",
     )
     sums = await reader.finish()

@@ -56,7 +56,7 @@ from app.services.disclosure.protect import (
     round_half_up,
 )
 from app.services.disclosure.table import Cell, with_margins
-from app.services.products import differencing
+from app.services.products import copystream, differencing
 from app.services.registry import version as registry_version
 from app.services.sharing.beneficiaries import check_geography
 from app.services.sharing.beneficiaries_sql import Filters, Query, household_where
@@ -100,19 +100,7 @@ class MapQuery:
 
 # -- fetching the points ------------------------------------------------------------------
 
-_COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
-_HEADER = 19  # signature, flags (4), header extension length (4, zero)
-_ROW = np.dtype(
-    [
-        ("fields", ">i2"),
-        ("lat_len", ">i4"),
-        ("lat", ">f8"),
-        ("lon_len", ">i4"),
-        ("lon", ">f8"),
-        ("score_len", ">i4"),
-        ("score", ">f8"),
-    ]
-)
+_ROW = copystream.row_dtype([("lat", ">f8"), ("lon", ">f8"), ("score", ">f8")])
 
 
 @dataclass
@@ -140,66 +128,13 @@ def cells_of(lat: npt.NDArray[np.float64], lon: npt.NDArray[np.float64], res: in
 
 def locate(rows: npt.NDArray[Any], res: int) -> tuple[npt.NDArray[np.uint64], Any, int]:
     """One batch of COPY rows: (cells, scores) of the located ones, and the row count."""
-    if len(rows) and not (
-        (rows["fields"] == 3).all()
-        and (rows["lat_len"] == 8).all()
-        and (rows["lon_len"] == 8).all()
-        and (rows["score_len"] == 8).all()
-    ):
+    if not copystream.layout_ok(rows):
         raise ValueError("unexpected COPY row layout")
     lat = rows["lat"].astype(np.float64)
     lon = rows["lon"].astype(np.float64)
     located = ~(np.isnan(lat) | np.isnan(lon))
     score = rows["score"].astype(np.float64)[located]
     return cells_of(lat[located], lon[located], res), score, len(rows)
-
-
-class _CopyReader:
-    """Reads ``COPY ... (FORMAT binary)`` of three float8 as it arrives, and hands each
-    batch of whole rows to a worker thread for its H3 cells while the rest streams in
-    (PostgreSQL's scan and the h3 loop overlap)."""
-
-    BATCH_ROWS = 50_000
-
-    def __init__(self, res: int) -> None:
-        self.res = res
-        self.buffer = bytearray()
-        self.header = False
-        self.batches: list[asyncio.Task[tuple[npt.NDArray[np.uint64], Any, int]]] = []
-
-    async def __call__(self, chunk: bytes) -> None:
-        self.buffer += chunk
-        if not self.header:
-            if len(self.buffer) < _HEADER:
-                return
-            if not self.buffer.startswith(_COPY_SIGNATURE) or any(self.buffer[15:19]):
-                raise ValueError("not a binary COPY stream without header extension")
-            del self.buffer[:_HEADER]
-            self.header = True
-        if len(self.buffer) >= self.BATCH_ROWS * _ROW.itemsize + 2:
-            self._dispatch()
-
-    def _dispatch(self) -> None:
-        # The last two bytes may be the trailer: keep them until the end.
-        whole = (len(self.buffer) - 2) // _ROW.itemsize * _ROW.itemsize
-        if whole <= 0:
-            return
-        rows = np.frombuffer(bytes(self.buffer[:whole]), dtype=_ROW)
-        del self.buffer[:whole]
-        self.batches.append(asyncio.ensure_future(asyncio.to_thread(locate, rows, self.res)))
-
-    async def finish(self) -> Located:
-        self._dispatch()
-        if not self.header or bytes(self.buffer) != b"\xff\xff":
-            for task in self.batches:
-                task.cancel()
-            raise ValueError("truncated binary COPY stream")
-        parts = [await task for task in self.batches]
-        return Located(
-            cells=np.concatenate([c for c, _, _ in parts] or [np.empty(0, np.uint64)]),
-            score=np.concatenate([s for _, s, _ in parts] or [np.empty(0, np.float64)]),
-            total=sum(n for _, _, n in parts),
-        )
 
 
 async def fetch_located(conn: asyncpg.Connection, q: MapQuery) -> Located:
@@ -212,14 +147,26 @@ async def fetch_located(conn: asyncpg.Connection, q: MapQuery) -> Located:
         "coalesce(h.pmt_score::float8, 'NaN'::float8) "
         f"FROM households h WHERE {where}"
     )
-    reader = _CopyReader(q.resolution)
+    batches: list[asyncio.Future[tuple[npt.NDArray[np.uint64], Any, int]]] = []
+
+    async def located(rows: npt.NDArray[Any]) -> None:
+        # H3 in a worker thread while the rest streams in (the scan and the loop overlap).
+        batches.append(asyncio.ensure_future(asyncio.to_thread(locate, rows, q.resolution)))
+
+    reader = copystream.BinaryRows(_ROW, located)
     try:
         await conn.copy_from_query(sql, *sql_q.params, output=reader, format="binary")
+        await reader.finish()
     except BaseException:
-        for task in reader.batches:
+        for task in batches:
             task.cancel()
         raise
-    return await reader.finish()
+    parts = [await task for task in batches]
+    return Located(
+        cells=np.concatenate([c for c, _, _ in parts] or [np.empty(0, np.uint64)]),
+        score=np.concatenate([s for _, s, _ in parts] or [np.empty(0, np.float64)]),
+        total=sum(n for _, _, n in parts),
+    )
 
 
 # -- hexagons --------------------------------------------------------------------------------

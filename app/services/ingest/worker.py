@@ -37,7 +37,7 @@ import orjson
 from asyncpg.transaction import Transaction
 
 from app.auth.partner import check_agreement
-from app.db import asyncpg_target
+from app.db import asyncpg_target, server_settings
 from app.errors import Forbidden
 from app.services.audit import trail as audit
 from app.services.ingest import apply as apply_service
@@ -781,7 +781,7 @@ async def run_worker(
                 drop()
                 for _ in range(PIPELINE_CONNECTIONS if pipeline else 1):
                     conn = await asyncpg.connect(
-                        dsn, host=host, server_settings={"application_name": "nser-worker"}
+                        dsn, host=host, server_settings=server_settings("nser-worker")
                     )
                     conns.append(conn)
                     await state_service.open_connection(conn)

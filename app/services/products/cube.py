@@ -52,6 +52,7 @@ import asyncpg
 import numpy as np
 import numpy.typing as npt
 
+from app.db import server_settings
 from app.services.disclosure.policy import Policy
 from app.services.products import aggregate, copystream
 from app.services.products.maps import PUBLIC_MAX_RESOLUTION, cells_of
@@ -765,7 +766,7 @@ async def run_refresher(
         try:
             if conn is None or conn.is_closed():
                 conn = await asyncpg.connect(
-                    dsn, host=host, server_settings={"application_name": "nser-products"}
+                    dsn, host=host, server_settings=server_settings("nser-products")
                 )
             if await due(conn, interval) and await locked(conn, wait=False):
                 try:

@@ -37,7 +37,8 @@ byte. The paths (``--only`` takes names or their prefixes, comma-separated):
 - ``differencing.first``, ``differencing.after_k``: the partner summary of the district
   on an agreement that has made no other query, against the same query on an agreement
   that already made ``--diff-k`` (200) distinct ones (score windows of the district, then
-  two wide ones: the whole country and the district's province), alternated. The control
+  two wide ones: the whole country and the district's province; ``--diff-wide`` chooses
+  them), alternated. The control
   compares with the agreement's latest 200 queries, the measured ones included: run r
   sees the last 200 - r of the prelude's (the wide ones among them).
 - ``simulation``: ``POST /v1/staff/simulations`` (cut-off 32 -> 30) to ``done``, staff
@@ -470,9 +471,14 @@ def differencing_prelude(b: Bench) -> dict[str, Any]:
         ]
         steps = 20
         grid = sorted({scores[round(i * (len(scores) - 1) / steps)] for i in range(steps + 1)})
+        widths = {w.strip() for w in b.args.diff_wide.split(",") if w.strip()}
         wide = [
-            {"group_by": "province,poverty_band"},
-            {"group_by": "district,poverty_band", "province": province},
+            params
+            for width, params in (
+                ("country", {"group_by": "province,poverty_band"}),
+                ("province", {"group_by": "district,poverty_band", "province": province}),
+            )
+            if width in widths
         ][: b.args.diff_k]
         windows = [
             {
@@ -815,6 +821,11 @@ def main() -> None:
         "--district", default="PK520", help="the district (default PK520; '' for the median one)"
     )
     ap.add_argument("--diff-k", type=int, default=200, help="earlier queries (differencing)")
+    ap.add_argument(
+        "--diff-wide",
+        default="country,province",
+        help="the wide earlier queries of the differencing prelude (country, province, both)",
+    )
     args = ap.parse_args()
     only = [p.strip() for p in args.only.split(",") if p.strip()]
     chosen = [p for p in PATHS if selected(p.name, only) or selected(p.name + ".cold", only)]

@@ -25,19 +25,20 @@ browser-deps:
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; }
 	npm ci --prefix tests/web --no-audit --no-fund --silent
 
-## The failover drill's own needs: Debian's Patroni and etcd (the nodes run the machine's
-## PostgreSQL 15, /usr/lib/postgresql/15/bin, which the tests need anyway).
+## The failover drill's own needs: Debian's Patroni, etcd and HAProxy (the nodes run the
+## machine's PostgreSQL 15, /usr/lib/postgresql/15/bin, which the tests need anyway).
 drill-deps:
-	@command -v patroni >/dev/null 2>&1 && command -v etcd >/dev/null 2>&1 || { \
+	@command -v patroni >/dev/null 2>&1 && command -v etcd >/dev/null 2>&1 && \
+	  test -x /usr/sbin/haproxy || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq patroni etcd-server >/dev/null; }
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq patroni etcd-server haproxy >/dev/null; }
 	@test -x /usr/lib/postgresql/15/bin/postgres || { \
 	  echo "the drill needs PostgreSQL 15's server binaries in /usr/lib/postgresql/15/bin" >&2; exit 1; }
 
-## Kill the primary of a two-node Patroni cluster (deploy/) under look-ups, exports and
-## update batches (tests/drill), check what clients saw, print the failover window. Ports
-## 5540-5599, data under /tmp/failover-*, everything stopped and removed after.
+## Kill, then freeze, the primary of a two-node Patroni cluster (deploy/) under look-ups,
+## exports and update batches (tests/drill), check what clients saw, print the failover
+## windows. Ports 5540-5599, data under /tmp/failover-*, everything stopped and removed after.
 drill: install-dev drill-deps
 	$(BIN)/pytest -q -s tests/drill
 

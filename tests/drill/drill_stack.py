@@ -23,7 +23,10 @@ import httpx
 from ha_cluster import ROOT, HACluster
 
 SERVE_PORT = 5570
-BASE_URL = f"http://127.0.0.1:{SERVE_PORT}"
+
+
+def base_url(port: int) -> str:
+    return f"http://127.0.0.1:{port}"
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
@@ -149,11 +152,13 @@ def wait_http(url: str, timeout: float, process: subprocess.Popen[bytes], log: P
 
 
 @contextmanager
-def serving(env: dict[str, str], root: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """`nser serve` on SERVE_PORT (one process), ready."""
-    log = root / "serve.log"
-    with nser(["serve", "--port", str(SERVE_PORT), "--workers", "1"], env, log) as process:
-        wait_http(f"{BASE_URL}/readyz", 60, process, log)
+def serving(
+    env: dict[str, str], root: Path, port: int = SERVE_PORT
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`nser serve` on ``port`` (one process), ready; its log is serve-PORT.log."""
+    log = root / f"serve-{port}.log"
+    with nser(["serve", "--port", str(port), "--workers", "1"], env, log) as process:
+        wait_http(f"{base_url(port)}/readyz", 60, process, log)
         yield process
 
 

@@ -1,12 +1,16 @@
 """A two-node Patroni cluster on this machine, from the configuration in deploy/.
 
-etcd (one member) and two Patroni nodes, each running the machine's PostgreSQL 15 binaries
-with ``deploy/patroni.yml`` and its ``deploy/nodeN.env``; everything lives under one
-``/tmp/failover-*`` folder and on the ports 5540-5599. PostgreSQL refuses to run as root,
-so when the drill runs as root the nodes run as the ``postgres`` system user.
+etcd (one member), two Patroni nodes, each running the machine's PostgreSQL 15 binaries
+with ``deploy/patroni.yml`` and its ``deploy/nodeN.env``, and HAProxy with
+``deploy/haproxy.cfg``; everything lives under one ``/tmp/failover-*`` folder and on the
+ports 5540-5599. PostgreSQL refuses to run as root, so when the drill runs as root the
+nodes run as the ``postgres`` system user.
 
-:meth:`HACluster.crash` is a machine dying: its Patroni and every PostgreSQL process are
-SIGKILLed at once, so nothing releases the leader key; the standby takes over when it
+Two ways for a primary to go: :meth:`HACluster.crash` is a machine dying (its Patroni and
+every PostgreSQL process SIGKILLed at once: their connections are reset, nothing releases
+the leader key), :meth:`HACluster.freeze` a machine that stops answering without closing
+anything (SIGSTOP: connections to it stay open and silent, new ones are accepted by the
+kernel and never answered). Either way the standby takes over when the leader key
 expires. :meth:`HACluster.close` stops whatever is still running and removes the folder,
 and is safe to call at any point of a failed start.
 """
@@ -37,6 +41,8 @@ PG_BIN = Path("/usr/lib/postgresql/15/bin")
 ENV_DATA_ROOT = "/tmp/failover-drill"
 ETCD_CLIENT_PORT = 5560
 ETCD_PEER_PORT = 5561
+HAPROXY_PORT = 5540  # deploy/haproxy.cfg
+HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 NODES = ("node1", "node2")
 
 
@@ -58,6 +64,8 @@ def missing_tools() -> list[str]:
     """What the cluster needs and this machine lacks (`make drill-deps` installs it)."""
     needed = {"patroni": shutil.which("patroni"), "etcd": shutil.which("etcd")}
     missing = [name for name, found in needed.items() if not found]
+    if not Path(HAPROXY).exists():
+        missing.append("haproxy")
     if not (PG_BIN / "postgres").exists():
         missing.append(str(PG_BIN / "postgres"))
     if os.geteuid() == 0:
@@ -122,6 +130,7 @@ class HACluster:
     replication_password: str = field(default_factory=lambda: secrets.token_hex(16))
     nodes: dict[str, Node] = field(default_factory=dict)
     etcd: subprocess.Popen[bytes] | None = None
+    haproxy: subprocess.Popen[bytes] | None = None
     run_as: str | None = None  # the system user of Patroni and PostgreSQL (None: ours)
     crashed: set[str] = field(default_factory=set)  # nodes killed on purpose
 
@@ -192,11 +201,21 @@ class HACluster:
                 extra_groups=[] if self.run_as else None,
             )
 
+    def start_haproxy(self) -> None:
+        with (self.root / "haproxy.log").open("wb") as log:
+            self.haproxy = subprocess.Popen(
+                [HAPROXY, "-db", "-f", str(DEPLOY / "haproxy.cfg")],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
     def start(self, timeout: float = 120) -> None:
-        """etcd, then node1 (which initializes the cluster and leads), then node2 (cloned
-        from it), until node2 is the synchronous standby."""
+        """etcd and HAProxy, then node1 (which initializes the cluster and leads), then
+        node2 (cloned from it), until node2 is the synchronous standby."""
         self.prepare()
         self.start_etcd()
+        self.start_haproxy()
         self.start_node("node1")
         self.wait(lambda: self.nodes["node1"].status() == 200, timeout, "node1 to lead")
         self.start_node("node2")
@@ -238,10 +257,12 @@ class HACluster:
     def hosts(self) -> str:
         return ",".join(f"127.0.0.1:{node.pg_port}" for node in self.nodes.values())
 
-    def url(self, user: str, password: str, database: str) -> str:
-        """The libpq multi-host URL: both nodes, the one that accepts writes chosen."""
+    def url(self, user: str, password: str, database: str, *, proxy: bool = False) -> str:
+        """The libpq multi-host URL: both nodes, the one that accepts writes chosen; with
+        ``proxy``, HAProxy's one address (it forwards to the leader)."""
+        hosts = f"127.0.0.1:{HAPROXY_PORT}" if proxy else self.hosts()
         return (
-            f"postgresql://{quote(user, safe='')}:{quote(password, safe='')}@{self.hosts()}"
+            f"postgresql://{quote(user, safe='')}:{quote(password, safe='')}@{hosts}"
             f"/{database}?target_session_attrs=read-write"
         )
 
@@ -249,20 +270,33 @@ class HACluster:
         return self.url("postgres", self.superuser_password, database)
 
     # --- faults and the end -------------------------------------------------------------
+    def _machine(self, name: str) -> list[psutil.Process]:
+        node = self.nodes[name]
+        processes = node.postgres_processes()
+        if node.process is not None:
+            with suppress(psutil.Error):
+                processes.append(psutil.Process(node.process.pid))
+        return processes
+
     def crash(self, name: str) -> None:
         """The node's machine dies: Patroni and all its PostgreSQL processes SIGKILLed."""
         node = self.nodes[name]
         self.crashed.add(name)
-        victims = node.postgres_processes()
-        if node.process is not None:
-            with suppress(psutil.Error):
-                victims.append(psutil.Process(node.process.pid))
+        victims = self._machine(name)
         for process in victims:
             with suppress(psutil.Error):
                 process.send_signal(signal.SIGKILL)
         psutil.wait_procs(victims, timeout=10)
         if node.process is not None:
             node.process.wait(timeout=10)
+
+    def freeze(self, name: str) -> None:
+        """The node's machine stops answering: Patroni and PostgreSQL SIGSTOPped (a
+        :meth:`crash` later is its reboot)."""
+        self.crashed.add(name)
+        for process in self._machine(name):
+            with suppress(psutil.Error):
+                process.suspend()
 
     def restart(self, name: str) -> None:
         """Bring a crashed node back (it rejoins as a standby, rewound if it must be)."""
@@ -271,6 +305,9 @@ class HACluster:
 
     def close(self) -> None:
         """Stop everything this cluster started, then remove its folder."""
+        for name in list(self.crashed):  # frozen ones would not hear a SIGTERM
+            with suppress(psutil.Error, subprocess.TimeoutExpired):
+                self.crash(name)
         for node in self.nodes.values():
             if node.process is not None and node.process.poll() is None:
                 node.process.send_signal(signal.SIGTERM)  # Patroni stops its PostgreSQL
@@ -287,6 +324,9 @@ class HACluster:
                 with suppress(psutil.Error):
                     process.send_signal(signal.SIGKILL)
             psutil.wait_procs(leftovers, timeout=10)
+        if self.haproxy is not None and self.haproxy.poll() is None:
+            self.haproxy.kill()
+            self.haproxy.wait(timeout=10)
         if self.etcd is not None and self.etcd.poll() is None:
             self.etcd.terminate()
             try:

@@ -30,6 +30,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import suppress
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -50,8 +51,8 @@ from drill_load import (
     send,
     updates,
 )
-from drill_stack import BASE_URL, nser, partner_of, registry, serving, token
-from ha_cluster import HACluster, ha_cluster, missing_tools
+from drill_stack import base_url, nser, partner_of, registry, serving, token
+from ha_cluster import HAPROXY_PORT, HACluster, ha_cluster, missing_tools
 
 pytestmark = pytest.mark.slow
 
@@ -62,6 +63,8 @@ HOUSEHOLDS = 10_000
 WINDOW_LIMIT = 30.0
 # How long the primary's WAL sender is frozen before the kill.
 FROZEN = 2.0
+# `nser serve` on the multi-host URL (the crash), and through HAProxy (the hang).
+CRASH_PORT, HANG_PORT = 5570, 5571
 
 
 @pytest.fixture(scope="module")
@@ -86,25 +89,48 @@ def walsender(cluster: HACluster, name: str) -> psutil.Process:
 
 def test_failover_drill(cluster: HACluster) -> None:
     env = registry(cluster, HOUSEHOLDS, categories="iv")
+    # 1. The primary's machine dies; the service names both nodes in its URL.
     with (
-        serving(env, cluster.root) as serve,
-        nser(["worker", "--poll-seconds", "0.2"], env, cluster.root / "worker.log"),
+        serving(env, cluster.root, CRASH_PORT) as serve,
+        nser(["worker", "--poll-seconds", "0.2"], env, cluster.root / "worker-crash.log"),
     ):
-        report = asyncio.run(drill(cluster, env))
+        crash = asyncio.run(drill(cluster, env, base_url(CRASH_PORT), "crash"))
         assert serve.poll() is None, "nser serve exited during the drill"
     # The dead node comes back and rejoins as the synchronous standby (rewound if needed).
     started = time.monotonic()
-    cluster.restart(report["killed"])
-    cluster.wait(lambda: cluster.sync_standby() == report["killed"], 90, "the rejoin")
-    report["rejoined_s"] = round(time.monotonic() - started, 1)
-    print_report(report)
+    cluster.restart(crash["failed"])
+    cluster.wait(lambda: cluster.sync_standby() == crash["failed"], 90, "the rejoin")
+    crash["rejoined_s"] = round(time.monotonic() - started, 1)
+
+    # 2. The new primary's machine stops answering; the service goes through HAProxy.
+    proxied = {
+        **env,
+        "NSER_DATABASE_URL": through_haproxy(cluster, env["NSER_DATABASE_URL"]),
+        "NSER_OWNER_DATABASE_URL": through_haproxy(cluster, env["NSER_OWNER_DATABASE_URL"]),
+    }
+    with (
+        serving(proxied, cluster.root, HANG_PORT) as serve,
+        nser(["worker", "--poll-seconds", "0.2"], proxied, cluster.root / "worker-hang.log"),
+    ):
+        hang = asyncio.run(drill(cluster, proxied, base_url(HANG_PORT), "hang"))
+        assert serve.poll() is None, "nser serve exited during the drill"
+    print_report(crash, hang)
 
 
-async def drill(cluster: HACluster, env: dict[str, str]) -> dict[str, Any]:
+def through_haproxy(cluster: HACluster, url: str) -> str:
+    proxied = url.replace(cluster.hosts(), f"127.0.0.1:{HAPROXY_PORT}")
+    assert proxied != url, url
+    return proxied
+
+
+async def drill(cluster: HACluster, env: dict[str, str], base: str, fault: str) -> dict[str, Any]:
+    """Load, then the leader ``crash``es (SIGKILL) or ``hang``s (SIGSTOP); the checks; the
+    figures of the report."""
     partner = partner_of(env)
     owner_url = env["NSER_OWNER_DATABASE_URL"]
     conn = await asyncpg.connect(owner_url)
     try:
+        since = await conn.fetchval("SELECT now()")
         cnics = [
             r["cnic"]
             for r in await conn.fetch(
@@ -112,15 +138,15 @@ async def drill(cluster: HACluster, env: dict[str, str]) -> dict[str, Any]:
                 " ORDER BY id LIMIT 500"
             )
         ]
-        household_ids = [r["id"] for r in await conn.fetch("SELECT id FROM households")]
         versions = {
             r["id"]: r["version"] for r in await conn.fetch("SELECT id, version FROM households")
         }
     finally:
         await conn.close()
+    household_ids = sorted(versions)
 
     limits = httpx.Limits(max_connections=32, max_keepalive_connections=32)
-    async with httpx.AsyncClient(base_url=BASE_URL, timeout=60, limits=limits) as client:
+    async with httpx.AsyncClient(base_url=base, timeout=120, limits=limits) as client:
         bearer = await token(client, partner)
         rec = Recorder()
         stop = asyncio.Event()
@@ -147,33 +173,41 @@ async def drill(cluster: HACluster, env: dict[str, str]) -> dict[str, Any]:
 
         leader = await asyncio.to_thread(cluster.leader)
         standby = await asyncio.to_thread(cluster.sync_standby)
-        assert (leader, standby) == ("node1", "node2")
+        assert leader is not None, "no leader"
+        assert standby not in (None, leader), standby
 
         # An export held mid-body (its snapshot open on the primary) across the fault.
         first_line, hold = asyncio.Event(), asyncio.Event()
         slow = asyncio.create_task(export(client, bearer, first_line=first_line, hold=hold))
         await asyncio.wait_for(first_line.wait(), 30)
 
-        # Synchronous replication: with the primary's WAL sender frozen, nothing more reaches
-        # the standby, and a batch must not be acknowledged (its commit waits for the
-        # standby). The sender dies frozen with the primary: what it did not send is lost.
-        sender = await asyncio.to_thread(walsender, cluster, leader)
-        probe = phone_batch([household_ids[0]])
-        sender.suspend()
-        try:
-            probe_task = asyncio.create_task(send(client, bearer, probe))
-            await asyncio.sleep(FROZEN)
-            held_unacked = probe.acked_at is None
-            killed_at = now()
-            await asyncio.to_thread(cluster.crash, leader)
-        finally:
-            with suppress(psutil.Error):  # only if the crash did not happen
-                sender.resume()
+        probe: Batch | None = None
+        held_unacked = True
+        if fault == "crash":
+            # Synchronous replication: with the primary's WAL sender frozen, nothing more
+            # reaches the standby, and a batch must not be acknowledged (its commit waits
+            # for the standby). The sender dies frozen with the primary: what it did not
+            # send is lost.
+            sender = await asyncio.to_thread(walsender, cluster, leader)
+            probe = phone_batch([household_ids[0]])
+            sender.suspend()
+            try:
+                tasks.append(asyncio.create_task(send(client, bearer, probe)))
+                await asyncio.sleep(FROZEN)
+                held_unacked = probe.acked_at is None
+                fault_at = now()
+                await asyncio.to_thread(cluster.crash, leader)
+            finally:
+                with suppress(psutil.Error):  # only if the crash did not happen
+                    sender.resume()
+        else:
+            fault_at = now()
+            await asyncio.to_thread(cluster.freeze, leader)
         hold.set()
 
         # Until look-ups have answered 200 again for 10 s (or the drill gives up).
         promoted_at = None
-        deadline = killed_at + 90
+        deadline = fault_at + 90
         while now() < deadline:
             if promoted_at is None and await asyncio.to_thread(cluster.leader) == standby:
                 promoted_at = now()
@@ -183,38 +217,42 @@ async def drill(cluster: HACluster, env: dict[str, str]) -> dict[str, Any]:
             await asyncio.sleep(0.2)
         stop.set()
         # The clients finish what they started (a batch is re-sent until acknowledged).
-        await asyncio.wait_for(asyncio.gather(*tasks, probe_task), 120)
-        cut = await asyncio.wait_for(slow, 60)
+        await asyncio.wait_for(asyncio.gather(*tasks), 150)
+        cut = await asyncio.wait_for(slow, 150)
         rec.exports.append(cut)
-        rec.batches.append(probe)
+        if probe is not None:
+            rec.batches.append(probe)
 
-        done_within = await wait_applied(owner_url, rec.batches, partner["client_id"])
-        await check_batches(owner_url, rec.batches, partner["client_id"], versions)
+        done_within = await wait_applied(owner_url, rec.batches)
+        await check_batches(owner_url, rec.batches, partner["client_id"], since, versions)
 
     window = failover_window(rec.lookups)
-    check_lookups(rec.lookups, killed_at)
+    check_lookups(rec.lookups, fault_at)
     check_exports(rec.exports, cut, HOUSEHOLDS)
     assert held_unacked, (
         "an update batch was acknowledged while the standby could not have it: "
         "synchronous replication is off"
     )
     assert window is not None
-    assert window.seconds <= WINDOW_LIMIT, f"failover window {window.seconds:.1f} s"
+    assert window.recovered - fault_at <= WINDOW_LIMIT, (
+        f"look-ups failed for {window.recovered - fault_at:.1f} s after the fault"
+    )
     failures = [r for r in rec.lookups if r.status != 200]
     return {
-        "killed": leader,
+        "fault": fault,
+        "failed": leader,
         "promoted": standby,
         "window_s": round(window.seconds, 2),
-        "first_failure_after_kill_s": round(window.first_failure - killed_at, 2),
-        "recovered_after_kill_s": round(window.recovered - killed_at, 2),
-        "promoted_after_kill_s": round(promoted_at - killed_at, 2) if promoted_at else None,
+        "first_failure_after_fault_s": round(window.first_failure - fault_at, 2),
+        "recovered_after_fault_s": round(window.recovered - fault_at, 2),
+        "promoted_after_fault_s": round(promoted_at - fault_at, 2) if promoted_at else None,
+        "slowest_lookup_s": round(max(r.end - r.start for r in rec.lookups), 2),
         "lookups": len(rec.lookups),
         "lookups_503": len(failures),
         "exports": Counter(_export_kind(e) for e in rec.exports),
         "batches_acknowledged": len(rec.batches),
         "batches_retried": sum(1 for b in rec.batches if len(b.attempts) > 1),
         "batches_replayed_200": sum(1 for b in rec.batches if b.attempts[-1][1] == 200),
-        "probe_held_unacknowledged_s": FROZEN,
         "all_applied_within_s": round(done_within, 1),
     }
 
@@ -225,7 +263,7 @@ def _export_kind(e: Export) -> str:
     return "complete" if e.clean_end else "cut"
 
 
-def check_lookups(results: list[Lookup], killed_at: float) -> None:
+def check_lookups(results: list[Lookup], fault_at: float) -> None:
     statuses = Counter(r.status for r in results)
     assert set(statuses) <= {200, 503}, statuses  # never a 500, never a dropped connection
     assert statuses[503] > 0, "no look-up failed: the fault did not reach the service"
@@ -233,11 +271,11 @@ def check_lookups(results: list[Lookup], killed_at: float) -> None:
     assert not missing, f"{len(missing)} 503s without Retry-After"
     window = failover_window(results)
     assert window is not None, "look-ups never answered 200 again"
-    # 200 before the kill and after the window, only 503 in between.
+    # 200 before the fault and after the window, only 503 in between.
     for r in results:
         if r.status != 200:
             assert window.first_failure <= r.end <= window.recovered, r
-            assert r.end >= killed_at, r
+            assert r.end >= fault_at, r
 
 
 def check_exports(results: list[Export], cut: Export, households: int) -> None:
@@ -255,8 +293,8 @@ def check_exports(results: list[Export], cut: Export, households: int) -> None:
     assert "RemoteProtocolError" in (cut.error or ""), cut
 
 
-async def wait_applied(owner_url: str, batches: list[Batch], client_id: str) -> float:
-    """Seconds until every acknowledged batch is done (through the multi-host URL)."""
+async def wait_applied(owner_url: str, batches: list[Batch]) -> float:
+    """Seconds until every acknowledged batch is done."""
     ids = [b.batch_id for b in batches]
     assert all(ids), [b.attempts for b in batches if not b.batch_id]
     started = now()
@@ -280,9 +318,14 @@ async def wait_applied(owner_url: str, batches: list[Batch], client_id: str) -> 
 
 
 async def check_batches(
-    owner_url: str, batches: list[Batch], client_id: str, versions: dict[int, int]
+    owner_url: str,
+    batches: list[Batch],
+    client_id: str,
+    since: datetime,
+    versions: dict[int, int],
 ) -> None:
-    """Every acknowledged batch stored once under its id and applied exactly once."""
+    """Every acknowledged batch stored once under its id and applied exactly once (the
+    batches of the client received ``since``)."""
     conn = await asyncpg.connect(owner_url)
     try:
         stored = await conn.fetch(
@@ -294,8 +337,10 @@ async def check_batches(
                         WHERE r.batch_id = b.id AND r.outcome = 'applied') AS applied,
                       (SELECT count(*) FROM household_history h
                         WHERE h.batch_id = b.id::text) AS history
-                 FROM update_batches b WHERE b.client_id = $1 ORDER BY b.received_at""",
+                 FROM update_batches b WHERE b.client_id = $1 AND b.received_at >= $2
+                ORDER BY b.received_at""",
             client_id,
+            since,
         )
         by_key = {r["key"]: r for r in stored}
         lost = [b.batch_id for b in batches if b.key not in by_key]
@@ -328,26 +373,33 @@ async def check_batches(
         await conn.close()
 
 
-def print_report(report: dict[str, Any]) -> None:
-    lines = [
-        "",
-        "failover drill",
-        f"  primary {report['killed']} killed (SIGKILL, Patroni and PostgreSQL);"
-        f" {report['promoted']} promoted {report['promoted_after_kill_s']} s later",
-        f"  failover window (first failed look-up to the first 200 after it):"
-        f" {report['window_s']} s",
-        f"  look-ups: {report['lookups']}, of which 503 with Retry-After:"
-        f" {report['lookups_503']}; the first failure {report['first_failure_after_kill_s']} s"
-        f" after the kill, 200 again {report['recovered_after_kill_s']} s after it",
-        f"  exports: {dict(report['exports'])}",
-        f"  update batches acknowledged and applied exactly once: "
-        f"{report['batches_acknowledged']} ({report['batches_retried']} re-sent,"
-        f" {report['batches_replayed_200']} answered 200 as already stored); all applied"
-        f" {report['all_applied_within_s']} s after the load stopped",
-        f"  a batch sent while the primary's WAL sender was frozen stayed unacknowledged"
-        f" for {report['probe_held_unacknowledged_s']} s, then was acknowledged once after"
-        " the failover",
-        f"  {report['killed']} restarted and back as the synchronous standby in"
-        f" {report['rejoined_s']} s",
+def print_report(crash: dict[str, Any], hang: dict[str, Any]) -> None:
+    how = {
+        "crash": "killed (SIGKILL of its Patroni and PostgreSQL: a machine dying), the service"
+        " on the multi-host URL",
+        "hang": "frozen (SIGSTOP of its Patroni and PostgreSQL: a machine that stops"
+        " answering), the service through HAProxy",
+    }
+    lines = ["", "failover drill"]
+    for r in (crash, hang):
+        lines += [
+            f"{r['fault']}: primary {r['failed']} {how[r['fault']]}",
+            f"  {r['promoted']} promoted {r['promoted_after_fault_s']} s after the fault",
+            f"  failover window (first failed look-up to the first 200 after it):"
+            f" {r['window_s']} s; the first failure {r['first_failure_after_fault_s']} s"
+            f" after the fault, 200 again {r['recovered_after_fault_s']} s after it;"
+            f" slowest look-up {r['slowest_lookup_s']} s",
+            f"  look-ups: {r['lookups']}, of which 503 with Retry-After: {r['lookups_503']}",
+            f"  exports: {dict(r['exports'])}",
+            f"  update batches acknowledged and applied exactly once:"
+            f" {r['batches_acknowledged']} ({r['batches_retried']} re-sent,"
+            f" {r['batches_replayed_200']} answered 200 as already stored); all applied"
+            f" {r['all_applied_within_s']} s after the load stopped",
+        ]
+    lines += [
+        f"  crash: a batch sent while the primary's WAL sender was frozen stayed"
+        f" unacknowledged for {FROZEN} s, then was acknowledged once after the failover",
+        f"  crash: {crash['failed']} restarted and back as the synchronous standby in"
+        f" {crash['rejoined_s']} s",
     ]
     print("\n".join(lines), flush=True)

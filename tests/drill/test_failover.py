@@ -1,9 +1,17 @@
-"""The failover drill (`make drill`): the primary's machine dies under load.
+"""The failover drill (`make drill`): the primary is lost under load, twice.
 
-etcd and two Patroni nodes run from deploy/ (tests/drill/ha_cluster.py); a registry of
-10,000 households is seeded through the libpq multi-host URL both `nser serve` and
-`nser worker` use (``target_session_attrs=read-write``). While look-ups, NDJSON exports
-and update batches run, the primary is SIGKILLed with its Patroni. The drill shows:
+etcd, two Patroni nodes and HAProxy run from deploy/ (tests/drill/ha_cluster.py); a
+registry of 10,000 households is seeded through the libpq multi-host URL
+(``target_session_attrs=read-write``). While public look-ups, NDJSON exports and update
+batches run against `nser serve`, with `nser worker` applying the batches:
+
+- **crash**: the service on the multi-host URL; the primary's Patroni and PostgreSQL are
+  SIGKILLed (a machine dying). The dead node is then started again and must rejoin as
+  the synchronous standby;
+- **hang**: the service through HAProxy; the new primary's Patroni and PostgreSQL are
+  SIGSTOPped (a machine that stops answering).
+
+Each time the drill shows:
 
 1. look-ups answer 503 with Retry-After for at most the failover window, then 200 again
    from the same `nser serve` (no restart);
@@ -13,14 +21,12 @@ and update batches run, the primary is SIGKILLed with its Patroni. The drill sho
    aborted, not terminated), never a body that looks complete; every export that ended
    cleanly holds every household.
 
-Synchronous replication is what makes (2) hold: just before the kill, the primary's WAL
+Synchronous replication is what makes (2) hold: just before the crash, the primary's WAL
 sender is frozen (SIGSTOP), so what is written from then on never reaches the standby, and
 one more batch is sent; it must *not* be acknowledged while the standby cannot have it. It
 is acknowledged after the failover, once. (With ``synchronous_mode: false`` in
 deploy/patroni.yml this drill fails: that batch and the others acknowledged in those
-seconds are lost.)
-Afterwards the dead node is started again and must rejoin as the synchronous standby.
-The failover window and the other timings are printed (make drill shows them).
+seconds are lost.) The windows and the other timings are printed (make drill shows them).
 """
 
 from __future__ import annotations

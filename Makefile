@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_HOUSEHOLDS ?= 20000
 
-.PHONY: install install-dev browser-deps demo test lint typecheck hadolint pytest wheel-check bench clean messages
+.PHONY: install install-dev browser-deps drill-deps drill demo test lint typecheck hadolint pytest wheel-check bench clean messages
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,23 @@ browser-deps:
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; }
 	npm ci --prefix tests/web --no-audit --no-fund --silent
 
+## The failover drill's own needs: Debian's Patroni, etcd and HAProxy (the nodes run the
+## machine's PostgreSQL 15, /usr/lib/postgresql/15/bin, which the tests need anyway).
+drill-deps:
+	@command -v patroni >/dev/null 2>&1 && command -v etcd >/dev/null 2>&1 && \
+	  test -x /usr/sbin/haproxy || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq patroni etcd-server haproxy >/dev/null; }
+	@test -x /usr/lib/postgresql/15/bin/postgres || { \
+	  echo "the drill needs PostgreSQL 15's server binaries in /usr/lib/postgresql/15/bin" >&2; exit 1; }
+
+## Kill, then freeze, the primary of a two-node Patroni cluster (deploy/) under look-ups,
+## exports and update batches (tests/drill), check what clients saw, print the failover
+## windows. Ports 5540-5599, data under /tmp/failover-*, everything stopped and removed after.
+drill: install-dev drill-deps
+	$(BIN)/pytest -q -s tests/drill
+
 ## Install, start the embedded PostgreSQL, seed a demo registry, print CNICs to try, serve.
 demo: install
 	$(BIN)/nser demo --households $(DEMO_HOUSEHOLDS)
@@ -41,9 +58,10 @@ hadolint:
 
 ## The whole suite; it includes tests/service/test_wheel.py (see wheel-check). Modules run
 ## on PYTEST_WORKERS processes, each module whole on one of them (its fixtures built once).
+## The failover drill (tests/drill) runs on its own: `make drill`.
 PYTEST_WORKERS ?= 2
 pytest:
-	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder --ignore=tests/drill
 
 ## The wheel on its own: build it, install it into a fresh venv, then from a temporary
 ## folder migrate, seed and serve a fresh PostgreSQL database (part of `make test` too).

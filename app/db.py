@@ -100,10 +100,21 @@ def resolve_owner_url(settings: Settings) -> str:
 
 
 def sqlalchemy_url(url: str) -> str:
-    """postgresql://... -> postgresql+asyncpg://..., keeping a unix-socket ``host=``."""
+    """postgresql://... -> postgresql+asyncpg://..., keeping a unix-socket ``host=``.
+
+    A libpq multi-host URL (``user@h1:5432,h2:5432/db?target_session_attrs=read-write``,
+    which asyncpg reads as it is) becomes SQLAlchemy's form of it, one ``host=h:port``
+    query parameter per host (a host without a port gets 5432).
+    """
     scheme, _, rest = url.partition("://")
     if scheme in ("postgresql+asyncpg",):
         return url
+    parts = urlsplit("postgresql://" + rest)
+    user, at, hosts = parts.netloc.rpartition("@")
+    if "," in hosts:
+        listed = [h if ":" in h else f"{h}:5432" for h in hosts.split(",")]
+        query = "&".join([*(f"host={h}" for h in listed), *filter(None, [parts.query])])
+        rest = f"{user}{at}{parts.path}?{query}"
     return "postgresql+asyncpg://" + rest
 
 

@@ -106,7 +106,10 @@ class ServiceUnavailable(AppError):
     status = 503
 
 
-# Raised when PostgreSQL is unreachable, restarting or refusing connections.
+# Raised when PostgreSQL is unreachable, restarting or refusing connections, or while a
+# primary fails over: InternalClientError is asyncpg's TargetServerAttributeNotMatched (no
+# host of a multi-host URL accepts writes yet) and its protocol-state errors on a connection
+# the dying server sent its last message on (docs/operations.md, "Failover (Patroni)").
 DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
     OSError,
     TimeoutError,
@@ -115,6 +118,7 @@ DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
     asyncpg.OperatorInterventionError,
     asyncpg.TooManyConnectionsError,
     asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
     sqlalchemy.exc.OperationalError,
     sqlalchemy.exc.InterfaceError,
 )

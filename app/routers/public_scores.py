@@ -48,7 +48,13 @@ async def get_poverty_score(
 # What the look-up answers when nobody matches, and the failures that mean "try later";
 # the website's /check page words its answers from the same facts.
 NOT_FOUND = "no living member of the registry has this CNIC"
-UNAVAILABLE = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+UNAVAILABLE = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,  # a failover: see app.errors.DATABASE_UNAVAILABLE
+)
 
 
 def fair_usage_wait(state: State, client: str) -> int | None:

@@ -369,14 +369,19 @@ def audit_verify(
     if not verdict.ok:
         fail(f"audit chain broken: {verdict.problem}")
     per_key = ", ".join(f"{key}: {n}" for key, n in sorted(verdict.rows_per_key.items()))
-    typer.echo(f"audit log intact: {verdict.rows} rows" + (f" ({per_key})" if per_key else ""))
+    chains = len(verdict.heads)
+    typer.echo(
+        f"audit log intact: {verdict.rows} rows in {chains} chain{'s' if chains != 1 else ''}"
+        + (f" ({per_key})" if per_key else "")
+    )
     since = verdict.since
     if since is None:
         typer.echo(f"checked {verdict.checked} rows from the start")
     else:
         typer.echo(
-            f"checked {verdict.checked} rows added after row {since.last_id} (checkpoint "
-            f"{since.id} of {since.at.isoformat(timespec='seconds')}; `--full` checks every row)"
+            f"checked {verdict.checked} rows added since checkpoint {since.id} of "
+            f"{since.at.isoformat(timespec='seconds')} (which ended at row {since.last_id}; "
+            "`--full` checks every row)"
         )
     if verdict.checkpoint is not None:
         typer.echo(f"checkpoint {verdict.checkpoint} recorded")

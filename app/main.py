@@ -69,6 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     configure_logging(settings)
     # The audit keys are the process's: read (and checked) once, before anything is served.
     audit_trail.use_keyring(audit_trail.keyring_of(settings))
+    audit_trail.use_chains(settings.audit_chains)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

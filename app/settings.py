@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     # Audit chain keys, "ID=SECRET[,ID=SECRET...]": the first signs new audit rows, all
     # verify. Empty: a key derived from NSER_KEY_ENCRYPTION_SECRET (app/services/audit/keys.py).
     audit_keys: SecretStr = SecretStr("")
+    # Independent hash chains of the audit log (each with its own lock): up to this many
+    # audited requests append at once (app/services/audit/trail.py).
+    audit_chains: int = Field(default=16, ge=1, le=256)
 
     # Data-sharing request forms (POST /v1/requests, no credentials): per client IP.
     request_form_limits: str = "5/minute;50/day"

@@ -36,13 +36,17 @@ BATCH = 50_000
 
 
 async def append_rows(conn: asyncpg.Connection, rows: int) -> None:
-    """``rows`` keyed rows after the log's last one, as ``trail.append`` would write them."""
+    """``rows`` keyed rows after the log's last one, in chain 0, as ``trail.append`` would
+    write them."""
     from app.services.audit import trail
 
     key = trail.current_keyring().current
-    last = await conn.fetchrow("SELECT id, at, hash FROM audit_log ORDER BY id DESC LIMIT 1")
+    last = await conn.fetchrow("SELECT id, at FROM audit_log ORDER BY id DESC LIMIT 1")
+    head = await conn.fetchval(
+        "SELECT hash FROM audit_log WHERE chain = 0 ORDER BY id DESC LIMIT 1"
+    )
     prev_id = last["id"] if last else 0
-    prev_hash = bytes(last["hash"]) if last else trail.GENESIS
+    prev_hash = bytes(head) if head is not None else trail.GENESIS
     at: datetime = last["at"] if last else await conn.fetchval("SELECT now()")
     written = 0
     while written < rows:
@@ -76,6 +80,7 @@ async def append_rows(conn: asyncpg.Connection, rows: int) -> None:
                     rec["members"],
                     rec["request_id"],
                     key.id,
+                    0,
                     prev_hash,
                     digest,
                 )
@@ -96,6 +101,7 @@ async def append_rows(conn: asyncpg.Connection, rows: int) -> None:
                 "members",
                 "request_id",
                 "key_id",
+                "chain",
                 "prev_hash",
                 "hash",
             ],

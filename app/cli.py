@@ -48,12 +48,8 @@ def _migrate(settings: Settings, revision: str = "heads") -> None:
     from app.services.audit.keys import InvalidAuditKeys
 
     try:
-        migrate.upgrade(
-            settings,
-            resolve_owner_url(settings),
-            revision,
-            service_url=resolve_database_url(settings),
-        )
+        owner = resolve_owner_url(settings)
+        migrate.upgrade(settings, owner, revision, service_url=settings.session_database_url())
     except (UnsafeServiceRole, InvalidAuditKeys, OSError, asyncpg.PostgresError) as exc:
         fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
 
@@ -173,7 +169,11 @@ def _run_db(job: Callable[[asyncpg.Connection], Awaitable[T]], *, owner: bool = 
 
     async def _main() -> T:
         settings = get_settings()
-        url = resolve_owner_url(settings) if owner else resolve_database_url(settings)
+        if owner:
+            url = resolve_owner_url(settings)
+        else:  # straight to PostgreSQL, not through a transaction pooler
+            resolve_database_url(settings)
+            url = settings.session_database_url()
         target = asyncpg_target(url)
         conn = await asyncpg.connect(dsn=target.dsn, host=target.host)
         try:
@@ -554,7 +554,10 @@ def worker(
     settings = get_settings()
     # The same JSON log lines (CNICs masked) as the service's: claims, stops, retries.
     configure_logging(settings)
-    target = asyncpg_target(resolve_database_url(settings))
+    # Session state (staging tables, the refresher's session lock): never through a
+    # transaction pooler (NSER_DIRECT_DATABASE_URL).
+    resolve_database_url(settings)
+    target = asyncpg_target(settings.session_database_url())
 
     async def _main() -> None:
         stop = asyncio.Event()

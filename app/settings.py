@@ -41,6 +41,15 @@ class Settings(BaseSettings):
     migrations_dir: Path = Field(default_factory=bundled_migrations_dir)
     db_pool_size: int = 10
     db_pool_max_overflow: int = 10
+    # Behind a connection pooler in transaction mode (pgbouncer < 1.21, which does not track
+    # prepared statements): the request paths' pools then prepare no named statements
+    # (asyncpg's and SQLAlchemy's statement caches off). See docs/operations.md.
+    db_statement_cache: bool = True
+    # The connections that keep session state (the ingest workers' staging tables and
+    # snapshots, the public products' refresher's session lock, `nser` commands) use this
+    # URL, straight to PostgreSQL, when NSER_DATABASE_URL goes through a transaction pooler;
+    # empty: NSER_DATABASE_URL.
+    direct_database_url: str = ""
 
     # Rate limiting: "memory://" or "redis://host:port/db".
     rate_limit_storage: str = "memory://"
@@ -126,6 +135,11 @@ class Settings(BaseSettings):
     log_json: bool = True
     # GET /metrics answers only "Authorization: Bearer <this token>"; unset, /metrics is off.
     metrics_token: SecretStr | None = None
+
+    def session_database_url(self) -> str:
+        """The service's URL for connections that keep session state: the direct one if
+        set, else NSER_DATABASE_URL (after ``app.db.resolve_database_url``)."""
+        return self.direct_database_url or self.database_url
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod

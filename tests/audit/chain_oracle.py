@@ -187,3 +187,32 @@ async def restore(conn: asyncpg.Connection, saved: list[dict[str, Any]]) -> None
             )
     finally:
         await conn.execute("ALTER TABLE audit_log ENABLE TRIGGER USER")
+
+
+V1_CHECKPOINT_DOMAIN = b"nser audit checkpoint v1\n"
+
+
+def v1_checkpoint_bytes(
+    cp_id: int,
+    at: datetime,
+    last_id: int,
+    last_hash: bytes,
+    rows: int,
+    rows_per_key: dict[str, int],
+    full: bool,
+    key_id: str,
+) -> bytes:
+    """What the release with one chain sealed in a checkpoint (its MAC input)."""
+    return V1_CHECKPOINT_DOMAIN + orjson.dumps(
+        [
+            cp_id,
+            at.astimezone(UTC).isoformat(),
+            last_id,
+            last_hash.hex(),
+            rows,
+            rows_per_key,
+            full,
+            key_id,
+        ],
+        option=orjson.OPT_SORT_KEYS,
+    )

@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_HOUSEHOLDS ?= 20000
 
-.PHONY: install install-dev browser-deps drill-deps drill demo test lint typecheck hadolint pytest wheel-check bench clean messages
+.PHONY: install install-dev browser-deps pgbouncer-deps drill-deps drill demo test lint typecheck hadolint pytest wheel-check bench clean messages
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,14 @@ browser-deps:
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; }
 	npm ci --prefix tests/web --no-audit --no-fund --silent
+
+## The pgbouncer tests' own need: Debian's pgbouncer (tests/service/test_pgbouncer.py starts
+## one of its own in transaction mode in front of the test PostgreSQL).
+pgbouncer-deps:
+	@test -x /usr/sbin/pgbouncer || command -v pgbouncer >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq pgbouncer >/dev/null; }
 
 ## The failover drill's own needs: Debian's Patroni, etcd and HAProxy (the nodes run the
 ## machine's PostgreSQL 15, /usr/lib/postgresql/15/bin, which the tests need anyway).
@@ -68,8 +76,9 @@ pytest:
 wheel-check:
 	$(BIN)/pytest -q tests/service/test_wheel.py
 
-## Install with dev extras and the browser, then lint, type-check, hadolint and the test suite.
-test: install-dev browser-deps lint typecheck hadolint pytest
+## Install with dev extras, the browser and pgbouncer, then lint, type-check, hadolint and the
+## test suite.
+test: install-dev browser-deps pgbouncer-deps lint typecheck hadolint pytest
 
 ## The website's Urdu catalogues: add new messages to the .po files, then check and compile.
 messages:

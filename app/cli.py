@@ -48,12 +48,8 @@ def _migrate(settings: Settings, revision: str = "heads") -> None:
     from app.services.audit.keys import InvalidAuditKeys
 
     try:
-        migrate.upgrade(
-            settings,
-            resolve_owner_url(settings),
-            revision,
-            service_url=resolve_database_url(settings),
-        )
+        owner = resolve_owner_url(settings)
+        migrate.upgrade(settings, owner, revision, service_url=settings.session_database_url())
     except (UnsafeServiceRole, InvalidAuditKeys, OSError, asyncpg.PostgresError) as exc:
         fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
 
@@ -173,7 +169,11 @@ def _run_db(job: Callable[[asyncpg.Connection], Awaitable[T]], *, owner: bool = 
 
     async def _main() -> T:
         settings = get_settings()
-        url = resolve_owner_url(settings) if owner else resolve_database_url(settings)
+        if owner:
+            url = resolve_owner_url(settings)
+        else:  # straight to PostgreSQL, not through a transaction pooler
+            resolve_database_url(settings)
+            url = settings.session_database_url()
         target = asyncpg_target(url)
         conn = await asyncpg.connect(dsn=target.dsn, host=target.host)
         try:
@@ -369,14 +369,19 @@ def audit_verify(
     if not verdict.ok:
         fail(f"audit chain broken: {verdict.problem}")
     per_key = ", ".join(f"{key}: {n}" for key, n in sorted(verdict.rows_per_key.items()))
-    typer.echo(f"audit log intact: {verdict.rows} rows" + (f" ({per_key})" if per_key else ""))
+    chains = len(verdict.heads)
+    typer.echo(
+        f"audit log intact: {verdict.rows} rows in {chains} chain{'s' if chains != 1 else ''}"
+        + (f" ({per_key})" if per_key else "")
+    )
     since = verdict.since
     if since is None:
         typer.echo(f"checked {verdict.checked} rows from the start")
     else:
         typer.echo(
-            f"checked {verdict.checked} rows added after row {since.last_id} (checkpoint "
-            f"{since.id} of {since.at.isoformat(timespec='seconds')}; `--full` checks every row)"
+            f"checked {verdict.checked} rows added since checkpoint {since.id} of "
+            f"{since.at.isoformat(timespec='seconds')} (which ended at row {since.last_id}; "
+            "`--full` checks every row)"
         )
     if verdict.checkpoint is not None:
         typer.echo(f"checkpoint {verdict.checkpoint} recorded")
@@ -549,7 +554,10 @@ def worker(
     settings = get_settings()
     # The same JSON log lines (CNICs masked) as the service's: claims, stops, retries.
     configure_logging(settings)
-    target = asyncpg_target(resolve_database_url(settings))
+    # Session state (staging tables, the refresher's session lock): never through a
+    # transaction pooler (NSER_DIRECT_DATABASE_URL).
+    resolve_database_url(settings)
+    target = asyncpg_target(settings.session_database_url())
 
     async def _main() -> None:
         stop = asyncio.Event()

@@ -146,17 +146,26 @@ def server_settings(application_name: str = "nser") -> dict[str, str]:
 def create_engine(url: str, settings: Settings) -> AsyncEngine:
     from sqlalchemy.ext.asyncio import create_async_engine
 
+    # Without the statement cache (NSER_DB_STATEMENT_CACHE=false: a transaction pooler),
+    # every statement is an unnamed one, parsed again at each execution.
+    uncached = {"statement_cache_size": 0, "prepared_statement_cache_size": 0}
     return create_async_engine(
         sqlalchemy_url(url),
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_pool_max_overflow,
         pool_pre_ping=True,
-        connect_args={"server_settings": server_settings()},
+        connect_args={
+            "server_settings": server_settings(),
+            **({} if settings.db_statement_cache else uncached),
+        },
     )
 
 
-async def create_pool(url: str, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
-    """A raw asyncpg pool for the hot read paths (look-ups, exports)."""
+async def create_pool(
+    url: str, min_size: int = 2, max_size: int = 10, *, statement_cache: bool = True
+) -> asyncpg.Pool:
+    """A raw asyncpg pool for the hot read paths (look-ups, exports); ``statement_cache``
+    off behind a transaction pooler (NSER_DB_STATEMENT_CACHE)."""
     target = asyncpg_target(url)
     pool = await asyncpg.create_pool(
         dsn=target.dsn,
@@ -165,6 +174,7 @@ async def create_pool(url: str, min_size: int = 2, max_size: int = 10) -> asyncp
         max_size=max_size,
         command_timeout=60,
         server_settings=server_settings(),
+        **({} if statement_cache else {"statement_cache_size": 0}),
     )
     assert pool is not None
     return pool

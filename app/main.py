@@ -69,6 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     configure_logging(settings)
     # The audit keys are the process's: read (and checked) once, before anything is served.
     audit_trail.use_keyring(audit_trail.keyring_of(settings))
+    audit_trail.use_chains(settings.audit_chains)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -76,9 +77,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = create_engine(url, settings)
         app.state.engine = engine
         app.state.sessionmaker = make_sessionmaker(engine)
-        app.state.pool = await create_pool(url, max_size=settings.db_pool_size)
+        app.state.pool = await create_pool(
+            url, max_size=settings.db_pool_size, statement_cache=settings.db_statement_cache
+        )
+        # The workers keep session state (staging tables, a session lock): never through a
+        # transaction pooler (NSER_DIRECT_DATABASE_URL).
         workers = ingest_worker.start_in_process(
-            url,
+            settings.session_database_url(),
             settings.in_process_workers,
             chunk=settings.ingest_chunk_records,
             pipeline=settings.ingest_pipeline,

@@ -41,6 +41,15 @@ class Settings(BaseSettings):
     migrations_dir: Path = Field(default_factory=bundled_migrations_dir)
     db_pool_size: int = 10
     db_pool_max_overflow: int = 10
+    # Behind a connection pooler in transaction mode (pgbouncer < 1.21, which does not track
+    # prepared statements): the request paths' pools then prepare no named statements
+    # (asyncpg's and SQLAlchemy's statement caches off). See docs/operations.md.
+    db_statement_cache: bool = True
+    # The connections that keep session state (the ingest workers' staging tables and
+    # snapshots, the public products' refresher's session lock, `nser` commands) use this
+    # URL, straight to PostgreSQL, when NSER_DATABASE_URL goes through a transaction pooler;
+    # empty: NSER_DATABASE_URL.
+    direct_database_url: str = ""
 
     # Rate limiting: "memory://" or "redis://host:port/db".
     rate_limit_storage: str = "memory://"
@@ -71,6 +80,9 @@ class Settings(BaseSettings):
     # Audit chain keys, "ID=SECRET[,ID=SECRET...]": the first signs new audit rows, all
     # verify. Empty: a key derived from NSER_KEY_ENCRYPTION_SECRET (app/services/audit/keys.py).
     audit_keys: SecretStr = SecretStr("")
+    # Independent hash chains of the audit log (each with its own lock): up to this many
+    # audited requests append at once (app/services/audit/trail.py).
+    audit_chains: int = Field(default=16, ge=1, le=256)
 
     # Data-sharing request forms (POST /v1/requests, no credentials): per client IP.
     request_form_limits: str = "5/minute;50/day"
@@ -123,6 +135,11 @@ class Settings(BaseSettings):
     log_json: bool = True
     # GET /metrics answers only "Authorization: Bearer <this token>"; unset, /metrics is off.
     metrics_token: SecretStr | None = None
+
+    def session_database_url(self) -> str:
+        """The service's URL for connections that keep session state: the direct one if
+        set, else NSER_DATABASE_URL (after ``app.db.resolve_database_url``)."""
+        return self.direct_database_url or self.database_url
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod

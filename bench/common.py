@@ -21,6 +21,8 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_URL = os.environ.get("NSER_BENCH_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+# Fresh databases are named PREFIX + 8 hex digits (a shared server: say whose they are).
+DB_PREFIX = os.environ.get("NSER_BENCH_DB_PREFIX", "nser_bench_")
 
 
 def log(message: str) -> None:
@@ -65,7 +67,7 @@ def bench_database(
     if reuse:
         yield database_url(reuse)
         return
-    name = f"nser_bench_{uuid.uuid4().hex[:8]}"
+    name = f"{DB_PREFIX}{uuid.uuid4().hex[:8]}"
     url = database_url(name)
     asyncio.run(admin(f'CREATE DATABASE "{name}"'))
     try:

@@ -1,5 +1,6 @@
-"""The audit trail: append-only, hash-chained (each row carries its predecessor's hash),
-keyed (each row names the audit key of its HMAC); and the checkpoints of its verification."""
+"""The audit trail: append-only, hash-chained (each row carries the hash of its chain's
+previous row; the log is several independent chains), keyed (each row names the audit key
+of its HMAC); and the checkpoints of its verification."""
 
 from __future__ import annotations
 
@@ -9,11 +10,13 @@ from datetime import datetime
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    CheckConstraint,
     DateTime,
     Identity,
     Index,
     Integer,
     LargeBinary,
+    SmallInteger,
     String,
     func,
 )
@@ -25,7 +28,11 @@ from app.models.base import Base
 
 class AuditEntry(Base):
     __tablename__ = "audit_log"
-    __table_args__ = (Index("ix_audit_log_client_at", "client_id", "at"),)
+    __table_args__ = (
+        Index("ix_audit_log_client_at", "client_id", "at"),
+        Index("ix_audit_log_chain", "chain", "id"),
+        CheckConstraint("chain BETWEEN 0 AND 255", name="chain"),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
     at: Mapped[datetime] = mapped_column(
@@ -43,14 +50,17 @@ class AuditEntry(Base):
     request_id: Mapped[str | None] = mapped_column(String(64))
     # The audit key that signed the row ('legacy': written before audit keys, plain SHA-256).
     key_id: Mapped[str] = mapped_column(String(32), nullable=False)
+    # The chain the row belongs to (0 for every row written before there were several).
+    chain: Mapped[int] = mapped_column(SmallInteger, nullable=False)
     prev_hash: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
     hash: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
 
 
 class AuditCheckpoint(Base):
     """Where a successful ``nser audit verify`` got to: the last row it verified, that row's
-    hash, the rows verified from the start (in all, per key), when, whether it walked from
-    the start; sealed with an audit key (``mac``, the key named). Append-only."""
+    hash, the rows verified from the start (in all, per key), each chain's last row
+    (``heads``; NULL in checkpoints made when there was one chain), when, whether it walked
+    from the start; sealed with an audit key (``mac``, the key named). Append-only."""
 
     __tablename__ = "audit_checkpoints"
 
@@ -62,4 +72,6 @@ class AuditCheckpoint(Base):
     rows_per_key: Mapped[dict[str, int]] = mapped_column(JSONB, nullable=False)
     full: Mapped[bool] = mapped_column(Boolean, nullable=False)
     key_id: Mapped[str] = mapped_column(String(32), nullable=False)
+    # {"chain": [last id, last hash (hex), rows of the chain]}.
+    heads: Mapped[dict[str, list[object]] | None] = mapped_column(JSONB)
     mac: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)

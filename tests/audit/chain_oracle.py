@@ -1,13 +1,17 @@
-"""What someone with database access but without the audit key can do to the chain.
+"""What someone with database access but without the audit key can do to the chains.
 
 Written apart from ``app.services.audit``: the row layout that was hashed before audit keys
 (``sha256(prev_hash || canonical row)``), used to write rows as the release before keys
-did, and to recompute a plain hash chain over rows an attacker has edited.
+did, and to recompute plain hash chains over rows an attacker has edited; and the log's
+layout in chains (each row's ``prev_hash`` is the hash of the previous row of its chain),
+read from the table itself, so that tests can aim at a row with a predecessor and a
+successor in its chain.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -98,33 +102,65 @@ async def rows(conn: asyncpg.Connection) -> list[dict[str, Any]]:
     return [dict(row) for row in await conn.fetch("SELECT * FROM audit_log ORDER BY id")]
 
 
+def layout(saved: list[dict[str, Any]]) -> dict[int, list[int]]:
+    """The ids of each chain's rows, in order, from the rows as the table holds them."""
+    chains: dict[int, list[int]] = {}
+    for row in sorted(saved, key=lambda r: r["id"]):
+        chains.setdefault(row["chain"], []).append(row["id"])
+    return chains
+
+
+def links(saved: list[dict[str, Any]]) -> dict[int, int]:
+    """Each row's predecessor in its chain, as the stored hashes link them (id -> id), and
+    checked against ``layout``: the chains are what the hashes say."""
+    by_hash = {bytes(row["hash"]): row["id"] for row in saved}
+    linked = {
+        row["id"]: by_hash[bytes(row["prev_hash"])]
+        for row in saved
+        if bytes(row["prev_hash"]) != GENESIS
+    }
+    for ids in layout(saved).values():
+        assert all(linked[later] == earlier for earlier, later in itertools.pairwise(ids))
+        assert ids[0] not in linked
+    return linked
+
+
 async def rechain_plain(
-    conn: asyncpg.Connection, start: int, *, mark_unkeyed: str | None = None
+    conn: asyncpg.Connection,
+    start: int,
+    *,
+    mark_unkeyed: str | None = None,
+    into_chain0: bool = False,
 ) -> None:
-    """Recompute ``prev_hash`` and ``hash`` of every row from id ``start`` on as a plain
-    SHA-256 chain (what the attacker can compute); with ``mark_unkeyed``, also set those
-    rows' ``key_id`` to it, claiming they were written before audit keys.
+    """Recompute ``prev_hash`` and ``hash`` of every row from id ``start`` on as plain
+    SHA-256 chains, each chain on its own (what the attacker can compute); with
+    ``mark_unkeyed``, also set those rows' ``key_id`` to it, claiming they were written
+    before audit keys; with ``into_chain0``, put them all in chain 0 (one chain, as the
+    log was before there were several).
 
     Runs with the table's triggers disabled, as the table's owner can."""
     await conn.execute("ALTER TABLE audit_log DISABLE TRIGGER USER")
     try:
-        prev_hash = GENESIS
+        heads: dict[int, bytes] = {}
         for row in await rows(conn):
+            chain = 0 if into_chain0 and row["id"] >= start else row["chain"]
             if row["id"] >= start:
+                prev_hash = heads.get(chain, GENESIS)
                 digest = plain_hash(prev_hash, row)
                 await conn.execute(
-                    "UPDATE audit_log SET prev_hash = $1, hash = $2 WHERE id = $3",
+                    "UPDATE audit_log SET prev_hash = $1, hash = $2, chain = $3 WHERE id = $4",
                     prev_hash,
                     digest,
+                    chain,
                     row["id"],
                 )
                 if mark_unkeyed is not None:
                     await conn.execute(
                         "UPDATE audit_log SET key_id = $1 WHERE id = $2", mark_unkeyed, row["id"]
                     )
-                prev_hash = digest
+                heads[chain] = digest
             else:
-                prev_hash = bytes(row["hash"])
+                heads[chain] = bytes(row["hash"])
     finally:
         await conn.execute("ALTER TABLE audit_log ENABLE TRIGGER USER")
 
@@ -151,3 +187,32 @@ async def restore(conn: asyncpg.Connection, saved: list[dict[str, Any]]) -> None
             )
     finally:
         await conn.execute("ALTER TABLE audit_log ENABLE TRIGGER USER")
+
+
+V1_CHECKPOINT_DOMAIN = b"nser audit checkpoint v1\n"
+
+
+def v1_checkpoint_bytes(
+    cp_id: int,
+    at: datetime,
+    last_id: int,
+    last_hash: bytes,
+    rows: int,
+    rows_per_key: dict[str, int],
+    full: bool,
+    key_id: str,
+) -> bytes:
+    """What the release with one chain sealed in a checkpoint (its MAC input)."""
+    return V1_CHECKPOINT_DOMAIN + orjson.dumps(
+        [
+            cp_id,
+            at.astimezone(UTC).isoformat(),
+            last_id,
+            last_hash.hex(),
+            rows,
+            rows_per_key,
+            full,
+            key_id,
+        ],
+        option=orjson.OPT_SORT_KEYS,
+    )

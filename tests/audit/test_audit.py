@@ -24,7 +24,10 @@ def audit_url() -> Iterator[str]:
 @pytest.fixture(scope="module")
 async def filled(audit_url: str) -> str:
     p = create_partner(audit_url, categories="iii,iv")
-    async for c in open_client(make_settings(audit_url, token_limits="1000/minute")):
+    # One chain for the reads, so rows 2-6 follow each other (several chains at once:
+    # test_audit_chains.py).
+    settings = make_settings(audit_url, token_limits="1000/minute", audit_chains=1)
+    async for c in open_client(settings):
         token = await get_token(c, p["client_id"], p["client_secret"])
         for _ in range(4):
             r = await c.get("/v1/partner/scores/3520212345673", headers=bearer(token))

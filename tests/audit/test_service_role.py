@@ -147,23 +147,24 @@ async def test_the_service_still_appends_and_verifies(url: str) -> None:
 
 
 async def test_a_row_injected_without_the_key_breaks_the_chain(url: str) -> None:
-    """The service's role may INSERT; a row it makes up (the right predecessor, a plain
-    SHA-256) is still caught, because only the audit key makes a valid row."""
+    """The service's role may INSERT; a row it makes up (the right predecessor in its
+    chain, a plain SHA-256) is still caught, because only the audit key makes a valid row."""
     service = make_settings(url).database_url
     conn = await asyncpg.connect(service)
     try:
         last = await conn.fetchrow(
-            "SELECT id, hash, key_id FROM audit_log ORDER BY id DESC LIMIT 1"
+            "SELECT id, hash, key_id, chain FROM audit_log ORDER BY id DESC LIMIT 1"
         )
         assert last is not None
         forged = last["id"] + 1
         await conn.execute(
             """INSERT INTO audit_log (id, actor_type, endpoint, filters, dimensions, households,
-                                      members, key_id, prev_hash, hash)
+                                      members, key_id, chain, prev_hash, hash)
                VALUES ($1, 'staff', 'GET /v1/partner/beneficiaries', '{}', '{}', 0, 0, $2, $3,
-                       sha256($3))""",
+                       $4, sha256($4))""",
             forged,
             last["key_id"],
+            last["chain"],
             last["hash"],
         )
     finally:

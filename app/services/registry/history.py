@@ -25,19 +25,23 @@ async def household_history(
 ) -> dict[str, Any]:
     """The history (names, CNICs, dates of birth, phones, disabilities as they changed).
 
-    Read and audited in one transaction, committed before anything is returned: the audit
-    row names the household and counts its living members, as every read of one household
-    does; a household that does not exist is audited as an attempt that disclosed nothing
-    (404).
+    Read from one snapshot, then audited, committed before anything is returned: the
+    audit row names the household and counts its living members, as every read of one
+    household does; a household that does not exist is audited as an attempt that
+    disclosed nothing (404). The append has a READ COMMITTED transaction of its own: the
+    snapshot's could miss the head of the audit chain it appends to.
     """
-    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
-        version = await conn.fetchval("SELECT version FROM households WHERE id = $1", household_id)
-        rows = await conn.fetch(_HISTORY_SQL, household_id)
-        found = version is not None or bool(rows)
-        members = await conn.fetchval(
-            "SELECT count(*) FROM members WHERE household_id = $1 AND deceased_on IS NULL",
-            household_id,
-        )
+    async with pool.acquire() as conn:
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            version = await conn.fetchval(
+                "SELECT version FROM households WHERE id = $1", household_id
+            )
+            rows = await conn.fetch(_HISTORY_SQL, household_id)
+            found = version is not None or bool(rows)
+            members = await conn.fetchval(
+                "SELECT count(*) FROM members WHERE household_id = $1 AND deceased_on IS NULL",
+                household_id,
+            )
         await audit.append(
             conn,
             audit.AuditRecord.of(

@@ -408,7 +408,9 @@ async def explain(pool: asyncpg.Pool, caller: Principal, household_id: int) -> d
     """The explanation of one household for ``caller``, audited as a disclosure of one
     household and its living members. Staff get the full explanation (:func:`build`); a
     partner, within its agreement's geography (404 outside it, as for an unknown id), only
-    what :mod:`partner_view` allows (:func:`build_for_partner`)."""
+    what :mod:`partner_view` allows (:func:`build_for_partner`). Read from one snapshot,
+    then audited in a READ COMMITTED transaction of its own (the snapshot's could miss the
+    head of the audit chain it appends to), before anything is returned."""
     staff = caller.kind == "staff"
     geo = [] if staff else list(caller.geo_codes)
     endpoint = (
@@ -416,13 +418,16 @@ async def explain(pool: asyncpg.Pool, caller: Principal, household_id: int) -> d
         if staff
         else "/v1/partner/households/{household_id}/score-explanation"
     )
-    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
-        household = await conn.fetchrow(HOUSEHOLD_SQL, household_id, geo)
-        # A partner explains the registry's score: an unscored household has none to explain.
-        if household is not None and not staff and household["pmt_score"] is None:
-            household = None
-        model_row = await conn.fetchrow(MODEL_SQL, household["pmt_version"]) if household else None
-        history = await conn.fetch(HISTORY_SQL, household_id) if model_row else []
+    async with pool.acquire() as conn:
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            household = await conn.fetchrow(HOUSEHOLD_SQL, household_id, geo)
+            # A partner explains the registry's score: an unscored household has none.
+            if household is not None and not staff and household["pmt_score"] is None:
+                household = None
+            model_row = (
+                await conn.fetchrow(MODEL_SQL, household["pmt_version"]) if household else None
+            )
+            history = await conn.fetch(HISTORY_SQL, household_id) if model_row else []
         await audit.append(
             conn,
             audit.AuditRecord.of(

@@ -22,11 +22,16 @@ transaction. The variants:
   skipped, i.e. the reads alone;
 - ``chains=N`` for each N of ``--chains``: the service with ``NSER_AUDIT_CHAINS=N``.
   ``chains=1`` is one chain under one lock (every append serialized);
+- with ``--no-flush``, ``chains=N,no-flush`` for the largest N: the same with the
+  database's ``synchronous_commit`` off while it runs (``ALTER DATABASE``, reset after):
+  a diagnosis, never a setting to run with, showing how much of what remains is the audit
+  row's commit waiting for its WAL flush (a read without audit writes nothing to flush);
 
 Medians over the rounds; each variant's requests/s is also given as a ratio to the
-baseline's, and as a ratio to ``chains=1``. After the runs ``nser audit verify --full``
-must find every chain intact (the rows the runs appended under full concurrency), and each
-audited run must have written one audit row per request. The last line is one JSON object.
+baseline's of the same round (median and range over the rounds), and to ``chains=1``'s.
+After the runs ``nser audit verify --full`` must find every chain intact (the rows the runs
+appended under full concurrency), and each audited run must have written one audit row per
+request. The last line is one JSON object.
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ from common import ROOT, bench_database, create_partner, log, nser
 from lookup import free_port, start, stop, wait_up
 
 RESULTS = ROOT / "bench" / "results"
+NO_FLUSH = "BENCH_NO_FLUSH"  # a variant's mark: synchronous_commit off while it runs
 PROVINCES = ["PK1", "PK2", "PK3", "PK4", "PK5", "PK6", "PK7"]
 
 LUA = """
@@ -132,6 +138,17 @@ async def write_cnics(url: str, path: Path, count: int) -> None:
     log(f"{len(rows)} CNICs in {path}")
 
 
+async def synchronous_commit(url: str, on: bool) -> None:
+    """The database's default for new sessions (the service's are opened after it)."""
+    conn = await asyncpg.connect(url)
+    try:
+        name = await conn.fetchval("SELECT current_database()")
+        setting = "RESET synchronous_commit" if on else "SET synchronous_commit = off"
+        await conn.execute(f'ALTER DATABASE "{name}" {setting}')
+    finally:
+        await conn.close()
+
+
 async def audit_rows(url: str) -> int:
     conn = await asyncpg.connect(url)
     try:
@@ -172,13 +189,20 @@ def main() -> None:
     ap.add_argument("--duration", type=int, default=15, help="seconds per wrk run")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--workers", type=int, default=2, help="service processes")
+    ap.add_argument("--no-flush", action="store_true", help="also: commits without WAL flush")
     args = ap.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed (apt-get install -y wrk)")
     kinds = [k for k in args.kinds.split(",") if k]
     variants: dict[str, dict[str, str]] = {"no-audit": {"BENCH_AUDIT": "off"}}
-    for n in (int(c) for c in args.chains.split(",") if c):
+    counts = [int(c) for c in args.chains.split(",") if c]
+    for n in counts:
         variants[f"chains={n}"] = {"NSER_AUDIT_CHAINS": str(n)}
+    if args.no_flush:
+        variants[f"chains={max(counts)},no-flush"] = {
+            "NSER_AUDIT_CHAINS": str(max(counts)),
+            NO_FLUSH: "1",
+        }
 
     with bench_database(args.reuse_db, args.households, args.seed, keep=args.keep_db) as url:
         runs, checks = measure(url, args, variants, kinds)
@@ -193,7 +217,7 @@ def main() -> None:
         **checks,
     }
     for kind in kinds:
-        figures: dict[str, dict[str, float]] = {}
+        figures: dict[str, dict[str, Any]] = {}
         for name in variants:
             done = runs[(name, kind)]
             figures[name] = {
@@ -202,18 +226,31 @@ def main() -> None:
                 "p99_ms": round(statistics.median(r["p99_ms"] for r in done), 2),
                 "non_2xx": sum(int(r["non_2xx"]) for r in done),
             }
-        base = figures["no-audit"]["rps"]
-        one = figures.get("chains=1", {}).get("rps")
+
         for name, f in figures.items():
-            f["vs_no_audit"] = round(f["rps"] / base, 3)
-            if one and name != "no-audit":
-                f["vs_chains_1"] = round(f["rps"] / one, 3)
+            # Per round, then the median: the machine's load moves both sides of a round.
+            ratios = per_round(runs, kind, name, "no-audit")
+            f["vs_no_audit"] = round(statistics.median(ratios), 3)
+            f["vs_no_audit_range"] = [round(min(ratios), 2), round(max(ratios), 2)]
+            if "chains=1" in figures and name != "no-audit":
+                f["vs_chains_1"] = round(
+                    statistics.median(per_round(runs, kind, name, "chains=1")), 3
+                )
             print(
-                f"{kind:6} {name:10} {f['rps']:8.1f} req/s  p50 {f['p50_ms']:6.2f} ms  "
-                f"p99 {f['p99_ms']:7.2f} ms  {f['vs_no_audit']:.1%} of no-audit"
+                f"{kind:6} {name:18} {f['rps']:8.1f} req/s  p50 {f['p50_ms']:6.2f} ms  "
+                f"p99 {f['p99_ms']:7.2f} ms  {f['vs_no_audit']:.2f} of no-audit "
+                f"(rounds {f['vs_no_audit_range'][0]}-{f['vs_no_audit_range'][1]})"
             )
         report[kind] = figures
     print(json.dumps(report))
+
+
+def per_round(
+    runs: dict[tuple[str, str], list[dict[str, float]]], kind: str, name: str, against: str
+) -> list[float]:
+    """The variant's requests/s over ``against``'s of the same round, round by round."""
+    pairs = zip(runs[(name, kind)], runs[(against, kind)], strict=True)
+    return [mine["rps"] / theirs["rps"] for mine, theirs in pairs]
 
 
 def measure(
@@ -250,6 +287,9 @@ def measure(
                     "PROMETHEUS_MULTIPROC_DIR": str(work / "metrics"),
                     **variants[name],
                 }
+                no_flush = NO_FLUSH in variants[name]
+                if no_flush:
+                    asyncio.run(synchronous_commit(url, on=False))
                 server = start(
                     [sys.executable, "bench/audit_serve.py", str(port), str(args.workers)],
                     env,
@@ -275,6 +315,8 @@ def measure(
                         log(f"round {round_no + 1} {name} {kind}: {figures}")
                 finally:
                     stop(server)
+                    if no_flush:
+                        asyncio.run(synchronous_commit(url, on=True))
         started = time.monotonic()
         verified = nser(["audit", "verify", "--full"], url)
         verify_s = time.monotonic() - started

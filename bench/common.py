@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -145,3 +146,29 @@ def client_token(base: str, credentials: dict[str, str]) -> str:
     answer.raise_for_status()
     token: str = answer.json()["access_token"]
     return token
+
+
+_WRK_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
+
+
+def wrk_ms(text: str) -> float:
+    """A latency as wrk prints it (``812.00us``, ``1.20ms``, ``2.01s``), in milliseconds."""
+    found = re.fullmatch(r"([0-9.]+)(us|ms|s)", text)
+    assert found is not None, text
+    return float(found.group(1)) * _WRK_UNITS[found.group(2)]
+
+
+async def write_cnics(url: str, path: Path, count: int) -> None:
+    """Up to ``count`` living members' CNICs, one a line, into ``path``: every look-up of
+    them answers 200."""
+    conn = await asyncpg.connect(url)
+    try:
+        rows = await conn.fetch(
+            "SELECT cnic FROM members TABLESAMPLE SYSTEM (10)"
+            " WHERE cnic IS NOT NULL AND deceased_on IS NULL LIMIT $1",
+            count,
+        )
+    finally:
+        await conn.close()
+    path.write_text("\n".join(row["cnic"] for row in rows) + "\n")
+    log(f"{len(rows)} CNICs in {path}")

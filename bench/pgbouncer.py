@@ -48,7 +48,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import asyncpg
-from common import ROOT, bench_database, log
+from common import ROOT, bench_database, log, write_cnics, wrk_ms
 from lookup import free_port, start, stop, wait_up
 
 RESULTS = ROOT / "bench" / "results"
@@ -65,14 +65,6 @@ function request()
   return wrk.format("GET", paths[math.random(#paths)])
 end
 """
-
-_UNIT = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
-
-
-def _ms(text: str) -> float:
-    found = re.fullmatch(r"([0-9.]+)(us|ms|s)", text)
-    assert found is not None, text
-    return float(found.group(1)) * _UNIT[found.group(2)]
 
 
 def run_wrk(
@@ -100,26 +92,12 @@ def run_wrk(
     )
     return {
         "rps": float(grab(r"Requests/sec:\s+([0-9.]+)")),
-        "p50_ms": _ms(grab(r"^\s+50%\s+(\S+)")),
-        "p99_ms": _ms(grab(r"^\s+99%\s+(\S+)")),
+        "p50_ms": wrk_ms(grab(r"^\s+50%\s+(\S+)")),
+        "p99_ms": wrk_ms(grab(r"^\s+99%\s+(\S+)")),
         "requests": int(grab(r"(\d+) requests in")),
         "errors": (int(bad.group(1)) if bad else 0)
         + (sum(int(n) for n in sockets.groups()) if sockets else 0),
     }
-
-
-async def write_cnics(url: str, path: Path, count: int) -> None:
-    conn = await asyncpg.connect(url)
-    try:
-        rows = await conn.fetch(
-            "SELECT cnic FROM members TABLESAMPLE SYSTEM (10)"
-            " WHERE cnic IS NOT NULL AND deceased_on IS NULL LIMIT $1",
-            count,
-        )
-    finally:
-        await conn.close()
-    path.write_text("\n".join(row["cnic"] for row in rows) + "\n")
-    log(f"{len(rows)} CNICs in {path}")
 
 
 @contextmanager

@@ -10,6 +10,7 @@ from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import session_scope
+from app.replicas import Reads
 from app.settings import Settings
 
 
@@ -25,6 +26,12 @@ async def get_pool(request: Request) -> asyncpg.Pool:
     return pool
 
 
+async def get_reads(request: Request) -> Reads:
+    """The read paths' database (app/replicas.py): replicas if configured, else the pool."""
+    reads: Reads = request.app.state.reads
+    return reads
+
+
 async def get_app_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
@@ -32,4 +39,5 @@ async def get_app_settings(request: Request) -> Settings:
 
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 PoolDep = Annotated[asyncpg.Pool, Depends(get_pool)]
+ReadsDep = Annotated[Reads, Depends(get_reads)]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]

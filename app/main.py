@@ -16,6 +16,7 @@ from app.errors import register_exception_handlers
 from app.logging import configure_logging
 from app.middleware import RequestContextMiddleware, TrustedProxyScheme
 from app.public_fastpath import PublicLookupFastPath
+from app.replicas import open_reads
 from app.routers import analysis as analysis_router
 from app.routers import beneficiaries as beneficiaries_router
 from app.routers import docs, health, households, partner_updates, public_scores
@@ -80,6 +81,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.pool = await create_pool(
             url, max_size=settings.db_pool_size, statement_cache=settings.db_statement_cache
         )
+        # The read paths' database: the replicas of NSER_READ_DATABASE_URL, else the pool.
+        app.state.reads = await open_reads(app.state.pool, settings)
         # The workers keep session state (staging tables, a session lock): never through a
         # transaction pooler (NSER_DIRECT_DATABASE_URL).
         workers = ingest_worker.start_in_process(
@@ -96,6 +99,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await workers.stop()
+            await app.state.reads.close()
             await app.state.pool.close()
             await engine.dispose()
 

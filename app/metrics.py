@@ -16,6 +16,7 @@ from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
 )
@@ -36,6 +37,28 @@ LATENCY = Histogram(
 )
 UNMATCHED_ROUTE = "<unmatched>"
 
+# Read replicas (app/replicas.py). A fallback is a read meant for a replica that the
+# primary answered: no replica usable (down, lagging, unfit, starting), the replica failed
+# under it (down) or a recovery conflict cancelled it (conflict), or the replica had not
+# replayed what the read must see within NSER_READ_WAIT_SECONDS (behind).
+READ_FALLBACKS = Counter(
+    "nser_db_read_fallbacks_total",
+    "Reads meant for a read replica that the primary answered, by reason.",
+    ["reason"],
+)
+REPLICA_USABLE = Gauge(
+    "nser_db_replica_usable",
+    "1 while a read replica takes reads (answering, a standby, within the lag bound), else 0.",
+    ["replica"],
+    multiprocess_mode="livemostrecent",
+)
+REPLICA_LAG = Gauge(
+    "nser_db_replica_lag_seconds",
+    "How far a read replica is behind the primary at its last check (NaN: unknown).",
+    ["replica"],
+    multiprocess_mode="livemostrecent",
+)
+
 
 _children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
@@ -50,6 +73,15 @@ def observe(method: str, route: str, status: int, seconds: float) -> None:
         _children[key] = children
     children[0].inc()
     children[1].observe(seconds)
+
+
+def read_fallback(reason: str) -> None:
+    READ_FALLBACKS.labels(reason).inc()
+
+
+def replica_state(name: str, usable: bool, lag: float | None) -> None:
+    REPLICA_USABLE.labels(name).set(1 if usable else 0)
+    REPLICA_LAG.labels(name).set(float("nan") if lag is None else lag)
 
 
 def render() -> tuple[bytes, str]:

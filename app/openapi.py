@@ -27,7 +27,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from app.auth.deps import get_principal
-from app.deps import get_pool, get_session
+from app.deps import get_pool, get_reads, get_session
 from app.errors import PROBLEM_JSON
 from app.schemas.problem import Problem, ProblemError
 from app.strict import dependants
@@ -84,7 +84,7 @@ def implied_statuses(dependant: Dependant, endpoint: Any) -> tuple[set[int], boo
     application-wide dependencies included) and decorators; and whether it needs a token."""
     calls = {dep.call for dep in dependants(dependant) if dep.call is not None}
     statuses = {422}
-    if calls & {get_pool, get_session}:
+    if calls & {get_pool, get_reads, get_session}:
         statuses.add(503)
     secured = get_principal in calls
     if secured:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
+import json
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -28,6 +30,28 @@ def bundled_migrations_dir() -> Path:
     return ROOT / "migrations"
 
 
+_NEXT_URL = re.compile(r",\s*(?=postgres(?:ql)?(?:\+asyncpg)?://)", re.IGNORECASE)
+
+
+def split_urls(value: object) -> list[str]:
+    """NSER_READ_DATABASE_URL as a list: a JSON list, or URLs separated by commas. A comma
+    inside a URL (libpq's several hosts, ``postgresql://a:5432,b:5432/db``) stays in it:
+    only a comma followed by the next URL's scheme separates two."""
+    if isinstance(value, list | tuple):
+        items = [str(item) for item in value]
+    elif isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            items = [str(item) for item in json.loads(text)]
+        else:
+            items = _NEXT_URL.split(text) if text else []
+    else:
+        raise ValueError("URLs, comma-separated, or a JSON list")
+    # Not checked further here: an error would quote the value, passwords included
+    # (app.replicas.open_reads checks each URL's scheme, naming only its position).
+    return [item.strip().rstrip(",").strip() for item in items if item.strip()]
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="NSER_", env_file=".env", extra="ignore")
 
@@ -50,6 +74,15 @@ class Settings(BaseSettings):
     # URL, straight to PostgreSQL, when NSER_DATABASE_URL goes through a transaction pooler;
     # empty: NSER_DATABASE_URL.
     direct_database_url: str = ""
+    # Read replicas (streaming standbys of the primary), comma-separated or a JSON list: the
+    # public look-up, lists, exports, eligibility, products and the website read there
+    # (app/replicas.py; docs/operations.md, "Read replicas"). Empty: every read on the primary.
+    read_database_url: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # A replica further behind the primary than this is not read; a read that must see a
+    # newer state than its replica replayed waits this long, then reads the primary.
+    read_max_lag_seconds: float = Field(default=5.0, ge=0.1, le=3600)
+    read_wait_seconds: float = Field(default=0.5, ge=0, le=10)
+    read_check_seconds: float = Field(default=1.0, ge=0.05, le=60)
 
     # Rate limiting: "memory://" or "redis://host:port/db".
     rate_limit_storage: str = "memory://"
@@ -140,6 +173,11 @@ class Settings(BaseSettings):
         """The service's URL for connections that keep session state: the direct one if
         set, else NSER_DATABASE_URL (after ``app.db.resolve_database_url``)."""
         return self.direct_database_url or self.database_url
+
+    @field_validator("read_database_url", mode="before")
+    @classmethod
+    def _split_read_urls(cls, value: object) -> object:
+        return split_urls(value)
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod

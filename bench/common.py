@@ -51,6 +51,15 @@ async def admin(sql: str) -> None:
         await conn.close()
 
 
+async def fetchval(url: str, sql: str) -> object:
+    """One value of one query on ``url``, on a connection of its own."""
+    conn = await asyncpg.connect(url)
+    try:
+        return await conn.fetchval(sql)
+    finally:
+        await conn.close()
+
+
 def database_url(name_or_url: str) -> str:
     """A database name on the admin server, or already a URL."""
     if "://" in name_or_url:

@@ -151,6 +151,29 @@ def run_wrk(
     return {"rps": rps, "p50_ms": p50, "p99_ms": p99}
 
 
+def alternate(
+    targets: dict[str, str],
+    runs: dict[str, list[dict[str, float]]],
+    script: Path,
+    cnics: Path,
+    rounds: int,
+    seconds: int,
+    connections: int,
+) -> None:
+    """Warm every target, then run ``rounds`` rounds of wrk on each, the order flipped every
+    round so that neither side always runs on the warmer or the quieter machine; each
+    round's figures are appended to ``runs[name]``."""
+    for name, base in targets.items():  # warm the pools, caches and prepared statements
+        run_wrk(base, script, cnics, 3, connections)
+        log(f"warmed {name}")
+    names = list(targets)
+    for round_no in range(rounds):
+        for name in names if round_no % 2 == 0 else names[::-1]:
+            figures = run_wrk(targets[name], script, cnics, seconds, connections)
+            runs[name].append(figures)
+            log(f"round {round_no + 1} {name}: {figures}")
+
+
 def status_counts(metrics: str) -> dict[str, float]:
     counts: dict[str, float] = {}
     pattern = r'nser_http_requests_total\{method="GET",route="/v1/public/scores/\{cnic\}",status="(\d+)"\} ([0-9.e+]+)'
@@ -266,15 +289,7 @@ def measure(
     try:
         wait_up(targets["service"] + "/healthz", real)
         wait_up(targets["baseline"] + "/", baseline)
-        for name, base in targets.items():  # warm the pools, caches and prepared statements
-            run_wrk(base, script, cnics, 3, args.connections)
-            log(f"warmed {name}")
-        for round_no in range(args.rounds):
-            order = ["service", "baseline"] if round_no % 2 == 0 else ["baseline", "service"]
-            for name in order:
-                figures = run_wrk(targets[name], script, cnics, args.duration, args.connections)
-                runs[name].append(figures)
-                log(f"round {round_no + 1} {name}: {figures}")
+        alternate(targets, runs, script, cnics, args.rounds, args.duration, args.connections)
         scrape = {"Authorization": f"Bearer {METRICS_TOKEN}"}
         metrics = httpx.get(targets["service"] + "/metrics", headers=scrape, timeout=10)
         statuses = status_counts(metrics.text)

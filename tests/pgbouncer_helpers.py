@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from server import free_ports_in
+
 PGBOUNCER = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
 PORTS = range(5520, 5540)
 
@@ -44,17 +46,6 @@ class Bouncer:
         return sum(wanted in line for line in self.log.read_text().splitlines())
 
 
-def _free_port() -> int:
-    for port in PORTS:
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError(f"no free port in {PORTS.start}-{PORTS.stop - 1} for pgbouncer")
-
-
 def _answers(port: int) -> bool:
     with socket.socket() as sock:
         return sock.connect_ex(("127.0.0.1", port)) == 0
@@ -68,7 +59,7 @@ def pgbouncer(server_url: str, users: list[str], *, pool_size: int = 3) -> Itera
     server = urlsplit(server_url)
     folder = Path(tempfile.mkdtemp(prefix="nser-pgbouncer-"))
     folder.chmod(0o755)  # read by the unprivileged user pgbouncer runs as
-    port = _free_port()
+    (port,) = free_ports_in(PORTS, 1)
     (folder / "users.txt").write_text("".join(f'"{user}" ""\n' for user in users))
     (folder / "pgbouncer.ini").write_text(
         f"""[databases]

@@ -12,7 +12,7 @@ from starlette.responses import Response
 from app.auth.deps import require_scope
 from app.auth.partner import Principal
 from app.auth.scopes import Scope
-from app.deps import PoolDep, SettingsDep
+from app.deps import PoolDep, ReadsDep, SettingsDep
 from app.openapi import json_request_body, problems
 from app.rate_limit import limit, partner_client_key, partner_limits
 from app.schemas.products import Analysis, AnalysisRequest
@@ -51,13 +51,13 @@ AnalysisBody = Annotated[AnalysisRequest, Depends(json_body(AnalysisRequest, MAX
 async def create_analysis(
     request: Request,
     partner: AnalysisReader,
-    pool: PoolDep,
+    reads: ReadsDep,
     settings: SettingsDep,
     body: AnalysisBody,
 ) -> Response:
     """A cross-tab of `rows` x `columns` with the measures asked for, within the agreement,
     protected like the summaries, stored and audited; 201 with its `analysis_id`."""
-    answer = await analysis_service.run(pool, partner, body, policy_of(settings))
+    answer = await analysis_service.run(reads, partner, body, policy_of(settings))
     return Response(
         orjson.dumps(answer),
         status_code=201,
@@ -72,5 +72,6 @@ async def get_analysis(
     request: Request, partner: AnalysisReader, pool: PoolDep, analysis_id: uuid.UUID
 ) -> Response:
     """A stored analysis of the caller's agreement, as it was published (404 otherwise)."""
+    # On the primary: an analysis is read back right after it was stored there.
     answer = await analysis_service.get(pool, partner, analysis_id)
     return Response(orjson.dumps(answer), media_type="application/json")

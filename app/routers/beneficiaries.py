@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-import asyncpg
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import Field
 from starlette.responses import Response, StreamingResponse
@@ -12,8 +11,9 @@ from starlette.responses import Response, StreamingResponse
 from app.auth.deps import require_scope
 from app.auth.partner import Principal
 from app.auth.scopes import Scope
-from app.deps import PoolDep
+from app.deps import ReadsDep
 from app.rate_limit import limit, partner_client_key, partner_limits
+from app.replicas import Reads
 from app.schemas.geography import CODE_PATTERN
 from app.schemas.partner import BeneficiaryPage
 from app.services.sharing import asof as asof_service
@@ -99,20 +99,20 @@ BeneficiaryReader = Annotated[Principal, Depends(require_scope(Scope.BENEFICIARI
 async def list_beneficiaries(
     request: Request,
     partner: BeneficiaryReader,
-    pool: PoolDep,
+    reads: ReadsDep,
     filters: FiltersDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     as_of: AsOf = None,
 ) -> Response:
     """Households matching the filters within the agreement; NDJSON/CSV stream everything."""
-    return await respond(request, partner, pool, filters, limit, cursor, as_of)
+    return await respond(request, partner, reads, filters, limit, cursor, as_of)
 
 
 async def respond(
     request: Request,
     partner: Principal,
-    pool: asyncpg.Pool,
+    reads: Reads,
     filters: Filters,
     limit: int,
     cursor: str | None,
@@ -123,18 +123,22 @@ async def respond(
     Lists that are this list with a restriction (a programme's eligible list sets
     ``filters.restriction``) answer through here too, so they share every rule. With
     ``as_of`` (or an as-of cursor) the list is the registry as it stood then, with a
-    ``snapshot`` id (body and ``X-Snapshot-Id``).
+    ``snapshot`` id (body and ``X-Snapshot-Id``). Read on a read replica when the service
+    has one (app/replicas.py), at the WAL position the cursor or the as-of check names.
     """
     at = asof_service.instant_of(as_of, cursor)
-    await beneficiary_service.authorize(pool, partner, filters)
+    await beneficiary_service.authorize(reads, partner, filters)
     headers = None
     if at is not None:
-        headers = {SNAPSHOT_HEADER: await asof_service.prepare(pool, partner, filters, at)}
+        snapshot = await asof_service.prepare(
+            reads, partner, filters, at, asof_service.cursor_read_after(cursor)
+        )
+        headers = {SNAPSHOT_HEADER: snapshot}
     accept = request.headers.get("accept", "")
     if "application/x-ndjson" in accept or "text/csv" in accept:
         csv_wanted = "text/csv" in accept and "application/x-ndjson" not in accept
         docs = beneficiary_service.stream_documents(
-            pool, partner, filters, "csv" if csv_wanted else "ndjson"
+            reads, partner, filters, "csv" if csv_wanted else "ndjson"
         )
         await docs.__anext__()  # snapshot opened, audit row committed
         if csv_wanted:
@@ -143,5 +147,5 @@ async def respond(
         return StreamingResponse(
             beneficiary_service.ndjson(docs), media_type="application/x-ndjson", headers=headers
         )
-    page = await beneficiary_service.page(pool, partner, filters, limit, cursor)
+    page = await beneficiary_service.page(reads, partner, filters, limit, cursor)
     return Response(page, media_type="application/json", headers=headers)

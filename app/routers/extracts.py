@@ -10,7 +10,7 @@ from starlette.responses import StreamingResponse
 from app.auth.deps import require_scope
 from app.auth.partner import Principal
 from app.auth.scopes import Scope
-from app.deps import PoolDep, SettingsDep
+from app.deps import ReadsDep, SettingsDep
 from app.rate_limit import limit, partner_client_key, partner_limits
 from app.routers.beneficiaries import FiltersDep
 from app.services.sharing import extracts as extract_service
@@ -33,16 +33,16 @@ PARQUET = "application/vnd.apache.parquet"
 async def get_anonymized_extract(
     request: Request,
     partner: Annotated[Principal, Depends(require_scope(Scope.EXTRACTS_READ))],
-    pool: PoolDep,
+    reads: ReadsDep,
     settings: SettingsDep,
     filters: FiltersDep,
 ) -> StreamingResponse:
     """Pseudonymous, k-anonymous member records; headers say how many were suppressed."""
-    await extract_service.authorize(pool, partner, filters)
+    await extract_service.authorize(reads, partner, filters)
     accept = request.headers.get("accept", "")
     fmt = "parquet" if PARQUET in accept else "csv" if "text/csv" in accept else "ndjson"
     summary, records = await extract_service.open_extract(
-        pool, partner, filters, settings.k_anonymity, fmt
+        reads, partner, filters, settings.k_anonymity, fmt
     )
     headers = {
         "X-K-Anonymity": str(summary.k),

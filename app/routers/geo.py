@@ -10,7 +10,7 @@ from starlette.responses import Response, StreamingResponse
 from app.auth.deps import require_scope
 from app.auth.partner import Principal
 from app.auth.scopes import Scope
-from app.deps import PoolDep
+from app.deps import ReadsDep
 from app.rate_limit import limit, partner_client_key, partner_limits
 from app.routers.beneficiaries import FiltersDep
 from app.services.products import geo as geo_service
@@ -48,7 +48,7 @@ def chosen_mode(accept: str) -> geo_service.Mode:
 )
 @limit(partner_limits, key_func=partner_client_key)
 async def list_geo(
-    request: Request, partner: GeoReader, pool: PoolDep, filters: FiltersDep
+    request: Request, partner: GeoReader, reads: ReadsDep, filters: FiltersDep
 ) -> Response:
     """Households with coordinates, within the agreement, with the dimensions it grants.
 
@@ -59,9 +59,9 @@ async def list_geo(
     (NDJSON, CSV) or a Point Feature whose properties are the household id and dimensions;
     member dimensions come as a `members` list (CSV: a row per member).
     """
-    await geo_service.authorize(pool, partner, filters)
+    await geo_service.authorize(reads, partner, filters)
     mode = chosen_mode(request.headers.get("accept", ""))
-    docs = geo_service.stream(pool, partner, filters, mode)
+    docs = geo_service.stream(reads, partner, filters, mode)
     await docs.__anext__()  # snapshot opened, audit row committed
     if mode == "csv":
         return StreamingResponse(

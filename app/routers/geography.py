@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query
 from starlette.responses import Response
 
-from app.deps import PoolDep
+from app.deps import ReadsDep
 from app.openapi import problems
 from app.schemas.geography import (
     CODE_PATTERN,
@@ -61,7 +61,7 @@ def not_modified(if_none_match: str | None, tag: str) -> bool:
     },
 )
 async def list_geography(
-    pool: PoolDep,
+    reads: ReadsDep,
     level: Annotated[Level, Query(description="The level of the units listed")],
     parent: Annotated[
         str | None,
@@ -91,7 +91,7 @@ async def list_geography(
     without it): the country has thousands. Codes are letters and digits; `q` is 1-100
     characters without control characters.
     """
-    body = await geography_service.units(pool, level, parent, q)
+    body = await geography_service.units(reads, level, parent, q)
     tag = entity_tag(body)
     headers = {"ETag": tag, "Cache-Control": CACHE_CONTROL}
     if not_modified(if_none_match, tag):

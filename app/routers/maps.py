@@ -16,7 +16,7 @@ from app import rate_limit
 from app.auth.deps import require_scope
 from app.auth.partner import Principal
 from app.auth.scopes import Scope
-from app.deps import PoolDep, SettingsDep
+from app.deps import ReadsDep, SettingsDep
 from app.errors import ValidationFailed, problem
 from app.openapi import problems
 from app.rate_limit import limit, partner_client_key, partner_limits
@@ -144,7 +144,7 @@ def _answer(result: MapResult, fmt: str, headers: dict[str, str]) -> Response:
 )
 async def public_map(
     request: Request,
-    pool: PoolDep,
+    reads: ReadsDep,
     settings: SettingsDep,
     measure: MeasurePath,
     resolution: Annotated[
@@ -193,7 +193,7 @@ async def public_map(
         Filters(province=province or [], division=division or [], district=district or []),
     )
     answer = await public_service.public_map(
-        pool, public_cache(request), query, format_, policy_of(settings)
+        reads, public_cache(request), query, format_, policy_of(settings)
     )
     headers = {"ETag": answer.etag, "Cache-Control": PUBLIC_CACHE_CONTROL}
     if not_modified(if_none_match, answer.etag):
@@ -227,7 +227,7 @@ MapReader = Annotated[Principal, Depends(require_scope(Scope.MAPS_READ))]
 async def partner_map(
     request: Request,
     partner: MapReader,
-    pool: PoolDep,
+    reads: ReadsDep,
     settings: SettingsDep,
     measure: MeasurePath,
     filters: PopulationDep,
@@ -244,7 +244,7 @@ async def partner_map(
     """
     query = MapQuery(measure, resolution, cut_off, filters, partner.geo_codes)
     result = await map_service.partner_map(
-        pool, map_cache(request), partner, query, policy_of(settings)
+        reads, map_cache(request), partner, query, policy_of(settings)
     )
     if format_ == "png":
         await map_service.rendered(result)

@@ -10,7 +10,7 @@ from starlette.responses import Response
 from app.auth.deps import require_scope
 from app.auth.partner import Principal
 from app.auth.scopes import Scope
-from app.deps import PoolDep
+from app.deps import ReadsDep
 from app.errors import NotFound
 from app.openapi import problems
 from app.rate_limit import limit, partner_client_key, partner_limits
@@ -31,10 +31,10 @@ async def get_partner_score(
     request: Request,
     cnic: Annotated[Cnic, Path()],
     partner: Annotated[Principal, Depends(require_scope(Scope.SCORES_READ))],
-    pool: PoolDep,
+    reads: ReadsDep,
 ) -> Response:
     """PMT score, band and household id of a living member, by CNIC."""
-    score = await score_service.partner_score(pool, partner, cnic)
+    score = await score_service.partner_score(reads, partner, cnic)
     if score is None:
         raise NotFound("no living member within the agreement's scope has this CNIC")
     return Response(score.model_dump_json(), media_type="application/json")

@@ -12,7 +12,7 @@ from starlette.responses import Response
 from app.auth.deps import PrincipalDep, require_scope
 from app.auth.partner import Principal
 from app.auth.scopes import Scope
-from app.deps import PoolDep
+from app.deps import PoolDep, ReadsDep
 from app.errors import Forbidden, NotFound
 from app.openapi import json_request_body, problems
 from app.rate_limit import limit, partner_client_key, partner_limits
@@ -96,11 +96,14 @@ async def get_eligibility(
     cnic: Annotated[Cnic, Path()],
     partner: BeneficiaryReader,
     pool: PoolDep,
+    reads: ReadsDep,
 ) -> dict[str, Any]:
     """Eligible or not under the rule in force, and the clause that decided it."""
+    # The programme, its rule and status from the primary (staff change them); the
+    # household from a read replica when the service has one.
     programme = await store.for_partner(pool, partner, programme_id)
     status.ensure_open(programme)
-    answer = await eligibility.check(pool, partner, programme, cnic)
+    answer = await eligibility.check(reads, partner, programme, cnic)
     if answer is None:
         raise NotFound("no living member within the agreement's scope has this CNIC")
     return answer
@@ -124,6 +127,7 @@ async def list_programme_beneficiaries(
     programme_id: ProgrammeRef,
     partner: BeneficiaryReader,
     pool: PoolDep,
+    reads: ReadsDep,
     filters: FiltersDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
@@ -137,7 +141,7 @@ async def list_programme_beneficiaries(
         programme = await asof.programme_at(pool, programme, at)
     await status.ensure_open_at(pool, programme, at)
     filters.restriction = eligibility.restriction(programme)
-    return await respond(request, partner, pool, filters, limit, cursor, as_of)
+    return await respond(request, partner, reads, filters, limit, cursor, as_of)
 
 
 @staff_router.get("/programmes", response_model=ProgrammeList)

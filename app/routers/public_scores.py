@@ -90,7 +90,7 @@ async def public_score_response(state: State, written: str, client: str) -> Resp
             ],
         )
     try:
-        score = await lookup_service.public_score(state.pool, cnic)
+        score = await lookup_service.public_score(state.reads, cnic)
     except UNAVAILABLE:
         return problem(
             503,

@@ -12,7 +12,7 @@ from app import rate_limit
 from app.auth.deps import require_scope
 from app.auth.partner import Principal
 from app.auth.scopes import Scope
-from app.deps import PoolDep, SettingsDep
+from app.deps import ReadsDep, SettingsDep
 from app.errors import problem
 from app.openapi import problems
 from app.rate_limit import limit, partner_client_key, partner_limits
@@ -73,7 +73,7 @@ def public_cache(request: Request) -> PublicCache:
 )
 async def public_summaries(
     request: Request,
-    pool: PoolDep,
+    reads: ReadsDep,
     settings: SettingsDep,
     group_by: GroupBy,
     province: Codes = None,
@@ -111,7 +111,7 @@ async def public_summaries(
         if codes
     }
     answer = await public_service.public_summary(
-        pool, public_cache(request), group_by, geo, summary_service.policy_of(settings)
+        reads, public_cache(request), group_by, geo, summary_service.policy_of(settings)
     )
     headers = {"ETag": answer.etag, "Cache-Control": CACHE_CONTROL}
     if not_modified(if_none_match, answer.etag):
@@ -138,7 +138,7 @@ SummaryReader = Annotated[Principal, Depends(require_scope(Scope.SUMMARIES_READ)
 async def partner_summaries(
     request: Request,
     partner: SummaryReader,
-    pool: PoolDep,
+    reads: ReadsDep,
     settings: SettingsDep,
     filters: AggregateFiltersDep,
     group_by: GroupBy,
@@ -148,6 +148,6 @@ async def partner_summaries(
     Audited; refused (409) when its households differ from an earlier query's of the
     agreement by fewer than the suppression threshold."""
     answer = await summary_service.partner_summary(
-        pool, partner, group_by, filters, summary_service.policy_of(settings)
+        reads, partner, group_by, filters, summary_service.policy_of(settings)
     )
     return Response(orjson.dumps(answer), media_type="application/json")

@@ -155,8 +155,7 @@ async def _band_range(
     if band is None or version is None:
         return None
     try:
-        async with request.app.state.pool.acquire() as conn:
-            model = await current_model(conn)
+        model = await request.app.state.reads.run(current_model)
     except (*public_scores.UNAVAILABLE, InvalidModel):
         return None  # the answer stands without the range
     if model.version != version:
@@ -260,7 +259,7 @@ async def check(request: Request, web: WebDep) -> HTMLResponse:
             ),
         )
     try:
-        answer = await lookup_service.public_score(state.pool, cnic)
+        answer = await lookup_service.public_score(state.reads, cnic)
     except public_scores.UNAVAILABLE:
         return _render(
             request,

@@ -18,7 +18,8 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Query, Request
 from starlette.responses import HTMLResponse
 
-from app.deps import PoolDep, SettingsDep
+from app.deps import ReadsDep, SettingsDep
+from app.replicas import Reads
 from app.routers.maps import policy_of
 from app.routers.summaries import public_cache
 from app.routers.web import WebRoute
@@ -51,10 +52,10 @@ class AreaTotal:
 
 
 async def area_total(
-    request: Request, pool: Any, settings: Any, measure: str, level: str, code: str
+    request: Request, reads: Reads, settings: Any, measure: str, level: str, code: str
 ) -> AreaTotal:
     answer = await public_service.public_map(
-        pool,
+        reads,
         public_cache(request),
         public_service.map_query(measure, TOTAL_RESOLUTION, {level: [code]}),
         "geojson",
@@ -73,18 +74,18 @@ async def area_total(
 async def poverty_map(
     request: Request,
     web: WebDep,
-    pool: PoolDep,
+    reads: ReadsDep,
     settings: SettingsDep,
     measure: MeasureParam = "poverty_rate",
     resolution: ResolutionParam = web_map.DEFAULT_RESOLUTION,
     province: ProvinceParam = None,
 ) -> HTMLResponse:
     """The map of ``measure`` for the country or one province, with legend and table."""
-    provinces, chosen = await chosen_province(pool, web, province)
+    provinces, chosen = await chosen_province(reads, web, province)
     geo = {"province": [chosen]} if chosen else {}
     policy = policy_of(settings)
     answer = await public_service.public_map(
-        pool,
+        reads,
         public_cache(request),
         public_service.map_query(measure, resolution, geo),
         "geojson",
@@ -96,14 +97,14 @@ async def poverty_map(
         scope = web.gettext("Pakistan")
     else:
         level = "district"
-        names = await area_names(pool, "district", chosen, web.lang)
+        names = await area_names(reads, "district", chosen, web.lang)
         scope = provinces[chosen][0]
     # A few at a time: each holds a pool connection while it checks and reads.
     slots = asyncio.Semaphore(AREA_CONCURRENCY)
 
     async def bounded(code: str) -> AreaTotal:
         async with slots:
-            return await area_total(request, pool, settings, measure, level, code)
+            return await area_total(request, reads, settings, measure, level, code)
 
     totals = await asyncio.gather(*(bounded(code) for code in names))
     fmt = web.fmt

@@ -15,7 +15,8 @@ import orjson
 from fastapi import APIRouter, Query, Request
 from starlette.responses import HTMLResponse
 
-from app.deps import PoolDep, SettingsDep
+from app.deps import ReadsDep, SettingsDep
+from app.replicas import Reads
 from app.routers.summaries import public_cache
 from app.routers.web import WebRoute
 from app.services.products import public as public_service
@@ -36,7 +37,7 @@ ProvinceParam = Annotated[
 
 
 async def area_names(
-    pool: Any, level: str, parent: str | None, lang: str
+    reads: Reads, level: str, parent: str | None, lang: str
 ) -> dict[str, tuple[str, str]]:
     """``{code: (name, lang of the name)}`` of a level's units (under ``parent``): the Urdu
     name on Urdu pages where the registry has one, else the English name.
@@ -47,7 +48,7 @@ async def area_names(
     kept = _names.get(key)
     if kept is not None and kept[0] > time.monotonic():
         return kept[1]
-    units = orjson.loads(await geography_service.units(pool, level, parent, None))["items"]
+    units = orjson.loads(await geography_service.units(reads, level, parent, None))["items"]
     names: dict[str, tuple[str, str]] = {}
     for unit in units:
         if lang == "ur" and unit["name_ur"]:
@@ -61,11 +62,11 @@ async def area_names(
 
 
 async def chosen_province(
-    pool: Any, web: WebContext, province: str | None
+    reads: Reads, web: WebContext, province: str | None
 ) -> tuple[dict[str, tuple[str, str]], str | None]:
     """The provinces' names and the province asked for (None: the whole country); a code
     that is not a province is a friendly 404 page."""
-    provinces = await area_names(pool, "province", None, web.lang)
+    provinces = await area_names(reads, "province", None, web.lang)
     chosen = province.upper() if province else None
     if chosen is not None and chosen not in provinces:
         raise WebError(
@@ -114,20 +115,20 @@ def chart(
 async def statistics(
     request: Request,
     web: WebDep,
-    pool: PoolDep,
+    reads: ReadsDep,
     settings: SettingsDep,
     province: ProvinceParam = None,
 ) -> HTMLResponse:
     """Households, people and poverty bands by province, or by district of ``province``."""
-    provinces, chosen = await chosen_province(pool, web, province)
+    provinces, chosen = await chosen_province(reads, web, province)
     if chosen is None:
         level, names, geo = "province", provinces, {}
     else:
         level = "district"
-        names = await area_names(pool, "district", chosen, web.lang)
+        names = await area_names(reads, "district", chosen, web.lang)
         geo = {"province": [chosen]}
     answer_bytes = await public_service.public_summary(
-        pool,
+        reads,
         public_cache(request),
         [level, "poverty_band"],
         geo,

@@ -18,9 +18,11 @@ import orjson
 
 from app.auth.partner import Principal
 from app.errors import NotFound, ValidationFailed
+from app.replicas import Reads
 from app.schemas.products import AnalysisRequest
 from app.services.audit import trail as audit
 from app.services.disclosure.policy import Policy
+from app.services.disclosure.table import Cell
 from app.services.products import aggregate, differencing
 from app.services.registry import version as registry_version
 from app.services.sharing.beneficiaries import check_geography
@@ -69,20 +71,29 @@ def _render(row: asyncpg.Record) -> dict[str, Any]:
 
 
 async def run(
-    pool: asyncpg.Pool, p: Principal, request: AnalysisRequest, policy: Policy
+    reads: Reads, p: Principal, request: AnalysisRequest, policy: Policy
 ) -> dict[str, Any]:
-    """Check, count, log and audit one analysis (one transaction), protect it, store it."""
+    """Count (in one snapshot, on a read replica when the service has one), then check, log
+    and audit in one transaction on the primary; protect it, store it (on the primary)."""
     dims = dimensions_of(p, request)
     f = filters_of(request)
-    await check_geography(pool, p, f)
+    await check_geography(reads, p, f)
     assert p.agreement_id is not None
+
+    async def count(conn: asyncpg.Connection) -> tuple[differencing.Sketch, list[Cell]]:
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            mine = await differencing.selection(conn, f, p.geo_codes)
+            interior = await aggregate.interior_cells(conn, dims, f, p.geo_codes, request.cut_off)
+            return mine, interior
+
+    mine, interior = await reads.run(count)
+    cells = aggregate.full_table(dims, interior)
+    members = cells[-1].members  # the grand total, last
+    pool = reads.primary
     async with pool.acquire() as conn, conn.transaction():
         await differencing.lock_agreement(conn, p.agreement_id)
         version = await registry_version.data_version(conn)
-        overlap = await differencing.check_overlap(conn, p, f, policy.threshold)
-        interior = await aggregate.interior_cells(conn, dims, f, p.geo_codes, request.cut_off)
-        cells = aggregate.full_table(dims, interior)
-        members = cells[-1].members  # the grand total, last
+        overlap = await differencing.check_selection(conn, p, f, mine, policy.threshold)
         query_id = await differencing.log_query(conn, p, "analysis", dims, overlap)
         await audit.append(
             conn,

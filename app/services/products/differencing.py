@@ -221,7 +221,15 @@ async def check_overlap(
 ) -> Overlap:
     """Refuse (409) a query whose households differ from a population the agreement was
     answered before by fewer than ``threshold`` (and more than zero); else its population."""
-    mine = await selection(conn, f, p.geo_codes)
+    return await check_selection(conn, p, f, await selection(conn, f, p.geo_codes), threshold)
+
+
+async def check_selection(
+    conn: asyncpg.Connection, p: Principal, f: Filters, mine: Sketch, threshold: int
+) -> Overlap:
+    """:func:`check_overlap` for a population already sketched (``selection``, which a
+    read replica may count): compared with the agreement's earlier ones on ``conn``, the
+    primary, where they are logged."""
     canonical = canonical_filters(f)
     await compare_with_earlier(conn, p, mine, filters_digest(canonical), threshold)
     return Overlap(mine.households, mine, canonical)

@@ -20,6 +20,7 @@ import orjson
 
 from app.auth.partner import Principal
 from app.errors import Forbidden, ValidationFailed
+from app.replicas import Reads
 from app.services.audit import trail as audit
 from app.services.sharing import rules as sharing
 from app.services.sharing.beneficiaries import check_geography
@@ -61,7 +62,7 @@ GEO_TAGGED = f"""(h.lat IS NOT NULL AND h.lon IS NOT NULL
                 h.union_council_code, h.village_code]::text[] && {UNTAGGED_ROOTS})"""
 
 
-async def authorize(pool: asyncpg.Pool, p: Principal, f: Filters) -> None:
+async def authorize(pool: asyncpg.Pool | Reads, p: Principal, f: Filters) -> None:
     """Category viii; known dimensions (422), each one granted (403); codes in scope."""
     if "viii" not in p.categories:
         raise Forbidden("the agreement does not include geo-tagged data (category viii)")
@@ -128,15 +129,16 @@ def member_count(f: Filters) -> str:
     )
 
 
-async def stream(pool: asyncpg.Pool, p: Principal, f: Filters, mode: Mode) -> AsyncIterator[str]:
-    """Every matching geo-tagged household's JSON text, in id order, from one snapshot.
+async def stream(reads: Reads, p: Principal, f: Filters, mode: Mode) -> AsyncIterator[str]:
+    """Every matching geo-tagged household's JSON text, in id order, from one snapshot (on a
+    read replica when the service has one; the audit row on the primary).
 
     The first ``__anext__`` opens the snapshot, counts, commits the audit row and yields an
     empty string; the caller awaits it before the response starts.
     """
     q = Query()
     condition = where(q, p, f)
-    async with pool.acquire() as conn:
+    async with reads.acquire() as conn:
         async with conn.transaction(isolation="repeatable_read", readonly=True):
             counts = await conn.fetchrow(
                 f"SELECT count(*) AS households, coalesce(sum({member_count(f)}), 0)::bigint "
@@ -145,7 +147,7 @@ async def stream(pool: asyncpg.Pool, p: Principal, f: Filters, mode: Mode) -> As
             )
             assert counts is not None
             await audit.append_with_pool(
-                pool,
+                reads.primary,
                 audit.AuditRecord.of(
                     p,
                     endpoint=f"{ENDPOINT} ({mode})",

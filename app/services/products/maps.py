@@ -46,6 +46,7 @@ import numpy.typing as npt
 import orjson
 
 from app.auth.partner import Principal
+from app.replicas import Reads
 from app.services.audit import trail as audit
 from app.services.disclosure.policy import Policy
 from app.services.disclosure.protect import (
@@ -434,36 +435,39 @@ class MapCache:
         self.bytes = 0
 
 
-async def compute(pool: asyncpg.Pool, q: MapQuery, version: int, policy: Policy) -> MapResult:
+async def compute(
+    pool: asyncpg.Pool | Reads, q: MapQuery, version: int, policy: Policy
+) -> MapResult:
     """The map counted from the registry now (partners'; and the reference the public
-    map's answers from the cube must equal)."""
-    async with pool.acquire() as conn:
-        located = await fetch_located(conn, q)
+    map's answers from the cube must equal); on a read replica when ``pool`` has one."""
+    located = await Reads.of(pool).run(lambda conn: fetch_located(conn, q))
     return await asyncio.to_thread(build, q, located, version, policy)
 
 
 async def partner_map(
-    pool: asyncpg.Pool, cache: MapCache, p: Principal, q: MapQuery, policy: Policy
+    reads: Reads, cache: MapCache, p: Principal, q: MapQuery, policy: Policy
 ) -> MapResult:
     """A partner's map within its agreement's geography: checked against the agreement's
     earlier aggregate queries (409 for a population a few households away from one, as for
-    summaries and analysis), logged with them, and audited."""
-    await check_geography(pool, p, q.filters)
+    summaries and analysis), logged with them, and audited. Counted on a read replica when
+    the service has one; checked, logged and audited on the primary."""
+    await check_geography(reads, p, q.filters)
     assert p.agreement_id is not None
-    async with pool.acquire() as conn, conn.transaction():
+    mine = await reads.run(lambda conn: differencing.selection(conn, q.filters, p.geo_codes))
+    async with reads.primary.acquire() as conn, conn.transaction():
         await differencing.lock_agreement(conn, p.agreement_id)
-        overlap = await differencing.check_overlap(conn, p, q.filters, policy.threshold)
+        overlap = await differencing.check_selection(conn, p, q.filters, mine, policy.threshold)
         await differencing.log_query(conn, p, "maps", [f"h3:{q.resolution}"], overlap)
-    version = await registry_version.data_version(pool)
+    version = await registry_version.data_version(reads.primary)
     key = ("partner", *q.key(), version)
-    result = await cache.get_or_compute(key, lambda: compute(pool, q, version, policy))
+    result = await cache.get_or_compute(key, lambda: compute(reads, q, version, policy))
     filters: dict[str, object] = {
         **q.filters.as_audit(),
         "resolution": q.resolution,
         "cut_off": q.cut_off if q.measure == "poverty_rate" else None,
     }
     await audit.append_with_pool(
-        pool,
+        reads.primary,
         audit.AuditRecord.of(
             p,
             endpoint=f"{PARTNER_ENDPOINT}/{q.measure}",

@@ -42,6 +42,7 @@ import orjson
 
 from app.auth.partner import Principal
 from app.errors import ServiceUnavailable
+from app.replicas import Reads
 from app.services.disclosure.policy import Policy
 from app.services.disclosure.protect import Disclosure, Published, protect
 from app.services.disclosure.table import Cell
@@ -451,14 +452,25 @@ Compute = Callable[[asyncpg.Connection, Refresh], Awaitable[Callable[[], bytes]]
 
 
 async def _answer(
-    pool: asyncpg.Pool, cache: PublicCache, key: str, compute: Compute, keep: bool
+    reads: Reads, cache: PublicCache, key: str, compute: Compute, keep: bool
 ) -> Answer:
-    refresh = await current(pool)
+    if reads.configured:
+        # On a read replica: the answer is then read where that refresh is replayed, so
+        # a replica behind the one that named the refresh never answers for it.
+        refresh, position = await reads.run_at(current)
+    else:
+        refresh, position = await current(reads.primary), None
     if refresh is None:
         raise NotReady()
 
+    async def snapshot(conn: asyncpg.Connection) -> tuple[Refresh, Callable[[], bytes]]:
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            seen = await current(conn)  # this refresh, or one committed since
+            assert seen is not None
+            return seen, await compute(conn, seen)
+
     async def load() -> Answer:
-        row = await pool.fetchrow(
+        row = await reads.fetchrow(
             "SELECT etag, body FROM public_answers WHERE refresh_id = $1 AND key = $2",
             refresh.id,
             key,
@@ -466,15 +478,11 @@ async def _answer(
         if row is not None:
             return Answer(row["body"], row["etag"], _media(key))
         async with _gate():
-            async with pool.acquire() as conn:
-                async with conn.transaction(isolation="repeatable_read", readonly=True):
-                    seen = await current(conn)  # this refresh, or one committed since
-                    assert seen is not None
-                    finish = await compute(conn, seen)
+            seen, finish = await reads.run(snapshot, after=position)
             body = await asyncio.to_thread(finish)
         answer = Answer(body, entity_tag(seen.id, body), _media(key))
-        if keep:
-            await pool.execute(
+        if keep:  # written on the primary, whichever server counted it
+            await reads.primary.execute(
                 """INSERT INTO public_answers (refresh_id, key, etag, body)
                    SELECT $1, $2, $3, $4
                     WHERE EXISTS (SELECT 1 FROM public_refreshes WHERE id = $1)
@@ -490,7 +498,7 @@ async def _answer(
 
 
 async def public_summary(
-    pool: asyncpg.Pool,
+    reads: Reads,
     cache: PublicCache,
     group_by: Sequence[str],
     geo: dict[str, list[str]],
@@ -503,28 +511,28 @@ async def public_summary(
         return await summary_reads(conn, dims, geo, policy, refresh)
 
     key = summary_key(dims, geo, policy)
-    return await _answer(pool, cache, key, compute, keep=_place_count(geo) <= 1)
+    return await _answer(reads, cache, key, compute, keep=_place_count(geo) <= 1)
 
 
 async def public_map(
-    pool: asyncpg.Pool, cache: PublicCache, q: MapQuery, fmt: str, policy: Policy
+    reads: Reads, cache: PublicCache, q: MapQuery, fmt: str, policy: Policy
 ) -> Answer:
     """The public map (GeoJSON or PNG); its cut-off is a whole number (the router says)."""
     keep = _place_count(q.filters.geo()) <= 1 and q.cut_off == map_service.DEFAULT_CUT_OFF
     if fmt == "png":
         # The map first (outside the gate the picture's computation takes).
-        geojson = await public_map(pool, cache, q, "geojson", policy)
+        geojson = await public_map(reads, cache, q, "geojson", policy)
 
         async def picture(conn: asyncpg.Connection, refresh: Refresh) -> Callable[[], bytes]:
             return lambda: png_of(q, geojson)
 
-        return await _answer(pool, cache, map_key(q, fmt, policy), picture, keep)
+        return await _answer(reads, cache, map_key(q, fmt, policy), picture, keep)
 
     async def compute(conn: asyncpg.Connection, refresh: Refresh) -> Callable[[], bytes]:
         finish = await map_reads(conn, q, policy, refresh)
         return lambda: finish().body
 
-    return await _answer(pool, cache, map_key(q, fmt, policy), compute, keep)
+    return await _answer(reads, cache, map_key(q, fmt, policy), compute, keep)
 
 
 # -- pre-rendering, in the refresh's transaction ------------------------------------------

@@ -19,8 +19,10 @@ from typing import Any
 import asyncpg
 
 from app.auth.partner import Principal
+from app.replicas import Reads
 from app.services.audit import trail as audit
 from app.services.disclosure.policy import Policy
+from app.services.disclosure.table import Cell
 from app.services.products import aggregate, differencing
 from app.services.registry import version as registry_version
 from app.services.sharing.beneficiaries import check_geography
@@ -74,19 +76,26 @@ async def public_summary(
 
 
 async def partner_summary(
-    pool: asyncpg.Pool, p: Principal, group_by: list[str], f: Filters, policy: Policy
+    reads: Reads, p: Principal, group_by: list[str], f: Filters, policy: Policy
 ) -> dict[str, Any]:
     """A partner's table: checked against the agreement (403/422) and its earlier queries
-    (409); counted, logged and audited in one transaction, then protected."""
+    (409); counted (in one snapshot, on a read replica when the service has one), then
+    checked, logged and audited in one transaction on the primary, then protected."""
     dims = aggregate.parse_group_by(group_by, granted=p.dimensions)
-    await check_geography(pool, p, f)
+    await check_geography(reads, p, f)
     assert p.agreement_id is not None
-    async with pool.acquire() as conn, conn.transaction():
+
+    async def count(conn: asyncpg.Connection) -> tuple[differencing.Sketch, list[Cell]]:
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            mine = await differencing.selection(conn, f, p.geo_codes)
+            return mine, await aggregate.interior_cells(conn, dims, f, p.geo_codes)
+
+    mine, interior = await reads.run(count)
+    cells = aggregate.full_table(dims, interior)
+    async with reads.primary.acquire() as conn, conn.transaction():
         await differencing.lock_agreement(conn, p.agreement_id)
         version = await registry_version.data_version(conn)
-        overlap = await differencing.check_overlap(conn, p, f, policy.threshold)
-        interior = await aggregate.interior_cells(conn, dims, f, p.geo_codes)
-        cells = aggregate.full_table(dims, interior)
+        overlap = await differencing.check_selection(conn, p, f, mine, policy.threshold)
         query_id = await differencing.log_query(conn, p, "summaries", dims, overlap)
         await audit.append(
             conn,

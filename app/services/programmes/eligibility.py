@@ -20,6 +20,7 @@ import asyncpg
 
 from app.auth.partner import Principal
 from app.logging import mask_cnic
+from app.replicas import Reads
 from app.services.audit import trail as audit
 from app.services.programmes import rules
 from app.services.programmes.store import Current
@@ -49,11 +50,10 @@ def restriction(programme: Current) -> Restriction:
     )
 
 
-async def check(
-    pool: asyncpg.Pool, p: Principal, programme: Current, cnic: str
-) -> dict[str, Any] | None:
+async def check(reads: Reads, p: Principal, programme: Current, cnic: str) -> dict[str, Any] | None:
     """Eligible or not and why, for the living member with this CNIC within the agreement's
-    geography; None when there is none. Audited either way."""
+    geography; None when there is none. Audited either way (on the primary; the household
+    is read on a read replica when the service has one)."""
     rule = programme.rule
     q = Query()
     cnic_p = q.param(cnic)
@@ -66,23 +66,25 @@ async def check(
                {_FAMILIES} AS families
           FROM members me JOIN households h ON h.id = me.household_id
          WHERE me.cnic = {cnic_p} AND me.deceased_on IS NULL AND {scope}"""
-    async with pool.acquire() as conn, conn.transaction():
-        row = await conn.fetchrow(sql, *q.params)
-        await audit.append(
-            conn,
-            audit.AuditRecord.of(
-                p,
-                endpoint=CHECK_ENDPOINT,
-                filters={
-                    "cnic": mask_cnic(cnic),
-                    "programme": programme.id,
-                    "rule_version": programme.version,
-                },
-                dimensions=[],
-                households=1 if row else 0,
-                members=1 if row else 0,
-            ),
+
+    async def read(conn: asyncpg.Connection) -> asyncpg.Record | None:
+        return await conn.fetchrow(sql, *q.params)
+
+    def record(row: asyncpg.Record | None) -> audit.AuditRecord:
+        return audit.AuditRecord.of(
+            p,
+            endpoint=CHECK_ENDPOINT,
+            filters={
+                "cnic": mask_cnic(cnic),
+                "programme": programme.id,
+                "rule_version": programme.version,
+            },
+            dimensions=[],
+            households=1 if row else 0,
+            members=1 if row else 0,
         )
+
+    row = await reads.audited(read, record)
     if row is None:
         return None
     clause: str = row["clause"]

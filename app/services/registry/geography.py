@@ -22,6 +22,7 @@ import orjson
 
 from app.errors import NotFound, ValidationFailed
 from app.models.geography import LEVELS
+from app.replicas import Reads
 
 _COLUMNS = "code, name_en, name_ur, level, parent_code, lat, lon"
 # Case-insensitive substring on the English name, or on the Urdu name. strpos, not LIKE:
@@ -92,7 +93,9 @@ def _item(row: asyncpg.Record) -> dict[str, Any]:
 PARENT_HINT = {"union_council": "tehsil", "village": "union council"}
 
 
-async def units(pool: asyncpg.Pool, level: str, parent: str | None, q: str | None) -> bytes:
+async def units(
+    reads: Reads | asyncpg.Pool, level: str, parent: str | None, q: str | None
+) -> bytes:
     """The JSON answer ``{"items": [...]}`` (``GeoUnits``), sorted by code.
 
     ``parent`` and ``q`` must already be checked for shape (the router's query rules).
@@ -103,10 +106,15 @@ async def units(pool: asyncpg.Pool, level: str, parent: str | None, q: str | Non
             f"required for level {level} (a {PARENT_HINT[level]} or coarser code)",
             "missing",
         )
-    async with pool.acquire() as conn:
+
+    async def read(conn: asyncpg.Connection) -> list[asyncpg.Record]:
         if parent is None:
-            rows = await conn.fetch(UNITS_SQL, level, q)
-        else:
-            levels = await _levels_below(conn, parent, level)
-            rows = await conn.fetch(UNITS_BELOW_SQL, level, q, parent, levels)
+            rows: list[asyncpg.Record] = await conn.fetch(UNITS_SQL, level, q)
+            return rows
+        levels = await _levels_below(conn, parent, level)
+        rows = await conn.fetch(UNITS_BELOW_SQL, level, q, parent, levels)
+        return rows
+
+    # Reference data: on a read replica when the service has one.
+    rows = await Reads.of(reads).run(read)
     return orjson.dumps({"items": [_item(r) for r in rows]})

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncpg
 import orjson
 
+from app.replicas import Reads
 from app.schemas.public import mask_cnic
 
 # Deceased members are not answered (docs/api.md: 404 as for an unknown CNIC). The partial
@@ -22,9 +23,9 @@ WHERE m.cnic = $1 AND m.deceased_on IS NULL
 """
 
 
-async def public_score(pool: asyncpg.Pool, cnic: str) -> bytes | None:
+async def public_score(pool: asyncpg.Pool | Reads, cnic: str) -> bytes | None:
     """The public answer (JSON of ``PublicScore``) for a normalized 13-digit CNIC, or None
-    if it is unknown or deceased.
+    if it is unknown or deceased. On a read replica when the service has one (``Reads``).
 
     Serialized straight from the row with orjson: on the busiest path a validated model
     per answer costs more than it checks (the row's types are the table's).

@@ -11,8 +11,11 @@ at or before it), the query (filters, dimensions, the programme and its rule ver
 the agreement's geographic scope. The same inputs always give the same id; another instant
 gives another. Its cursors carry the instant, so every page of a walk reads the same past.
 
+With read replicas, an as-of list is read where its instant is final and its cursors carry
+the WAL position the list was read at (``prepare``; app/replicas.py).
+
 Public: ``parse_as_of``, ``instant_of``, ``encode_cursor``, ``cursor_position``,
-``prepare``, ``programme_at``.
+``cursor_read_after``, ``prepare``, ``programme_at``.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import orjson
 
 from app.auth.partner import Principal
 from app.errors import ValidationFailed
+from app.replicas import Reads
 from app.services.programmes import rules
 from app.services.programmes.store import Current
 from app.services.registry import asof as registry_asof
@@ -66,24 +70,33 @@ def _micros(at: datetime) -> int:
     return (at - _EPOCH) // timedelta(microseconds=1)
 
 
-def encode_cursor(last_id: int, at: datetime) -> str:
-    raw = f"a1:{last_id}:{_micros(at)}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+def encode_cursor(last_id: int, at: datetime, read_after: int | None = None) -> str:
+    """The next page's cursor: the last household id and the instant; with read replicas
+    also the WAL position the page was read at (``a2``), which the next page must see."""
+    raw = f"a1:{last_id}:{_micros(at)}"
+    if read_after is not None:
+        raw = f"a2:{last_id}:{_micros(at)}:{read_after}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
-def _decode(cursor: str) -> tuple[int, datetime] | None:
-    """(position, instant) of an as-of cursor; None for another kind of cursor."""
+def _decode(cursor: str) -> tuple[int, datetime, int | None] | None:
+    """(position, instant, WAL position to read at) of an as-of cursor; None for another
+    kind of cursor."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
     except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
         raise ValidationFailed("invalid cursor") from exc
     parts = raw.split(":")
-    if parts[0] != "a1":
+    if parts[0] not in ("a1", "a2"):
         return None
-    if len(parts) != 3 or not all(p.isdigit() for p in parts[1:]):
+    fields = 3 if parts[0] == "a1" else 4
+    if len(parts) != fields or not all(p.isdigit() for p in parts[1:]):
+        raise ValidationFailed("invalid cursor")
+    read_after = int(parts[3]) if fields == 4 else None
+    if read_after is not None and read_after >= 1 << 63:
         raise ValidationFailed("invalid cursor")
     try:
-        return int(parts[1]), _EPOCH + timedelta(microseconds=int(parts[2]))
+        return int(parts[1]), _EPOCH + timedelta(microseconds=int(parts[2])), read_after
     except OverflowError as exc:
         raise ValidationFailed("invalid cursor") from exc
 
@@ -116,6 +129,12 @@ def cursor_position(cursor: str | None) -> int | None:
     return decoded[0]
 
 
+def cursor_read_after(cursor: str | None) -> int | None:
+    """The WAL position an as-of cursor's next page must be read at (None: none named)."""
+    decoded = _decode(cursor) if cursor else None
+    return decoded[2] if decoded is not None else None
+
+
 def _canonical(value: object) -> object:
     if isinstance(value, list):
         return sorted(str(v) for v in value)
@@ -138,11 +157,28 @@ def snapshot_id(p: Principal, f: Filters, instant: registry_asof.Instant) -> str
     return SNAPSHOT_PREFIX + digest[:32]
 
 
-async def prepare(pool: asyncpg.Pool, p: Principal, f: Filters, at: datetime) -> str:
+async def prepare(
+    reads: Reads, p: Principal, f: Filters, at: datetime, read_after: int | None = None
+) -> str:
     """Check the instant (422 in the future or before the registry), make ``f`` an as-of
-    query and return its snapshot id (also set on ``f``, so the audit records both)."""
-    instant = await registry_asof.check(pool, at)
+    query and return its snapshot id (also set on ``f``, so the audit records both).
+
+    With read replicas the list must be read where the instant is final: only the primary
+    can tell (a write that began at or before it may still run there), so the check runs on
+    the primary and ``f.read_after`` becomes the primary's WAL position after it: a replica
+    answers the list once it replayed that far. A cursor of the list carries that position
+    (``read_after``): the check then runs wherever the position is replayed, and the
+    snapshot id and every page come from the same registry as of ``at``.
+    """
+    if not reads.configured:
+        instant = await registry_asof.check(reads.primary, at)
+    elif read_after is None:
+        instant = await registry_asof.check(reads.primary, at)
+        read_after = await reads.primary_position()
+    else:
+        instant = await reads.run(lambda conn: registry_asof.check(conn, at), after=read_after)
     f.as_of = instant.at
+    f.read_after = read_after
     f.snapshot = snapshot_id(p, f, instant)
     return f.snapshot
 
@@ -177,6 +213,7 @@ async def programme_at(
 __all__ = [
     "SNAPSHOT_PREFIX",
     "cursor_position",
+    "cursor_read_after",
     "encode_cursor",
     "instant_of",
     "parse_as_of",

@@ -19,6 +19,7 @@ import orjson
 
 from app.auth.partner import Principal
 from app.errors import Forbidden, ValidationFailed
+from app.replicas import POSITION_SQL, Reads
 from app.services.audit import trail as audit
 from app.services.registry import asof as registry_asof
 from app.services.sharing import asof
@@ -36,25 +37,40 @@ ENDPOINT = "/v1/partner/beneficiaries"
 PREFETCH = 2000
 
 
-def encode_cursor(last_id: int) -> str:
-    return base64.urlsafe_b64encode(f"h1:{last_id}".encode()).decode().rstrip("=")
+def encode_cursor(last_id: int, read_after: int | None = None) -> str:
+    """The next page's cursor: the last household id; with read replicas also the WAL
+    position the page was read at (``h2``), which the next page must see."""
+    raw = f"h1:{last_id}" if read_after is None else f"h2:{last_id}:{read_after}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str | None) -> int | None:
-    if not cursor:
-        return None
+def _decode(cursor: str) -> tuple[int, int | None]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        prefix, _, value = raw.partition(":")
-        if prefix != "h1" or not value.isdigit():
+        parts = raw.split(":")
+        fields = {"h1": 2, "h2": 3}.get(parts[0])
+        if fields is None or len(parts) != fields or not all(p.isdigit() for p in parts[1:]):
             raise ValueError(raw)
-        return int(value)
+        read_after = int(parts[2]) if fields == 3 else None
+        if read_after is not None and read_after >= 1 << 63:
+            raise ValueError(raw)
+        return int(parts[1]), read_after
     except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
         raise ValidationFailed("invalid cursor") from exc
 
 
+def decode_cursor(cursor: str | None) -> int | None:
+    """The last household id of a cursor of today's list."""
+    return _decode(cursor)[0] if cursor else None
+
+
+def cursor_read_after(cursor: str | None) -> int | None:
+    """The WAL position a cursor of today's list must be continued at (None: none named)."""
+    return _decode(cursor)[1] if cursor else None
+
+
 async def check_geography(
-    conn: asyncpg.Pool | asyncpg.Connection, p: Principal, f: Filters
+    conn: asyncpg.Pool | asyncpg.Connection | Reads, p: Principal, f: Filters
 ) -> None:
     """422 for unknown codes or a code at the wrong level; 403 for one outside the scope."""
     requested = {code: level for level, codes in f.geo().items() for code in codes}
@@ -85,7 +101,7 @@ async def check_geography(
             )
 
 
-async def authorize(pool: asyncpg.Pool, p: Principal, f: Filters) -> None:
+async def authorize(pool: asyncpg.Pool | Reads, p: Principal, f: Filters) -> None:
     if not p.categories & {"iv", "v"}:
         raise Forbidden("the agreement does not include beneficiary data (category iv or v)")
     unknown = [d for d in f.dimensions if d not in sharing.DIMENSIONS]
@@ -113,12 +129,21 @@ def _record(
     )
 
 
-async def page(
-    pool: asyncpg.Pool, p: Principal, f: Filters, limit: int, cursor: str | None
-) -> bytes:
-    """One JSON page ``{"items": [...], "next_cursor": ...}``, audited in its transaction."""
+async def page(reads: Reads, p: Principal, f: Filters, limit: int, cursor: str | None) -> bytes:
+    """One JSON page ``{"items": [...], "next_cursor": ...}``, audited (in its transaction
+    on the primary; after it, on the primary, when a replica read it).
+
+    With read replicas the page is read where the cursor's WAL position (or the as-of
+    list's, ``f.read_after``) is replayed, and the next cursor carries the position this
+    page was read at: a list never continues on an older state than its previous page.
+    """
     q = Query()
-    after = asof.cursor_position(cursor) if f.as_of else decode_cursor(cursor)
+    if f.as_of:
+        after = asof.cursor_position(cursor)
+        read_after = f.read_after
+    else:
+        after = decode_cursor(cursor)
+        read_after = cursor_read_after(cursor)
     where = household_where(q, f, p.geo_codes, after)
     select = f"SELECT h.id, {household_document(f)}::text AS doc, {member_count(f)} AS n "
     n = f"{q.param(limit + 1)}::int"
@@ -133,15 +158,28 @@ async def page(
             where=where,
             limit=n,
         )
-    async with pool.acquire() as conn, conn.transaction():
+
+    async def read(conn: asyncpg.Connection) -> tuple[list[asyncpg.Record], int | None]:
         rows = await conn.fetch(sql, *q.params)
-        more = len(rows) > limit
-        rows = rows[:limit]
-        await audit.append(conn, _record(p, f, len(rows), sum(r["n"] for r in rows), "page"))
+        position = await conn.fetchval(POSITION_SQL) if reads.configured else None
+        return rows, position
+
+    def record(answer: tuple[list[asyncpg.Record], int | None]) -> audit.AuditRecord:
+        rows = answer[0][:limit]
+        return _record(p, f, len(rows), sum(r["n"] for r in rows), "page")
+
+    found, position = await reads.audited(read, record, after=read_after)
+    more = len(found) > limit
+    rows = found[:limit]
+    if position is not None:
+        position = max(position, read_after or 0)
     next_cursor = None
     if more and rows:
         last = rows[-1]["id"]
-        next_cursor = asof.encode_cursor(last, f.as_of) if f.as_of else encode_cursor(last)
+        if f.as_of:
+            next_cursor = asof.encode_cursor(last, f.as_of, position)
+        else:
+            next_cursor = encode_cursor(last, position)
     items = b",".join(row["doc"].encode() for row in rows)
     tail = b""
     if f.as_of is not None:
@@ -149,10 +187,9 @@ async def page(
     return b'{"items":[' + items + b'],"next_cursor":' + orjson.dumps(next_cursor) + tail + b"}"
 
 
-async def stream_documents(
-    pool: asyncpg.Pool, p: Principal, f: Filters, mode: str
-) -> AsyncIterator[str]:
-    """Every matching household's JSON text, in id order, from one snapshot.
+async def stream_documents(reads: Reads, p: Principal, f: Filters, mode: str) -> AsyncIterator[str]:
+    """Every matching household's JSON text, in id order, from one snapshot (on a read
+    replica when the service has one, where ``f.read_after`` is replayed).
 
     The first ``__anext__`` opens the snapshot, counts and writes the audit row, and yields
     an empty string; the caller awaits it before the response starts, so the audit row is
@@ -166,7 +203,7 @@ async def stream_documents(
     def at(sql: str) -> str:  # an as-of list reads the registry rebuilt at its instant
         return sql if f.as_of is None else registry_asof.rewrite(sql, lambda _: t, f.as_of)
 
-    async with pool.acquire() as conn:
+    async with reads.acquire(after=f.read_after) as conn:
         async with conn.transaction(isolation="repeatable_read", readonly=True):
             counts = await conn.fetchrow(
                 at(
@@ -177,7 +214,7 @@ async def stream_documents(
             )
             assert counts is not None
             await audit.append_with_pool(
-                pool, _record(p, f, counts["households"], counts["members"], mode)
+                reads.primary, _record(p, f, counts["households"], counts["members"], mode)
             )
             yield ""
             doc = household_document(f)

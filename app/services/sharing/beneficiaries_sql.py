@@ -94,6 +94,9 @@ class Filters:
     # An as-of list (app.services.sharing.asof.prepare): the checked instant, its snapshot.
     as_of: datetime | None = field(default=None, init=False)
     snapshot: str | None = field(default=None, init=False)
+    # With read replicas: the WAL position the list must be read at (its as-of instant was
+    # final there, or its cursor's previous page was read there); app/replicas.py.
+    read_after: int | None = field(default=None, init=False)
 
     def geo(self) -> dict[str, list[str]]:
         return {level: getattr(self, level) for level in GEO_LEVELS if getattr(self, level)}

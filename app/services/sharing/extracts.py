@@ -8,6 +8,7 @@ Every published (geography, quasi-identifiers) group therefore holds at least k 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import io
@@ -20,6 +21,7 @@ import orjson
 
 from app.auth.partner import Principal
 from app.errors import Forbidden
+from app.replicas import FAILURES, Reads
 from app.services.audit import trail as audit
 from app.services.sharing import beneficiaries as beneficiary_service
 from app.services.sharing.beneficiaries_sql import AGE_BRACKET, Filters, Query, household_where
@@ -95,7 +97,7 @@ def _sql(p: Principal, f: Filters, k: int) -> tuple[str, list[object]]:
     return sql, q.params
 
 
-async def authorize(pool: asyncpg.Pool, p: Principal, f: Filters) -> None:
+async def authorize(pool: asyncpg.Pool | Reads, p: Principal, f: Filters) -> None:
     if "vi" not in p.categories:
         raise Forbidden("the agreement does not include anonymized data (category vi)")
     not_extractable = [d for d in f.dimensions if d not in EXTRACT_DIMENSIONS]
@@ -112,11 +114,13 @@ async def authorize(pool: asyncpg.Pool, p: Principal, f: Filters) -> None:
 
 
 async def open_extract(
-    pool: asyncpg.Pool, p: Principal, f: Filters, k: int, fmt: str
+    reads: Reads, p: Principal, f: Filters, k: int, fmt: str
 ) -> tuple[Summary, AsyncIterator[dict[str, Any]]]:
-    """Count and audit in the snapshot, then hand back a record iterator over it."""
+    """Count and audit in the snapshot (on a read replica when the service has one; the
+    audit row on the primary), then hand back a record iterator over it."""
     base, params = _sql(p, f, k)
-    conn = await pool.acquire()
+    lease = reads.acquire()
+    conn = await lease.__aenter__()
     tr = conn.transaction(isolation="repeatable_read", readonly=True)
     try:
         await tr.start()
@@ -129,7 +133,7 @@ async def open_extract(
         assert row is not None
         summary = Summary(row["n"], row["hh"], row["g"], row["total"] - row["n"], k)
         await audit.append_with_pool(
-            pool,
+            reads.primary,
             audit.AuditRecord.of(
                 p,
                 endpoint=f"/v1/partner/extracts/anonymized ({fmt})",
@@ -139,9 +143,8 @@ async def open_extract(
                 members=summary.records,
             ),
         )
-    except BaseException:
-        await tr.rollback()
-        await pool.release(conn)
+    except BaseException as exc:
+        await _end(tr, lease, exc)
         raise
     key = p.pseudonym_key or b""
     dims = _dims(f)
@@ -164,11 +167,28 @@ async def open_extract(
                 for d in dims:
                     out[d] = r[d]
                 yield out
-        finally:
-            await tr.rollback()
-            await pool.release(conn)
+        except BaseException as exc:
+            await _end(tr, lease, exc)
+            raise
+        await _end(tr, lease, None)
 
     return summary, records()
+
+
+async def _end(
+    tr: asyncpg.transaction.Transaction,
+    lease: contextlib.AbstractAsyncContextManager[asyncpg.Connection],
+    exc: BaseException | None,
+) -> None:
+    """Roll the snapshot back and give the connection back (a failure marks a replica down)."""
+    try:
+        with contextlib.suppress(*FAILURES):  # a cut connection has nothing to roll back
+            await tr.rollback()
+    finally:
+        if exc is None:
+            await lease.__aexit__(None, None, None)
+        else:
+            await lease.__aexit__(type(exc), exc, exc.__traceback__)
 
 
 def columns(f: Filters) -> list[str]:

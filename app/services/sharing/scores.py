@@ -1,10 +1,14 @@
-"""Score against CNIC for partners (§4.2.4 iii): within the agreement's scope, audited."""
+"""Score against CNIC for partners (§4.2.4 iii): within the agreement's scope, audited.
+
+Read on a read replica when the service has one; the audit row is appended on the primary.
+"""
 
 from __future__ import annotations
 
 import asyncpg
 
 from app.auth.partner import Principal
+from app.replicas import Reads
 from app.schemas.partner import PartnerScore
 from app.services.audit import trail as audit
 
@@ -18,21 +22,23 @@ SELECT h.id, h.pmt_score::float8 AS pmt_score, h.poverty_band, h.surveyed_on, h.
 """
 
 
-async def partner_score(pool: asyncpg.Pool, p: Principal, cnic: str) -> PartnerScore | None:
+async def partner_score(reads: Reads, p: Principal, cnic: str) -> PartnerScore | None:
     """The household's score, or None (unknown, deceased, or outside the agreement's scope)."""
-    async with pool.acquire() as conn, conn.transaction():
-        row = await conn.fetchrow(_SQL, cnic, list(p.geo_codes))
-        await audit.append(
-            conn,
-            audit.AuditRecord.of(
-                p,
-                endpoint="/v1/partner/scores/{cnic}",
-                filters={"cnic": cnic[:5] + "*******" + cnic[-1]},
-                dimensions=[],
-                households=1 if row else 0,
-                members=1 if row else 0,
-            ),
+
+    async def read(conn: asyncpg.Connection) -> asyncpg.Record | None:
+        return await conn.fetchrow(_SQL, cnic, list(p.geo_codes))
+
+    def record(row: asyncpg.Record | None) -> audit.AuditRecord:
+        return audit.AuditRecord.of(
+            p,
+            endpoint="/v1/partner/scores/{cnic}",
+            filters={"cnic": cnic[:5] + "*******" + cnic[-1]},
+            dimensions=[],
+            households=1 if row else 0,
+            members=1 if row else 0,
         )
+
+    row = await reads.audited(read, record)
     if row is None:
         return None
     return PartnerScore(

@@ -1,13 +1,23 @@
-"""The base of every JSON request body: unknown fields and control characters are refused."""
+"""The base of every JSON request body: unknown fields and control characters are refused,
+and ``null`` for an optional field means it was not given."""
 
 from __future__ import annotations
 
 import re
+import types
 from collections.abc import Callable
 from datetime import date, datetime
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Union, get_args, get_origin
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
 
 from app.strict import has_control
 
@@ -52,12 +62,88 @@ PARAGRAPHS = Paragraphs()
 _CONTROL_BUT_LF = re.compile(r"[\x00-\x09\x0b-\x1f\x7f]")
 
 
-class StrictModel(BaseModel):
-    """``extra="forbid"``: a misspelt field is a 422, never silently dropped. Text holding a
-    control character (U+0000-U+001F, U+007F) is refused too, at any depth of a list;
-    fields marked ``PARAGRAPHS`` may hold line breaks."""
+def _admits_none(annotation: Any) -> bool:
+    if annotation is None or annotation is type(None) or annotation is Any:
+        return True
+    if get_origin(annotation) in (Union, types.UnionType):
+        return any(_admits_none(arg) for arg in get_args(annotation))
+    if get_origin(annotation) is Annotated:
+        return _admits_none(get_args(annotation)[0])
+    return False
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+def null_means_not_given(info: FieldInfo) -> bool:
+    """Whether ``null`` for this field is read as the field left out: every optional field,
+    but one whose ``null`` is a value of its own (it admits None and defaults to something
+    else). Required fields keep refusing ``null`` unless their type admits it."""
+    if info.is_required():
+        return False
+    defaults_to_none = info.default is None and info.default_factory is None
+    return defaults_to_none or not _admits_none(info.annotation)
+
+
+_SCHEMA_OUTER_KEYS = ("title", "description", "default", "examples", "deprecated")
+
+
+def _admits_null(schema: dict[str, Any]) -> bool:
+    kind = schema.get("type")
+    if kind == "null" or (isinstance(kind, list) and "null" in kind):
+        return True
+    return any(_admits_null(branch) for branch in schema.get("anyOf", ()))
+
+
+def _optional_fields_admit_null(schema: dict[str, Any]) -> None:
+    """``json_schema_extra``: every optional property is documented as ``anyOf [..., null]``
+    (generated clients send ``null`` for a field left unset); its title, description,
+    default and examples stay on the property."""
+    required = set(schema.get("required", ()))
+    for name, prop in schema.get("properties", {}).items():
+        if name in required or _admits_null(prop):
+            continue
+        outer = {key: prop.pop(key) for key in _SCHEMA_OUTER_KEYS if key in prop}
+        branches = prop.pop("anyOf") if list(prop) == ["anyOf"] else [dict(prop)]
+        prop.clear()
+        prop.update({"anyOf": [*branches, {"type": "null"}], **outer})
+
+
+class BodyModel(BaseModel):
+    """The base of every request body model. ``extra="forbid"``: a misspelt field is a 422,
+    never silently dropped. ``null`` for an optional field is that field not given: the key
+    is dropped before validation, so the default applies exactly as when it is left out
+    (clients generated from the OpenAPI document send ``null`` for unset fields). Required
+    fields stay required: ``null`` there is a 422 as before."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        str_strip_whitespace=True,
+        json_schema_extra=_optional_fields_admit_null,
+    )
+    # The input names (aliases) of the fields whose null means "not given".
+    _null_is_omission: ClassVar[frozenset[str]] = frozenset()
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        cls._null_is_omission = frozenset(
+            name if not isinstance(info.validation_alias, str) else info.validation_alias
+            for name, info in cls.model_fields.items()
+            if null_means_not_given(info)
+        )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_null_optionals(cls, data: Any) -> Any:
+        if isinstance(data, dict) and None in data.values():
+            names = cls._null_is_omission
+            return {k: v for k, v in data.items() if v is not None or k not in names}
+        return data
+
+
+class StrictModel(BodyModel):
+    """A :class:`BodyModel` whose text holding a control character (U+0000-U+001F, U+007F)
+    is refused too, at any depth of a list; fields marked ``PARAGRAPHS`` may hold line
+    breaks."""
+
     _paragraph_fields: ClassVar[frozenset[str]] = frozenset()
 
     @classmethod

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, Field
 
 from app.models.registry import (
     DISABILITIES,
@@ -25,7 +25,7 @@ from app.models.registry import (
     RELATIONSHIPS,
     TOILET_TYPES,
 )
-from app.schemas.base import IsoDate
+from app.schemas.base import BodyModel, IsoDate
 from app.schemas.cnic import Cnic
 
 UPDATE_KINDS = (
@@ -67,8 +67,8 @@ Count = Annotated[int, Field(ge=0, le=1000)]
 Land = Annotated[float, Field(ge=0, le=100_000)]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+class _Strict(BodyModel):
+    """Unknown fields refused; ``null`` for an optional field is the field left out."""
 
 
 class Indicators(_Strict):
@@ -198,8 +198,9 @@ UpdateRecord = Annotated[
 ]
 
 
-class UpdateBatchIn(BaseModel):
-    """The request body (documentation; the envelope is checked while it streams in)."""
+class UpdateBatchIn(BodyModel):
+    """The request body (documentation; the envelope is checked while it streams in, by
+    ``app.services.ingest.store.check_envelope``, to the same rules)."""
 
     dry_run: bool = False
     records: list[dict[str, Any]] = Field(

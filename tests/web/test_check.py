@@ -342,11 +342,13 @@ def test_registry_down_is_a_503_form(site: Server, cnic: str) -> None:
                 form = await c.get("/check")
                 token = re.search(r'name="csrf_token" value="([0-9a-f]{64})"', form.text)
                 assert token
-                pool, app.state.pool = app.state.pool, _RegistryDown()
+                # The look-up reads through app.state.reads (its primary: no replica here).
+                reads = app.state.reads
+                pool, reads.primary = reads.primary, _RegistryDown()
                 try:
                     return await c.post("/check", data={"csrf_token": token.group(1), "cnic": cnic})
                 finally:
-                    app.state.pool = pool
+                    reads.primary = pool
 
     with ThreadPoolExecutor(1) as worker:  # Playwright may hold this thread's event loop
         answer = worker.submit(asyncio.run, scenario()).result()

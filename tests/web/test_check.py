@@ -29,7 +29,7 @@ from server import Server
 
 from app.main import create_app
 from app.rate_limit import build_backend
-from app.web import check
+from app.web.public.check import page as check
 
 pytestmark = pytest.mark.slow
 
@@ -124,7 +124,7 @@ def cnic(known_member: dict[str, Any]) -> str:
     return value
 
 
-# -- unit tests of app.web.check --------------------------------------------------------------
+# -- unit tests of app.web.public.check.page ----------------------------------------------------
 
 KEY = b"k" * 32
 

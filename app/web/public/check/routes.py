@@ -5,7 +5,8 @@ masking and "no living member" answer — and spends the same per-IP fair-usage 
 (``public_scores.fair_usage_wait``): a visitor has one budget, whether they use the page or
 the API. The CNIC travels only in the POST body, never in a URL, so it never reaches an
 access log. After ``NSER_CHECK_FREE_LOOKUPS`` checks an hour from one IP, each check needs
-a solved proof-of-work challenge (:mod:`app.web.check`, solved by ``/static/js/check.js``).
+a solved proof-of-work challenge (:mod:`app.web.public.check.page`, solved by
+``/static/js/check.js``).
 """
 
 from __future__ import annotations
@@ -21,14 +22,14 @@ from starlette.responses import HTMLResponse
 
 from app import rate_limit
 from app.routers import public_scores
-from app.routers.web import WebRoute
 from app.schemas.public import parse_cnic
 from app.services.pmt.model import InvalidModel, current_model
 from app.services.registry import lookup as lookup_service
 from app.strict import read_capped
-from app.web import check as challenge
 from app.web.i18n import LOCALES, N_
+from app.web.public.check import page as challenge
 from app.web.render import WebContext, WebDep, WebError, page, web_secret
+from app.web.site import WebRoute
 
 router = APIRouter(route_class=WebRoute, include_in_schema=False)
 

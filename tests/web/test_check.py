@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
 import html
 import itertools
 import json
@@ -26,6 +25,7 @@ from browser import axe_violations, screenshot
 from conftest import REDIS_URL, make_settings
 from playwright.sync_api import Page
 from server import Server
+from solver import solve
 
 from app.main import create_app
 from app.rate_limit import build_backend
@@ -94,17 +94,6 @@ class Visitor:
 
     def close(self) -> None:
         self.http.close()
-
-
-def solve(challenge: dict[str, Any]) -> str:
-    """What check.js does, in Python: find n with SHA-256(salt + n) == challenge."""
-    for number in range(challenge["maxNumber"] + 1):
-        digest = hashlib.sha256(f"{challenge['salt']}{number}".encode()).hexdigest()
-        if digest == challenge["challenge"]:
-            payload = {key: challenge[key] for key in ("algorithm", "challenge", "salt")}
-            payload |= {"number": number, "signature": challenge["signature"]}
-            return base64.b64encode(json.dumps(payload).encode()).decode()
-    raise AssertionError("no solution")
 
 
 @pytest.fixture

@@ -416,6 +416,15 @@ def test_one_budget_with_the_api_and_the_challenge_after_the_free_filings(site: 
         web_side.close()
 
 
+def test_the_home_page_and_the_navigation_lead_to_the_form(site: Server, filer: Filer) -> None:
+    home = filer.http.get("/?lang=en").text
+    assert '<a href="/grievance">File a grievance</a>' in home
+    assert '<a href="/grievance">Grievances</a>' in home
+    form = filer.form_page()
+    assert '<a href="/grievance" aria-current="page">Grievances</a>' in form.text
+    assert form.headers["content-security-policy"].startswith("default-src 'none'")
+
+
 # -- in a browser ---------------------------------------------------------------------------------
 
 

@@ -35,17 +35,14 @@ from app.routers import staff as staff_router
 from app.routers import summaries as summaries_router
 from app.routers import targeting as targeting_router
 from app.routers import tokens as tokens_router
-from app.routers import web as web_router
-from app.routers import web_apply as web_apply_router
-from app.routers import web_check as web_check_router
-from app.routers import web_map as web_map_router
-from app.routers import web_statistics as web_statistics_router
 from app.services.audit import trail as audit_trail
 from app.services.disclosure.policy import Policy
 from app.services.ingest import worker as ingest_worker
 from app.services.products import cube as products_cube
 from app.settings import Settings, get_settings
 from app.strict import reject_unknown_parameters
+from app.web import site as web_site
+from app.web.public import routes as public_site
 from app.web.security import WebSecurityHeaders
 
 
@@ -121,7 +118,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     openapi.install(app)
     rate_limit.install(app, settings)
     # Inside the public fast path: the API's hot look-up never pays for the page headers.
-    app.add_middleware(WebSecurityHeaders, prefixes=web_router.WEB_PREFIXES)
+    app.add_middleware(WebSecurityHeaders, prefixes=web_site.WEB_PREFIXES)
     if settings.trusted_networks:  # outside WebSecurityHeaders, which reads the scheme
         app.add_middleware(TrustedProxyScheme, trusted=settings.trusted_networks)
     if settings.public_fast_path:
@@ -149,9 +146,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(geo_router.router)
     app.include_router(targeting_router.router)
     app.include_router(grievances_router.router)
-    web_router.install(app)
-    app.include_router(web_apply_router.router)
-    app.include_router(web_check_router.router)
-    app.include_router(web_statistics_router.router)
-    app.include_router(web_map_router.router)
+    web_site.install(app)
+    app.include_router(public_site.router)
     return app

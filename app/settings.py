@@ -125,6 +125,9 @@ class Settings(BaseSettings):
     # like the look-up (unset: NSER_PUBLIC_LOOKUP_LIMITS); service-level targets in days
     # from filing to triage and to resolution (overdue cases show in the M&E report).
     grievance_limits: str | None = None
+    # The website's /grievance form: filings per client IP per hour before each further one
+    # needs the proof-of-work challenge (0: always), besides the filing limits above.
+    grievance_free_filings: int = Field(default=3, ge=0, le=10_000)
     grievance_triage_days: int = Field(default=7, ge=1, le=365)
     grievance_resolve_days: int = Field(default=30, ge=1, le=3650)
 

@@ -54,14 +54,26 @@ Reader = Annotated[Principal, Depends(require_scope(Scope.GRIEVANCES_READ))]
 Actor = Annotated[Principal, Depends(require_scope(Scope.GRIEVANCES_ACT))]
 
 
-def _limits(request: Request, settings: Settings) -> Any:
+def _limits(request: Request) -> Any:
     """The filing limits, parsed once per application."""
     state = request.app.state
     parsed = getattr(state, "grievance_limits", None)
     if parsed is None:
+        settings: Settings = state.settings
         parsed = parse_many(settings.grievance_limits or settings.public_lookup_limits)
         state.grievance_limits = parsed
     return parsed
+
+
+def filing_wait(request: Request) -> int | None:
+    """Count one filing against the client IP's budget; the seconds to wait if it is spent.
+    The website's /grievance form spends this same budget (one per IP for both)."""
+    return rate_limit.hit(
+        request.app.state.rate_limit_backend,
+        _limits(request),
+        "grievance_filing",
+        rate_limit.client_ip(request),
+    )
 
 
 @public.post(
@@ -72,16 +84,11 @@ def _limits(request: Request, settings: Settings) -> Any:
     # Counted in the handler (as the look-up is), so 429 is declared rather than implied.
     responses=problems(413, 429),
 )
-async def file_grievance(request: Request, pool: PoolDep, settings: SettingsDep) -> Response:
+async def file_grievance(request: Request, pool: PoolDep) -> Response:
     """File a grievance about a household's score. Keep the ``status_url``: its token is
     shown once and is the only way to follow the grievance. The answer is the same whether
     or not the CNIC is in the registry."""
-    retry_after = rate_limit.hit(
-        request.app.state.rate_limit_backend,
-        _limits(request, settings),
-        "grievance_filing",
-        rate_limit.client_ip(request),
-    )
+    retry_after = filing_wait(request)
     if retry_after is not None:
         return problem(
             429,

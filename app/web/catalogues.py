@@ -2,10 +2,9 @@
 
 One catalogue (gettext domain) per page, so each page's translations are kept together:
 
-- ``base``: the layout and shared pages — ``templates/*.html``, ``app/routers/web.py``,
-  ``app/web/render.py``;
-- ``<page>``: ``templates/<page>/*.html``, ``app/routers/web_<page>.py`` and
-  ``app/web/<page>*.py``.
+- ``base``: the layout, the error page and the home page — ``templates/*.html``,
+  ``public/home/``, ``site.py`` and ``render.py``;
+- ``<page>``: everything in ``public/<page>/`` (its templates, ``routes.py``, ``page.py``).
 
 ``python -m app.web.catalogues update`` adds new messages to every ``ur`` ``.po`` file
 (keeping existing translations); ``check`` fails if a message lacks an Urdu translation;
@@ -28,9 +27,18 @@ from babel.messages.pofile import read_po, write_po
 WEB = Path(__file__).resolve().parent
 APP = WEB.parent
 TEMPLATES = WEB / "templates"
+PUBLIC = WEB / "public"
+# The home page's words belong with the layout's (the navigation names the same pages).
+HOME = "home"
 TRANSLATIONS = WEB / "translations"
 TARGET_LANGUAGES = ("ur",)
 KEYWORDS = {"_": None, "gettext": None, "ngettext": (1, 2), "N_": None}
+
+
+def _page_files(folder: Path) -> list[Path]:
+    """A public page's templates, then its routes, then its other modules."""
+    modules = sorted(folder.glob("*.py"), key=lambda path: (path.name != "routes.py", path.name))
+    return [*sorted(folder.rglob("*.html")), *modules]
 
 
 def domains() -> dict[str, list[Path]]:
@@ -38,17 +46,14 @@ def domains() -> dict[str, list[Path]]:
     found: dict[str, list[Path]] = {
         "base": [
             *sorted(TEMPLATES.glob("*.html")),
-            APP / "routers" / "web.py",
+            *_page_files(PUBLIC / HOME),
+            WEB / "site.py",
             WEB / "render.py",
         ]
     }
-    for folder in sorted(p for p in TEMPLATES.iterdir() if p.is_dir()):
-        name = folder.name
-        found[name] = [
-            *sorted(folder.rglob("*.html")),
-            *sorted((APP / "routers").glob(f"web_{name}.py")),
-            *sorted(WEB.glob(f"{name}*.py")),
-        ]
+    for folder in sorted(p for p in PUBLIC.iterdir() if (p / "templates").is_dir()):
+        if folder.name != HOME:
+            found[folder.name] = _page_files(folder)
     return found
 
 

@@ -19,12 +19,22 @@ from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import Depends, Query, Request
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from jinja2 import (
+    ChoiceLoader,
+    Environment,
+    FileSystemLoader,
+    PrefixLoader,
+    StrictUndefined,
+    select_autoescape,
+)
 from starlette.responses import HTMLResponse
 
 from app.web import i18n, security
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
+# Each page of the public website keeps its templates beside its code,
+# ``public/<page>/templates/``; they are named ``<page>/<file>.html``.
+PUBLIC = TEMPLATES.parent / "public"
 LANG_NAMES = {"en": "English", "ur": "اردو"}
 
 
@@ -38,10 +48,20 @@ class WebError(Exception):
         self.headers = headers or {}
 
 
+def loader() -> ChoiceLoader:
+    """The shared templates (``base.html``, ``error.html``) by their own names, and each
+    public page's as ``<page>/<file>.html``."""
+    pages = {
+        folder.parent.name: FileSystemLoader(folder)
+        for folder in sorted(PUBLIC.glob("*/templates"))
+    }
+    return ChoiceLoader([FileSystemLoader(TEMPLATES), PrefixLoader(pages)])
+
+
 @cache
 def environment(lang: str) -> Environment:
     env = Environment(
-        loader=FileSystemLoader(TEMPLATES),
+        loader=loader(),
         autoescape=select_autoescape(["html", "svg"]),
         extensions=["jinja2.ext.i18n"],
         undefined=StrictUndefined,

@@ -101,6 +101,10 @@ NO_PERSONAL_DATA: dict[Route, str] = {
     ("GET", "/check"): "the look-up form",
     ("GET", "/statistics"): "public counts under disclosure control",
     ("GET", "/map"): "the public map page",
+    ("GET", "/grievance"): "the grievance form",
+    ("POST", "/grievance"): "a filing through the same service as the API's (audited, actor "
+    "public): a redirect to its confirmation, the same whether or not the CNIC is registered",
+    ("GET", "/grievance/sent/{reference}"): "the filer's confirmation: reference and status link",
 }
 
 # Reviewed: these answer the public with a person's own data by design and are not audited
@@ -111,6 +115,7 @@ PUBLIC_BY_DESIGN: dict[Route, str] = {
     ("POST", "/check"): "the same look-up as a page",
     ("GET", "/v1/public/grievances/{grievance_reference}"): "the filer's own grievance by its "
     "token: status, dates, outcome, CNIC masked",
+    ("GET", "/grievance/status/{reference}"): "the same, as a page",
 }
 
 

@@ -197,6 +197,10 @@ def test_installed_wheel_migrates_seeds_and_serves_from_anywhere(
         home = httpx.get(f"http://127.0.0.1:{port}/?lang=ur", timeout=5)
         assert home.status_code == 200, home.text
         assert "قومی سماجی و معاشی رجسٹری" in home.text
+        # A page's templates travel beside its code (app/web/public/<page>/templates).
+        check = httpx.get(f"http://127.0.0.1:{port}/check?lang=ur", timeout=5)
+        assert check.status_code == 200, check.text
+        assert "غربت کی سطح معلوم کریں" in check.text
         font = httpx.get(f"http://127.0.0.1:{port}/static/fonts/NotoNastaliqUrdu-Regular.woff2")
         assert font.status_code == 200
     finally:

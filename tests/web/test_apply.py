@@ -20,7 +20,7 @@ from server import Server
 from app.schemas.requests import OrganizationIn, RequestForm
 from app.services.requests import machine, pricing
 from app.services.sharing import rules as sharing
-from app.web import apply
+from app.web.public.apply import page as apply
 
 SUBMITTED = {"en": "Submitted", "ur": "جمع کرائی گئی"}
 _ips = itertools.count(1)

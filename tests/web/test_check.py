@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
 import html
 import itertools
 import json
@@ -26,10 +25,11 @@ from browser import axe_violations, screenshot
 from conftest import REDIS_URL, make_settings
 from playwright.sync_api import Page
 from server import Server
+from solver import solve
 
 from app.main import create_app
 from app.rate_limit import build_backend
-from app.web import check
+from app.web.public import challenge
 
 pytestmark = pytest.mark.slow
 
@@ -96,17 +96,6 @@ class Visitor:
         self.http.close()
 
 
-def solve(challenge: dict[str, Any]) -> str:
-    """What check.js does, in Python: find n with SHA-256(salt + n) == challenge."""
-    for number in range(challenge["maxNumber"] + 1):
-        digest = hashlib.sha256(f"{challenge['salt']}{number}".encode()).hexdigest()
-        if digest == challenge["challenge"]:
-            payload = {key: challenge[key] for key in ("algorithm", "challenge", "salt")}
-            payload |= {"number": number, "signature": challenge["signature"]}
-            return base64.b64encode(json.dumps(payload).encode()).decode()
-    raise AssertionError("no solution")
-
-
 @pytest.fixture
 def visitor(site: Server) -> Iterator[Visitor]:
     v = Visitor(site)
@@ -124,28 +113,28 @@ def cnic(known_member: dict[str, Any]) -> str:
     return value
 
 
-# -- unit tests of app.web.check --------------------------------------------------------------
+# -- unit tests of app.web.public.challenge ------------------------------------------------------
 
 KEY = b"k" * 32
 
 
 def test_a_solved_challenge_verifies_once_and_only_with_its_key() -> None:
     now = time.time()
-    challenge = check.new_challenge(KEY, now=now, max_number=2000)
-    assert set(challenge) == {"algorithm", "challenge", "maxNumber", "salt", "signature"}
-    assert challenge["algorithm"] == "SHA-256"
-    solution = solve(challenge)
-    verdict, signature = check.verify(solution, KEY, now=now)
-    assert verdict is check.Verdict.OK
-    assert signature == challenge["signature"]
-    assert check.verify(solution, b"x" * 32, now=now) == (check.Verdict.INVALID, None)
-    later = now + check.CHALLENGE_TTL + 1
-    assert check.verify(solution, KEY, now=later) == (check.Verdict.EXPIRED, None)
+    issued = challenge.new_challenge(KEY, now=now, max_number=2000)
+    assert set(issued) == {"algorithm", "challenge", "maxNumber", "salt", "signature"}
+    assert issued["algorithm"] == "SHA-256"
+    solution = solve(issued)
+    verdict, signature = challenge.verify(solution, KEY, now=now)
+    assert verdict is challenge.Verdict.OK
+    assert signature == issued["signature"]
+    assert challenge.verify(solution, b"x" * 32, now=now) == (challenge.Verdict.INVALID, None)
+    later = now + challenge.CHALLENGE_TTL + 1
+    assert challenge.verify(solution, KEY, now=later) == (challenge.Verdict.EXPIRED, None)
     for storage in ("memory://", f"{REDIS_URL}?key_prefix=test-{uuid.uuid4().hex}"):
         backend = build_backend(storage)
-        assert check.claim(backend, signature)
-        assert not check.claim(backend, signature)  # a replay
-        assert check.claim(backend, "f" * 64)
+        assert challenge.claim(backend, signature)
+        assert not challenge.claim(backend, signature)  # a replay
+        assert challenge.claim(backend, "f" * 64)
 
 
 def _payload(**fields: Any) -> str:
@@ -154,8 +143,8 @@ def _payload(**fields: Any) -> str:
 
 def test_forged_or_malformed_solutions_are_invalid() -> None:
     now = time.time()
-    challenge = check.new_challenge(KEY, now=now, max_number=2000)
-    good = json.loads(base64.b64decode(solve(challenge)))
+    issued = challenge.new_challenge(KEY, now=now, max_number=2000)
+    good = json.loads(base64.b64decode(solve(issued)))
     wrong_number = _payload(**{**good, "number": good["number"] + 1})
     # A salt rewritten to expire later no longer matches the signed challenge.
     later_salt = re.sub(r"expires=\d+", f"expires={int(now) + 10**6}", good["salt"])
@@ -171,32 +160,48 @@ def test_forged_or_malformed_solutions_are_invalid() -> None:
         base64.b64encode(b"[1, 2]").decode(),
         base64.b64encode(b"\xff\xfe").decode(),
         "",
-        "A" * (check.MAX_PAYLOAD + 4),
+        "A" * (challenge.MAX_PAYLOAD + 4),
     ]
     for payload in forged:
-        assert check.verify(payload, KEY, now=now) == (check.Verdict.INVALID, None), payload
+        assert challenge.verify(payload, KEY, now=now) == (challenge.Verdict.INVALID, None), payload
 
 
-def test_free_checks_are_counted_per_ip() -> None:
+def test_free_sends_are_counted_per_ip_and_per_form() -> None:
     backend = build_backend("memory://")
-    assert check.free_left(backend, 2, "a")
-    assert check.spend_free(backend, 2, "a")
-    assert check.spend_free(backend, 2, "a")
-    assert not check.free_left(backend, 2, "a")
-    assert not check.spend_free(backend, 2, "a")
-    assert check.free_left(backend, 2, "b")
-    assert not check.free_left(backend, 0, "c")  # 0: a challenge every time
-    assert not check.spend_free(backend, 0, "c")
+    assert challenge.free_left(backend, 2, "a", form="check")
+    assert challenge.spend_free(backend, 2, "a", form="check")
+    assert challenge.spend_free(backend, 2, "a", form="check")
+    assert not challenge.free_left(backend, 2, "a", form="check")
+    assert not challenge.spend_free(backend, 2, "a", form="check")
+    assert challenge.free_left(backend, 2, "b", form="check")
+    assert challenge.free_left(backend, 2, "a", form="grievance")  # each form its own count
+    assert not challenge.free_left(backend, 0, "c", form="check")  # 0: a challenge every time
+    assert not challenge.spend_free(backend, 0, "c", form="check")
+
+
+def test_admit_spends_a_free_send_or_claims_a_solution_once() -> None:
+    backend = build_backend("memory://")
+    now = time.time()
+
+    def admit(solution: str, key: bytes = KEY) -> challenge.Verdict:
+        return challenge.admit(backend, key, solution, free=1, client="a", form="check", now=now)
+
+    assert admit("") is challenge.Verdict.OK  # the free send
+    assert admit("") is challenge.Verdict.NEEDED
+    solution = solve(json.loads(challenge.offer(KEY, now=now)))
+    assert admit(solution, b"another form's key" * 2) is challenge.Verdict.INVALID
+    assert admit(solution) is challenge.Verdict.OK
+    assert admit(solution) is challenge.Verdict.REPLAYED
 
 
 def test_waits_are_words_rounded_up() -> None:
-    assert check.wait_words(1, "en_PK") == "1 second"
-    assert check.wait_words(45, "en_PK") == "45 seconds"
-    assert check.wait_words(61, "en_PK") == "2 minutes"
-    assert check.wait_words(3599, "en_PK") == "1 hour"
-    assert check.wait_words(3601, "en_PK") == "2 hours"
-    assert check.wait_words(45, "ur_PK") == "45 سیکنڈ"
-    assert check.wait_words(600, "ur_PK") == "10 منٹ"
+    assert challenge.wait_words(1, "en_PK") == "1 second"
+    assert challenge.wait_words(45, "en_PK") == "45 seconds"
+    assert challenge.wait_words(61, "en_PK") == "2 minutes"
+    assert challenge.wait_words(3599, "en_PK") == "1 hour"
+    assert challenge.wait_words(3601, "en_PK") == "2 hours"
+    assert challenge.wait_words(45, "ur_PK") == "45 سیکنڈ"
+    assert challenge.wait_words(600, "ur_PK") == "10 منٹ"
 
 
 # -- over HTTP --------------------------------------------------------------------------------
@@ -278,7 +283,7 @@ def test_challenge_after_the_free_checks_and_never_twice(visitor: Visitor, cnic:
     asked = visitor.check(cnic, solve_if_asked=False)
     assert asked.status_code == 403
     assert "needs JavaScript" in asked.text
-    assert "/static/js/check.js" in asked.text
+    assert "/static/js/challenge.js" in asked.text
     solution = visitor.solution()
     solved = visitor.check(cnic, altcha=solution)
     assert solved.status_code == 200, solved.text

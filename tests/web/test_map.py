@@ -1,5 +1,5 @@
 """/map: the public hex-bin map's PNG in a figure with a legend, an alt text and a table, in a
-browser and over HTTP; and the pure parts (app.web.map)."""
+browser and over HTTP; and the pure parts (app.web.public.map.page)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from browser import axe_violations, screenshot
 from playwright.sync_api import Page
 from server import Server
 
-from app.web import map as web_map
 from app.web.i18n import Formatter
+from app.web.public.map import page as web_map
 
 SVG = "{http://www.w3.org/2000/svg}"
 _ips = itertools.count(1)

@@ -210,6 +210,7 @@ async def test_every_html_answer_carries_the_policy_and_framing_headers(
         ("POST", "/"),  # 405
         ("GET", "/docs?x=1"),
         ("GET", "/apply/status/DSR-2026-000001"),
+        ("GET", "/grievance/status/GRV-2026-000001"),
     ]
     html: dict[str, int] = {}
     for method, path in requests:
@@ -238,6 +239,8 @@ async def test_every_html_answer_carries_the_policy_and_framing_headers(
         "GET /no-such-page",
         "GET //evil.example/x",
         "GET /check",
+        "GET /grievance",
+        "GET /grievance/status/GRV-2026-000001",
         "POST /",
     ):
         assert expected in html, (expected, sorted(html))

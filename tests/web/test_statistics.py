@@ -1,5 +1,5 @@
 """/statistics: the public summaries as tables and an SVG chart, in a browser and over HTTP;
-and the pure parts (app.web.statistics: table rows, bar segments, the SVG builder)."""
+and the pure parts (app.web.public.statistics.page: table rows, bar segments, the SVG builder)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from browser import axe_violations, screenshot
 from playwright.sync_api import Page
 from server import Server
 
-from app.web import statistics as stats
+from app.web.public.statistics import page as stats
 
 SVG = "{http://www.w3.org/2000/svg}"
 _ips = itertools.count(1)

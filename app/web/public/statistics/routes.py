@@ -18,12 +18,12 @@ from starlette.responses import HTMLResponse
 from app.deps import ReadsDep, SettingsDep
 from app.replicas import Reads
 from app.routers.summaries import public_cache
-from app.routers.web import WebRoute
 from app.services.products import public as public_service
 from app.services.products import summaries as summary_service
 from app.services.registry import geography as geography_service
-from app.web import statistics as stats
+from app.web.public.statistics import page as stats
 from app.web.render import RenderedPages, WebContext, WebDep, WebError, render, respond
+from app.web.site import WebRoute
 
 router = APIRouter(route_class=WebRoute, include_in_schema=False)
 

@@ -1,14 +1,17 @@
-"""The /check page's abuse control: free checks per IP, then a proof-of-work challenge.
+"""The public forms' abuse control: free sends per IP, then a proof-of-work challenge.
 
-A visitor gets ``NSER_CHECK_FREE_LOOKUPS`` checks per IP per hour; after that each check
-must carry a solved challenge. The challenge is ALTCHA's (v1) self-hosted proof of work:
-the server signs ``challenge = SHA-256(salt + number)`` with an HMAC key and the browser
-(``static/js/check.js``, WebCrypto) searches ``0..max_number`` for the number. No third
+Used by ``/check`` (``NSER_CHECK_FREE_LOOKUPS``) and ``/grievance``
+(``NSER_GRIEVANCE_FREE_FILINGS``): a visitor gets that many sends of a form per IP per
+hour; after that each must carry a solved challenge. Each form counts its own free sends
+(``form=`` names it) and signs its challenges with its own key, so a solution for one form
+is no use on another. The challenge is ALTCHA's (v1) self-hosted proof of work: the server
+signs ``challenge = SHA-256(salt + number)`` with an HMAC key and the browser
+(``static/js/challenge.js``, WebCrypto) searches ``0..max_number`` for the number. No third
 party is involved. A solution is accepted once: its signature is remembered in the
 rate-limit storage (Redis when configured, else memory) until the challenge expires.
 
-The fair-usage budget (``NSER_PUBLIC_LOOKUP_LIMITS``) is not counted here: the page spends
-the same per-IP budget as the API, through ``app.routers.public_scores.fair_usage_wait``.
+The fair-usage budgets are not counted here: each page spends the same per-IP budget as
+its API (``app.routers.public_scores.fair_usage_wait``, the grievance filing limits).
 
 The challenge functions are pure (the clock is a parameter); the counters take the
 application's rate-limit backend (``app.state.rate_limit_backend``).
@@ -40,7 +43,7 @@ MAX_NUMBER = 50_000
 ALGORITHM = SHA256
 # A solution's size, base64 of a small JSON object; anything larger is refused unread.
 MAX_PAYLOAD = 1024
-FREE_KEY = "check_free"
+# The used solutions of every form (a signature is unique; the name is the first form's).
 USED_KEY = "check_challenge"
 
 
@@ -49,6 +52,7 @@ class Verdict(enum.Enum):
     INVALID = "invalid"
     EXPIRED = "expired"
     REPLAYED = "replayed"
+    NEEDED = "needed"  # no solution sent, and no free send left
 
 
 def new_challenge(key: bytes, *, now: float, max_number: int = MAX_NUMBER) -> dict[str, Any]:
@@ -116,28 +120,48 @@ def verify(payload: str, key: bytes, *, now: float) -> tuple[Verdict, str | None
     return Verdict.OK, signature
 
 
+def offer(key: bytes, *, now: float) -> str:
+    """A new challenge as the form's ``data-challenge`` attribute (JSON)."""
+    return orjson.dumps(new_challenge(key, now=now)).decode()
+
+
+def admit(
+    backend: Any, key: bytes, solution: str, *, free: int, client: str, form: str, now: float
+) -> Verdict:
+    """Whether a send goes ahead (OK): a solution sent is verified and claimed; without
+    one, ``client`` spends one of ``form``'s free sends, if any is left (else NEEDED)."""
+    if not solution:
+        return Verdict.OK if spend_free(backend, free, client, form=form) else Verdict.NEEDED
+    verdict, signature = verify(solution, key, now=now)
+    if verdict is Verdict.OK and signature is not None and not claim(backend, signature):
+        return Verdict.REPLAYED
+    return verdict
+
+
 def claim(backend: Any, signature: str) -> bool:
     """Mark a verified solution used: True the first time, False for a replay."""
     once = RateLimitItemPerSecond(1, CHALLENGE_TTL)
     return rate_limit.hit(backend, [once], USED_KEY, signature) is None
 
 
-def spend_free(backend: Any, free: int, client: str) -> bool:
-    """Count a check without a challenge: True while ``client`` has free checks this hour."""
+def spend_free(backend: Any, free: int, client: str, *, form: str) -> bool:
+    """Count a send of ``form`` without a challenge: True while ``client`` has free sends
+    of it this hour."""
     if free <= 0:
         return False
-    return rate_limit.hit(backend, [RateLimitItemPerHour(free)], FREE_KEY, client) is None
+    return rate_limit.hit(backend, [RateLimitItemPerHour(free)], f"{form}_free", client) is None
 
 
-def free_left(backend: Any, free: int, client: str) -> bool:
-    """Whether ``client``'s next check is still free (nothing counted). If the storage cannot
-    say, the answer is no: the page then asks for a challenge, and the check still works."""
+def free_left(backend: Any, free: int, client: str, *, form: str) -> bool:
+    """Whether ``client``'s next send of ``form`` is still free (nothing counted). If the
+    storage cannot say, the answer is no: the page then asks for a challenge, and the form
+    still works."""
     if free <= 0:
         return False
     strategy = backend.fallback if backend.storage_dead else backend.strategy
     try:
         allowed: bool = strategy.test(
-            RateLimitItemPerHour(free), backend.key_prefix, FREE_KEY, client
+            RateLimitItemPerHour(free), backend.key_prefix, f"{form}_free", client
         )
     except Exception:
         return False

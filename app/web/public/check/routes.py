@@ -5,7 +5,8 @@ masking and "no living member" answer — and spends the same per-IP fair-usage 
 (``public_scores.fair_usage_wait``): a visitor has one budget, whether they use the page or
 the API. The CNIC travels only in the POST body, never in a URL, so it never reaches an
 access log. After ``NSER_CHECK_FREE_LOOKUPS`` checks an hour from one IP, each check needs
-a solved proof-of-work challenge (:mod:`app.web.check`, solved by ``/static/js/check.js``).
+a solved proof-of-work challenge (:mod:`app.web.public.challenge`, solved by
+``/static/js/challenge.js``).
 """
 
 from __future__ import annotations
@@ -21,18 +22,19 @@ from starlette.responses import HTMLResponse
 
 from app import rate_limit
 from app.routers import public_scores
-from app.routers.web import WebRoute
 from app.schemas.public import parse_cnic
 from app.services.pmt.model import InvalidModel, current_model
 from app.services.registry import lookup as lookup_service
 from app.strict import read_capped
-from app.web import check as challenge
 from app.web.i18n import LOCALES, N_
+from app.web.public import challenge
 from app.web.render import WebContext, WebDep, WebError, page, web_secret
+from app.web.site import WebRoute
 
 router = APIRouter(route_class=WebRoute, include_in_schema=False)
 
 FIELDS = frozenset({"csrf_token", "cnic", "altcha"})
+FORM = "check"  # the challenge's name for this form's free sends
 # The form is three short fields: a CSRF token, a CNIC and a challenge solution.
 MAX_BODY = 4096
 FORM_TYPE = "application/x-www-form-urlencoded"
@@ -84,8 +86,7 @@ def _bands(web: WebContext) -> list[dict[str, str]]:
 def _challenge(request: Request, web: WebContext, needed: bool) -> str | None:
     if not needed:
         return None
-    key = web_secret(request, "altcha")
-    return orjson.dumps(challenge.new_challenge(key, now=time.time())).decode()
+    return challenge.offer(web_secret(request, "altcha"), now=time.time())
 
 
 def _render(
@@ -107,6 +108,7 @@ def _render(
             state.rate_limit_backend,
             state.settings.check_free_lookups,
             rate_limit.client_ip(request),
+            form=FORM,
         )
     return page(
         web,
@@ -184,40 +186,16 @@ async def check(request: Request, web: WebDep) -> HTMLResponse:
             request, web, status=422, field_error=web.gettext("Enter the CNIC to check.")
         )
 
-    solution = fields.get("altcha", "")
-    if solution:
-        verdict, signature = challenge.verify(
-            solution, web_secret(request, "altcha"), now=time.time()
-        )
-        if verdict is challenge.Verdict.OK and signature is not None:
-            if not challenge.claim(state.rate_limit_backend, signature):
-                verdict = challenge.Verdict.REPLAYED
-        if verdict is not challenge.Verdict.OK:
-            message = {
-                challenge.Verdict.EXPIRED: web.gettext(
-                    "The page was open for too long. Please press “Check” again."
-                ),
-                challenge.Verdict.REPLAYED: web.gettext(
-                    "This confirmation was already used. Please press “Check” again."
-                ),
-            }.get(
-                verdict,
-                web.gettext(
-                    "Your browser's confirmation could not be verified. Please press “Check” again."
-                ),
-            )
-            return _render(
-                request,
-                web,
-                status=403,
-                cnic=written,
-                notice=message,
-                notice_title=web.gettext("Please confirm the check again"),
-                needs_challenge=True,
-            )
-    elif not challenge.spend_free(
-        state.rate_limit_backend, state.settings.check_free_lookups, client
-    ):
+    verdict = challenge.admit(
+        state.rate_limit_backend,
+        web_secret(request, "altcha"),
+        fields.get("altcha", ""),
+        free=state.settings.check_free_lookups,
+        client=client,
+        form=FORM,
+        now=time.time(),
+    )
+    if verdict is challenge.Verdict.NEEDED:
         return _render(
             request,
             web,
@@ -228,6 +206,29 @@ async def check(request: Request, web: WebDep) -> HTMLResponse:
                 "Please press “Check” again."
             ),
             notice_title=web.gettext("Please confirm the check"),
+            needs_challenge=True,
+        )
+    if verdict is not challenge.Verdict.OK:
+        message = {
+            challenge.Verdict.EXPIRED: web.gettext(
+                "The page was open for too long. Please press “Check” again."
+            ),
+            challenge.Verdict.REPLAYED: web.gettext(
+                "This confirmation was already used. Please press “Check” again."
+            ),
+        }.get(
+            verdict,
+            web.gettext(
+                "Your browser's confirmation could not be verified. Please press “Check” again."
+            ),
+        )
+        return _render(
+            request,
+            web,
+            status=403,
+            cnic=written,
+            notice=message,
+            notice_title=web.gettext("Please confirm the check again"),
             needs_challenge=True,
         )
 

@@ -1,11 +1,12 @@
-/* The /check page's proof of work: find the number n such that SHA-256(salt + n) is the
-   challenge the registry signed (ALTCHA v1 format), using the browser's own WebCrypto.
-   Nothing is loaded from or sent to anyone but the registry: the solution goes in the
-   form's hidden "altcha" field, posted with the CNIC. Loaded only when a challenge is due. */
+/* The public forms' proof of work (/check, /grievance): find the number n such that
+   SHA-256(salt + n) is the challenge the registry signed (ALTCHA v1 format), using the
+   browser's own WebCrypto. Nothing is loaded from or sent to anyone but the registry: the
+   solution goes in the form's hidden "altcha" field, posted with the rest of the form.
+   Loaded only when a challenge is due, on a page with one form[data-challenge]. */
 (function () {
   "use strict";
-  var form = document.getElementById("check-form");
-  if (!form || !form.dataset.challenge) return;
+  var form = document.querySelector("form[data-challenge]");
+  if (!form) return;
   var field = form.querySelector('input[name="altcha"]');
   var status = document.getElementById("challenge-status");
   var button = form.querySelector('button[type="submit"]');

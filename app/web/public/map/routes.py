@@ -22,12 +22,12 @@ from app.deps import ReadsDep, SettingsDep
 from app.replicas import Reads
 from app.routers.maps import policy_of
 from app.routers.summaries import public_cache
-from app.routers.web import WebRoute
-from app.routers.web_statistics import ProvinceParam, area_names, chosen_province
 from app.services.products import maps as map_service
 from app.services.products import public as public_service
-from app.web import map as web_map
+from app.web.public.map import page as web_map
+from app.web.public.statistics.routes import ProvinceParam, area_names, chosen_province
 from app.web.render import WebDep, page
+from app.web.site import WebRoute
 
 router = APIRouter(route_class=WebRoute, include_in_schema=False)
 

@@ -1,9 +1,10 @@
-"""The website's shared parts: the home page, friendly error pages, static assets.
+"""What every page of the website shares: WebRoute, friendly error pages, static assets.
 
 Every page router uses :class:`WebRoute`, so that whatever goes wrong on a page — a bad
 ``?lang=``, an unknown parameter, a service error — is answered as a page in the visitor's
 language rather than as the API's problem+json. Pages are left out of ``/openapi.json``:
-they are not part of the partner contract.
+they are not part of the partner contract. The pages themselves are in
+:mod:`app.web.public`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Callable, Coroutine
 from http import HTTPStatus
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -23,11 +24,11 @@ from starlette.staticfiles import StaticFiles
 from app.errors import DATABASE_UNAVAILABLE, AppError
 from app.web import i18n, security
 from app.web.i18n import N_
-from app.web.render import WebContext, WebDep, WebError, page, web_secret
+from app.web.render import WebContext, WebError, page, web_secret
 
 STATIC = i18n.TRANSLATIONS.parent / "static"
 # The paths the website answers (security headers and HTML errors apply to these).
-WEB_PREFIXES = ("/check", "/statistics", "/map", "/apply", "/static/")
+WEB_PREFIXES = ("/check", "/statistics", "/map", "/apply", "/grievance", "/static/")
 # Paths that always answer problem+json, whatever the client accepts.
 API_PREFIXES = ("/v1/", "/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/.well-known")
 
@@ -103,15 +104,6 @@ class WebRoute(APIRoute):
         return as_page
 
 
-router = APIRouter(route_class=WebRoute, include_in_schema=False)
-
-
-@router.get("/", response_class=HTMLResponse)
-async def home(web: WebDep) -> HTMLResponse:
-    """What the registry is, what the public can do here, and links."""
-    return page(web, "home.html")
-
-
 def _wants_page(request: Request) -> bool:
     """A browser asking for a page: not an API path, and HTML accepted."""
     path = request.url.path
@@ -121,10 +113,9 @@ def _wants_page(request: Request) -> bool:
 
 
 def install(app: FastAPI) -> None:
-    """Mount the static assets and the website's shared routes; a browser that asks for a
-    page that does not exist gets a page, not problem+json."""
+    """Mount the static assets; a browser that asks for a page that does not exist gets a
+    page, not problem+json."""
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    app.include_router(router)
     api_handler = app.exception_handlers[StarletteHTTPException]
 
     async def http_error(request: Request, exc: Exception) -> Response:

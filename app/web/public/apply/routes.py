@@ -2,7 +2,7 @@
 
 The form posts to the same service the API's ``POST /v1/requests`` calls
 (``store.submit``), validated by the same model (``RequestForm``, through
-:mod:`app.web.apply`), under the same caps:
+:mod:`app.web.public.apply.page`), under the same caps:
 
 - the body is read up to ``NSER_REQUEST_FORM_MAX_BYTES`` (413 page beyond it);
 - the submissions of one client IP share ONE budget, ``NSER_REQUEST_FORM_LIMITS``, with the
@@ -33,12 +33,12 @@ from app import rate_limit
 from app.deps import PoolDep
 from app.errors import Conflict, NotFound, ValidationFailed
 from app.routers import requests as requests_api
-from app.routers.web import WebRoute
 from app.services.registry import geography
 from app.services.requests import pricing, store
 from app.strict import read_capped
-from app.web import apply
+from app.web.public.apply import page as apply
 from app.web.render import WebContext, WebDep, WebError, page
+from app.web.site import WebRoute
 
 router = APIRouter(route_class=WebRoute, include_in_schema=False)
 

@@ -1,0 +1,1 @@
+"""``/apply``: the Data Request Form (Annex I), its price guide and the status page."""

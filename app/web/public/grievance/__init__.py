@@ -1,0 +1,1 @@
+"""``/grievance``: a household member's grievance about the score, and its status page."""

@@ -1,0 +1,1 @@
+"""``/``: the home page (its words are in the ``base`` catalogue, with the layout)."""

@@ -1,0 +1,1 @@
+"""``/statistics``: public summaries by province or district, as tables and SVG charts."""

@@ -95,7 +95,10 @@ def check_roles(roles: list[str]) -> list[str]:
             extra={"code": "role_unknown"},
         )
     if not roles:
-        raise ValidationFailed("a staff member needs a role", extra={"code": "role_missing"})
+        raise ValidationFailed(
+            f"a staff member needs a role ({', '.join(STAFF_ROLES)}): its scopes are its roles'",
+            extra={"code": "role_missing"},
+        )
     return roles
 
 

@@ -45,6 +45,7 @@ from app.services.ingest import worker as ingest_worker
 from app.services.products import cube as products_cube
 from app.settings import Settings, get_settings
 from app.strict import reject_unknown_parameters
+from app.web import staff as staff_console
 from app.web.security import WebSecurityHeaders
 
 
@@ -150,4 +151,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(web_check_router.router)
     app.include_router(web_statistics_router.router)
     app.include_router(web_map_router.router)
+    staff_console.install(app)
     return app

@@ -27,7 +27,7 @@ from app.web.render import WebContext, WebDep, WebError, page, web_secret
 
 STATIC = i18n.TRANSLATIONS.parent / "static"
 # The paths the website answers (security headers and HTML errors apply to these).
-WEB_PREFIXES = ("/check", "/statistics", "/map", "/apply", "/static/")
+WEB_PREFIXES = ("/check", "/statistics", "/map", "/apply", "/static/", "/staff/")
 # Paths that always answer problem+json, whatever the client accepts.
 API_PREFIXES = ("/v1/", "/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/.well-known")
 

@@ -5,7 +5,8 @@ One catalogue (gettext domain) per page, so each page's translations are kept to
 - ``base``: the layout and shared pages — ``templates/*.html``, ``app/routers/web.py``,
   ``app/web/render.py``;
 - ``<page>``: ``templates/<page>/*.html``, ``app/routers/web_<page>.py`` and
-  ``app/web/<page>*.py``.
+  ``app/web/<page>*.py``;
+- ``staff``: the staff console, ``app/web/staff/`` (its templates and modules).
 
 ``python -m app.web.catalogues update`` adds new messages to every ``ur`` ``.po`` file
 (keeping existing translations); ``check`` fails if a message lacks an Urdu translation;
@@ -29,6 +30,7 @@ WEB = Path(__file__).resolve().parent
 APP = WEB.parent
 TEMPLATES = WEB / "templates"
 TRANSLATIONS = WEB / "translations"
+STAFF = WEB / "staff"
 TARGET_LANGUAGES = ("ur",)
 KEYWORDS = {"_": None, "gettext": None, "ngettext": (1, 2), "N_": None}
 
@@ -49,6 +51,7 @@ def domains() -> dict[str, list[Path]]:
             *sorted((APP / "routers").glob(f"web_{name}.py")),
             *sorted(WEB.glob(f"{name}*.py")),
         ]
+    found["staff"] = [*sorted(STAFF.rglob("*.html")), *sorted(STAFF.glob("*.py"))]
     return found
 
 

@@ -25,6 +25,8 @@ from starlette.responses import HTMLResponse
 from app.web import i18n, security
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
+# The staff console keeps its templates beside its routes (``staff/…`` names, over base.html).
+STAFF_TEMPLATES = Path(__file__).resolve().parent / "staff" / "templates"
 LANG_NAMES = {"en": "English", "ur": "اردو"}
 
 
@@ -41,7 +43,7 @@ class WebError(Exception):
 @cache
 def environment(lang: str) -> Environment:
     env = Environment(
-        loader=FileSystemLoader(TEMPLATES),
+        loader=FileSystemLoader([TEMPLATES, STAFF_TEMPLATES]),
         autoescape=select_autoescape(["html", "svg"]),
         extensions=["jinja2.ext.i18n"],
         undefined=StrictUndefined,

@@ -18,6 +18,7 @@ import asyncpg
 
 from app.auth.partner import Principal
 from app.auth.scopes import staff_scopes
+from app.services.audit import trail as audit
 from app.services.staff import tokens
 
 
@@ -133,6 +134,13 @@ async def end(conn: asyncpg.Connection, id_hash: bytes, reason: str) -> bool:
     return status != "UPDATE 0"
 
 
+async def end_by_token(conn: asyncpg.Connection, token: str | None) -> None:
+    """End the session of a cookie's ``token`` (a new sign-in replaces it), if any."""
+    if tokens.well_formed(token):
+        assert token is not None
+        await end(conn, tokens.digest(token), "sign_out")
+
+
 async def end_all(
     conn: asyncpg.Connection, staff_id: str, reason: str, *, passkey_id: uuid.UUID | None = None
 ) -> int:
@@ -154,3 +162,12 @@ async def mark_verified(conn: asyncpg.Connection, id_hash: bytes) -> None:
     await conn.execute(
         "UPDATE staff_sessions SET last_verified_at = now() WHERE id_hash = $1", id_hash
     )
+
+
+async def sign_out(conn: asyncpg.Connection, session: StaffSession, *, client: str) -> None:
+    """The member ends the session: at once, audited."""
+    async with conn.transaction():
+        if await end(conn, session.id_hash, "sign_out"):
+            await audit.append_action(
+                conn, session, "POST /staff/sign-out", {"outcome": "signed_out", "client": client}
+            )

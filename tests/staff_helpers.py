@@ -1,5 +1,7 @@
 """Helpers of the staff console's tests: a software passkey authenticator, and the console's
-ceremonies driven over HTTP the way its script drives them.
+ceremonies driven over HTTP the way its script drives them, and the fixtures of its test
+modules (``browser``: fresh cookie jars on one app with the console at ``ORIGIN``;
+``staff_db``: a connection to check and move timestamps).
 
 ``Authenticator`` is a WebAuthn authenticator in a few lines of ``cryptography`` and CBOR:
 ES256 keys, "none" attestation, discoverable credentials whose user handle is the staff
@@ -15,14 +17,20 @@ import json
 import re
 import secrets
 from base64 import urlsafe_b64decode, urlsafe_b64encode
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+import asyncpg
 import cbor2
 import httpx
+import pytest
+from conftest import make_settings, run_cli
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
+
+from app.main import create_app
 
 UP, UV, AT = 0x01, 0x04, 0x40
 CSRF = re.compile(r'data-csrf="([0-9a-f]{64})"|name="csrf_token" value="([0-9a-f]{64})"')
@@ -217,3 +225,49 @@ class Member:
 
 def new_device() -> Authenticator:
     return Authenticator(origin=ORIGIN, rp_id="nser.test")
+
+
+Browser = Callable[..., httpx.AsyncClient]
+
+
+@pytest.fixture(scope="module")
+async def browser(database_url: str) -> AsyncIterator[Browser]:
+    """Opens a fresh browser (its own cookies) on the app with the console at ORIGIN."""
+    settings = make_settings(database_url, staff_origin=ORIGIN, staff_sign_in_limits="10000/minute")
+    app = create_app(settings)
+    opened: list[httpx.AsyncClient] = []
+    async with app.router.lifespan_context(app):
+
+        def open_browser(ip: str = "203.0.113.30") -> httpx.AsyncClient:
+            transport = httpx.ASGITransport(app=app, client=(ip, 40000))
+            client = httpx.AsyncClient(transport=transport, base_url=ORIGIN)
+            opened.append(client)
+            return client
+
+        yield open_browser
+        for client in opened:
+            await client.aclose()
+
+
+@pytest.fixture(scope="module")
+async def staff_db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(database_url)
+    yield conn
+    await conn.close()
+
+
+def create_member(url: str, *roles: str, name: str = "Staff test") -> Member:
+    args = ["staff", "create", "--name", name, *[f"--role={r}" for r in roles], "--json"]
+    made = json.loads(run_cli(args, url).stdout)
+    return Member(made["staff_id"], made["client_secret"], made["enrolment_link"], new_device())
+
+
+async def enrolled(url: str, browser: Browser, *roles: str) -> Member:
+    member = create_member(url, *roles)
+    done = await enrol(browser(), member.link, member.device)
+    assert done.status_code == 200, done.text
+    return member
+
+
+async def session_hash(client: httpx.AsyncClient) -> bytes:
+    return hashlib.sha256(client.cookies["nser_staff"].encode()).digest()

@@ -10,64 +10,32 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 
 import asyncpg
-import httpx
-import pytest
-from conftest import make_settings, run_cli
+from conftest import run_cli
 from staff_helpers import (
     ORIGIN,
     Authenticator,
-    Member,
+    Browser,
+    browser,
+    create_member,
     csrf,
     enrol,
+    enrolled,
     new_device,
     post_json,
+    session_hash,
     sign_in,
+    staff_db,
     token_of,
 )
 
-from app.main import create_app
-
-Browser = Callable[..., httpx.AsyncClient]
-
-
-@pytest.fixture(scope="module")
-async def browser(database_url: str) -> AsyncIterator[Browser]:
-    """Opens a fresh browser (its own cookies) on the app with the console at ORIGIN."""
-    settings = make_settings(database_url, staff_origin=ORIGIN, staff_sign_in_limits="10000/minute")
-    app = create_app(settings)
-    opened: list[httpx.AsyncClient] = []
-    async with app.router.lifespan_context(app):
-
-        def open_browser(ip: str = "203.0.113.30") -> httpx.AsyncClient:
-            transport = httpx.ASGITransport(app=app, client=(ip, 40000))
-            client = httpx.AsyncClient(transport=transport, base_url=ORIGIN)
-            opened.append(client)
-            return client
-
-        yield open_browser
-        for client in opened:
-            await client.aclose()
-
-
-@pytest.fixture(scope="module")
-async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(database_url)
-    yield conn
-    await conn.close()
-
-
-def create_member(url: str, *roles: str, name: str = "Sign-in test") -> Member:
-    args = ["staff", "create", "--name", name, *[f"--role={r}" for r in roles], "--json"]
-    made = json.loads(run_cli(args, url).stdout)
-    return Member(made["staff_id"], made["client_secret"], made["enrolment_link"], new_device())
+__all__ = ["browser", "staff_db"]  # the fixtures
 
 
 async def test_create_prints_a_one_time_link_stored_hashed(
-    database_url: str, db: asyncpg.Connection
+    database_url: str, staff_db: asyncpg.Connection
 ) -> None:
     args = ["staff", "create", "--name", "Ayesha Khan", "--role", "officer", "--json"]
     made = json.loads(run_cli(args, database_url).stdout)
@@ -76,7 +44,7 @@ async def test_create_prints_a_one_time_link_stored_hashed(
     assert made["client_secret"]
     token = token_of(made["enrolment_link"])
     assert made["enrolment_link"].startswith("http://localhost:8000/staff/enrol#")
-    row = await db.fetchrow(
+    row = await staff_db.fetchrow(
         "SELECT * FROM staff_enrolment_links WHERE staff_id = $1", made["staff_id"]
     )
     assert bytes(row["token_hash"]) == hashlib.sha256(token.encode()).digest()
@@ -86,7 +54,7 @@ async def test_create_prints_a_one_time_link_stored_hashed(
     assert token.encode() not in b"".join(
         v if isinstance(v, bytes) else str(v).encode() for v in row.values()
     )
-    audit = await db.fetchrow(
+    audit = await staff_db.fetchrow(
         "SELECT actor_type, filters FROM audit_log WHERE endpoint = 'nser staff create' "
         "AND filters->>'staff' = $1",
         made["staff_id"],
@@ -95,14 +63,16 @@ async def test_create_prints_a_one_time_link_stored_hashed(
 
 
 async def test_enrolment_then_sign_in(
-    database_url: str, browser: Browser, db: asyncpg.Connection
+    database_url: str, browser: Browser, staff_db: asyncpg.Connection
 ) -> None:
     member = create_member(database_url, "officer", "me", name="Bilal Ahmed")
     client = browser()
     done = await enrol(client, member.link, member.device, label="Office laptop")
     assert done.status_code == 200, done.text
     assert done.json() == {"redirect": "/staff/sign-in"}
-    key = await db.fetchrow("SELECT * FROM staff_passkeys WHERE staff_id = $1", member.staff_id)
+    key = await staff_db.fetchrow(
+        "SELECT * FROM staff_passkeys WHERE staff_id = $1", member.staff_id
+    )
     assert key["label"] == "Office laptop"
     assert key["transports"] == ["internal"]
     assert key["sign_count"] == 0
@@ -120,7 +90,7 @@ async def test_enrolment_then_sign_in(
     assert "Secure" not in cookie
     assert "Max-Age" not in cookie
     value = client.cookies["nser_staff"]
-    session = await db.fetchrow(
+    session = await staff_db.fetchrow(
         "SELECT * FROM staff_sessions WHERE id_hash = $1", hashlib.sha256(value.encode()).digest()
     )
     assert session["staff_id"] == member.staff_id
@@ -138,10 +108,10 @@ async def test_enrolment_then_sign_in(
     assert urdu.status_code == 200
     assert 'dir="rtl"' in urdu.text
 
-    used = await db.fetchrow("SELECT * FROM staff_passkeys WHERE id = $1", key["id"])
+    used = await staff_db.fetchrow("SELECT * FROM staff_passkeys WHERE id = $1", key["id"])
     assert used["sign_count"] == 1
     assert used["last_used_at"] is not None
-    rows = await db.fetch(
+    rows = await staff_db.fetch(
         "SELECT endpoint, filters FROM audit_log WHERE client_id = $1 ORDER BY id",
         member.staff_id,
     )
@@ -162,7 +132,7 @@ async def test_a_link_works_once(database_url: str, browser: Browser) -> None:
 
 
 async def test_an_expired_link_is_refused(
-    database_url: str, browser: Browser, db: asyncpg.Connection
+    database_url: str, browser: Browser, staff_db: asyncpg.Connection
 ) -> None:
     member = create_member(database_url, "committee")
     client = browser()
@@ -170,7 +140,7 @@ async def test_an_expired_link_is_refused(
     secret = token_of(member.link)
     options = await post_json(client, "/staff/enrol/options", {"token": secret}, token)
     assert options.status_code == 200
-    await db.execute(
+    await staff_db.execute(
         "UPDATE staff_enrolment_links SET created_at = created_at - interval '25 hours', "
         "expires_at = expires_at - interval '25 hours' WHERE staff_id = $1",
         member.staff_id,
@@ -185,7 +155,7 @@ async def test_an_expired_link_is_refused(
     assert again.status_code == 410
     assert again.json()["code"] == "link_expired"
     assert (
-        await db.fetchval(
+        await staff_db.fetchval(
             "SELECT count(*) FROM staff_passkeys WHERE staff_id = $1", member.staff_id
         )
         == 0
@@ -216,7 +186,7 @@ async def test_unknown_or_malformed_links_are_404(browser: Browser) -> None:
 
 
 async def test_enrolment_requires_user_verification_and_the_origin(
-    database_url: str, browser: Browser, db: asyncpg.Connection
+    database_url: str, browser: Browser, staff_db: asyncpg.Connection
 ) -> None:
     member = create_member(database_url, "officer")
     client = browser()
@@ -233,14 +203,14 @@ async def test_enrolment_requires_user_verification_and_the_origin(
         assert refused.json()["code"] == "not_accepted"
     # Nothing was registered and the link still works.
     assert (
-        await db.fetchval(
+        await staff_db.fetchval(
             "SELECT count(*) FROM staff_passkeys WHERE staff_id = $1", member.staff_id
         )
         == 0
     )
     done = await enrol(client, member.link, member.device)
     assert done.status_code == 200, done.text
-    failed = await db.fetchval(
+    failed = await staff_db.fetchval(
         "SELECT count(*) FROM audit_log WHERE client_id = $1 AND endpoint = 'POST /staff/enrol'"
         " AND filters->>'outcome' = 'failed'",
         member.staff_id,
@@ -248,15 +218,8 @@ async def test_enrolment_requires_user_verification_and_the_origin(
     assert failed == 2
 
 
-async def enrolled(url: str, browser: Browser, *roles: str) -> Member:
-    member = create_member(url, *roles)
-    done = await enrol(browser(), member.link, member.device)
-    assert done.status_code == 200, done.text
-    return member
-
-
 async def test_failed_sign_ins_are_refused_and_audited(
-    database_url: str, browser: Browser, db: asyncpg.Connection
+    database_url: str, browser: Browser, staff_db: asyncpg.Connection
 ) -> None:
     member = await enrolled(database_url, browser, "officer")
     client = browser(ip="203.0.113.77")
@@ -301,7 +264,7 @@ async def test_failed_sign_ins_are_refused_and_audited(
         answer = await post_json(client, "/staff/sign-in/verify", {"credential": bad}, token)
         assert answer.status_code == 401
         assert answer.json()["code"] == "malformed"
-    failed = await db.fetch(
+    failed = await staff_db.fetch(
         "SELECT actor_type, client_id, filters->>'reason' AS reason FROM audit_log "
         "WHERE endpoint = 'POST /staff/sign-in' AND filters->>'client' = '203.0.113.77' "
         "AND filters->>'outcome' = 'failed' ORDER BY id"
@@ -331,29 +294,25 @@ async def test_the_ceremonies_need_the_csrf_header_and_json(browser: Browser) ->
     assert extra.status_code == 422
 
 
-async def session_hash(client: httpx.AsyncClient) -> bytes:
-    return hashlib.sha256(client.cookies["nser_staff"].encode()).digest()
-
-
 async def test_idle_sessions_end(
-    database_url: str, browser: Browser, db: asyncpg.Connection
+    database_url: str, browser: Browser, staff_db: asyncpg.Connection
 ) -> None:
     member = await enrolled(database_url, browser, "officer")
     client = browser()
     assert (await sign_in(client, member.device)).status_code == 200
     key = await session_hash(client)
     # 14 minutes idle: still open, and the request counts as activity.
-    await db.execute(
+    await staff_db.execute(
         "UPDATE staff_sessions SET last_seen_at = now() - interval '14 minutes' WHERE id_hash = $1",
         key,
     )
     assert (await client.get("/staff/")).status_code == 200
-    seen = await db.fetchval(
+    seen = await staff_db.fetchval(
         "SELECT now() - last_seen_at FROM staff_sessions WHERE id_hash = $1", key
     )
     assert seen < timedelta(minutes=1)
     # 15 minutes idle: over.
-    await db.execute(
+    await staff_db.execute(
         "UPDATE staff_sessions SET last_seen_at = now() - interval '15 minutes 1 second' "
         "WHERE id_hash = $1",
         key,
@@ -364,7 +323,7 @@ async def test_idle_sessions_end(
         "/staff/sign-in?next=%2Fstaff%2Fadmin%2Fstaff%3Flang%3Dur&lang=ur&ended=expired"
     )
     assert 'nser_staff=""' in gone.headers["set-cookie"]
-    row = await db.fetchrow("SELECT * FROM staff_sessions WHERE id_hash = $1", key)
+    row = await staff_db.fetchrow("SELECT * FROM staff_sessions WHERE id_hash = $1", key)
     assert row["ended_reason"] == "idle"
     # The page it was sent to says so, in the visitor's language.
     notice = await client.get(gone.headers["location"])
@@ -373,30 +332,32 @@ async def test_idle_sessions_end(
 
 
 async def test_sessions_end_after_eight_hours_whatever_happens(
-    database_url: str, browser: Browser, db: asyncpg.Connection
+    database_url: str, browser: Browser, staff_db: asyncpg.Connection
 ) -> None:
     member = await enrolled(database_url, browser, "officer")
     client = browser()
     assert (await sign_in(client, member.device)).status_code == 200
     key = await session_hash(client)
-    await db.execute(
+    await staff_db.execute(
         "UPDATE staff_sessions SET created_at = now() - interval '7 hours 59 minutes' "
         "WHERE id_hash = $1",
         key,
     )
     assert (await client.get("/staff/")).status_code == 200
-    await db.execute(
+    await staff_db.execute(
         "UPDATE staff_sessions SET created_at = now() - interval '8 hours 1 second' "
         "WHERE id_hash = $1",
         key,
     )
     assert (await client.get("/staff/")).status_code == 303
-    reason = await db.fetchval("SELECT ended_reason FROM staff_sessions WHERE id_hash = $1", key)
+    reason = await staff_db.fetchval(
+        "SELECT ended_reason FROM staff_sessions WHERE id_hash = $1", key
+    )
     assert reason == "expired"
 
 
 async def test_sign_out_ends_the_session_at_once(
-    database_url: str, browser: Browser, db: asyncpg.Connection
+    database_url: str, browser: Browser, staff_db: asyncpg.Connection
 ) -> None:
     member = await enrolled(database_url, browser, "officer")
     client = browser()
@@ -411,13 +372,13 @@ async def test_sign_out_ends_the_session_at_once(
     out = await client.post("/staff/sign-out", data={"csrf_token": token})
     assert out.status_code == 303
     assert out.headers["location"] == "/staff/sign-in?ended=signed_out&lang=en"
-    row = await db.fetchrow("SELECT * FROM staff_sessions WHERE id_hash = $1", key)
+    row = await staff_db.fetchrow("SELECT * FROM staff_sessions WHERE id_hash = $1", key)
     assert row["ended_reason"] == "sign_out"
     # The old cookie, presented again, opens nothing.
     stolen = browser()
     stolen.cookies.set("nser_staff", cookie)
     assert (await stolen.get("/staff/")).status_code == 303
-    audit = await db.fetchval(
+    audit = await staff_db.fetchval(
         "SELECT count(*) FROM audit_log WHERE client_id = $1 AND endpoint = 'POST /staff/sign-out'",
         member.staff_id,
     )

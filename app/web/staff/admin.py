@@ -36,7 +36,6 @@ router = APIRouter(prefix=LIST, route_class=StaffRoute, include_in_schema=False)
 
 StaffId = Annotated[str, Path(pattern=r"^nss_[0-9a-f]{24}$", description="the staff id")]
 DONE = {
-    "created": N_("The staff member was created."),
     "roles": N_("The roles were changed. They apply from the member's next request."),
     "disabled": N_(
         "The staff member was disabled: their console sessions have ended and their API "

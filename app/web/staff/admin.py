@@ -27,7 +27,12 @@ from app.services.staff.sessions import StaffSession
 from app.strict import has_control
 from app.web.i18n import N_
 from app.web.render import WebContext, WebDep, WebError, page
-from app.web.staff.auth import AdminDep, StaffRoute, require_recent_verification
+from app.web.staff.auth import (
+    AdminDep,
+    RecentlyVerifiedDep,
+    StaffRoute,
+    require_recent_verification,
+)
 from app.web.staff.forms import read_form
 from app.web.staff.routes import ROLE_LABELS
 
@@ -130,9 +135,9 @@ def _new_form(
 
 
 @router.get("/new", response_class=HTMLResponse)
-async def new_staff(web: WebDep, admin: AdminDep, settings: SettingsDep) -> HTMLResponse:
-    """The form to add a staff member (asks for the passkey first if it was long ago)."""
-    require_recent_verification(admin, settings, back=f"{LIST}/new")
+async def new_staff(web: WebDep, admin: AdminDep, _: RecentlyVerifiedDep) -> HTMLResponse:
+    """The form to add a staff member (asks for the passkey first if it was long ago, so
+    that nothing typed is lost to the step-up)."""
     return _new_form(web, admin)
 
 

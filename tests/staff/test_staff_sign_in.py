@@ -407,3 +407,35 @@ async def test_next_stays_in_the_console(database_url: str, browser: Browser) ->
     ):
         signed = await sign_in(browser(), member.device, next_=target)
         assert signed.json() == {"redirect": expected}, target
+
+
+async def test_what_the_browser_says_is_kept_only_if_it_makes_sense(
+    database_url: str, browser: Browser, staff_db: asyncpg.Connection
+) -> None:
+    member = create_member(database_url, "officer")
+    client = browser()
+    token = await csrf(client, "/staff/enrol")
+    secret = token_of(member.link)
+    options = await post_json(client, "/staff/enrol/options", {"token": secret}, token)
+    credential = member.device.create(options.json())
+    credential["response"]["transports"] = [{"x": 1}, "usb", 5, "teleport", "hybrid"]
+    label = "  Work\u00a0 phone   " + "x" * 120
+    done = await post_json(
+        client,
+        "/staff/enrol/verify",
+        {"token": secret, "credential": credential, "label": label[:100]},
+        token,
+    )
+    assert done.status_code == 200, done.text
+    key = await staff_db.fetchrow(
+        "SELECT transports, label FROM staff_passkeys WHERE staff_id = $1", member.staff_id
+    )
+    assert key["transports"] == ["usb", "hybrid"]
+    assert key["label"].startswith("Work phone xxx")
+    too_long = await post_json(
+        client,
+        "/staff/enrol/verify",
+        {"token": secret, "credential": credential, "label": "y" * 101},
+        token,
+    )
+    assert too_long.status_code == 422

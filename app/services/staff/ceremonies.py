@@ -160,6 +160,8 @@ async def finish_enrolment(
             )
         except Exception as exc:
             raise Rejected("the passkey could not be verified", "not_accepted") from exc
+        if not 16 <= len(verified.credential_id) <= 1023:  # the spec's bounds
+            raise Rejected("the passkey could not be verified", "not_accepted")
     except Rejected as exc:
         await audit.append_action(
             conn,
@@ -169,7 +171,8 @@ async def finish_enrolment(
         )
         raise
     transports = credential.get("response", {}).get("transports")
-    kept = [t for t in transports if t in TRANSPORTS] if isinstance(transports, list) else []
+    listed = transports if isinstance(transports, list) else []
+    kept = [t for t in listed if isinstance(t, str) and t in TRANSPORTS]
     name = _label(label)
     async with conn.transaction():
         link = await enrolment.live(conn, token, lock=True)  # used meanwhile? refused

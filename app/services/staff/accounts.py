@@ -184,7 +184,7 @@ async def set_disabled(
 ) -> Member:
     """Disable (its sessions end now, its API tokens are refused) or enable a member."""
     if disabled and actor.client_id == staff_id:
-        raise Conflict("you cannot disable yourself", extra={"code": "self"})
+        raise Conflict("you cannot disable yourself", extra={"code": "self_disable"})
     async with conn.transaction():
         before = await get(conn, staff_id)
         if before.disabled != disabled:
@@ -238,7 +238,7 @@ async def set_roles(
     """Replace the member's roles (its scopes follow at its next request)."""
     roles = check_roles(roles)
     if actor.client_id == staff_id and "admin" not in roles:
-        raise Conflict("you cannot give up your own admin role", extra={"code": "self"})
+        raise Conflict("you cannot give up your own admin role", extra={"code": "self_demote"})
     async with conn.transaction():
         before = await get(conn, staff_id)
         if set(before.roles) != set(roles):

@@ -92,14 +92,13 @@ def _back(staff_id: str, done: str, web: WebContext) -> RedirectResponse:
 
 
 def _refusal(web: WebContext, exc: Conflict) -> str:
-    code = exc.extra.get("code")
-    if code == "self" and "disable" in exc.detail:
-        return web.gettext("You cannot disable yourself. Ask another administrator.")
-    if code == "self":
-        return web.gettext("You cannot give up your own administrator role.")
-    if code == "disabled":
-        return web.gettext("Enable the staff member first.")
-    return exc.detail
+    messages = {
+        "self_disable": N_("You cannot disable yourself. Ask another administrator."),
+        "self_demote": N_("You cannot give up your own administrator role."),
+        "disabled": N_("Enable the staff member first."),
+    }
+    message = messages.get(str(exc.extra.get("code")))
+    return web.gettext(message) if message else exc.detail
 
 
 @router.get("", response_class=HTMLResponse)

@@ -148,7 +148,10 @@ def _demo_only(settings: Settings, workers: int) -> list[str]:
 
 # --- partners, staff, keys, audit (partner access) -------------------------------------
 partners_cli = typer.Typer(help="Partner organizations and their agreements.", no_args_is_help=True)
-staff_cli = typer.Typer(help="Staff API clients.", no_args_is_help=True)
+staff_cli = typer.Typer(
+    help="Staff members: API credentials, passkey enrolment links, disabling.",
+    no_args_is_help=True,
+)
 keys_cli = typer.Typer(help="JWT signing keys.", no_args_is_help=True)
 cli.add_typer(partners_cli, name="partners")
 cli.add_typer(staff_cli, name="staff")
@@ -163,6 +166,7 @@ def _run_db(job: Callable[[asyncpg.Connection], Awaitable[T]], *, owner: bool = 
     one-line reason.
     """
     from app.db import asyncpg_target
+    from app.errors import AppError
     from app.services.audit.keys import InvalidAuditKeys
     from app.services.pmt.model import InvalidModel
     from app.services.sharing.rules import RuleViolation
@@ -185,6 +189,8 @@ def _run_db(job: Callable[[asyncpg.Connection], Awaitable[T]], *, owner: bool = 
         return asyncio.run(_main())
     except (RuleViolation, InvalidModel, InvalidAuditKeys, OSError, asyncpg.PostgresError) as exc:
         fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    except AppError as exc:  # a service's refusal (no such staff member, ...)
+        fail(exc.detail)
 
 
 def _echo_json(payload: dict[str, object]) -> None:
@@ -300,23 +306,116 @@ def staff_create(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Create a staff API client with roles; prints the secret once."""
-    from app.services.sharing import partners as partner_service
+    """Create a staff member with roles: API credentials (the secret printed once) and a
+    one-time link to register a passkey for the staff console."""
     from app.services.sharing.rules import split_list
+    from app.services.staff import accounts, actors
 
+    settings = get_settings()
     roles = [r for item in role or [] for r in split_list(item)]
-    made = _run_db(lambda conn: partner_service.create_staff_client(conn, name, roles))
+    made = _run_db(
+        lambda conn: accounts.create(
+            conn,
+            name,
+            roles,
+            actor=actors.OPERATOR,
+            endpoint="nser staff create",
+            origin=settings.staff_origin,
+            link_hours=settings.staff_enrol_link_hours,
+        )
+    )
     # Staff are their API client: the staff id is the client id the audit log records.
     payload: dict[str, object] = {
-        "staff_id": made.client_id,
-        "client_id": made.client_id,
+        "staff_id": made.staff_id,
+        "client_id": made.staff_id,
         "client_secret": made.client_secret,
+        "enrolment_link": made.link.url,
+        "enrolment_link_expires_at": made.link.expires_at.isoformat(),
     }
+    _print(payload, as_json)
+
+
+def _print(payload: dict[str, object], as_json: bool) -> None:
     if as_json:
         _echo_json(payload)
     else:
         for key, value in payload.items():
             typer.echo(f"{key}: {value}")
+
+
+@staff_cli.command("enrol-link")
+def staff_enrol_link(
+    staff_id: str,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Issue a fresh one-time link to register a passkey (the member's unused links end)."""
+    from app.services.staff import accounts, actors
+
+    settings = get_settings()
+    link = _run_db(
+        lambda conn: accounts.issue_link(
+            conn,
+            staff_id,
+            actor=actors.OPERATOR,
+            endpoint="nser staff enrol-link",
+            origin=settings.staff_origin,
+            hours=settings.staff_enrol_link_hours,
+        )
+    )
+    _print(
+        {
+            "staff_id": staff_id,
+            "enrolment_link": link.url,
+            "enrolment_link_expires_at": link.expires_at.isoformat(),
+        },
+        as_json,
+    )
+
+
+def _switch(staff_id: str, command: str, change: str) -> None:
+    from app.services.staff import accounts, actors
+
+    endpoint = f"nser staff {command}"
+
+    async def job(conn: asyncpg.Connection) -> accounts.Member:
+        if change in ("disable", "enable"):
+            return await accounts.set_disabled(
+                conn, staff_id, change == "disable", actor=actors.OPERATOR, endpoint=endpoint
+            )
+        return await accounts.set_credentials(
+            conn, staff_id, change == "on", actor=actors.OPERATOR, endpoint=endpoint
+        )
+
+    member = _run_db(job)
+    typer.echo(
+        f"staff member {member.staff_id}: {'disabled' if member.disabled else 'enabled'}, "
+        f"API credentials {'on' if member.credentials_on else 'off'}"
+    )
+
+
+@staff_cli.command("disable")
+def staff_disable(staff_id: str) -> None:
+    """Disable a staff member: console sessions end and API tokens are refused at once."""
+    _switch(staff_id, "disable", "disable")
+
+
+@staff_cli.command("enable")
+def staff_enable(staff_id: str) -> None:
+    """Enable a disabled staff member again (sign-in and API tokens work again)."""
+    _switch(staff_id, "enable", "enable")
+
+
+@staff_cli.command("credentials")
+def staff_credentials(
+    staff_id: str,
+    on: Annotated[
+        bool,
+        typer.Option("--on/--off", help="Turn the member's API client credentials on or off."),
+    ],
+) -> None:
+    """Turn a staff member's API client credentials (client id and secret) on or off; the
+    console's passkey sign-in is not affected."""
+    _switch(staff_id, "credentials --on" if on else "credentials --off", "on" if on else "off")
 
 
 @keys_cli.command("rotate")
@@ -606,6 +705,10 @@ def demo(
     """Demo: migrate, seed a synthetic registry if empty, print what to try, then serve."""
     from app.services.sharing import partners as partner_service
 
+    # The console's passkeys are bound to the origin the browser shows: this demo's port.
+    if "NSER_STAFF_ORIGIN" not in os.environ:
+        os.environ["NSER_STAFF_ORIGIN"] = f"http://localhost:{port}"
+        get_settings.cache_clear()
     settings = get_settings()
     _migrate(settings)
     existing = _run_db(lambda conn: conn.fetchval("SELECT count(*) FROM households"))
@@ -696,6 +799,14 @@ def demo(
         "  then review, record_interview, recommend, approve and sign (docs/api.md has each "
         f"body); GET {base}/v1/staff/requests/REFERENCE/quote prices it"
     )
+    links = _demo_console_links(settings, staff["client_id"])
+    typer.echo(
+        f"Staff console with passkeys ({settings.staff_origin}/staff/; browsers offer passkeys "
+        "on localhost, not on 127.0.0.1). One-time links to register a passkey, new each run:"
+    )
+    typer.echo(f"  the demo staff member:   {links[0]}")
+    typer.echo(f"  the demo administrator:  {links[1]}")
+    typer.echo(f"  then sign in at {settings.staff_origin}/staff/sign-in")
     typer.echo(f"API docs: {base}/docs\n")
     serve(host=host, port=port, workers=1, migrate_db=False, demo=True)
 
@@ -748,6 +859,61 @@ def _demo_staff(path: Path) -> dict[str, str]:
         path.write_text(json.dumps(staff))
         path.chmod(0o600)
     return staff
+
+
+DEMO_ADMIN_FILE = "demo-admin.json"
+
+
+def _demo_console_links(settings: Settings, staff_id: str) -> tuple[str, str]:
+    """Fresh enrolment links for the demo staff member and the demo administrator (made
+    once, with the admin role only, kept beside the data)."""
+    from app.errors import Conflict
+    from app.services.staff import accounts, actors
+
+    path = settings.data_dir / DEMO_ADMIN_FILE
+    admin: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+    known = admin and _run_db(
+        lambda conn: conn.fetchval(
+            "SELECT count(*) FROM api_clients WHERE client_id = $1", admin["staff_id"]
+        )
+    )
+    hours = settings.staff_enrol_link_hours
+
+    async def fresh(conn: asyncpg.Connection, member: str) -> str:
+        try:
+            link = await accounts.issue_link(
+                conn,
+                member,
+                actor=actors.OPERATOR,
+                endpoint="nser demo",
+                origin=settings.staff_origin,
+                hours=hours,
+            )
+        except Conflict:  # disabled in the console: it stays so
+            return "(disabled: enable the member first)"
+        return link.url
+
+    async def links(conn: asyncpg.Connection) -> tuple[str, str]:
+        nonlocal admin
+        staff_link = await fresh(conn, staff_id)
+        if known:
+            return staff_link, await fresh(conn, admin["staff_id"])
+        made = await accounts.create(
+            conn,
+            "Demo administrator",
+            ["admin"],
+            actor=actors.OPERATOR,
+            endpoint="nser demo",
+            origin=settings.staff_origin,
+            link_hours=hours,
+        )
+        admin = {"staff_id": made.staff_id}
+        return staff_link, made.link.url
+
+    made_links = _run_db(links)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(admin))
+    return made_links
 
 
 def main() -> None:

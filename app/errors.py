@@ -78,6 +78,13 @@ class Unauthorized(AppError):
         super().__init__(detail, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
 
 
+class SignInFailed(AppError):
+    """A person's sign-in to the staff console (a passkey) failed, or is needed: 401, with no
+    bearer challenge (the console's pages and their scripts use a session cookie)."""
+
+    status = 401
+
+
 class Forbidden(AppError):
     status = 403
 
@@ -88,6 +95,10 @@ class NotFound(AppError):
 
 class Conflict(AppError):
     status = 409
+
+
+class Gone(AppError):
+    status = 410
 
 
 class PayloadTooLarge(AppError):

@@ -42,6 +42,7 @@ from app.services.products import cube as products_cube
 from app.settings import Settings, get_settings
 from app.strict import reject_unknown_parameters
 from app.web import site as web_site
+from app.web import staff as staff_console
 from app.web.public import routes as public_site
 from app.web.security import WebSecurityHeaders
 
@@ -148,4 +149,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(grievances_router.router)
     web_site.install(app)
     app.include_router(public_site.router)
+    staff_console.install(app)
     return app

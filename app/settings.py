@@ -8,6 +8,7 @@ import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from limits import parse_many
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -138,9 +139,9 @@ class Settings(BaseSettings):
             parse_many(value)  # a ValueError names the limit it cannot read
         return value
 
-    @field_validator("staff_read_limits")
+    @field_validator("staff_read_limits", "staff_sign_in_limits")
     @classmethod
-    def _staff_read_limits_parse(cls, value: str) -> str:
+    def _staff_limits_parse(cls, value: str) -> str:
         parse_many(value)  # a ValueError names the limit it cannot read
         return value
 
@@ -166,6 +167,22 @@ class Settings(BaseSettings):
     # on a second connection while the previous one is written.
     ingest_chunk_records: int = Field(default=2000, ge=1, le=20_000)
     ingest_pipeline: bool = True
+
+    # The staff console (/staff/): the origin staff open it at, exactly as the browser shows
+    # it (scheme://host[:port]; https in production unless on localhost), and the WebAuthn
+    # relying-party id passkeys are bound to (empty: the origin's host; or a parent domain
+    # of it). Browsers refuse an IP address as RP id: a demo here uses http://localhost:8000.
+    staff_origin: str = "http://localhost:8000"
+    webauthn_rp_id: str = ""
+    # Console sessions end after this long without a request, and this long after sign-in
+    # whatever happens; sensitive actions need a passkey verification this recent (step-up).
+    staff_idle_timeout_seconds: int = Field(default=15 * 60, ge=60, le=24 * 3600)
+    staff_session_max_seconds: int = Field(default=8 * 3600, ge=300, le=7 * 24 * 3600)
+    staff_step_up_seconds: int = Field(default=5 * 60, ge=30, le=3600)
+    # A one-time enrolment link works this many hours after it is issued.
+    staff_enrol_link_hours: int = Field(default=24, ge=1, le=14 * 24)
+    # Passkey ceremonies begun per client IP (sign-in, enrolment, step-up options).
+    staff_sign_in_limits: str = "30/minute;300/day"
 
     log_level: str = "INFO"
     log_json: bool = True
@@ -208,6 +225,58 @@ class Settings(BaseSettings):
                 "(openssl rand -hex 32)"
             )
         return value
+
+    @field_validator("staff_origin")
+    @classmethod
+    def _staff_origin_is_an_origin(cls, value: str) -> str:
+        parts = urlsplit(value.strip())
+        if (
+            parts.scheme not in ("http", "https")
+            or not parts.hostname
+            or parts.username is not None
+            or parts.path not in ("", "/")
+            or parts.query
+            or parts.fragment
+        ):
+            raise ValueError(
+                "NSER_STAFF_ORIGIN must be an origin, scheme://host[:port] "
+                "(e.g. https://registry.example.pk)"
+            )
+        try:
+            ipaddress.ip_address(parts.hostname)
+        except ValueError:
+            port = f":{parts.port}" if parts.port else ""
+            return f"{parts.scheme}://{parts.hostname}{port}"
+        raise ValueError(
+            "NSER_STAFF_ORIGIN must name a host, not an IP address: browsers refuse passkeys "
+            "on an IP address (on this machine use http://localhost:PORT)"
+        )
+
+    @model_validator(mode="after")
+    def _staff_origin_and_rp_id(self) -> Settings:
+        host = urlsplit(self.staff_origin).hostname or ""
+        rp_id = self.webauthn_rp_id.strip().lower()
+        if rp_id and host != rp_id and not host.endswith("." + rp_id):
+            raise ValueError(
+                f"NSER_WEBAUTHN_RP_ID {rp_id!r} must be the staff origin's host ({host}) or "
+                "a parent domain of it"
+            )
+        # Plain http only where nothing crosses a network: a console on this machine.
+        if self.environment == "production" and not (
+            self.staff_origin_secure or host == "localhost"
+        ):
+            raise ValueError("NSER_STAFF_ORIGIN must be https:// in production")
+        return self
+
+    @property
+    def rp_id(self) -> str:
+        """The WebAuthn relying-party id: NSER_WEBAUTHN_RP_ID, else the staff origin's host."""
+        return self.webauthn_rp_id.strip().lower() or (urlsplit(self.staff_origin).hostname or "")
+
+    @property
+    def staff_origin_secure(self) -> bool:
+        """Whether the console is served over TLS (its cookies are then ``Secure``)."""
+        return self.staff_origin.startswith("https://")
 
     @model_validator(mode="after")
     def _rounding_keeps_the_threshold(self) -> Settings:

@@ -67,9 +67,11 @@ def serve(
     workers: int = 2,
     startup_timeout: float = 60,
     args: Sequence[str] = (),
+    port: int | None = None,
 ) -> Iterator[Server]:
-    """Start ``nser serve [ARGS]`` on a free port, wait until /healthz answers, stop it after."""
-    port = free_port()
+    """Start ``nser serve [ARGS]`` on a free port (or ``port``, for a test whose settings
+    must name it first), wait until /healthz answers, stop it after."""
+    port = port or free_port()
     log_path = tmp / f"serve-{port}.log"
     full_env = {**os.environ, "NSER_ENVIRONMENT": "test", "NSER_LOG_JSON": "true", **env}
     with log_path.open("wb") as log:

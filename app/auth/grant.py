@@ -31,6 +31,7 @@ from app.settings import Settings
 
 _CLIENT_SQL = """
 SELECT c.client_id, c.kind, c.scopes AS client_scopes, c.roles, c.secret_hash, c.disabled_at,
+       c.staff_disabled_at,
        a.id AS agreement_id, a.status, a.valid_from, a.valid_to, a.categories, a.update_kinds
   FROM api_clients c LEFT JOIN agreements a ON a.id = c.agreement_id
  WHERE c.client_id = $1
@@ -127,6 +128,8 @@ async def client_credentials(
         raise OAuthError("invalid_client", "client authentication failed", 401)
     if row["disabled_at"] is not None:
         raise OAuthError("invalid_client", "client credentials are disabled", 401)
+    if row["staff_disabled_at"] is not None:
+        raise OAuthError("invalid_client", "the staff member is disabled", 401)
     if row["kind"] == "staff":
         allowed = staff_scopes(row["roles"])
         if not allowed:

@@ -33,7 +33,7 @@ class Principal:
 
 # One indexed read per request: the client and, for partners, its agreement and organization.
 _PRINCIPAL_SQL = """
-SELECT c.client_id, c.kind, c.roles, c.disabled_at,
+SELECT c.client_id, c.kind, c.roles, c.disabled_at, c.staff_disabled_at,
        a.id AS agreement_id, a.status, a.valid_from, a.valid_to, a.categories, a.dimensions,
        a.geo_codes, a.update_kinds, a.rate_limit, a.extract_geo_level, a.pseudonym_key,
        o.id AS organization_id, o.type AS organization_type
@@ -61,6 +61,8 @@ async def load_principal(
         raise Unauthorized("token for an unknown client")
     if row["disabled_at"] is not None:
         raise Forbidden("client credentials are disabled")
+    if row["staff_disabled_at"] is not None:
+        raise Forbidden("the staff member is disabled")
     granted = parse_scope(claims.get("scope"))
     if row["kind"] == "staff":
         return Principal(

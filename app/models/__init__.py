@@ -21,6 +21,7 @@ from app.models.programmes import AgreementProgramme, Programme, ProgrammeRule
 from app.models.registry import Household, HouseholdHistory, Member, PmtModel
 from app.models.requests import DataRequest, Obligation, RequestEvent, SpotCheck
 from app.models.sharing import Agreement, ApiClient, Organization, SigningKey
+from app.models.staff import StaffChallenge, StaffEnrolmentLink, StaffPasskey, StaffSession
 from app.models.targeting import Simulation
 
 __all__ = [
@@ -56,6 +57,10 @@ __all__ = [
     "SigningKey",
     "Simulation",
     "SpotCheck",
+    "StaffChallenge",
+    "StaffEnrolmentLink",
+    "StaffPasskey",
+    "StaffSession",
     "UpdateBatch",
     "UpdateRecordResult",
 ]

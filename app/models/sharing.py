@@ -103,6 +103,7 @@ class ApiClient(Base):
             " AND (kind = 'staff' OR roles = '{}')",
             name="roles",
         ),
+        CheckConstraint("kind = 'staff' OR staff_disabled_at IS NULL", name="staff_disabled"),
     )
 
     client_id: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -126,7 +127,10 @@ class ApiClient(Base):
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), nullable=False
     )
+    # The client's credentials are off: no token is granted, and its tokens are refused.
     disabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Staff only: the member is disabled: console sessions and API tokens are refused alike.
+    staff_disabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class SigningKey(Base):

@@ -5,6 +5,7 @@ One catalogue (gettext domain) per page, so each page's translations are kept to
 - ``base``: the layout, the error page and the home page — ``templates/*.html``,
   ``public/home/``, ``site.py`` and ``render.py``;
 - ``<page>``: everything in ``public/<page>/`` (its templates, ``routes.py``, ``page.py``).
+- ``staff``: the staff console, ``app/web/staff/`` (its templates and modules).
 
 ``python -m app.web.catalogues update`` adds new messages to every ``ur`` ``.po`` file
 (keeping existing translations); ``check`` fails if a message lacks an Urdu translation;
@@ -31,6 +32,7 @@ PUBLIC = WEB / "public"
 # The home page's words belong with the layout's (the navigation names the same pages).
 HOME = "home"
 TRANSLATIONS = WEB / "translations"
+STAFF = WEB / "staff"
 TARGET_LANGUAGES = ("ur",)
 KEYWORDS = {"_": None, "gettext": None, "ngettext": (1, 2), "N_": None}
 
@@ -54,6 +56,7 @@ def domains() -> dict[str, list[Path]]:
     for folder in sorted(p for p in PUBLIC.iterdir() if (p / "templates").is_dir()):
         if folder.name != HOME:
             found[folder.name] = _page_files(folder)
+    found["staff"] = [*sorted(STAFF.rglob("*.html")), *sorted(STAFF.glob("*.py"))]
     return found
 
 

@@ -35,6 +35,8 @@ TEMPLATES = Path(__file__).resolve().parent / "templates"
 # Each page of the public website keeps its templates beside its code,
 # ``public/<page>/templates/``; they are named ``<page>/<file>.html``.
 PUBLIC = TEMPLATES.parent / "public"
+# The staff console keeps its templates beside its routes (``staff/…`` names, over base.html).
+STAFF_TEMPLATES = Path(__file__).resolve().parent / "staff" / "templates"
 LANG_NAMES = {"en": "English", "ur": "اردو"}
 
 
@@ -49,13 +51,13 @@ class WebError(Exception):
 
 
 def loader() -> ChoiceLoader:
-    """The shared templates (``base.html``, ``error.html``) by their own names, and each
-    public page's as ``<page>/<file>.html``."""
+    """The shared templates (``base.html``, ``error.html``) and the staff console's
+    (``staff/…``) by their own names, and each public page's as ``<page>/<file>.html``."""
     pages = {
         folder.parent.name: FileSystemLoader(folder)
         for folder in sorted(PUBLIC.glob("*/templates"))
     }
-    return ChoiceLoader([FileSystemLoader(TEMPLATES), PrefixLoader(pages)])
+    return ChoiceLoader([FileSystemLoader([TEMPLATES, STAFF_TEMPLATES]), PrefixLoader(pages)])
 
 
 @cache

@@ -28,7 +28,7 @@ from app.web.render import WebContext, WebError, page, web_secret
 
 STATIC = i18n.TRANSLATIONS.parent / "static"
 # The paths the website answers (security headers and HTML errors apply to these).
-WEB_PREFIXES = ("/check", "/statistics", "/map", "/apply", "/grievance", "/static/")
+WEB_PREFIXES = ("/check", "/statistics", "/map", "/apply", "/grievance", "/static/", "/staff/")
 # Paths that always answer problem+json, whatever the client accepts.
 API_PREFIXES = ("/v1/", "/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/.well-known")
 

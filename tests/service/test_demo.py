@@ -115,6 +115,22 @@ def test_demo_prints_cnics_that_answer_and_working_partner_credentials(
             timeout=10,
         )
         assert started.status_code == 200, started.text
+        # The staff console (at localhost: passkeys need a host name) and its one-time links,
+        # one for the demo staff member and one for the demo administrator.
+        links = re.findall(rf"http://localhost:{port}/staff/enrol#([A-Za-z0-9_-]{{43}})", printed)
+        assert len(links) == 2, printed
+        with httpx.Client(base_url=f"http://localhost:{port}", timeout=10) as browser:
+            page = browser.get("/staff/enrol")
+            csrf = re.search(r'data-csrf="([0-9a-f]{64})"', page.text)
+            assert csrf, page.text
+            options = browser.post(
+                "/staff/enrol/options",
+                json={"token": links[1]},
+                headers={"X-CSRF-Token": csrf[1]},
+            )
+            assert options.status_code == 200, options.text
+            assert options.json()["rp"]["id"] == "localhost"
+            assert options.json()["user"]["name"] == "Demo administrator"
         # Ctrl-C at the terminal of `make demo`: the demo exits and stops its PostgreSQL.
         process.send_signal(signal.SIGINT)
         process.wait(timeout=60)

@@ -105,6 +105,33 @@ NO_PERSONAL_DATA: dict[Route, str] = {
     ("POST", "/grievance"): "a filing through the same service as the API's (audited, actor "
     "public): a redirect to its confirmation, the same whether or not the CNIC is registered",
     ("GET", "/grievance/sent/{reference}"): "the filer's confirmation: reference and status link",
+    # The staff console: staff accounts, not the registry's people; every sign-in, failure,
+    # enrolment, step-up, sign-out and administrator's change is audited (tests/staff).
+    ("GET", "/staff/static/{path}"): "the console's script and stylesheet",
+    ("GET", "/staff/sign-in"): "the sign-in page",
+    ("GET", "/staff/enrol"): "the enrolment page (the link's token stays in the fragment)",
+    ("GET", "/staff/step-up"): "the step-up page of the signed-in member",
+    ("GET", "/staff/"): "the signed-in member's own name and roles",
+    ("POST", "/staff/sign-in/options"): "WebAuthn options: a challenge",
+    ("POST", "/staff/sign-in/verify"): "a session for a verified passkey (audited)",
+    ("POST", "/staff/enrol/options"): "WebAuthn options for the link's member (audited when "
+    "answered)",
+    ("POST", "/staff/enrol/verify"): "a new passkey registered (audited)",
+    ("POST", "/staff/step-up/options"): "WebAuthn options: the member's own passkeys",
+    ("POST", "/staff/step-up/verify"): "the session verified again (audited)",
+    ("POST", "/staff/sign-out"): "the session ended (audited)",
+    ("GET", "/staff/admin/staff"): "staff members, their roles and state (administrators)",
+    ("GET", "/staff/admin/staff/new"): "the form to add a staff member",
+    ("POST", "/staff/admin/staff/new"): "a new staff member's link and credentials (audited)",
+    ("GET", "/staff/admin/staff/{staff_id}"): "one staff member's account (administrators)",
+    ("POST", "/staff/admin/staff/{staff_id}/roles"): "a member's roles (audited)",
+    ("POST", "/staff/admin/staff/{staff_id}/disable"): "a member disabled (audited)",
+    ("POST", "/staff/admin/staff/{staff_id}/enable"): "a member enabled (audited)",
+    ("POST", "/staff/admin/staff/{staff_id}/credentials-off"): "API credentials off (audited)",
+    ("POST", "/staff/admin/staff/{staff_id}/credentials-on"): "API credentials on (audited)",
+    ("POST", "/staff/admin/staff/{staff_id}/enrol-link"): "a fresh enrolment link (audited)",
+    ("POST", "/staff/admin/staff/{staff_id}/passkeys/{passkey_id}/remove"): "a passkey "
+    "removed (audited)",
 }
 
 # Reviewed: these answer the public with a person's own data by design and are not audited

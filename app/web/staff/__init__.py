@@ -1,0 +1,36 @@
+"""The staff console (``/staff/``): passkey sign-in, enrolment, step-up, the member's
+landing page and the administrators' pages, in English and Urdu.
+
+Routes, page logic and templates live together here (``templates/staff/…``, the passkey
+script in ``static/``), over the website's shared rendering, languages, CSRF and security
+headers (:mod:`app.web.render`, :mod:`app.web.i18n`, :mod:`app.web.security`); the work is
+the staff service's (:mod:`app.services.staff`).
+
+- :mod:`app.web.staff.auth` — the session cookie, the signed-in member
+  (``StaffSessionDep``, ``AdminDep``), ``require_recent_verification`` (step-up) and the
+  route class that turns "sign in first" and "verify again" into redirects;
+- :mod:`app.web.staff.routes` — sign-in, enrolment, step-up, sign-out, "My work", and the
+  JSON steps of the passkey ceremonies their script calls;
+- :mod:`app.web.staff.admin` — staff members for administrators (role ``admin``).
+
+``install(app)`` mounts the script and includes the routers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI
+from starlette.staticfiles import StaticFiles
+
+STATIC = Path(__file__).resolve().parent / "static"
+
+
+def install(app: FastAPI) -> None:
+    from app.web.staff.admin import router as admin_pages
+    from app.web.staff.routes import ceremonies, router
+
+    app.mount("/staff/static", StaticFiles(directory=STATIC), name="staff-static")
+    app.include_router(ceremonies)
+    app.include_router(router)
+    app.include_router(admin_pages)

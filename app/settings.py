@@ -141,6 +141,12 @@ class Settings(BaseSettings):
         parse_many(value)  # a ValueError names the limit it cannot read
         return value
 
+    # The staff's "my work" queues (app/services/console): an active agreement is due for a
+    # spot check this many days after its last one (or its start); an open obligation shows
+    # from this many days before it is due.
+    spot_check_interval_days: int = Field(default=180, ge=1, le=3650)
+    obligation_notice_days: int = Field(default=30, ge=0, le=3650)
+
     # Disclosure control of every published aggregate (summaries, analysis, maps): a count
     # below this is null; published counts are rounded to the base.
     suppress_below: int = Field(default=10, ge=3, le=1000)

@@ -63,6 +63,8 @@ NO_PERSONAL_DATA: dict[Route, str] = {
     ("POST", "/v1/requests/{reference}/withdraw"): "the applicant's withdrawal (audited)",
     ("GET", "/v1/staff/requests"): "references, statuses and organization names; no "
     "contact details",
+    ("GET", "/v1/staff/my-work"): "what waits on the caller: references, statuses, "
+    "organization names, grievance reasons and due dates; no CNIC, phone, contact or household",
     ("GET", "/v1/staff/requests/{request_id}/quote"): "the price (audited all the same)",
     ("POST", "/v1/staff/requests/{request_id}/actions/{action}"): "a workflow step: the new "
     "status (at signature, the new partner's credentials); audited as a staff action",

@@ -50,6 +50,10 @@ NO_PERSONAL_DATA: dict[Route, str] = {
     "all the same, tests/products)",
     ("GET", "/v1/partner/analysis/{analysis_id}"): "a stored analysis, as published "
     "(audited all the same, tests/products)",
+    ("POST", "/v1/staff/analysis"): "the M&E team's cross-tabulations under the same "
+    "disclosure control (audited all the same, tests/products)",
+    ("GET", "/v1/staff/analysis/{analysis_id}"): "a stored staff analysis, as published "
+    "(audited all the same, tests/products)",
     ("GET", "/v1/partner/maps/{measure}"): "hexagon counts under disclosure control (audited "
     "all the same, tests/products)",
     ("GET", "/v1/partner/programmes"): "the rules of the programmes the agreement names",

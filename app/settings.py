@@ -145,6 +145,31 @@ class Settings(BaseSettings):
         parse_many(value)  # a ValueError names the limit it cannot read
         return value
 
+    # The staff's "my work" queues (app/services/console): an active agreement is due for a
+    # spot check this many days after its last one (or its start); an open obligation shows
+    # from this many days before it is due.
+    spot_check_interval_days: int = Field(default=180, ge=1, le=3650)
+    obligation_notice_days: int = Field(default=30, ge=0, le=3650)
+
+    # The M&E team's analyses (category ii for the registry's own staff): the locked
+    # dimensions (viii-xvii) they may use besides the unlocked ones, checked like an
+    # agreement's (never all of them). Comma-separated; empty: the unlocked ones only.
+    staff_analysis_dimensions: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    @field_validator("staff_analysis_dimensions", mode="before")
+    @classmethod
+    def _split_dimensions(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("staff_analysis_dimensions")
+    @classmethod
+    def _granted_like_an_agreement(cls, value: list[str]) -> list[str]:
+        from app.services.sharing.rules import check_dimensions  # the sharing rules' own check
+
+        return check_dimensions(value)
+
     # Disclosure control of every published aggregate (summaries, analysis, maps): a count
     # below this is null; published counts are rounded to the base.
     suppress_below: int = Field(default=10, ge=3, le=1000)

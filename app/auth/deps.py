@@ -59,3 +59,11 @@ def require_scope(scope: Scope) -> Callable[..., Awaitable[Principal]]:
 
     dependency.__name__ = f"require_{scope.name.lower()}"
     return dependency
+
+
+async def require_staff(principal: PrincipalDep) -> Principal:
+    """A dependency answering 401/403, or the principal when it is a member of the registry
+    staff (a staff client; a staff token always carries a role's scope)."""
+    if principal.kind != "staff" or not principal.scopes:
+        raise Forbidden("this is for the registry's staff (a staff token)")
+    return principal

@@ -90,6 +90,9 @@ ROLE_SCOPES: dict[str, frozenset[str]] = {
 # M&E and admins.
 for _role in ("secretary", "me", "admin"):
     ROLE_SCOPES[_role] = ROLE_SCOPES[_role] | {Scope.SIMULATIONS_RUN}
+# Custom analyses (category ii, whose recipients include the registry's own staff): the M&E
+# team, through the partners' disclosure control (POST /v1/staff/analysis).
+ROLE_SCOPES["me"] = ROLE_SCOPES["me"] | {Scope.ANALYSIS_READ}
 
 
 def staff_scopes(roles: Iterable[str]) -> frozenset[str]:

@@ -46,7 +46,8 @@ class AggregateQuery(Base):
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
-    agreement_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("agreements.id"), nullable=False)
+    # NULL: the registry's own staff (the M&E team), one recipient (see differencing).
+    agreement_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("agreements.id"))
     client_id: Mapped[str] = mapped_column(String(64), nullable=False)
     product: Mapped[str] = mapped_column(String(16), nullable=False)
     filters: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
@@ -69,12 +70,15 @@ class AggregateSelection(Base):
             "filters_digest",
             "population_digest",
             name="uq_aggregate_selections_population",
+            # The staff's populations (no agreement) are one recipient's too.
+            postgresql_nulls_not_distinct=True,
         ),
         Index("ix_aggregate_selections_size", "agreement_id", "households"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
-    agreement_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("agreements.id"), nullable=False)
+    # NULL: the registry's own staff (the M&E team), one recipient (see differencing).
+    agreement_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("agreements.id"))
     query_id: Mapped[int] = mapped_column(ForeignKey("aggregate_queries.id"), nullable=False)
     filters_digest: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
     population_digest: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
@@ -103,7 +107,8 @@ class AnalysisResult(Base):
     id: Mapped[uuid.UUID] = mapped_column(
         UUID, primary_key=True, server_default=text("gen_random_uuid()")
     )
-    agreement_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("agreements.id"), nullable=False)
+    # NULL: the registry's own staff (the M&E team), one recipient (see differencing).
+    agreement_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("agreements.id"))
     client_id: Mapped[str] = mapped_column(String(64), nullable=False)
     query_id: Mapped[int] = mapped_column(ForeignKey("aggregate_queries.id"), nullable=False)
     request: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)

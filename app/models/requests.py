@@ -56,8 +56,13 @@ class DataRequest(Timestamps, Base):
     __table_args__ = (
         CheckConstraint(_in("status", REQUEST_STATES), name="status"),
         Index("ix_data_requests_status", "status", "created_at"),
+        # The staff's queues: per state, the requests that have waited longest first.
+        Index("ix_data_requests_waiting", "status", "updated_at", "id"),
         Index("ix_data_requests_org_key", "organization_key"),
     )
+    # ``updated_at`` is when the request entered its current status: only a status change
+    # sets it (with the timeline's event, in the same transaction), so a request's waiting
+    # time in the staff's queues is read from it.
 
     id: Mapped[uuid.UUID] = mapped_column(
         UUID, primary_key=True, server_default=text("gen_random_uuid()")

@@ -52,6 +52,8 @@ class Agreement(Timestamps, Base):
         CheckConstraint("status IN ('active','suspended','revoked','expired')", name="status"),
         CheckConstraint("valid_to > valid_from", name="validity"),
         Index("ix_agreements_organization", "organization_id"),
+        # The agreements due for a spot check are among the active ones.
+        Index("ix_agreements_status", "status"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(

@@ -1,4 +1,5 @@
-"""Registry staff: the request workflow, agreements' oversight, obligations (§5.1, §6.4).
+"""Registry staff: what waits on them, the request workflow, agreements' oversight,
+obligations (§5.1, §6.4).
 
 Staff tokens come from the token endpoint; their scopes follow their roles, read live. Which
 workflow action a role may take is the machine's rule: another role's action is 403, an
@@ -10,17 +11,21 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Depends, Path, Query, Request
+from starlette.responses import Response
 
-from app.auth.deps import require_scope
+from app.auth.deps import require_scope, require_staff
 from app.auth.partner import Principal
 from app.auth.scopes import Scope
-from app.deps import PoolDep
+from app.deps import PoolDep, SettingsDep
 from app.errors import ValidationFailed
 from app.openapi import json_request_body, problems
 from app.rate_limit import staff_reads
 from app.schemas.base import UUID_RE, IsoDateTime
+from app.schemas.console import MyWork
 from app.schemas.requests import ObligationMetIn, ResumeIn, SpotCheckIn
+from app.services.console import queues
 from app.services.monitoring import spot_checks
 from app.services.requests import obligations, store
 from app.services.requests.machine import Action, State
@@ -28,6 +33,7 @@ from app.strict import json_body, parse_json, read_capped
 
 router = APIRouter(prefix="/v1/staff", tags=["staff"])
 
+StaffMember = Annotated[Principal, Depends(require_staff)]
 Reader = Annotated[Principal, Depends(require_scope(Scope.REQUESTS_READ))]
 Actor = Annotated[Principal, Depends(require_scope(Scope.REQUESTS_ACT))]
 Overseer = Annotated[Principal, Depends(require_scope(Scope.AGREEMENTS_OVERSEE))]
@@ -47,6 +53,24 @@ StaffAction = Annotated[
     ),
 ]
 BODY_CAP = 64 * 1024
+
+
+@router.get("/my-work", response_model=MyWork)
+async def my_work(
+    staff: StaffMember,
+    pool: PoolDep,
+    settings: SettingsDep,
+    limit: Annotated[int, Query(ge=1, le=queues.MAX_PAGE, description="items per section")] = (
+        queues.PAGE
+    ),
+) -> Response:
+    """What waits on the caller now, by its roles: requests its roles move on (waiting
+    longest first), grievances new or overdue, obligations falling due, agreements due for
+    a spot check. Each section a count, a breakdown and the first ``limit`` items; a
+    section none of the caller's roles acts on is null. Names no person (not audited)."""
+    async with pool.acquire() as conn:
+        work = await queues.my_work(conn, staff, queues.Rules.of(settings), limit=limit)
+    return Response(orjson.dumps(work.as_json()), media_type="application/json")
 
 
 @router.get("/requests")

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from conftest import make_settings, open_client
 from disclosure_attack import Key, assert_open, listed_units, rounded, table_answer
-from partner_helpers import bearer, create_partner, get_token
+from partner_helpers import bearer, create_partner, create_staff, get_token
 
 URL = "/v1/partner/analysis"
 THRESHOLD = 10
@@ -362,3 +362,170 @@ async def test_every_kind_of_table_matches_sql(
     if not member_dims:  # household tables: the grand total is every selected household
         total = len({rec["id"] for rec in records})
         assert body["margins"][-1]["households"] == rounded(total, BASE)
+
+
+# -- the M&E team's analyses (category ii for the registry's staff) -------------------------
+
+STAFF_URL = "/v1/staff/analysis"
+
+
+async def _staff(c: httpx.AsyncClient, url: str, role: str) -> tuple[str, dict[str, str]]:
+    made = create_staff(url, f"Analysis {role}", role)
+    return made["client_id"], bearer(await get_token(c, made["client_id"], made["client_secret"]))
+
+
+async def test_the_me_team_gets_analyses_protected_exactly_as_a_partners(
+    pclient: httpx.AsyncClient, seeded_url: str, db: asyncpg.Connection
+) -> None:
+    me_id, me = await _staff(pclient, seeded_url, "me")
+    # Districts by band over the whole country: plenty of cells under the threshold.
+    request = {"rows": ["district"], "columns": ["poverty_band"], "filters": {"score_max": 45}}
+    r = await pclient.post(STAFF_URL, json=request, headers=me)
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert r.headers["location"] == f"{STAFF_URL}/{body['analysis_id']}"
+    truth = {
+        (row[0], row[1]): row[2]
+        for row in await db.fetch(
+            """SELECT district_code, poverty_band, count(*) FROM households
+                WHERE pmt_score <= 45 GROUP BY 1, 2"""
+        )
+    }
+    suppressed = 0
+    for cell in body["cells"]:
+        true = truth.get((cell["district"], cell["poverty_band"]), 0)
+        if cell["households"] is None:
+            suppressed += 1
+            continue
+        assert true >= THRESHOLD
+        assert cell["households"] == rounded(true, BASE)
+    # Small cells withheld, and not recoverable from the margins.
+    assert any(0 < n < THRESHOLD for n in truth.values())
+    assert suppressed > 0
+    assert body["disclosure"]["suppressed_cells"] >= suppressed
+    assert _attack(body, truth) > 0
+
+    # The same question from a partner whose agreement covers the whole country: the same
+    # published table, cell for cell (the same control, not a looser one).
+    _, partner = await _partner(pclient, seeded_url)
+    theirs = await pclient.post(URL, json=request, headers=partner)
+    assert theirs.status_code == 201, theirs.text
+    for key in ("request", "cells", "margins", "disclosure", "registry_version"):
+        assert theirs.json()[key] == body[key], key
+
+    # Stored for the team: another M&E member reads it again; a partner cannot.
+    other_id, other = await _staff(pclient, seeded_url, "me")
+    again = await pclient.get(f"{STAFF_URL}/{body['analysis_id']}", headers=other)
+    assert again.status_code == 200, again.text
+    assert again.json() == body
+    assert (await pclient.get(f"{URL}/{body['analysis_id']}", headers=partner)).status_code == 404
+    # ... nor does the team read a partner's.
+    r = await pclient.get(f"{STAFF_URL}/{theirs.json()['analysis_id']}", headers=me)
+    assert r.status_code == 404
+    assert r.headers["content-type"] == "application/problem+json"
+    stored = await db.fetchrow(
+        "SELECT agreement_id, client_id FROM analysis_results WHERE id = $1::uuid",
+        body["analysis_id"],
+    )
+    assert stored is not None
+    assert stored["agreement_id"] is None
+    assert stored["client_id"] == me_id
+
+    # Audited with the staff member's id, as a staff access with no agreement.
+    audits = await db.fetch(
+        """SELECT actor_type, client_id, agreement_id, endpoint, households, dimensions
+             FROM audit_log WHERE client_id = ANY($1::text[]) ORDER BY id""",
+        [me_id, other_id],
+    )
+    assert [(a["client_id"], a["endpoint"]) for a in audits] == [
+        (me_id, "POST /v1/staff/analysis"),
+        (other_id, "GET /v1/staff/analysis/{analysis_id}"),
+    ]
+    assert {a["actor_type"] for a in audits} == {"staff"}
+    assert all(a["agreement_id"] is None for a in audits)
+    assert audits[0]["households"] == sum(truth.values())
+    assert audits[0]["dimensions"] == ["district", "poverty_band"]
+
+
+async def test_only_the_me_team_asks_and_only_on_its_own_path(
+    pclient: httpx.AsyncClient, seeded_url: str
+) -> None:
+    request = {"rows": ["province"]}
+    for role in ("officer", "committee", "secretary", "admin"):
+        _, auth = await _staff(pclient, seeded_url, role)
+        r = await pclient.post(STAFF_URL, json=request, headers=auth)
+        assert r.status_code == 403, (role, r.text)
+        assert r.headers["content-type"] == "application/problem+json"
+        assert "analysis:read" in r.json()["detail"]
+    _, me = await _staff(pclient, seeded_url, "me")
+    r = await pclient.post(URL, json=request, headers=me)  # the partners' path
+    assert r.status_code == 403
+    assert "/v1/staff/analysis" in r.json()["detail"]
+    _, partner = await _partner(pclient, seeded_url)
+    r = await pclient.post(STAFF_URL, json=request, headers=partner)
+    assert r.status_code == 403
+    assert "/v1/partner/analysis" in r.json()["detail"]
+    assert (await pclient.post(STAFF_URL, json=request)).status_code == 401
+    # The locked dimensions the service does not grant the staff are refused, as a
+    # partner's are when its agreement does not grant them.
+    r = await pclient.post(STAFF_URL, json={"rows": ["land"]}, headers=me)
+    assert r.status_code == 403
+    assert "land" in r.text
+
+
+async def test_locked_dimensions_the_service_grants_the_staff(seeded_url: str) -> None:
+    settings = make_settings(
+        seeded_url, token_limits="10000/minute", staff_analysis_dimensions="education"
+    )
+    async for c in open_client(settings):
+        _, me = await _staff(c, seeded_url, "me")
+        r = await c.post(STAFF_URL, json={"rows": ["gender"], "columns": ["education"]}, headers=me)
+        assert r.status_code == 201, r.text
+        assert {"gender", "education", "households", "members"} == set(r.json()["cells"][0])
+        r = await c.post(STAFF_URL, json={"rows": ["disability"]}, headers=me)
+        assert r.status_code == 403
+
+
+async def test_the_team_is_one_recipient_for_differencing(
+    pclient: httpx.AsyncClient, seeded_url: str, db: asyncpg.Connection
+) -> None:
+    # Two score_max values a few households apart (fewer than the threshold) in a district.
+    row = await db.fetchrow(
+        """WITH d AS (SELECT district_code FROM households GROUP BY 1
+                      ORDER BY count(*) DESC LIMIT 1 OFFSET 1),
+                s AS (SELECT DISTINCT h.pmt_score FROM households h JOIN d USING (district_code)
+                       WHERE h.pmt_score IS NOT NULL)
+           SELECT (SELECT district_code FROM d) AS district,
+                  (min(pmt_score) FILTER (WHERE pmt_score > 28) + 0.005)::float8 AS low
+             FROM s"""
+    )
+    assert row is not None
+    district, low = row["district"], row["low"]
+    scores = [
+        float(s["pmt_score"])
+        for s in await db.fetch(
+            """SELECT pmt_score FROM households WHERE district_code = $1 AND pmt_score > $2
+                ORDER BY pmt_score LIMIT 3""",
+            district,
+            low,
+        )
+    ]
+    high = scores[-1] + 0.005  # at most 3 more households than low selects
+
+    def body(score_max: float) -> dict[str, Any]:
+        return {
+            "rows": ["poverty_band"],
+            "filters": {"district": [district], "score_max": score_max},
+        }
+
+    _, first = await _staff(pclient, seeded_url, "me")
+    _, second = await _staff(pclient, seeded_url, "me")
+    asked = await pclient.post(STAFF_URL, json=body(low), headers=first)
+    assert asked.status_code == 201, asked.text
+    # Another member of the team asking the near population is refused: one log for all.
+    near = await pclient.post(STAFF_URL, json=body(high), headers=second)
+    assert near.status_code == 409, near.text
+    assert f"earlier query {asked.json()['query_id']}" in near.json()["detail"]
+    # A partner's log is its own: its first question is answered.
+    _, partner = await _partner(pclient, seeded_url)
+    assert (await pclient.post(URL, json=body(high), headers=partner)).status_code == 201

@@ -13,6 +13,7 @@ from app.services.requests.machine import (
     OWNERS,
     TERMINAL,
     TRANSITIONS,
+    WAITING_ON,
     Action,
     InvalidTransition,
     Role,
@@ -21,6 +22,7 @@ from app.services.requests.machine import (
     WorkflowError,
     allowed_actions,
     next_state,
+    waiting_states,
 )
 
 S, A, R = State, Action, Role
@@ -471,3 +473,46 @@ def test_random_histories_respect_the_protocol(attempts: list[Attempt]) -> None:
     # No state is entered twice, except the active <-> suspended cycle.
     entered = [d.target for d in history if d.target not in (S.active, S.suspended)]
     assert len(entered) == len(set(entered))
+
+
+# Who each state waits on, written out by hand from the workflow (the staff's queues).
+EXPECTED_WAITING = {
+    S.submitted: {R.officer},
+    S.under_review: {R.officer},
+    S.reviewed: {R.officer},
+    S.interviewed: {R.committee},
+    S.recommended: {R.secretary},
+    S.not_recommended: {R.secretary},
+    S.approved: {R.officer},
+    S.suspended: {R.secretary},
+}
+
+
+def test_who_each_state_waits_on() -> None:
+    assert {state: set(roles) for state, roles in WAITING_ON.items()} == EXPECTED_WAITING
+    # Nothing final, and no running agreement, waits on anyone.
+    assert not set(WAITING_ON) & (TERMINAL | {S.active})
+    # A state waits only on roles that can move it on (an allowed action of theirs).
+    for state, roles in WAITING_ON.items():
+        for role in roles:
+            assert [a for a in allowed_actions(state, [role]) if a is not A.withdraw]
+
+
+@pytest.mark.parametrize(
+    ("roles", "states"),
+    [
+        (["officer"], [S.submitted, S.under_review, S.reviewed, S.approved]),
+        (["committee"], [S.interviewed]),
+        (["secretary"], [S.recommended, S.not_recommended, S.suspended]),
+        (["me"], []),
+        (["admin"], []),
+        ([], []),
+        (["requester", "system", "auditor"], []),  # pseudo-roles and unknown names
+        (
+            ["secretary", "committee"],
+            [S.interviewed, S.recommended, S.not_recommended, S.suspended],
+        ),
+    ],
+)
+def test_the_states_waiting_on_a_staff_member(roles: list[str], states: list[State]) -> None:
+    assert waiting_states(roles) == states

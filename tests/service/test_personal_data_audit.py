@@ -50,6 +50,10 @@ NO_PERSONAL_DATA: dict[Route, str] = {
     "all the same, tests/products)",
     ("GET", "/v1/partner/analysis/{analysis_id}"): "a stored analysis, as published "
     "(audited all the same, tests/products)",
+    ("POST", "/v1/staff/analysis"): "the M&E team's cross-tabulations under the same "
+    "disclosure control (audited all the same, tests/products)",
+    ("GET", "/v1/staff/analysis/{analysis_id}"): "a stored staff analysis, as published "
+    "(audited all the same, tests/products)",
     ("GET", "/v1/partner/maps/{measure}"): "hexagon counts under disclosure control (audited "
     "all the same, tests/products)",
     ("GET", "/v1/partner/programmes"): "the rules of the programmes the agreement names",
@@ -63,6 +67,8 @@ NO_PERSONAL_DATA: dict[Route, str] = {
     ("POST", "/v1/requests/{reference}/withdraw"): "the applicant's withdrawal (audited)",
     ("GET", "/v1/staff/requests"): "references, statuses and organization names; no "
     "contact details",
+    ("GET", "/v1/staff/my-work"): "what waits on the caller: references, statuses, "
+    "organization names, grievance reasons and due dates; no CNIC, phone, contact or household",
     ("GET", "/v1/staff/requests/{request_id}/quote"): "the price (audited all the same)",
     ("POST", "/v1/staff/requests/{request_id}/actions/{action}"): "a workflow step: the new "
     "status (at signature, the new partner's credentials); audited as a staff action",

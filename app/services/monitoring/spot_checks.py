@@ -10,6 +10,7 @@ agreement follows it through the machine (``active`` -> ``suspended`` -> ``activ
 from __future__ import annotations
 
 import uuid
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -20,6 +21,9 @@ from app.schemas.requests import ResumeIn, SpotCheckIn
 from app.services.audit import trail as audit
 from app.services.requests import machine
 from app.services.requests.machine import Action, State
+
+# Who records spot checks, and so has the agreements due for one in their queue.
+CHECKERS = frozenset({"me"})
 
 # The agreement status each action leads to, and the statuses it may come from.
 _AGREEMENT_MOVES = {
@@ -93,7 +97,7 @@ async def record(
     pool: asyncpg.Pool, principal: Principal, agreement_id: uuid.UUID, check: SpotCheckIn
 ) -> dict[str, Any]:
     """A spot check by the M&E team (role ``me``), and its action on the agreement."""
-    if "me" not in principal.roles:
+    if not CHECKERS & principal.roles:
         raise Forbidden("spot checks are recorded by the M&E team (role me)")
     async with pool.acquire() as conn, conn.transaction():
         await _agreement(conn, agreement_id)
@@ -148,3 +152,56 @@ async def resume(
             conn, principal, "POST /v1/staff/agreements/{id}/resume", {"agreement": agreement_id}
         )
     return {"agreement_id": str(agreement_id), "agreement_status": status}
+
+
+# Each active agreement in its validity with its last check (the newest row of its range of
+# ``ix_spot_checks_agreement``) and when the next one is due; ``ix_agreements_status`` keeps
+# the expired and revoked agreements out of the read.
+_DUE = """
+WITH due AS (
+    SELECT a.id, a.organization_id, a.categories, a.valid_from, a.valid_to,
+           c.at AS last_at, c.outcome AS last_outcome,
+           coalesce(c.at, a.valid_from) + $2::interval AS due_at
+      FROM agreements a
+      LEFT JOIN LATERAL (SELECT s.at, s.outcome FROM spot_checks s
+                          WHERE s.agreement_id = a.id
+                          ORDER BY s.at DESC LIMIT 1) c ON TRUE
+     WHERE a.status = 'active' AND a.valid_to > $1),
+counted AS (
+    SELECT d.*, count(*) OVER () AS total,
+           count(*) FILTER (WHERE d.last_at IS NULL) OVER () AS never_checked
+      FROM due d WHERE d.due_at <= $1
+     ORDER BY d.due_at, d.id LIMIT $3)
+SELECT c.*, o.name AS organization
+  FROM counted c JOIN organizations o ON o.id = c.organization_id
+ ORDER BY c.due_at, c.id
+"""
+
+
+async def due(
+    conn: asyncpg.Connection, now: datetime, interval: timedelta, limit: int
+) -> tuple[int, int, list[dict[str, Any]]]:
+    """Active agreements due for a spot check at ``now``: ``interval`` after their last
+    check, or after their start if never checked. How many, how many of them were never
+    checked, and the ``limit`` longest due (ties by id). The cost is the active
+    agreements', not the registry's history."""
+    rows = await conn.fetch(_DUE, now, interval, limit)
+    total, never = (rows[0]["total"], rows[0]["never_checked"]) if rows else (0, 0)
+    return (
+        total,
+        never,
+        [
+            {
+                "agreement_id": str(r["id"]),
+                "organization_id": str(r["organization_id"]),
+                "organization": r["organization"],
+                "categories": list(r["categories"]),
+                "valid_from": r["valid_from"],
+                "valid_to": r["valid_to"],
+                "last_check_at": r["last_at"],
+                "last_outcome": r["last_outcome"],
+                "due_at": r["due_at"],
+            }
+            for r in rows
+        ],
+    )

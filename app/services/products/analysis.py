@@ -6,18 +6,28 @@ against the agreement like the partner summaries (geography 403, locked dimensio
 and against the agreement's earlier aggregate queries (409, differencing), computed through
 ``protect`` and stored with the request, the agreement, the registry data version and the
 time, so that ``GET /v1/partner/analysis/{id}`` gives the same answer again. Both are audited.
+
+**The M&E team** (staff with role ``me``, scope ``analysis:read``) asks through the same
+path (``POST /v1/staff/analysis``), as the recipient :func:`staff_analyst` describes: the
+whole country, the unlocked dimensions and the locked ones ``NSER_STAFF_ANALYSIS_DIMENSIONS``
+grants (checked like an agreement's), the same disclosure policy, and one differencing log
+for the whole team (no agreement: ``agreement_id`` NULL). Its analyses are stored and read
+back by the team only, and audited with the staff member's id.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 import asyncpg
 import orjson
 
 from app.auth.partner import Principal
-from app.errors import NotFound, ValidationFailed
+from app.auth.scopes import Scope
+from app.errors import Forbidden, NotFound, ValidationFailed
 from app.replicas import Reads
 from app.schemas.products import AnalysisRequest
 from app.services.audit import trail as audit
@@ -30,6 +40,34 @@ from app.services.sharing.beneficiaries_sql import Filters
 
 ENDPOINT = "POST /v1/partner/analysis"
 READ_ENDPOINT = "GET /v1/partner/analysis/{analysis_id}"
+STAFF_ENDPOINT = "POST /v1/staff/analysis"
+STAFF_READ_ENDPOINT = "GET /v1/staff/analysis/{analysis_id}"
+
+
+def staff_analyst(staff: Principal, dimensions: Iterable[str]) -> Principal:
+    """A staff member holding ``analysis:read`` (role ``me``) as a recipient of category ii:
+    the whole country (no geography scope), the unlocked dimensions and ``dimensions`` (the
+    locked ones granted to the staff, ``NSER_STAFF_ANALYSIS_DIMENSIONS``), no agreement
+    (the staff's own differencing log). 403 for anyone else."""
+    if staff.kind != "staff" or Scope.ANALYSIS_READ not in staff.scopes:
+        raise Forbidden("staff analyses are the M&E team's (role me, scope analysis:read)")
+    return dataclasses.replace(
+        staff,
+        agreement_id=None,
+        organization_id=None,
+        categories=frozenset({"ii"}),
+        dimensions=frozenset(dimensions),
+        geo_codes=(),
+    )
+
+
+def _endpoints(p: Principal) -> tuple[str, str]:
+    """What the audit log records of an analysis asked, and of one read again."""
+    if p.kind == "staff":
+        return STAFF_ENDPOINT, STAFF_READ_ENDPOINT
+    if p.agreement_id is None:
+        raise AssertionError("a partner's analysis without its agreement")
+    return ENDPOINT, READ_ENDPOINT
 
 
 def filters_of(request: AnalysisRequest) -> Filters:
@@ -75,10 +113,10 @@ async def run(
 ) -> dict[str, Any]:
     """Count (in one snapshot, on a read replica when the service has one), then check, log
     and audit in one transaction on the primary; protect it, store it (on the primary)."""
+    endpoint, _ = _endpoints(p)
     dims = dimensions_of(p, request)
     f = filters_of(request)
     await check_geography(reads, p, f)
-    assert p.agreement_id is not None
 
     async def count(conn: asyncpg.Connection) -> tuple[differencing.Sketch, list[Cell]]:
         async with conn.transaction(isolation="repeatable_read", readonly=True):
@@ -99,7 +137,7 @@ async def run(
             conn,
             audit.AuditRecord.of(
                 p,
-                endpoint=ENDPOINT,
+                endpoint=endpoint,
                 filters=f.as_audit(),
                 dimensions=dims,
                 households=overlap.households,
@@ -130,25 +168,29 @@ async def run(
 
 
 async def get(pool: asyncpg.Pool, p: Principal, analysis_id: uuid.UUID) -> dict[str, Any]:
-    """A stored analysis of the caller's own agreement (404 otherwise), audited."""
+    """A stored analysis of the caller's own agreement (the staff's: one of the staff's),
+    404 otherwise; audited."""
+    _, endpoint = _endpoints(p)
     async with pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(
             """SELECT id, query_id, computed_at, registry_version, request::text AS request,
                       cells::text AS cells, margins::text AS margins,
                       disclosure::text AS disclosure, households, members
-                 FROM analysis_results WHERE id = $1 AND agreement_id = $2""",
+                 FROM analysis_results
+                WHERE id = $1 AND agreement_id IS NOT DISTINCT FROM $2""",
             analysis_id,
             p.agreement_id,
         )
         if row is None:
-            raise NotFound(f"no analysis {analysis_id} under this agreement")
+            whose = "of the staff" if p.agreement_id is None else "under this agreement"
+            raise NotFound(f"no analysis {analysis_id} {whose}")
         answer = _render(row)
         request = AnalysisRequest.model_validate(answer["request"])
         await audit.append(
             conn,
             audit.AuditRecord.of(
                 p,
-                endpoint=READ_ENDPOINT,
+                endpoint=endpoint,
                 filters={**filters_of(request).as_audit(), "analysis_id": str(analysis_id)},
                 dimensions=[*request.rows, *request.columns],
                 households=row["households"],

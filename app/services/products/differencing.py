@@ -50,10 +50,15 @@ More than ``MAX_NEAR`` of them (thousands of distinct populations of the same si
 a few households: a sliding window, not a use) is refused too, rather than compared with
 only some.
 
-Queries of one agreement are checked and logged one at a time (an advisory lock), so two
-near-identical queries sent at once cannot both pass. Not covered: the same filters asked
-before and after the registry changed by a few households, and partners pooling their
-answers.
+**The registry's staff.** The M&E team's analyses (staff with role ``me``) have no
+agreement: the team is one recipient, its queries logged with ``agreement_id`` NULL and
+compared with every earlier query of the team (of any of its members), as an agreement's
+are with those of all its clients.
+
+Queries of one agreement (or of the staff) are checked and logged one at a time (an
+advisory lock), so two near-identical queries sent at once cannot both pass. Not covered:
+the same filters asked before and after the registry changed by a few households, and
+partners pooling their answers.
 """
 
 from __future__ import annotations
@@ -178,11 +183,24 @@ def filters_digest(canonical: bytes) -> bytes:
     return hashlib.blake2b(canonical, digest_size=16).digest()
 
 
-async def lock_agreement(conn: asyncpg.Connection, agreement_id: uuid.UUID) -> None:
-    """Serialize the agreement's aggregate queries until the transaction ends."""
-    await conn.execute(
-        "SELECT pg_advisory_xact_lock($1, hashtext($2))", _OVERLAP_LOCK, str(agreement_id)
-    )
+STAFF = "staff"  # the lock key of the staff's queries (they have no agreement)
+
+
+async def lock_agreement(conn: asyncpg.Connection, agreement_id: uuid.UUID | None) -> None:
+    """Serialize the agreement's aggregate queries (None: the registry staff's) until the
+    transaction ends."""
+    key = STAFF if agreement_id is None else str(agreement_id)
+    await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", _OVERLAP_LOCK, key)
+
+
+def recipient_where(q: Query, p: Principal) -> str:
+    """The rows of the caller's recipient: its agreement's, or (a staff member) the
+    registry staff's, which have no agreement. Either way a range of the size index."""
+    if p.agreement_id is None:
+        if p.kind != "staff":
+            raise AssertionError("a partner's aggregate query without its agreement")
+        return "agreement_id IS NULL"
+    return f"agreement_id = {q.param(p.agreement_id)}"
 
 
 def selection_sql(q: Query, seed: int, f: Filters, scope: tuple[str, ...]) -> str:
@@ -241,14 +259,13 @@ async def compare_with_earlier(
     """Refuse (409) when ``mine`` is fewer than ``threshold`` households (and more than
     zero) from a population the agreement was answered for under other filters than the
     digest ``filters``, or when more than MAX_NEAR of those are near its size."""
-    assert p.agreement_id is not None
     # The size index gives every earlier population within the threshold of |A|'s size
     # (the others are that far apart at least); of those, the database sends the sketch
     # only where the coarse counts alone do not already differ by the threshold.
     q = Query()
     window = " AND ".join(
         [
-            f"agreement_id = {q.param(p.agreement_id)}",
+            recipient_where(q, p),
             f"households > {q.param(mine.households - threshold)}",
             f"households < {q.param(mine.households + threshold)}",
             f"filters_digest <> {q.param(filters)}",

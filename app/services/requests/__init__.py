@@ -7,5 +7,5 @@ request through the machine, freezes its quote at approval and, on signature, cr
 organization, agreement and API client through ``app.services.sharing``.
 
 Public: ``machine`` (``State``, ``Action``, ``Role``, ``next_state``, ``RoleDenied``,
-``InvalidTransition``), ``pricing`` (``quote``, ``Quote``).
+``InvalidTransition``, ``WAITING_ON``, ``waiting_states``), ``pricing`` (``quote``, ``Quote``).
 """

@@ -45,6 +45,13 @@ revoke             me, secretary          active, suspended -> revoked
 expire             system                 active, suspended -> expired
 =================  =====================  ==============================================
 
+Who a request waits on (``WAITING_ON``, ``waiting_states``; the staff's "my work" queues)
+follows from the table: the roles owning an action that takes it on from its state, the
+withdrawal and the oversight of a running agreement (suspend, revoke, expire) aside. So
+submitted, under_review, reviewed and approved wait on an officer, interviewed on the
+committee, recommended, not_recommended and suspended on the Secretary; active waits on no
+one.
+
 Choices the protocol leaves open:
 
 * The Secretary approves only what the committee recommended; a ``not_recommended``
@@ -178,6 +185,35 @@ TRANSITIONS: Mapping[Action, Mapping[State, State]] = MappingProxyType(
     }
 )
 
+# Actions that end or interrupt a request rather than take it a step along its path: the
+# applicant's (or an officer's) withdrawal, the oversight of a running agreement, expiry.
+# A state from which only these are possible waits on nobody.
+SIDE_ACTIONS: frozenset[Action] = frozenset(
+    {Action.withdraw, Action.suspend, Action.revoke, Action.expire}
+)
+
+
+def _waiting_on() -> Mapping[State, frozenset[Role]]:
+    out: dict[State, frozenset[Role]] = {}
+    for state in State:
+        owners = {
+            role
+            for action, sources in TRANSITIONS.items()
+            if action not in SIDE_ACTIONS and state in sources
+            for role in OWNERS[action]
+        }
+        if owners:
+            out[state] = frozenset(owners)
+    return MappingProxyType(out)
+
+
+# Who a request in each state waits on: the staff roles owning an action that takes it on
+# from there (SIDE_ACTIONS aside). Read from the tables above, never written by hand:
+# submitted, under_review, reviewed, approved -> officer; interviewed -> committee;
+# recommended, not_recommended, suspended -> secretary. ``active`` and the terminal states
+# wait on no one.
+WAITING_ON: Mapping[State, frozenset[Role]] = _waiting_on()
+
 # The outcomes an action accepts; an action not listed takes none.
 RECOMMENDATIONS: Mapping[str, State] = MappingProxyType(
     {"approve": State.recommended, "reject": State.not_recommended}
@@ -243,3 +279,10 @@ def allowed_actions(state: State, roles: Iterable[Role]) -> list[Action]:
     """The actions an actor holding ``roles`` may take on a request in ``state``, in order."""
     state, held = State(state), _roles(roles)
     return [action for action in Action if held & OWNERS[action] and state in TRANSITIONS[action]]
+
+
+def waiting_states(roles: Iterable[str]) -> list[State]:
+    """The states in which a request waits on one of ``roles`` (role names; unknown ones
+    and the pseudo-roles own nothing here), in the machine's order."""
+    held = {Role(name) for name in roles if name in _ROLE_NAMES} - PSEUDO_ROLES
+    return [state for state, owners in WAITING_ON.items() if owners & held]

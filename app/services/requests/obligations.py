@@ -20,6 +20,8 @@ from app.schemas.requests import ObligationMetIn
 from app.services.audit import trail as audit
 
 Status = Literal["open", "met", "overdue"]
+# Who records an obligation met, and so has the obligations falling due in their queue.
+OWNERS = frozenset({"officer"})
 
 _SELECT = """
 SELECT o.id, o.kind, o.description, o.due_on, o.status, o.met_at, o.deliverable,
@@ -58,11 +60,39 @@ async def list_obligations(
     return [_doc(r) for r in rows]
 
 
+async def due_counts(conn: asyncpg.Connection, today: date, until: date) -> tuple[int, int]:
+    """Open obligations due on or before ``until``, and how many of them are overdue (due
+    before ``today``): one range of ``ix_obligations_status_due``, index-only."""
+    row = await conn.fetchrow(
+        """SELECT count(*) AS due, count(*) FILTER (WHERE due_on < $1) AS overdue
+             FROM obligations WHERE status = 'open' AND due_on <= $2""",
+        today,
+        until,
+    )
+    assert row is not None
+    return row["due"], row["overdue"]
+
+
+async def due(
+    conn: asyncpg.Connection, today: date, until: date, limit: int
+) -> list[dict[str, Any]]:
+    """The ``limit`` open obligations due soonest (the most overdue first) on or before
+    ``until``, as listed by ``GET /v1/staff/obligations``."""
+    rows = await conn.fetch(
+        f"""{_SELECT} WHERE o.status = 'open' AND o.due_on <= $2
+            ORDER BY o.due_on, o.id LIMIT $3""",
+        today,
+        until,
+        limit,
+    )
+    return [_doc(r) for r in rows]
+
+
 async def mark_met(
     pool: asyncpg.Pool, principal: Principal, obligation_id: uuid.UUID, body: ObligationMetIn
 ) -> dict[str, Any]:
     """An officer records the deliverable: the obligation is met (409 if it already is)."""
-    if "officer" not in principal.roles:
+    if not OWNERS & principal.roles:
         raise Forbidden("obligations are closed by an NSER-MU officer (role officer)")
     async with pool.acquire() as conn, conn.transaction():
         status = await conn.fetchval(

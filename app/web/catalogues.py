@@ -5,7 +5,9 @@ One catalogue (gettext domain) per page, so each page's translations are kept to
 - ``base``: the layout, the error page and the home page — ``templates/*.html``,
   ``public/home/``, ``site.py`` and ``render.py``;
 - ``<page>``: everything in ``public/<page>/`` (its templates, ``routes.py``, ``page.py``).
-- ``staff``: the staff console, ``app/web/staff/`` (its templates and modules).
+- ``staff``: the staff console's sign-in and administration (``app/web/staff/``), and
+  ``staff_<area>`` for each other area of it: ``staff/<area>.py`` and
+  ``staff/templates/staff/<area>/``.
 
 ``python -m app.web.catalogues update`` adds new messages to every ``ur`` ``.po`` file
 (keeping existing translations); ``check`` fails if a message lacks an Urdu translation;
@@ -33,6 +35,8 @@ PUBLIC = WEB / "public"
 HOME = "home"
 TRANSLATIONS = WEB / "translations"
 STAFF = WEB / "staff"
+# The console's own modules (sign-in, sessions, administration): the ``staff`` catalogue.
+STAFF_CORE = frozenset({"__init__", "admin", "auth", "forms", "routes"})
 TARGET_LANGUAGES = ("ur",)
 KEYWORDS = {"_": None, "gettext": None, "ngettext": (1, 2), "N_": None}
 
@@ -56,7 +60,26 @@ def domains() -> dict[str, list[Path]]:
     for folder in sorted(p for p in PUBLIC.iterdir() if (p / "templates").is_dir()):
         if folder.name != HOME:
             found[folder.name] = _page_files(folder)
-    found["staff"] = [*sorted(STAFF.rglob("*.html")), *sorted(STAFF.glob("*.py"))]
+    # The console's sign-in and administration are ``staff``; each other area of the console
+    # (``staff/<area>.py`` with ``templates/staff/<area>/``) is ``staff_<area>``.
+    areas = {
+        module.stem: module
+        for module in sorted(STAFF.glob("*.py"))
+        if module.stem not in STAFF_CORE and (STAFF / "templates" / "staff" / module.stem).is_dir()
+    }
+    found["staff"] = [
+        *sorted(
+            path
+            for path in STAFF.rglob("*.html")
+            if not any(part in areas for part in path.relative_to(STAFF / "templates").parts[1:-1])
+        ),
+        *sorted(p for p in STAFF.glob("*.py") if p.stem not in areas),
+    ]
+    for area, module in areas.items():
+        found[f"staff_{area}"] = [
+            *sorted((STAFF / "templates" / "staff" / area).rglob("*.html")),
+            module,
+        ]
     return found
 
 

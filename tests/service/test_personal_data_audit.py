@@ -117,7 +117,19 @@ NO_PERSONAL_DATA: dict[Route, str] = {
     ("GET", "/staff/sign-in"): "the sign-in page",
     ("GET", "/staff/enrol"): "the enrolment page (the link's token stays in the fragment)",
     ("GET", "/staff/step-up"): "the step-up page of the signed-in member",
-    ("GET", "/staff/"): "the signed-in member's own name and roles",
+    ("GET", "/staff/"): "My work: the member's queues (references, states, organization "
+    "names; no person, as GET /v1/staff/my-work)",
+    ("GET", "/staff/requests"): "references, states and organization names",
+    ("GET", "/staff/requests/{request_id}"): "the request with its contacts: the staff API's "
+    "staff_view, which writes the audit row as the member (tests/staff/test_console_requests)",
+    ("POST", "/staff/requests/{request_id}/actions/{action}"): "a workflow step (audited as a "
+    "staff action); the page after it is the audited staff_view",
+    ("GET", "/staff/agreements/{agreement_id}"): "an agreement's scope, clients, call counts "
+    "and spot checks; the organization's name and type only",
+    ("POST", "/staff/agreements/{agreement_id}/spot-check"): "a spot check (audited)",
+    ("POST", "/staff/agreements/{agreement_id}/suspend"): "an agreement suspended (audited)",
+    ("POST", "/staff/agreements/{agreement_id}/revoke"): "an agreement revoked (audited)",
+    ("POST", "/staff/agreements/{agreement_id}/resume"): "an agreement resumed (audited)",
     ("POST", "/staff/sign-in/options"): "WebAuthn options: a challenge",
     ("POST", "/staff/sign-in/verify"): "a session for a verified passkey (audited)",
     ("POST", "/staff/enrol/options"): "WebAuthn options for the link's member (audited when "

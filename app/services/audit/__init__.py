@@ -6,5 +6,6 @@ personal data appends here, inside (or just before) the transaction that reads i
 
 Public: ``trail.AuditRecord``, ``trail.append``, ``trail.append_action``,
 ``trail.append_with_pool``, ``trail.verify``, ``trail.use_keyring``, ``trail.keyring_of``;
+``usage.by_endpoint_and_day`` (an agreement's calls, counted back from the log);
 ``keys.keyring``, ``keys.new_entry``, ``keys.InvalidAuditKeys``.
 """

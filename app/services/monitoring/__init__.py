@@ -5,5 +5,6 @@ access on the partner's next call) and the reports the M&E team reads: requests 
 time spent in each stage, data shared per partner from the audit log, updates received,
 revenue quoted and waived, obligations open, met and overdue.
 
-Public: ``spot_checks`` (``record``, ``resume``), ``reports`` (``REPORTS``, ``build``).
+Public: ``spot_checks`` (``record``, ``resume``), ``reports`` (``REPORTS``, ``build``),
+``oversight`` (``view``, ``actions_for``: one agreement as the staff console shows it).
 """

@@ -60,6 +60,18 @@ async def list_obligations(
     return [_doc(r) for r in rows]
 
 
+async def of_request(
+    conn: asyncpg.Connection | asyncpg.Pool, reference: str, today: date | None = None
+) -> list[dict[str, Any]]:
+    """The obligations of one request (by its reference), due soonest first."""
+    rows = await conn.fetch(
+        f"{_SELECT} WHERE r.reference = $2 ORDER BY o.due_on, o.id",
+        today or date.today(),
+        reference,
+    )
+    return [_doc(r) for r in rows]
+
+
 async def due_counts(conn: asyncpg.Connection, today: date, until: date) -> tuple[int, int]:
     """Open obligations due on or before ``until``, and how many of them are overdue (due
     before ``today``): one range of ``ix_obligations_status_due``, index-only."""

@@ -9,8 +9,12 @@ the staff service's (:mod:`app.services.staff`).
 - :mod:`app.web.staff.auth` — the session cookie, the signed-in member
   (``StaffSessionDep``, ``AdminDep``), ``require_recent_verification`` (step-up) and the
   route class that turns "sign in first" and "verify again" into redirects;
-- :mod:`app.web.staff.routes` — sign-in, enrolment, step-up, sign-out, "My work", and the
-  JSON steps of the passkey ceremonies their script calls;
+- :mod:`app.web.staff.routes` — sign-in, enrolment, step-up, sign-out, and the JSON steps
+  of the passkey ceremonies their script calls;
+- :mod:`app.web.staff.work` — "My work" (``/staff/``), the member's queues by role;
+- :mod:`app.web.staff.requests` — data-sharing requests: list, page, workflow actions;
+- :mod:`app.web.staff.agreements` — an agreement: scope, clients, usage, spot checks,
+  suspend, resume and revoke;
 - :mod:`app.web.staff.admin` — staff members for administrators (role ``admin``).
 
 ``install(app)`` mounts the script and includes the routers.
@@ -18,6 +22,7 @@ the staff service's (:mod:`app.services.staff`).
 
 from __future__ import annotations
 
+from importlib import import_module
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -34,3 +39,6 @@ def install(app: FastAPI) -> None:
     app.include_router(ceremonies)
     app.include_router(router)
     app.include_router(admin_pages)
+    app.include_router(import_module("app.web.staff.work").router)  # My work
+    app.include_router(import_module("app.web.staff.requests").router)
+    app.include_router(import_module("app.web.staff.agreements").router)

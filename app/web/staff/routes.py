@@ -1,4 +1,4 @@
-"""Sign-in, enrolment, step-up, sign-out and "My work" (``/staff/…``).
+"""Sign-in, enrolment, step-up and sign-out (``/staff/…``; "My work" is :mod:`.work`).
 
 The pages are server-rendered; the passkey ceremonies run in ``static/passkeys.js``, which
 calls the JSON steps below (``ceremonies``: ``…/options`` then ``…/verify``) and follows the
@@ -52,12 +52,6 @@ def _options(json_text: str) -> Response:
 
 
 # --- pages ------------------------------------------------------------------------------
-
-
-@router.get("/staff/", response_class=HTMLResponse)
-async def my_work(web: WebDep, session: StaffSessionDep) -> HTMLResponse:
-    """The member's landing page: who they are and their roles (their queues come later)."""
-    return page(web, "staff/home.html", member=session, role_labels=ROLE_LABELS)
 
 
 @router.get("/staff/sign-in", response_class=HTMLResponse)

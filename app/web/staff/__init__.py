@@ -34,3 +34,4 @@ def install(app: FastAPI) -> None:
     app.include_router(ceremonies)
     app.include_router(router)
     app.include_router(admin_pages)
+    app.include_router(__import__("app.web.staff.grievances", fromlist=["router"]).router)

@@ -35,3 +35,5 @@ def install(app: FastAPI) -> None:
     app.include_router(router)
     app.include_router(admin_pages)
     app.include_router(__import__("app.web.staff.grievances", fromlist=["router"]).router)
+    app.include_router(__import__("app.web.staff.programmes", fromlist=["router"]).router)
+    app.include_router(__import__("app.web.staff.simulations", fromlist=["router"]).router)

@@ -140,8 +140,7 @@ NO_PERSONAL_DATA: dict[Route, str] = {
     "removed (audited)",
     # The console's grievance pages call the staff API's own services with the member as
     # the caller, so they write the API's audit rows (tests/staff/test_console_grievances.py).
-    ("GET", "/staff/grievances"): "grievance references and statuses (audited as the API's "
-    "list)",
+    ("GET", "/staff/grievances"): "grievance references and statuses (audited as the API's list)",
     ("GET", "/staff/grievances/{grievance_id}"): "a grievance and its household's score "
     "explanation (both audited as the API's reads)",
     ("POST", "/staff/grievances/{grievance_id}/actions/{grievance_action}"): "a workflow step "

@@ -134,7 +134,7 @@ def test_a_public_grievance_is_triaged_resurveyed_and_resolved(
     assert (
         console.sql(
             "SELECT count(*) FROM audit_log WHERE client_id = $1 "
-        "AND endpoint LIKE '%score-explanation'",
+            "AND endpoint LIKE '%score-explanation'",
             officer["staff_id"],
         )
         >= 1

@@ -150,6 +150,27 @@ NO_PERSONAL_DATA: dict[Route, str] = {
     ("POST", "/staff/admin/staff/{staff_id}/enrol-link"): "a fresh enrolment link (audited)",
     ("POST", "/staff/admin/staff/{staff_id}/passkeys/{passkey_id}/remove"): "a passkey "
     "removed (audited)",
+    # The console's grievance pages call the staff API's own services with the member as
+    # the caller, so they write the API's audit rows (tests/staff/test_console_grievances.py).
+    ("GET", "/staff/grievances"): "grievance references and statuses (audited as the API's list)",
+    ("GET", "/staff/grievances/{grievance_id}"): "a grievance and its household's score "
+    "explanation (both audited as the API's reads)",
+    ("POST", "/staff/grievances/{grievance_id}/actions/{grievance_action}"): "a workflow step "
+    "(audited as the API's action)",
+    ("POST", "/staff/grievances/{grievance_id}/resurvey"): "a re-survey batch queued (audited "
+    "as the API's)",
+    ("GET", "/staff/programmes"): "programmes and their rules",
+    ("GET", "/staff/programmes/new"): "the form of a new programme",
+    ("POST", "/staff/programmes/new"): "a new programme (audited as a staff action)",
+    ("GET", "/staff/programmes/{programme_id}"): "a programme and its rule versions",
+    ("GET", "/staff/programmes/{programme_id}/versions/new"): "the rule editor",
+    ("POST", "/staff/programmes/{programme_id}/versions/new"): "a rule version, or its "
+    "preview's counts by province (both audited)",
+    ("POST", "/staff/programmes/{programme_id}/close"): "a programme's status (audited)",
+    ("POST", "/staff/programmes/{programme_id}/reopen"): "a programme's status (audited)",
+    ("GET", "/staff/simulations"): "the simulation form and recent simulations",
+    ("POST", "/staff/simulations"): "a queued simulation (audited as a staff action)",
+    ("GET", "/staff/simulations/{simulation_id}"): "counts and costs by province and band",
 }
 
 # Reviewed: these answer the public with a person's own data by design and are not audited

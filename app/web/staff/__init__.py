@@ -42,3 +42,6 @@ def install(app: FastAPI) -> None:
     app.include_router(import_module("app.web.staff.work").router)  # My work
     app.include_router(import_module("app.web.staff.requests").router)
     app.include_router(import_module("app.web.staff.agreements").router)
+    app.include_router(import_module("app.web.staff.grievances").router)
+    app.include_router(import_module("app.web.staff.programmes").router)
+    app.include_router(import_module("app.web.staff.simulations").router)

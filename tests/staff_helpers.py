@@ -17,7 +17,7 @@ import json
 import re
 import secrets
 from base64 import urlsafe_b64decode, urlsafe_b64encode
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -267,6 +267,27 @@ async def enrolled(url: str, browser: Browser, *roles: str) -> Member:
     done = await enrol(browser(), member.link, member.device)
     assert done.status_code == 200, done.text
     return member
+
+
+async def signed_in_member(
+    url: str, browser: Browser, *roles: str
+) -> tuple[Member, httpx.AsyncClient]:
+    """A new member with ``roles``, enrolled, and a browser signed in as them."""
+    member = await enrolled(url, browser, *roles)
+    client = browser()
+    assert (await sign_in(client, member.device)).status_code == 200
+    return member, client
+
+
+async def post_form(
+    client: httpx.AsyncClient,
+    path: str,
+    fields: Mapping[str, str | list[str]] | None = None,
+    **more: str,
+) -> httpx.Response:
+    """A console form posted with a fresh CSRF token: ``fields`` and ``more``."""
+    token = await csrf(client, "/staff/")
+    return await client.post(path, data={"csrf_token": token, **(fields or {}), **more})
 
 
 async def session_hash(client: httpx.AsyncClient) -> bytes:

@@ -126,10 +126,8 @@ NO_PERSONAL_DATA: dict[Route, str] = {
     "staff action); the page after it is the audited staff_view",
     ("GET", "/staff/agreements/{agreement_id}"): "an agreement's scope, clients, call counts "
     "and spot checks; the organization's name and type only",
-    ("POST", "/staff/agreements/{agreement_id}/spot-check"): "a spot check (audited)",
-    ("POST", "/staff/agreements/{agreement_id}/suspend"): "an agreement suspended (audited)",
-    ("POST", "/staff/agreements/{agreement_id}/revoke"): "an agreement revoked (audited)",
-    ("POST", "/staff/agreements/{agreement_id}/resume"): "an agreement resumed (audited)",
+    ("POST", "/staff/agreements/{agreement_id}/{action}"): "a spot check, or an agreement "
+    "suspended, revoked or resumed (audited)",
     ("POST", "/staff/sign-in/options"): "WebAuthn options: a challenge",
     ("POST", "/staff/sign-in/verify"): "a session for a verified passkey (audited)",
     ("POST", "/staff/enrol/options"): "WebAuthn options for the link's member (audited when "
@@ -143,10 +141,8 @@ NO_PERSONAL_DATA: dict[Route, str] = {
     ("POST", "/staff/admin/staff/new"): "a new staff member's link and credentials (audited)",
     ("GET", "/staff/admin/staff/{staff_id}"): "one staff member's account (administrators)",
     ("POST", "/staff/admin/staff/{staff_id}/roles"): "a member's roles (audited)",
-    ("POST", "/staff/admin/staff/{staff_id}/disable"): "a member disabled (audited)",
-    ("POST", "/staff/admin/staff/{staff_id}/enable"): "a member enabled (audited)",
-    ("POST", "/staff/admin/staff/{staff_id}/credentials-off"): "API credentials off (audited)",
-    ("POST", "/staff/admin/staff/{staff_id}/credentials-on"): "API credentials on (audited)",
+    ("POST", "/staff/admin/staff/{staff_id}/{switch}"): "a member disabled or enabled, or "
+    "their API credentials turned off or on (audited)",
     ("POST", "/staff/admin/staff/{staff_id}/enrol-link"): "a fresh enrolment link (audited)",
     ("POST", "/staff/admin/staff/{staff_id}/passkeys/{passkey_id}/remove"): "a passkey "
     "removed (audited)",

@@ -12,7 +12,13 @@ import asyncpg
 import httpx
 import pytest
 from conftest import fresh_database
-from staff_helpers import Browser, browser, csrf, enrolled, sign_in, staff_db
+from staff_helpers import (
+    Browser,
+    browser,
+    post_form,
+    signed_in_member,
+    staff_db,
+)
 
 __all__ = ["browser", "staff_db"]  # the fixtures
 
@@ -24,18 +30,6 @@ def database_url() -> Iterator[str]:
     """A registry of its own (re-surveys change households), for the console's fixtures."""
     with fresh_database(households=200, seed=31) as url:
         yield url
-
-
-async def console(url: str, browser: Browser, *roles: str) -> tuple[str, httpx.AsyncClient]:
-    member = await enrolled(url, browser, *roles)
-    client = browser()
-    assert (await sign_in(client, member.device)).status_code == 200
-    return member.staff_id, client
-
-
-async def post_form(client: httpx.AsyncClient, path: str, **fields: str) -> httpx.Response:
-    token = await csrf(client, "/staff/")
-    return await client.post(path, data={"csrf_token": token, **fields})
 
 
 async def file_grievance(client: httpx.AsyncClient, cnic: str) -> str:
@@ -62,7 +56,8 @@ async def member_of(db: asyncpg.Connection) -> asyncpg.Record:
 async def test_an_officer_triages_resurveys_and_resolves(
     database_url: str, browser: Browser, staff_db: asyncpg.Connection
 ) -> None:
-    officer_id, officer = await console(database_url, browser, "officer")
+    officer_member, officer = await signed_in_member(database_url, browser, "officer")
+    officer_id = officer_member.staff_id
     row = await member_of(staff_db)
     ref = await file_grievance(browser(), row["cnic"])
     gid = await staff_db.fetchval("SELECT id FROM grievances WHERE reference = $1", ref)
@@ -158,8 +153,8 @@ async def test_an_officer_triages_resurveys_and_resolves(
 async def test_roles(database_url: str, browser: Browser, staff_db: asyncpg.Connection) -> None:
     row = await member_of(staff_db)
     ref = await file_grievance(browser(), row["cnic"])
-    _, me = await console(database_url, browser, "me")
-    _, admin = await console(database_url, browser, "admin")
+    _, me = await signed_in_member(database_url, browser, "me")
+    _, admin = await signed_in_member(database_url, browser, "admin")
     # M&E reads, with no action offered; a forced POST is refused with the reason.
     page = await me.get(f"{LIST}/{ref}")
     assert page.status_code == 200

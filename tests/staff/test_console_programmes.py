@@ -7,10 +7,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import asyncpg
-import httpx
 import pytest
 from conftest import fresh_database
-from staff_helpers import Browser, browser, csrf, enrolled, sign_in, staff_db, step_up
+from staff_helpers import (
+    Browser,
+    browser,
+    post_form,
+    signed_in_member,
+    staff_db,
+    step_up,
+)
 
 __all__ = ["browser", "staff_db"]  # the fixtures
 
@@ -21,20 +27,6 @@ LIST = "/staff/programmes"
 def database_url() -> Iterator[str]:
     with fresh_database(households=200, seed=32) as url:
         yield url
-
-
-async def console(url: str, browser: Browser, *roles: str) -> tuple[object, httpx.AsyncClient]:
-    member = await enrolled(url, browser, *roles)
-    client = browser()
-    assert (await sign_in(client, member.device)).status_code == 200
-    return member, client
-
-
-async def post_form(
-    client: httpx.AsyncClient, path: str, fields: dict[str, str | list[str]]
-) -> httpx.Response:
-    token = await csrf(client, "/staff/")
-    return await client.post(path, data={"csrf_token": token, **fields})
 
 
 async def organization(db: asyncpg.Connection) -> str:
@@ -49,7 +41,7 @@ async def organization(db: asyncpg.Connection) -> str:
 async def test_create_preview_save_close_and_reopen(
     database_url: str, browser: Browser, staff_db: asyncpg.Connection
 ) -> None:
-    admin, c = await console(database_url, browser, "admin")
+    admin, c = await signed_in_member(database_url, browser, "admin")
     org = await organization(staff_db)
     assert (await c.get(LIST)).status_code == 200
     assert (await c.get(f"{LIST}/new")).status_code == 200
@@ -108,12 +100,12 @@ async def test_create_preview_save_close_and_reopen(
     await staff_db.execute(
         "UPDATE staff_sessions SET last_verified_at = now() - interval '1 hour' "
         "WHERE staff_id = $1",
-        admin.staff_id,  # type: ignore[attr-defined]
+        admin.staff_id,
     )
     stale = await post_form(c, f"{LIST}/console-pilot/close", {"reason": "ended"})
     assert stale.status_code == 303
     assert stale.headers["location"].startswith("/staff/step-up?next=")
-    await step_up(c, admin.device, f"{LIST}/console-pilot")  # type: ignore[attr-defined]
+    await step_up(c, admin.device, f"{LIST}/console-pilot")
     empty = await post_form(c, f"{LIST}/console-pilot/close", {"reason": " "})
     assert empty.status_code == 422
     assert "Give the reason" in empty.text
@@ -129,7 +121,7 @@ async def test_create_preview_save_close_and_reopen(
         r["endpoint"]
         for r in await staff_db.fetch(
             "SELECT endpoint FROM audit_log WHERE client_id = $1",
-            admin.staff_id,  # type: ignore[attr-defined]
+            admin.staff_id,
         )
     }
     assert {
@@ -142,7 +134,7 @@ async def test_create_preview_save_close_and_reopen(
 
 
 async def test_roles(database_url: str, browser: Browser, staff_db: asyncpg.Connection) -> None:
-    _, me = await console(database_url, browser, "me")
+    _, me = await signed_in_member(database_url, browser, "me")
     for path in (LIST, f"{LIST}/new"):
         refused = await me.get(path)
         assert refused.status_code == 403
@@ -152,7 +144,7 @@ async def test_roles(database_url: str, browser: Browser, staff_db: asyncpg.Conn
     # An officer manages programmes but does not run simulations: no preview offered, and
     # a forced preview is refused with the reason.
     org = await organization(staff_db)
-    _, officer = await console(database_url, browser, "officer")
+    _, officer = await signed_in_member(database_url, browser, "officer")
     made = await post_form(
         officer,
         f"{LIST}/new",

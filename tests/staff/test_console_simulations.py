@@ -9,10 +9,15 @@ import re
 from collections.abc import Iterator
 
 import asyncpg
-import httpx
 import pytest
 from conftest import fresh_database
-from staff_helpers import Browser, browser, csrf, enrolled, sign_in, staff_db
+from staff_helpers import (
+    Browser,
+    browser,
+    post_form,
+    signed_in_member,
+    staff_db,
+)
 
 __all__ = ["browser", "staff_db"]  # the fixtures
 
@@ -23,18 +28,6 @@ LIST = "/staff/simulations"
 def database_url() -> Iterator[str]:
     with fresh_database(households=200, seed=33) as url:
         yield url
-
-
-async def console(url: str, browser: Browser, *roles: str) -> tuple[str, httpx.AsyncClient]:
-    member = await enrolled(url, browser, *roles)
-    client = browser()
-    assert (await sign_in(client, member.device)).status_code == 200
-    return member.staff_id, client
-
-
-async def post_form(client: httpx.AsyncClient, path: str, fields: dict[str, str]) -> httpx.Response:
-    token = await csrf(client, "/staff/")
-    return await client.post(path, data={"csrf_token": token, **fields})
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +52,8 @@ async def programme(staff_db: asyncpg.Connection) -> str:
 async def test_start_follow_and_read(
     database_url: str, browser: Browser, staff_db: asyncpg.Connection, programme: str
 ) -> None:
-    me_id, c = await console(database_url, browser, "me")
+    me_member, c = await signed_in_member(database_url, browser, "me")
+    me_id = me_member.staff_id
     start = await c.get(LIST)
     assert start.status_code == 200
     assert programme in start.text
@@ -115,7 +109,7 @@ async def test_start_follow_and_read(
 
 
 async def test_roles(database_url: str, browser: Browser) -> None:
-    _, officer = await console(database_url, browser, "officer")
+    _, officer = await signed_in_member(database_url, browser, "officer")
     refused = await officer.get(LIST)
     assert refused.status_code == 403
     assert "Simulations are run by" in refused.text

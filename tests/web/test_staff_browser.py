@@ -16,6 +16,7 @@ import asyncio
 import json
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,19 +68,28 @@ class Console:
             return pool.submit(asyncio.run, run()).result()
 
 
-@pytest.fixture(scope="module")
-def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
+@contextmanager
+def console_on(folder: Path, **registry: int) -> Iterator[Console]:
+    """``nser serve`` with the console at http://localhost:PORT (browsers refuse passkeys on
+    an IP address) over a fresh registry (``fresh_database(**registry)``), with no
+    in-process worker: a test that needs one runs it."""
     port = free_port()
     origin = f"http://localhost:{port}"
-    with fresh_database() as url:
+    with fresh_database(**registry) as url:
         env = {
             "NSER_DATABASE_URL": service_url(url),
             "NSER_STAFF_ORIGIN": origin,
             "NSER_IN_PROCESS_WORKERS": "0",
             "NSER_STAFF_SIGN_IN_LIMITS": "10000/minute",
         }
-        with serve(env, tmp_path_factory.mktemp("console"), workers=1, port=port) as server:
+        with serve(env, folder, workers=1, port=port) as server:
             yield Console(server, origin, url)
+
+
+@pytest.fixture(scope="module")
+def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
+    with console_on(tmp_path_factory.mktemp("console")) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

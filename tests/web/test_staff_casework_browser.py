@@ -16,13 +16,13 @@ import re
 from collections.abc import Callable, Iterator
 
 import pytest
-from conftest import fresh_database, run_cli, service_url
+from conftest import run_cli
 from playwright.sync_api import Page, expect
-from server import free_port, serve
 from web.test_staff_browser import (
     Console,
     Device,
     chromium,
+    console_on,
     driver,
     open_device,
     scan,
@@ -38,17 +38,8 @@ SEND = re.compile("^Send the grievance$")
 def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
     """The console over a seeded registry of its own; no in-process worker (the test runs
     the ingest worker itself)."""
-    port = free_port()
-    origin = f"http://localhost:{port}"
-    with fresh_database(households=300, seed=34) as url:
-        env = {
-            "NSER_DATABASE_URL": service_url(url),
-            "NSER_STAFF_ORIGIN": origin,
-            "NSER_IN_PROCESS_WORKERS": "0",
-            "NSER_STAFF_SIGN_IN_LIMITS": "10000/minute",
-        }
-        with serve(env, tmp_path_factory.mktemp("casework"), workers=1, port=port) as server:
-            yield Console(server, origin, url)
+    with console_on(tmp_path_factory.mktemp("casework"), households=300, seed=34) as running:
+        yield running
 
 
 def run_worker(console: Console) -> None:

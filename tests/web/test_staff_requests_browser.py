@@ -15,14 +15,13 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import fresh_database, service_url
 from playwright.sync_api import Page, expect
 from request_helpers import form
-from server import free_port, serve
 from web.test_staff_browser import (
     Console,
     Device,
     chromium,
+    console_on,
     driver,
     open_device,
     scan,
@@ -36,17 +35,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
     """The console on a registry of its own with households (the partner's list)."""
-    port = free_port()
-    origin = f"http://localhost:{port}"
-    with fresh_database(households=150, seed=19) as url:
-        env = {
-            "NSER_DATABASE_URL": service_url(url),
-            "NSER_STAFF_ORIGIN": origin,
-            "NSER_IN_PROCESS_WORKERS": "0",
-            "NSER_STAFF_SIGN_IN_LIMITS": "10000/minute",
-        }
-        with serve(env, tmp_path_factory.mktemp("conreq"), workers=1, port=port) as server:
-            yield Console(server, origin, url)
+    with console_on(tmp_path_factory.mktemp("conreq"), households=150, seed=19) as running:
+        yield running
 
 
 def weigh(page: Page, url: str) -> int:

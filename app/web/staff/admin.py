@@ -14,7 +14,7 @@ never wait for one: cutting access must be quick.
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query, Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
@@ -56,8 +56,13 @@ ROLES_ONLY = frozenset({"role"})
 
 
 def _endpoint(request: Request) -> str:
+    """The audit's endpoint: the route's template, with the switch named (never an id)."""
     route = request.scope.get("route")
-    return f"{request.method} {getattr(route, 'path', request.url.path)}"
+    path: str = getattr(route, "path", request.url.path)
+    switch = request.path_params.get("switch")
+    if switch in SWITCHES:
+        path = path.replace("{switch}", switch)
+    return f"{request.method} {path}"
 
 
 async def _member_page(
@@ -236,38 +241,6 @@ async def _switch(
     return _back(staff_id, change, web)
 
 
-@router.post("/{staff_id}/disable", response_class=HTMLResponse)
-async def disable_member(
-    request: Request, web: WebDep, admin: AdminDep, pool: PoolDep, staff_id: StaffId
-) -> Response:
-    """Disable: the member's sessions end and API tokens are refused, at once."""
-    return await _switch(request, web, admin, pool, staff_id, "disabled")
-
-
-@router.post("/{staff_id}/enable", response_class=HTMLResponse)
-async def enable_member(
-    request: Request, web: WebDep, admin: AdminDep, pool: PoolDep, staff_id: StaffId
-) -> Response:
-    """Enable a disabled member again (needs a recent passkey verification)."""
-    return await _switch(request, web, admin, pool, staff_id, "enabled")
-
-
-@router.post("/{staff_id}/credentials-off", response_class=HTMLResponse)
-async def credentials_off(
-    request: Request, web: WebDep, admin: AdminDep, pool: PoolDep, staff_id: StaffId
-) -> Response:
-    """Turn the member's API client credentials off (the console is not affected)."""
-    return await _switch(request, web, admin, pool, staff_id, "credentials_off")
-
-
-@router.post("/{staff_id}/credentials-on", response_class=HTMLResponse)
-async def credentials_on(
-    request: Request, web: WebDep, admin: AdminDep, pool: PoolDep, staff_id: StaffId
-) -> Response:
-    """Turn the member's API client credentials on again (needs a recent verification)."""
-    return await _switch(request, web, admin, pool, staff_id, "credentials_on")
-
-
 @router.post("/{staff_id}/enrol-link", response_class=HTMLResponse)
 async def issue_enrolment_link(
     request: Request,
@@ -316,3 +289,26 @@ async def remove_passkey(
             conn, staff_id, passkey_id, actor=admin, endpoint=_endpoint(request)
         )
     return _back(staff_id, "passkey_removed", web)
+
+
+# The switches, by the path segment their forms post to. Disabling a member ends their
+# sessions and refuses their API tokens at once; turning credentials off leaves the console.
+# Enabling a member or their credentials again needs a recent passkey verification.
+SWITCHES = {
+    "disable": "disabled",
+    "enable": "enabled",
+    "credentials-off": "credentials_off",
+    "credentials-on": "credentials_on",
+}
+Switch = Annotated[
+    Literal["disable", "enable", "credentials-off", "credentials-on"],
+    Path(description="disable, enable, credentials-off or credentials-on"),
+]
+
+
+@router.post("/{staff_id}/{switch}", response_class=HTMLResponse)
+async def switch_member(
+    request: Request, web: WebDep, admin: AdminDep, pool: PoolDep, staff_id: StaffId, switch: Switch
+) -> Response:
+    """Disable or enable a member, or turn their API client credentials off or on."""
+    return await _switch(request, web, admin, pool, staff_id, SWITCHES[switch])

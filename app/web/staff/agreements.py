@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from pydantic import ValidationError
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
@@ -197,53 +197,25 @@ async def _act(
     )
 
 
-@router.post("/{agreement_id}/spot-check", response_class=HTMLResponse)
-async def spot_check(
+# The oversight actions, by the path segment their forms post to: a spot check that changes
+# nothing (M&E), one that suspends or revokes the agreement (M&E; step-up), and the
+# Secretary lifting a suspension (step-up).
+BY_PATH = {"spot-check": "spot_check", "suspend": "suspend", "revoke": "revoke", "resume": "resume"}
+AgreementAction = Annotated[
+    Literal["spot-check", "suspend", "revoke", "resume"],
+    Path(description="spot-check, suspend, revoke or resume"),
+]
+
+
+@router.post("/{agreement_id}/{action}", response_class=HTMLResponse)
+async def act(
     request: Request,
     web: WebDep,
     session: StaffSessionDep,
     pool: PoolDep,
     settings: SettingsDep,
     agreement_id: uuid.UUID,
+    action: AgreementAction,
 ) -> Response:
-    """A spot check that changes nothing (passed, or failed without action) (M&E)."""
-    return await _act(request, web, session, pool, settings, agreement_id, "spot_check")
-
-
-@router.post("/{agreement_id}/suspend", response_class=HTMLResponse)
-async def suspend(
-    request: Request,
-    web: WebDep,
-    session: StaffSessionDep,
-    pool: PoolDep,
-    settings: SettingsDep,
-    agreement_id: uuid.UUID,
-) -> Response:
-    """A failed spot check that suspends the agreement (M&E; step-up)."""
-    return await _act(request, web, session, pool, settings, agreement_id, "suspend")
-
-
-@router.post("/{agreement_id}/revoke", response_class=HTMLResponse)
-async def revoke(
-    request: Request,
-    web: WebDep,
-    session: StaffSessionDep,
-    pool: PoolDep,
-    settings: SettingsDep,
-    agreement_id: uuid.UUID,
-) -> Response:
-    """A failed spot check that revokes the agreement, for good (M&E; step-up)."""
-    return await _act(request, web, session, pool, settings, agreement_id, "revoke")
-
-
-@router.post("/{agreement_id}/resume", response_class=HTMLResponse)
-async def resume(
-    request: Request,
-    web: WebDep,
-    session: StaffSessionDep,
-    pool: PoolDep,
-    settings: SettingsDep,
-    agreement_id: uuid.UUID,
-) -> Response:
-    """The Secretary lifts a suspension (step-up)."""
-    return await _act(request, web, session, pool, settings, agreement_id, "resume")
+    """One oversight action by the member (step-up first for suspend, revoke and resume)."""
+    return await _act(request, web, session, pool, settings, agreement_id, BY_PATH[action])

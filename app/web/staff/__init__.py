@@ -11,19 +11,29 @@ the staff service's (:mod:`app.services.staff`).
   route class that turns "sign in first" and "verify again" into redirects;
 - :mod:`app.web.staff.routes` — sign-in, enrolment, step-up, sign-out, "My work", and the
   JSON steps of the passkey ceremonies their script calls;
-- :mod:`app.web.staff.admin` — staff members for administrators (role ``admin``).
+- :mod:`app.web.staff.admin` — staff members for administrators (role ``admin``);
+- :mod:`app.web.staff.reports` — the M&E reports (tables, charts, CSV);
+- :mod:`app.web.staff.audit` — the audit log's search and verification;
+- :mod:`app.web.staff.analyses` — the M&E team's analyses through disclosure control.
 
 ``install(app)`` mounts the script and includes the routers.
 """
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from starlette.staticfiles import StaticFiles
 
 STATIC = Path(__file__).resolve().parent / "static"
+
+
+def _area(name: str) -> APIRouter:
+    """The router of the console's area ``name`` (``app.web.staff.<name>.router``)."""
+    router: APIRouter = importlib.import_module(f"app.web.staff.{name}").router
+    return router
 
 
 def install(app: FastAPI) -> None:
@@ -34,3 +44,6 @@ def install(app: FastAPI) -> None:
     app.include_router(ceremonies)
     app.include_router(router)
     app.include_router(admin_pages)
+    app.include_router(_area("reports"))
+    app.include_router(_area("audit"))
+    app.include_router(_area("analyses"))

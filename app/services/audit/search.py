@@ -180,7 +180,10 @@ async def search(
     """One page of ``q``'s rows, newest first, after ``after``; the search audited first."""
     sql, args = sql_of(q, after, limit)
     async with conn.transaction():
-        filters: dict[str, Any] = {"from": q.start, "to": q.end, **q.keys()}
+        # Named as the search's criteria, not as the rows' own keys: a search for a
+        # household is not itself a read of the household's records.
+        named = {f"searched_{key}": value for key, value in q.keys().items()}
+        filters: dict[str, Any] = {"from": q.start, "to": q.end, **named}
         if after is not None:
             filters["after"] = str(after)
         await trail.append_action(conn, caller, ENDPOINT, filters)

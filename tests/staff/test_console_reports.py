@@ -137,7 +137,8 @@ async def test_every_report_has_a_chart_and_csv_with_the_tables_numbers(
     )
     formats = [row["filters"] for row in audited]
     assert len(formats) == len(reports.REPORTS) + sum(map(len, reports.TABLES.values())) + 2
-    assert '"format": "csv"' in formats[1] and '"format": "json"' in formats[0]
+    assert '"format": "csv"' in formats[1]
+    assert '"format": "json"' in formats[0]
 
 
 async def test_a_range_is_checked_and_kept(database_url: str, browser: Browser) -> None:

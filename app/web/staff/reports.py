@@ -120,30 +120,30 @@ def bar_chart(
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" role="img" '
         f'viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
-        f'aria-labelledby="{chart_id}-title {chart_id}-desc">',
+        f'aria-labelledby="{chart_id}-title {chart_id}-desc" '
+        f'direction="{"rtl" if rtl else "ltr"}">',
         f'<title id="{chart_id}-title">{escape(title)}</title>',
         f'<desc id="{chart_id}-desc">{escape(desc)}</desc>',
     ]
+    # Text runs in the page's direction (the svg's ``direction``): "start" is the left edge
+    # of a left-to-right text and the right edge of an Urdu one.
     for i, bar in enumerate(bars):
         y = top + i * row_height
         mid = y + row_height / 2
         w = max(bar.value, 0) / largest * span
         if rtl:
-            label_x, anchor = width - 4, "end"
-            x = width - label_width - w
-            value_x, value_anchor = x - 6, "end"
+            label_x, x = width - 4, width - label_width - w
+            value_x = x - 6
         else:
-            label_x, anchor = 4, "start"
-            x = label_width
-            value_x, value_anchor = x + w + 6, "start"
+            label_x, x = 4, label_width
+            value_x = x + w + 6
         parts.append(
             f'<text x="{label_x}" y="{mid:.1f}" dominant-baseline="central" '
-            f'text-anchor="{anchor}" class="chart-label">{escape(bar.label)}</text>'
+            f'text-anchor="start" class="chart-label">{escape(bar.label)}</text>'
             f'<rect x="{x:.1f}" y="{y + 5}" width="{w:.1f}" height="{row_height - 10}" '
             f'class="chart-bar"/>'
             f'<text x="{value_x:.1f}" y="{mid:.1f}" dominant-baseline="central" '
-            f'text-anchor="{value_anchor}" class="chart-number">{escape(number(bar.value))}'
-            "</text>"
+            f'text-anchor="start" class="chart-number">{escape(number(bar.value))}</text>'
         )
     parts.append("</svg>")
     return Markup("".join(parts))  # noqa: S704 - every text above is escaped

@@ -24,6 +24,7 @@ class Scope(StrEnum):
     PROGRAMMES_MANAGE = "programmes:manage"
     GRIEVANCES_READ = "grievances:read"
     GRIEVANCES_ACT = "grievances:act"
+    AUDIT_READ = "audit:read"
 
 
 PARTNER_SCOPES = frozenset(
@@ -93,6 +94,12 @@ for _role in ("secretary", "me", "admin"):
 # Custom analyses (category ii, whose recipients include the registry's own staff): the M&E
 # team, through the partners' disclosure control (POST /v1/staff/analysis).
 ROLE_SCOPES["me"] = ROLE_SCOPES["me"] | {Scope.ANALYSIS_READ}
+# Searching the audit log and checking its chain (the console's audit page): M&E, who
+# oversee how partners and staff use the data, and the staff administrators, who answer for
+# the staff's accounts. Neither works the cases whose access the log records, so the
+# overseers are not the overseen. A search is itself audited.
+for _role in ("me", "admin"):
+    ROLE_SCOPES[_role] = ROLE_SCOPES[_role] | {Scope.AUDIT_READ}
 
 
 def staff_scopes(roles: Iterable[str]) -> frozenset[str]:

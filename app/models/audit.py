@@ -19,6 +19,7 @@ from sqlalchemy import (
     SmallInteger,
     String,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
@@ -31,6 +32,28 @@ class AuditEntry(Base):
     __table_args__ = (
         Index("ix_audit_log_client_at", "client_id", "at"),
         Index("ix_audit_log_chain", "chain", "id"),
+        # The audit search (app.services.audit.search): one key, newest first.
+        Index(
+            "ix_audit_log_organization_at",
+            "organization_id",
+            "at",
+            "id",
+            postgresql_where=text("organization_id IS NOT NULL"),
+        ),
+        Index(
+            "ix_audit_log_agreement_at",
+            "agreement_id",
+            "at",
+            "id",
+            postgresql_where=text("agreement_id IS NOT NULL"),
+        ),
+        Index(
+            "ix_audit_log_household_at",
+            text("(filters ->> 'household_id')"),
+            "at",
+            "id",
+            postgresql_where=text("(filters ->> 'household_id') IS NOT NULL"),
+        ),
         CheckConstraint("chain BETWEEN 0 AND 255", name="chain"),
     )
 

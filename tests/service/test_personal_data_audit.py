@@ -167,6 +167,20 @@ NO_PERSONAL_DATA: dict[Route, str] = {
     ("GET", "/staff/simulations"): "the simulation form and recent simulations",
     ("POST", "/staff/simulations"): "a queued simulation (audited as a staff action)",
     ("GET", "/staff/simulations/{simulation_id}"): "counts and costs by province and band",
+    # The console's reports, audit log and analyses (tests/staff/test_console_*): each read
+    # is audited through the same service as the API's, or is itself an audit action.
+    ("GET", "/staff/reports"): "the list of reports",
+    ("GET", "/staff/reports/{name}"): "counts per organization, category, kind and reason "
+    "(audited all the same, as the API's read of the report)",
+    ("GET", "/staff/reports/{name}/csv"): "the same counts as CSV (audited all the same)",
+    ("GET", "/staff/audit"): "audit entries of a partner, agreement, household or staff "
+    "member: ids, endpoints and counts, no registry data (each search audited)",
+    ("POST", "/staff/audit/verify"): "whether the audit chain is intact (audited)",
+    ("GET", "/staff/analyses"): "the form to ask an analysis",
+    ("POST", "/staff/analyses"): "the M&E team's cross-tabulation under disclosure control "
+    "(audited all the same, tests/staff/test_console_analyses.py)",
+    ("GET", "/staff/analyses/{analysis_id}"): "a stored staff analysis as published "
+    "(audited all the same)",
 }
 
 # Reviewed: these answer the public with a person's own data by design and are not audited

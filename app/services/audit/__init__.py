@@ -5,7 +5,10 @@ database, named in each row) and the chain's verification. Every service that di
 personal data appends here, inside (or just before) the transaction that reads it.
 
 Public: ``trail.AuditRecord``, ``trail.append``, ``trail.append_action``,
-``trail.append_with_pool``, ``trail.verify``, ``trail.use_keyring``, ``trail.keyring_of``;
+``trail.append_with_pool``, ``trail.verify``, ``trail.latest_checkpoint``,
+``trail.use_keyring``, ``trail.keyring_of``;
 ``usage.by_endpoint_and_day`` (an agreement's calls, counted back from the log);
-``keys.keyring``, ``keys.new_entry``, ``keys.InvalidAuditKeys``.
+``keys.keyring``, ``keys.new_entry``, ``keys.InvalidAuditKeys``; ``search.search`` (a bounded,
+keyset-paged search by partner, agreement, household or staff member, itself audited),
+``search.last_verification`` and ``search.verify_recent`` (verification for a request).
 """

@@ -490,6 +490,17 @@ async def _latest_checkpoint(conn: asyncpg.Connection) -> tuple[Checkpoint, byte
     return cp, bytes(row["mac"])
 
 
+async def latest_checkpoint(
+    conn: asyncpg.Connection, keyring: keys.Keyring | None = None
+) -> tuple[Checkpoint, str | None] | None:
+    """The last checkpoint recorded, and why its seal does not hold (None: it holds)."""
+    latest = await _latest_checkpoint(conn)
+    if latest is None:
+        return None
+    cp, mac = latest
+    return cp, _checkpoint_problem(cp, mac, keyring or current_keyring())
+
+
 def _checkpoint_problem(cp: Checkpoint, mac: bytes, keyring: keys.Keyring) -> str | None:
     """Why the checkpoint cannot be trusted, or None."""
     key = keyring.get(cp.key_id)

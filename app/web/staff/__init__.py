@@ -15,20 +15,31 @@ the staff service's (:mod:`app.services.staff`).
 - :mod:`app.web.staff.requests` — data-sharing requests: list, page, workflow actions;
 - :mod:`app.web.staff.agreements` — an agreement: scope, clients, usage, spot checks,
   suspend, resume and revoke;
-- :mod:`app.web.staff.admin` — staff members for administrators (role ``admin``).
+- :mod:`app.web.staff.admin` — staff members for administrators (role ``admin``);
+- :mod:`app.web.staff.grievances`, :mod:`~app.web.staff.programmes`,
+  :mod:`~app.web.staff.simulations` — casework, programmes' rules and simulations;
+- :mod:`app.web.staff.reports` — the M&E reports (tables, charts, CSV);
+- :mod:`app.web.staff.audit` — the audit log's search and verification;
+- :mod:`app.web.staff.analyses` — the M&E team's analyses through disclosure control.
 
 ``install(app)`` mounts the script and includes the routers.
 """
 
 from __future__ import annotations
 
-from importlib import import_module
+import importlib
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from starlette.staticfiles import StaticFiles
 
 STATIC = Path(__file__).resolve().parent / "static"
+
+
+def _area(name: str) -> APIRouter:
+    """The router of the console's area ``name`` (``app.web.staff.<name>.router``)."""
+    router: APIRouter = importlib.import_module(f"app.web.staff.{name}").router
+    return router
 
 
 def install(app: FastAPI) -> None:
@@ -39,9 +50,12 @@ def install(app: FastAPI) -> None:
     app.include_router(ceremonies)
     app.include_router(router)
     app.include_router(admin_pages)
-    app.include_router(import_module("app.web.staff.work").router)  # My work
-    app.include_router(import_module("app.web.staff.requests").router)
-    app.include_router(import_module("app.web.staff.agreements").router)
-    app.include_router(import_module("app.web.staff.grievances").router)
-    app.include_router(import_module("app.web.staff.programmes").router)
-    app.include_router(import_module("app.web.staff.simulations").router)
+    app.include_router(_area("work"))
+    app.include_router(_area("requests"))
+    app.include_router(_area("agreements"))
+    app.include_router(_area("grievances"))
+    app.include_router(_area("programmes"))
+    app.include_router(_area("simulations"))
+    app.include_router(_area("reports"))
+    app.include_router(_area("audit"))
+    app.include_router(_area("analyses"))

@@ -1,0 +1,167 @@
+"""The console's reports over HTTP: who may read them (the API's rule, live from the
+roles), every report's page with its chart, CSV downloads that hold the table's numbers,
+and an audit row for every page and download, as the API's reads.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from html.parser import HTMLParser
+
+import asyncpg
+import httpx
+import pytest
+from request_helpers import form
+from staff_helpers import Browser, browser, staff_db
+from test_staff_admin import signed_in
+
+from app.services.monitoring import reports
+
+__all__ = ["browser", "staff_db"]  # the fixtures
+
+
+class Tables(HTMLParser):
+    """Every ``<table>`` of a page: its ``data-table`` (or id) and its rows of cell texts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: dict[str, list[list[str]]] = {}
+        self._table: list[list[str]] | None = None
+        self._cell: list[str] | None = None
+        self._attrs: list[dict[str, str | None]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        found = dict(attrs)
+        if tag == "table":
+            name = found.get("data-table") or found.get("id") or str(len(self.tables))
+            self._table = self.tables.setdefault(name, [])
+        elif tag == "tr" and self._table is not None:
+            self._table.append([])
+        elif tag in ("td", "th") and self._table is not None:
+            self._cell = []
+            self._attrs.append(found)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("td", "th") and self._table is not None and self._cell is not None:
+            self._table[-1].append(" ".join("".join(self._cell).split()))
+            self._cell = None
+        elif tag == "table":
+            self._table = None
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def tables_of(html: str) -> dict[str, list[list[str]]]:
+    parser = Tables()
+    parser.feed(html)
+    return parser.tables
+
+
+def plain(text: str) -> str:
+    """A cell as the CSV writes it: no thousands separators, a dash is empty."""
+    return "" if text == "—" else text.replace(",", "")
+
+
+async def test_who_may_read_the_reports(database_url: str, browser: Browser) -> None:
+    _, committee = await signed_in(database_url, browser, "committee")
+    for path in ("/staff/reports", "/staff/reports/requests", "/staff/reports/revenue/csv"):
+        refused = await committee.get(path)
+        assert refused.status_code == 403, path
+        assert "Reports are read by officers" in refused.text
+    home = await committee.get("/staff/")
+    assert 'href="/staff/reports' not in home.text  # no link to what the roles cannot open
+    for role in ("officer", "secretary", "me", "admin"):
+        _, client = await signed_in(database_url, browser, role)
+        index = await client.get("/staff/reports?lang=ur")
+        assert index.status_code == 200, role
+        assert 'href="/staff/reports?lang=ur" aria-current="page"' in index.text
+        for name in reports.REPORTS:
+            assert f'href="/staff/reports/{name}?lang=ur"' in index.text
+
+
+async def test_every_report_has_a_chart_and_csv_with_the_tables_numbers(
+    database_url: str, browser: Browser, staff_db: asyncpg.Connection
+) -> None:
+    public = browser("198.51.100.7")
+    for kind in ("government", "academic", "government"):
+        body = form(organization={**form()["organization"], "type": kind})
+        made = await public.post("/v1/requests", json=body)
+        assert made.status_code == 201, made.text
+    member, client = await signed_in(database_url, browser, "me")
+    for name in reports.REPORTS:
+        shown = await client.get(f"/staff/reports/{name}")
+        assert shown.status_code == 200, (name, shown.text[:300])
+        assert '<svg xmlns="http://www.w3.org/2000/svg" class="chart" role="img"' in shown.text
+        found = tables_of(shown.text)
+        for table in reports.TABLES[name]:
+            downloaded = await client.get(f"/staff/reports/{name}/csv", params={"table": table})
+            assert downloaded.status_code == 200
+            assert downloaded.headers["content-type"] == "text/csv; charset=utf-8"
+            assert downloaded.headers["content-disposition"] == (
+                f'attachment; filename="nser-{name}-{table}-all.csv"'
+            )
+            lines = list(csv.reader(io.StringIO(downloaded.text)))
+            assert lines[0] == list(reports.COLUMNS[(name, table)])
+            shown_rows = [[plain(c) for c in row] for row in found[table][1:]]
+            if not lines[1:]:
+                assert shown_rows == [["Nothing to show in this range."]]
+                continue
+            # Booleans and times are written for people on the page; compare the rest.
+            for got, want in zip(shown_rows, lines[1:], strict=True):
+                for column, page_cell, csv_cell in zip(
+                    reports.COLUMNS[(name, table)], got, want, strict=True
+                ):
+                    if column in ("dry_run", "filed_at", "due_at"):
+                        continue
+                    if csv_cell and csv_cell.replace(".", "", 1).isdigit() and "." in csv_cell:
+                        assert float(page_cell) == pytest.approx(float(csv_cell), abs=0.01)
+                    else:
+                        assert page_cell == csv_cell, (name, table, column)
+
+    # The requests made above are on the page and in its CSV, per organization type.
+    page = await client.get("/staff/reports/requests")
+    chart = tables_of(page.text)["chart-table"]
+    assert ["submitted", "3"] in chart[1:]
+    rows = list(csv.DictReader(io.StringIO((await client.get("/staff/reports/requests/csv")).text)))
+    by_type = {r["organization_type"]: r["requests"] for r in rows if r["status"] == "submitted"}
+    assert by_type == {"government": "2", "academic": "1"}
+
+    # Each page and download was audited as the API's read, with its format.
+    audited = await staff_db.fetch(
+        "SELECT filters FROM audit_log WHERE client_id = $1 AND endpoint = $2 ORDER BY id",
+        member.staff_id,
+        reports.ENDPOINT,
+    )
+    formats = [row["filters"] for row in audited]
+    assert len(formats) == len(reports.REPORTS) + sum(map(len, reports.TABLES.values())) + 2
+    assert '"format": "csv"' in formats[1]
+    assert '"format": "json"' in formats[0]
+
+
+async def test_a_range_is_checked_and_kept(database_url: str, browser: Browser) -> None:
+    _, client = await signed_in(database_url, browser, "officer")
+    wrong = await client.get("/staff/reports/grievances?from=2026-05-02&to=2026-05-01")
+    assert wrong.status_code == 422
+    assert "The first day must be on or before the last day." in wrong.text
+    bad = await client.get("/staff/reports/grievances?from=tomorrow")
+    assert bad.status_code == 422
+    assert "Enter a date as YYYY-MM-DD" in bad.text
+    ranged = await client.get("/staff/reports/grievances?from=2026-01-01&to=2026-01-31")
+    assert ranged.status_code == 200
+    assert "table=rows&amp;from=2026-01-01&amp;to=2026-01-31" in ranged.text
+    got = await client.get(
+        "/staff/reports/grievances/csv", params={"from": "2026-01-01", "to": "2026-01-31"}
+    )
+    assert 'filename="nser-grievances-rows-2026-01-01-2026-01-31.csv"' in str(got.headers)
+    assert (await client.get("/staff/reports/nothing")).status_code == 422
+    assert (await client.get("/staff/reports/requests/csv?table=overdue")).status_code == 422
+
+
+async def test_signed_out_goes_to_sign_in(browser: Browser) -> None:
+    client: httpx.AsyncClient = browser()
+    answer = await client.get("/staff/reports/revenue")
+    assert answer.status_code == 303
+    assert answer.headers["location"].startswith("/staff/sign-in?next=%2Fstaff%2Freports")

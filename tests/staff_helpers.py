@@ -18,6 +18,7 @@ import re
 import secrets
 from base64 import urlsafe_b64decode, urlsafe_b64encode
 from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -233,8 +234,20 @@ Browser = Callable[..., httpx.AsyncClient]
 @pytest.fixture(scope="module")
 async def browser(database_url: str) -> AsyncIterator[Browser]:
     """Opens a fresh browser (its own cookies) on the app with the console at ORIGIN."""
-    settings = make_settings(database_url, staff_origin=ORIGIN, staff_sign_in_limits="10000/minute")
-    app = create_app(settings)
+    async with browsers(database_url) as open_browser:
+        yield open_browser
+
+
+@asynccontextmanager
+async def browsers(database_url: str, **settings: Any) -> AsyncIterator[Browser]:
+    """The app with the console at ORIGIN (and ``settings``), and a way to open browsers on
+    it, each with its own cookies."""
+    app = create_app(
+        make_settings(
+            database_url,
+            **{"staff_origin": ORIGIN, "staff_sign_in_limits": "10000/minute", **settings},
+        )
+    )
     opened: list[httpx.AsyncClient] = []
     async with app.router.lifespan_context(app):
 
@@ -283,7 +296,7 @@ async def post_form(
     client: httpx.AsyncClient,
     path: str,
     fields: Mapping[str, str | list[str]] | None = None,
-    **more: str,
+    **more: str | list[str],
 ) -> httpx.Response:
     """A console form posted with a fresh CSRF token: ``fields`` and ``more``."""
     token = await csrf(client, "/staff/")

@@ -17,11 +17,13 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
+from slowapi.errors import RateLimitExceeded
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import HTMLResponse, Response
 from starlette.staticfiles import StaticFiles
 
 from app.errors import DATABASE_UNAVAILABLE, AppError
+from app.rate_limit import retry_after_seconds
 from app.web import i18n, security
 from app.web.i18n import N_
 from app.web.render import WebContext, WebError, page, web_secret
@@ -96,6 +98,9 @@ class WebRoute(APIRoute):
                 return error_page(request, 422)
             except AppError as exc:
                 return error_page(request, exc.status, headers=dict(exc.headers or {}))
+            except RateLimitExceeded:  # an HTTPException: before that clause
+                wait = retry_after_seconds(request, request.app.state.rate_limit_backend)
+                return error_page(request, 429, headers={"Retry-After": str(wait)})
             except StarletteHTTPException as exc:
                 return error_page(request, exc.status_code)
             except DATABASE_UNAVAILABLE:

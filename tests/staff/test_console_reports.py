@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Iterator
 from html.parser import HTMLParser
 
 import asyncpg
 import httpx
 import pytest
+from conftest import fresh_database
 from request_helpers import form
 from staff_helpers import Browser, browser, staff_db
 from test_staff_admin import signed_in
@@ -19,6 +21,13 @@ from test_staff_admin import signed_in
 from app.services.monitoring import reports
 
 __all__ = ["browser", "staff_db"]  # the fixtures
+
+
+@pytest.fixture(scope="module")
+def database_url() -> Iterator[str]:
+    """A registry of its own: the reports count this module's requests alone."""
+    with fresh_database() as url:
+        yield url
 
 
 class Tables(HTMLParser):

@@ -8,34 +8,37 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Iterator
 
 import asyncpg
 import httpx
+import pytest
+from conftest import fresh_database
 from partner_helpers import bearer, get_token
 from request_helpers import form
 from staff_helpers import (
     Browser,
-    Member,
     browser,
-    csrf,
+    browsers,
     enrolled,
+    post_form,
     session_hash,
-    sign_in,
+    signed_in_member,
     staff_db,
     step_up,
 )
 
 __all__ = ["browser", "staff_db"]  # the fixtures
 
+
+@pytest.fixture(scope="module")
+def database_url() -> Iterator[str]:
+    """A registry of its own: the journey's counts and states are this module's alone."""
+    with fresh_database(households=200, seed=35) as url:
+        yield url
+
+
 _ips = iter(range(1, 250))
-
-
-async def signed_in(url: str, browser: Browser, *roles: str) -> tuple[Member, httpx.AsyncClient]:
-    member = await enrolled(url, browser, *roles)
-    client = browser()
-    signed = await sign_in(client, member.device)
-    assert signed.status_code == 200, signed.text
-    return member, client
 
 
 async def submit(browser: Browser, **overrides: object) -> str:
@@ -44,13 +47,6 @@ async def submit(browser: Browser, **overrides: object) -> str:
     assert made.status_code == 201, made.text
     reference: str = made.json()["reference"]
     return reference
-
-
-async def post_form(
-    client: httpx.AsyncClient, path: str, **fields: str | list[str]
-) -> httpx.Response:
-    token = await csrf(client, "/staff/")
-    return await client.post(path, data={"csrf_token": token, **fields})
 
 
 def actions_on(page: httpx.Response) -> set[str]:
@@ -68,7 +64,7 @@ async def test_my_work_shows_the_sections_of_the_members_roles(
     database_url: str, browser: Browser
 ) -> None:
     reference = await submit(browser)
-    _, officer = await signed_in(database_url, browser, "officer")
+    _, officer = await signed_in_member(database_url, browser, "officer")
     page = await officer.get("/staff/")
     assert page.status_code == 200
     assert 'id="requests"' in page.text
@@ -76,17 +72,17 @@ async def test_my_work_shows_the_sections_of_the_members_roles(
     assert 'id="obligations"' in page.text
     assert 'id="spot-checks"' not in page.text
     assert f"/staff/requests/{reference}?" in page.text
-    _, committee = await signed_in(database_url, browser, "committee")
+    _, committee = await signed_in_member(database_url, browser, "committee")
     page = await committee.get("/staff/")
     assert 'id="requests"' in page.text
     assert 'id="grievances"' not in page.text
     assert f"/staff/requests/{reference}?" not in page.text  # submitted waits on an officer
-    _, checker = await signed_in(database_url, browser, "me")
+    _, checker = await signed_in_member(database_url, browser, "me")
     page = await checker.get("/staff/?lang=ur")
     assert 'id="spot-checks"' in page.text
     assert 'id="requests"' not in page.text
     assert 'dir="rtl"' in page.text
-    _, admin = await signed_in(database_url, browser, "admin")
+    _, admin = await signed_in_member(database_url, browser, "admin")
     page = await admin.get("/staff/")
     assert 'id="requests"' not in page.text
     assert "/staff/admin/staff" in page.text
@@ -97,9 +93,9 @@ async def test_a_request_from_the_form_to_a_signed_agreement(
 ) -> None:
     reference = await submit(browser, categories=["iv"], dimensions=[])
     path = f"/staff/requests/{reference}"
-    officer_member, officer = await signed_in(database_url, browser, "officer")
-    _, committee = await signed_in(database_url, browser, "committee")
-    secretary_member, secretary = await signed_in(database_url, browser, "secretary")
+    officer_member, officer = await signed_in_member(database_url, browser, "officer")
+    _, committee = await signed_in_member(database_url, browser, "committee")
+    secretary_member, secretary = await signed_in_member(database_url, browser, "secretary")
 
     page = await officer.get(path)
     assert page.status_code == 200
@@ -175,7 +171,7 @@ async def test_a_request_from_the_form_to_a_signed_agreement(
 
 async def test_the_list_filters_by_state_and_pages(database_url: str, browser: Browser) -> None:
     first = await submit(browser)
-    _, officer = await signed_in(database_url, browser, "officer")
+    _, officer = await signed_in_member(database_url, browser, "officer")
     listed = await officer.get("/staff/requests?state=submitted")
     assert listed.status_code == 200
     assert first in listed.text
@@ -185,13 +181,13 @@ async def test_the_list_filters_by_state_and_pages(database_url: str, browser: B
     assert "No request matches" in older.text
     assert (await officer.get("/staff/requests?state=nonsense")).status_code == 422
     assert (await officer.get("/staff/requests?surprise=1")).status_code in (200, 422)
-    _, _admin = await signed_in(database_url, browser, "admin")
+    _, _admin = await signed_in_member(database_url, browser, "admin")
     assert (await _admin.get("/staff/requests")).status_code == 200  # admins read requests
 
 
 async def test_unknown_fields_and_actions_are_refused(database_url: str, browser: Browser) -> None:
     reference = await submit(browser)
-    _, officer = await signed_in(database_url, browser, "officer")
+    _, officer = await signed_in_member(database_url, browser, "officer")
     path = f"/staff/requests/{reference}"
     extra = await post_form(officer, f"{path}/actions/start_review", notes="", surprise="x")
     assert extra.status_code == 422
@@ -238,9 +234,9 @@ async def test_an_agreement_is_suspended_resumed_and_revoked(
 ) -> None:
     agreement_id = await _active_agreement(database_url, browser, staff_db)
     path = f"/staff/agreements/{agreement_id}"
-    checker_member, checker = await signed_in(database_url, browser, "me")
-    _, secretary = await signed_in(database_url, browser, "secretary")
-    _, officer = await signed_in(database_url, browser, "officer")
+    checker_member, checker = await signed_in_member(database_url, browser, "me")
+    _, secretary = await signed_in_member(database_url, browser, "secretary")
+    _, officer = await signed_in_member(database_url, browser, "officer")
 
     page = await checker.get(path)
     assert page.status_code == 200
@@ -277,3 +273,22 @@ async def test_an_agreement_is_suspended_resumed_and_revoked(
     assert actions_on(page) == set()
     assert "Copies outside the VPN" in page.text  # the spot-check history
     assert (await checker.get(f"/staff/agreements/{uuid.uuid4()}")).status_code == 404
+
+
+async def test_console_reads_share_the_members_api_budget(database_url: str) -> None:
+    """A request's page counts against NSER_STAFF_READ_LIMITS with the member's API reads
+    (one budget per staff client), and past it the console answers a 429 page."""
+    async with browsers(database_url, staff_read_limits="2/minute") as open_browser:
+        reference = await submit(open_browser)
+        member, client = await signed_in_member(database_url, open_browser, "officer")
+        token = await get_token(client, member.staff_id, member.client_secret)
+        api = await client.get(f"/v1/staff/requests/{reference}", headers=bearer(token))
+        assert api.status_code == 200, api.text
+        first = await client.get(f"/staff/requests/{reference}")
+        assert first.status_code == 200, first.text
+        refused = await client.get(f"/staff/requests/{reference}")
+        assert refused.status_code == 429
+        assert "text/html" in refused.headers["content-type"]
+        assert int(refused.headers["retry-after"]) > 0
+        assert "Too many requests" in refused.text
+        assert "Ayesha Khan" not in refused.text  # the request's contact: not shown

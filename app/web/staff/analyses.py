@@ -26,6 +26,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from app.auth.scopes import Scope
 from app.deps import PoolDep, ReadsDep, SettingsDep
 from app.errors import Conflict, Forbidden, ValidationFailed
+from app.rate_limit import limit, partner_client_key, partner_limits
 from app.schemas.products import AnalysisRequest
 from app.services.products import aggregate
 from app.services.products import analysis as analysis_service
@@ -159,6 +160,7 @@ def _pydantic_problems(exc: ValidationError) -> list[str]:
 
 
 @router.post("", response_class=HTMLResponse)
+@limit(partner_limits, key_func=partner_client_key)
 async def ask(
     request: Request, web: WebDep, member: Analyst, reads: ReadsDep, settings: SettingsDep
 ) -> Response:
@@ -190,7 +192,9 @@ async def ask(
 
 
 @router.get("/{analysis_id}", response_class=HTMLResponse)
+@limit(partner_limits, key_func=partner_client_key)
 async def analysis_page(
+    request: Request,
     web: WebDep,
     member: Analyst,
     pool: PoolDep,

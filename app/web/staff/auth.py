@@ -121,6 +121,9 @@ async def current_session(request: Request, pool: PoolDep, settings: SettingsDep
         )
     if session is None:
         raise SignInRequired(ended=token is not None)
+    # The member's budgets are their staff client's: the console's reads of personal data
+    # and analyses count with the API's (the rate limits key on the client id).
+    request.state.client_id = session.staff_id
     return session
 
 

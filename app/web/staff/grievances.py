@@ -27,6 +27,7 @@ from app.auth.scopes import Scope
 from app.deps import PoolDep, SettingsDep
 from app.errors import Conflict, Forbidden, NotFound
 from app.models.registry import TOILET_TYPES
+from app.rate_limit import staff_reads
 from app.schemas.base import UUID_RE, IsoDateTime
 from app.schemas.grievances import ResurveyIn
 from app.services.grievances import sla, store
@@ -208,7 +209,9 @@ async def list_grievances(
 
 
 @router.get("/{grievance_id}", response_class=HTMLResponse)
+@staff_reads
 async def grievance(
+    request: Request,
     web: WebDep,
     session: StaffSessionDep,
     pool: PoolDep,

@@ -27,6 +27,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from app.auth.scopes import Scope
 from app.deps import PoolDep, SettingsDep
 from app.errors import Conflict, Forbidden, ValidationFailed
+from app.rate_limit import staff_reads
 from app.schemas.base import UUID_RE
 from app.schemas.updates import UPDATE_KINDS
 from app.services.requests import obligations, pricing, store
@@ -249,8 +250,14 @@ async def _request_page(
 
 
 @router.get("/{request_id}", response_class=HTMLResponse)
+@staff_reads
 async def request_page(
-    web: WebDep, session: StaffSessionDep, pool: PoolDep, request_id: RequestId, done: Done = None
+    request: Request,
+    web: WebDep,
+    session: StaffSessionDep,
+    pool: PoolDep,
+    request_id: RequestId,
+    done: Done = None,
 ) -> HTMLResponse:
     """One request: the form, timeline, quote, obligations, and this member's actions."""
     _require(session, Scope.REQUESTS_READ, web)

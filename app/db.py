@@ -180,6 +180,21 @@ async def create_pool(
     return pool
 
 
+# How long a shutting-down process waits for its pools' connections to come back.
+POOL_CLOSE_SECONDS = 10.0
+
+
+async def close_pool(pool: asyncpg.Pool, seconds: float = POOL_CLOSE_SECONDS) -> None:
+    """Close ``pool`` gracefully, waiting up to ``seconds`` for every connection to be
+    released, then terminate it: asyncpg's ``close()`` alone waits for ever for a connection
+    a request still holds (a client gone mid-stream), and the process would never exit."""
+    try:
+        await asyncio.wait_for(pool.close(), timeout=seconds)
+    except TimeoutError:
+        log.warning("pool close timed out after %.0f s; terminating its connections", seconds)
+        pool.terminate()
+
+
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     from sqlalchemy.ext.asyncio import async_sessionmaker
 

@@ -11,7 +11,13 @@ from typing import Any
 from fastapi import Depends, FastAPI
 
 from app import __version__, openapi, rate_limit
-from app.db import create_engine, create_pool, make_sessionmaker, resolve_database_url
+from app.db import (
+    close_pool,
+    create_engine,
+    create_pool,
+    make_sessionmaker,
+    resolve_database_url,
+)
 from app.errors import register_exception_handlers
 from app.logging import configure_logging
 from app.middleware import RequestContextMiddleware, TrustedProxyScheme
@@ -98,7 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await workers.stop()
             await app.state.reads.close()
-            await app.state.pool.close()
+            await close_pool(app.state.pool)
             await engine.dispose()
 
     app = FastAPI(

@@ -50,7 +50,7 @@ from urllib.parse import urlsplit
 import asyncpg
 
 from app import metrics
-from app.db import asyncpg_target, server_settings
+from app.db import asyncpg_target, close_pool, server_settings
 from app.errors import DATABASE_UNAVAILABLE
 from app.services.audit import trail as audit
 from app.settings import Settings
@@ -509,7 +509,7 @@ class Reads:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._checker
         for replica in self.replicas:
-            await replica.pool.close()
+            await close_pool(replica.pool)
 
 
 async def create_replica_pool(

@@ -31,12 +31,13 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from app import rate_limit
 from app.deps import PoolDep
-from app.errors import Conflict, NotFound, ValidationFailed
+from app.errors import Conflict, ValidationFailed
 from app.routers import requests as requests_api
 from app.services.registry import geography
 from app.services.requests import pricing, store
 from app.strict import read_capped
 from app.web.public.apply import page as apply
+from app.web.public.status_link import open_link
 from app.web.render import WebContext, WebDep, WebError, page
 from app.web.site import WebRoute
 
@@ -45,7 +46,6 @@ router = APIRouter(route_class=WebRoute, include_in_schema=False)
 # The API's rate-limit scope: slowapi keys an endpoint limit by the handler's dotted name.
 SHARED_SCOPE = f"{requests_api.submit_request.__module__}.{requests_api.submit_request.__name__}"
 REFERENCE = re.compile(r"^DSR-[0-9]{4}-[0-9]{6}$")
-TOKEN = re.compile(r"^[A-Za-z0-9_-]{20,100}$")
 FORM_TYPE = "application/x-www-form-urlencoded"
 
 
@@ -198,12 +198,14 @@ def _not_found(web: WebContext) -> WebError:
 
 
 async def _view(web: WebContext, pool: Any, reference: str, token: str | None) -> dict[str, Any]:
-    if not token or not REFERENCE.match(reference) or not TOKEN.match(token):
-        raise _not_found(web)
-    try:
-        return await store.public_view(pool, reference, token)
-    except NotFound:
-        raise _not_found(web) from None
+    return await open_link(
+        store.public_view,
+        pool,
+        reference,
+        token,
+        reference_pattern=REFERENCE,
+        not_found=_not_found(web),
+    )
 
 
 @router.get("/apply/status/{reference}", response_class=HTMLResponse)

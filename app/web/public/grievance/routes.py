@@ -31,7 +31,6 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from app import rate_limit
 from app.deps import PoolDep
-from app.errors import NotFound
 from app.routers import grievances as grievances_api
 from app.schemas.grievances import GrievanceStatus
 from app.services.grievances import store
@@ -39,6 +38,7 @@ from app.strict import read_capped
 from app.web.i18n import LOCALES
 from app.web.public import challenge
 from app.web.public.grievance import page as grievance
+from app.web.public.status_link import open_link
 from app.web.render import WebContext, WebDep, WebError, page, web_secret
 from app.web.site import WebRoute
 
@@ -48,7 +48,6 @@ FORM = "grievance"  # the challenge's name for this form's free sends
 CHALLENGE_KEY = "altcha:grievance"  # its own signing key: another form's solution is no use
 FORM_TYPE = "application/x-www-form-urlencoded"
 REFERENCE = re.compile(grievances_api.REFERENCE)
-TOKEN = re.compile(r"^[A-Za-z0-9_-]{20,100}$")
 
 TokenParam = Annotated[str | None, Query(description="the grievance's status token")]
 
@@ -197,12 +196,14 @@ def _not_found(web: WebContext) -> WebError:
 
 
 async def _view(web: WebContext, pool: Any, reference: str, token: str | None) -> dict[str, Any]:
-    if not token or not REFERENCE.match(reference) or not TOKEN.match(token):
-        raise _not_found(web)
-    try:
-        return await store.public_view(pool, reference, token)
-    except NotFound:
-        raise _not_found(web) from None
+    return await open_link(
+        store.public_view,
+        pool,
+        reference,
+        token,
+        reference_pattern=REFERENCE,
+        not_found=_not_found(web),
+    )
 
 
 def _status_path(reference: str, token: str) -> str:

@@ -32,6 +32,7 @@ seconds are lost.) The windows and the other timings are printed (make drill sho
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -69,6 +70,9 @@ HOUSEHOLDS = 10_000
 WINDOW_LIMIT = 30.0
 # How long the primary's WAL sender is frozen before the kill.
 FROZEN = 2.0
+# The held export's receive buffer (the kernel doubles it): a few lines of a body of
+# megabytes, so the service is still writing when the fault comes.
+HELD_RCVBUF = 16 * 1024
 # `nser serve` on the multi-host URL (the crash), and through HAProxy (the hang).
 CRASH_PORT, HANG_PORT = 5570, 5571
 
@@ -182,10 +186,22 @@ async def drill(cluster: HACluster, env: dict[str, str], base: str, fault: str) 
         assert leader is not None, "no leader"
         assert standby not in (None, leader), standby
 
-        # An export held mid-body (its snapshot open on the primary) across the fault.
+        # An export held mid-body (its snapshot open on the primary) across the fault, on
+        # a connection of its own whose receive buffer is small and fixed: with the
+        # kernel's autotuning (tcp_rmem up to 32 MiB here) the whole body could sit in the
+        # client's socket before the fault, and the export would end complete.
         first_line, hold = asyncio.Event(), asyncio.Event()
-        slow = asyncio.create_task(export(client, bearer, first_line=first_line, hold=hold))
+        held_client = httpx.AsyncClient(
+            base_url=base,
+            timeout=120,
+            transport=httpx.AsyncHTTPTransport(
+                socket_options=[(socket.SOL_SOCKET, socket.SO_RCVBUF, HELD_RCVBUF)]
+            ),
+        )
+        slow = asyncio.create_task(export(held_client, bearer, first_line=first_line, hold=hold))
         await asyncio.wait_for(first_line.wait(), 30)
+        # The premise: the service is still inside the export's snapshot on the primary.
+        assert await export_open(cluster.superuser_url("nser")), "the held export ended early"
 
         probe: Batch | None = None
         held_unacked = True
@@ -224,7 +240,10 @@ async def drill(cluster: HACluster, env: dict[str, str], base: str, fault: str) 
         stop.set()
         # The clients finish what they started (a batch is re-sent until acknowledged).
         await asyncio.wait_for(asyncio.gather(*tasks), 150)
-        cut = await asyncio.wait_for(slow, 150)
+        try:
+            cut = await asyncio.wait_for(slow, 150)
+        finally:
+            await held_client.aclose()
         rec.exports.append(cut)
         if probe is not None:
             rec.batches.append(probe)
@@ -261,6 +280,21 @@ async def drill(cluster: HACluster, env: dict[str, str], base: str, fault: str) 
         "batches_replayed_200": sum(1 for b in rec.batches if b.attempts[-1][1] == 200),
         "all_applied_within_s": round(done_within, 1),
     }
+
+
+async def export_open(url: str) -> bool:
+    """Whether a session on the primary is inside an export's snapshot (its cursor over
+    the household documents declared, the transaction not yet ended)."""
+    conn = await asyncpg.connect(url)
+    try:
+        return bool(
+            await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid()"
+                " AND xact_start IS NOT NULL AND query ILIKE '%::text FROM households h%'"
+            )
+        )
+    finally:
+        await conn.close()
 
 
 def _export_kind(e: Export) -> str:

@@ -137,6 +137,12 @@ class SimulationAccepted(BaseModel):
     status_url: str
 
 
+class SimulationProgress(BaseModel):
+    ranges_done: int = Field(description="ranges of household ids read so far")
+    ranges: int | None = Field(description="ranges to read (null until the run starts)")
+    percent: int = Field(ge=0, le=100)
+
+
 class Simulation(BaseModel):
     simulation_id: str
     status: Literal["pending", "running", "done", "failed"]
@@ -147,3 +153,4 @@ class Simulation(BaseModel):
     request: dict[str, Any]
     result: dict[str, Any] | None
     error: str | None
+    progress: SimulationProgress

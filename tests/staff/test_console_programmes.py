@@ -1,9 +1,13 @@
 """The console's programme pages over HTTP: who may manage them (403 as a page), the
-form's errors, a new programme, the rule editor's preview (the simulation service, nothing
-saved) and its save, close with step-up and reopen, and the audit rows."""
+form's errors, a new programme, the rule editor's preview (a simulation queued for the
+worker, followed on the editor, nothing saved) and its save, close with step-up and
+reopen, and the audit rows."""
 
 from __future__ import annotations
 
+import asyncio
+import re
+import uuid
 from collections.abc import Iterator
 
 import asyncpg
@@ -82,11 +86,32 @@ async def test_create_preview_save_close_and_reopen(
     assert editor.status_code == 200
     assert 'value="preview"' in editor.text  # an administrator may run simulations
     rule = {"unit": "household", "cut_off": "45", "geography": "", "note": "wider"}
-    preview = await post_form(
-        c, f"{LIST}/console-pilot/versions/new", {**rule, "intent": "preview"}
+    queued = await post_form(c, f"{LIST}/console-pilot/versions/new", {**rule, "intent": "preview"})
+    # The preview is a simulation queued for the worker, never run in the request: the
+    # editor again, filled with the candidate rule, following its progress.
+    assert queued.status_code == 303, queued.text
+    found = re.fullmatch(
+        rf"{LIST}/console-pilot/versions/new\?preview=([0-9a-f-]{{36}})&lang=en",
+        queued.headers["location"],
     )
-    assert preview.status_code == 200, preview.text
+    assert found, queued.headers["location"]
+    for _ in range(600):  # the in-process worker runs it
+        preview = await c.get(queued.headers["location"])
+        assert preview.status_code == 200, preview.text
+        if 'data-status="done"' in preview.text:
+            break
+        assert "/staff/static/refresh.js" in preview.text
+        assert "<progress" in preview.text
+        await asyncio.sleep(0.1)
+    assert 'data-status="done"' in preview.text
+    assert "refresh.js" not in preview.text
+    assert 'value="45"' in preview.text  # the candidate's cut-off, in the form again
     assert "Households entering and leaving eligibility, by province" in preview.text
+    # Another programme's preview, or none, is not found here.
+    other = await c.get(f"{LIST}/console-pilot/versions/new?preview={uuid.uuid4()}")
+    assert other.status_code == 404
+    bad = await c.get(f"{LIST}/console-pilot/versions/new?preview=nope")
+    assert bad.status_code == 422
     assert await staff_db.fetchval("SELECT count(*) FROM programme_rules") == 1  # not saved
     expected = await staff_db.fetchval(
         "SELECT count(*) FROM households WHERE pmt_score >= 30 AND pmt_score < 45"
@@ -153,6 +178,8 @@ async def test_roles(database_url: str, browser: Browser, staff_db: asyncpg.Conn
     assert made.status_code == 303
     editor = await officer.get(f"{LIST}/officer-prog/versions/new")
     assert 'value="preview"' not in editor.text
+    peek = await officer.get(f"{LIST}/officer-prog/versions/new?preview={uuid.uuid4()}")
+    assert peek.status_code == 403
     forced = await post_form(
         officer, f"{LIST}/officer-prog/versions/new", {"cut_off": "25", "intent": "preview"}
     )

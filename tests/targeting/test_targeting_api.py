@@ -7,6 +7,7 @@ seeds a database of its own instead of the session's.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator, Iterator
 from decimal import ROUND_HALF_UP, Decimal
@@ -21,6 +22,7 @@ from request_helpers import staff_by_role
 
 from app.services.pmt import model as pmt
 from app.services.sharing.rules import LOCKED
+from app.services.targeting import simulation as simulation_service
 
 B_WEIGHTS = {name: w * 1.4 for name, w in pmt.ILLUSTRATIVE.weights.items()}
 B_WEIGHTS["refrigerator"] = 9.0
@@ -257,7 +259,11 @@ async def _simulate(
         ).json()
         if answer["status"] in ("done", "failed"):
             assert answer["status"] == "done", answer
+            done = answer["progress"]
+            assert done["percent"] == 100, done
+            assert done["ranges_done"] == done["ranges"] >= 1, done
             return answer
+        assert 0 <= answer["progress"]["percent"] <= 100
         await asyncio.sleep(0.1)
     raise AssertionError("simulation did not finish")
 
@@ -394,3 +400,43 @@ async def test_simulation_requests_fail_closed(
     assert officer.status_code == 403
     missing = "/v1/staff/simulations/00000000-0000-0000-0000-000000000000"
     assert (await tclient.get(missing, headers=me)).status_code == 404
+
+
+async def test_a_running_simulation_shows_how_far_it_has_got(
+    tclient: httpx.AsyncClient,
+    conn: asyncpg.Connection,
+    staff: dict[str, dict[str, str]],
+    two_versions: str,
+) -> None:
+    """The worker publishes progress from outside the run's transaction (which holds the
+    simulation's row locked): the API shows ranges read of ranges to read."""
+    await _simulate(tclient, staff["me"], CUT_32_TO_30)  # a request document to copy
+    # A run in progress that no worker will take over (claimed just now).
+    sim_id = await conn.fetchval(
+        """INSERT INTO simulations (request, requested_by, status, claimed_by, claimed_at)
+           SELECT request, requested_by, 'running', 'test', now() FROM simulations LIMIT 1
+           RETURNING id"""
+    )
+    url = f"/v1/staff/simulations/{sim_id}"
+    before = (await tclient.get(url, headers=staff["me"])).json()
+    assert before["progress"] == {"ranges_done": 0, "ranges": None, "percent": 0}
+    writer = simulation_service.ProgressWriter(conn, sim_id, every=0)
+    publishing = asyncio.ensure_future(writer.publish())
+    try:
+        writer(3, 12)
+        for _ in range(100):
+            answer = (await tclient.get(url, headers=staff["me"])).json()
+            if answer["progress"]["ranges_done"] == 3:
+                break
+            await asyncio.sleep(0.05)
+        assert answer["status"] == "running"
+        assert answer["progress"] == {"ranges_done": 3, "ranges": 12, "percent": 25}
+        writer(12, 12)
+    finally:
+        publishing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await publishing
+    await writer.flush()
+    answer = (await tclient.get(url, headers=staff["me"])).json()
+    assert answer["progress"] == {"ranges_done": 12, "ranges": 12, "percent": 100}
+    await conn.execute("DELETE FROM simulations WHERE id = $1", sim_id)

@@ -788,7 +788,8 @@ async def run_worker(
             if await process_one(conns[0], worker, lease_seconds, chunk=chunk, spares=conns[1:]):
                 continue
             readers = conns[1 : simulation_service.READERS]
-            if await simulation_service.process_one(conns[0], worker, readers):
+            reporter = conns[-1] if len(conns) > simulation_service.READERS else None
+            if await simulation_service.process_one(conns[0], worker, readers, reporter):
                 continue  # a what-if simulation (app.services.targeting), when no batch waits
             if exit_when_idle:
                 break

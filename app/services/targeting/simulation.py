@@ -38,13 +38,15 @@ and the aggregate of their living members, both read in household id order
 run grows linearly with it; the ranges are shared out among ``READERS`` connections on one
 snapshot (the worker's own and a spare, each a PostgreSQL backend busy on its own core),
 and the groups of all ranges are added up before the report. It runs on the worker
-(:func:`process_one`), which holds the ``simulations`` row locked while it runs and logs
-its progress every tenth of the ranges.
+(:func:`process_one`), which holds the ``simulations`` row locked while it runs, logs
+its progress every tenth of the ranges and publishes it (ranges read of ranges to read) to
+``simulation_progress`` about once a second, for the API and the console to show.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import time
@@ -450,9 +452,11 @@ async def submit(pool: asyncpg.Pool, staff: Principal, body: Mapping[str, Any]) 
 
 async def get(pool: asyncpg.Pool, staff: Principal, simulation_id: uuid.UUID) -> dict[str, Any]:
     row = await pool.fetchrow(
-        """SELECT id, status, request::text AS request, requested_by, attempts, created_at,
-                  finished_at, result::text AS result, error
-             FROM simulations WHERE id = $1""",
+        """SELECT s.id, s.status, s.request::text AS request, s.requested_by, s.attempts,
+                  s.created_at, s.finished_at, s.result::text AS result, s.error,
+                  p.ranges_done, p.ranges
+             FROM simulations s LEFT JOIN simulation_progress p ON p.simulation_id = s.id
+            WHERE s.id = $1""",
         simulation_id,
     )
     if row is None:
@@ -467,7 +471,18 @@ async def get(pool: asyncpg.Pool, staff: Principal, simulation_id: uuid.UUID) ->
         "request": orjson.loads(row["request"]),
         "result": orjson.loads(row["result"]) if row["result"] else None,
         "error": row["error"],
+        "progress": _progress(row["status"], row["ranges_done"], row["ranges"]),
     }
+
+
+def _progress(status: str, done: int | None, total: int | None) -> dict[str, Any]:
+    """How far the run has got: ranges of household ids read of those to read (0 while
+    waiting, all once done), and that as a percentage."""
+    if status == "done":
+        done = total = total or 1
+    if not total or done is None:
+        return {"ranges_done": 0, "ranges": None, "percent": 0}
+    return {"ranges_done": done, "ranges": total, "percent": int(100 * done / total)}
 
 
 # -- the worker -----------------------------------------------------------------------------
@@ -597,17 +612,98 @@ def _progress_log(sim_id: uuid.UUID) -> Progress:
     return report
 
 
+_PROGRESS = """
+INSERT INTO simulation_progress (simulation_id, ranges_done, ranges) VALUES ($1, $2, $3)
+ON CONFLICT (simulation_id) DO UPDATE
+   SET ranges_done = excluded.ranges_done, ranges = excluded.ranges, updated_at = now()
+"""
+
+
+# A progress write waits at most this long (the run never waits on its progress).
+WRITE_TIMEOUT = 5.0
+
+
+class ProgressWriter:
+    """Publishes a run's progress to ``simulation_progress`` from ``conn``, a connection
+    outside the run's transaction (the run holds its ``simulations`` row locked, so others
+    could not read progress written there): at most every ``every`` seconds while ranges
+    complete, and once at the end. Best effort: a failed write is logged and never fails
+    the simulation."""
+
+    def __init__(self, conn: asyncpg.Connection, sim_id: uuid.UUID, every: float = 1.0):
+        self.conn, self.sim_id, self.every = conn, sim_id, every
+        self.latest: tuple[int, int] | None = None
+        self.written: tuple[int, int] | None = None
+        self.changed = asyncio.Event()
+        self.log = _progress_log(sim_id)
+
+    def __call__(self, done: int, total: int) -> None:
+        self.log(done, total)
+        self.latest = (done, total)
+        self.changed.set()
+
+    async def _write(self) -> None:
+        if self.latest is None or self.latest == self.written:
+            return
+        latest = self.latest
+        try:
+            await self.conn.execute(_PROGRESS, self.sim_id, *latest, timeout=WRITE_TIMEOUT)
+            self.written = latest
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+            log.warning(
+                "simulation progress not written",
+                extra={"simulation_id": str(self.sim_id), "error": str(exc)},
+            )
+
+    async def publish(self) -> None:
+        """Run alongside the simulation until cancelled; then :meth:`flush`."""
+        while True:
+            await self.changed.wait()
+            self.changed.clear()
+            await self._write()
+            await asyncio.sleep(self.every)
+
+    async def flush(self) -> None:
+        await self._write()
+
+
+async def _run_reported(
+    conn: asyncpg.Connection,
+    spec: SimulationSpec,
+    readers: Sequence[asyncpg.Connection],
+    sim_id: uuid.UUID,
+    reporter: asyncpg.Connection | None,
+) -> dict[str, Any]:
+    if reporter is None:
+        return await run(conn, spec, readers, _progress_log(sim_id))
+    writer = ProgressWriter(reporter, sim_id)
+    publishing = asyncio.ensure_future(writer.publish())
+    try:
+        return await run(conn, spec, readers, writer)
+    finally:
+        publishing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await publishing
+        await writer.flush()
+
+
 async def process_one(
-    conn: asyncpg.Connection, worker: str, readers: Sequence[asyncpg.Connection] = ()
+    conn: asyncpg.Connection,
+    worker: str,
+    readers: Sequence[asyncpg.Connection] = (),
+    reporter: asyncpg.Connection | None = None,
 ) -> bool:
     """Claim and run one simulation; False when none is waiting.
 
     The claim commits ``running``; the run's transaction (``REPEATABLE READ``: one
     snapshot for every statement of the run, shared with ``readers``, idle connections
     that read part of the registry at the same time) then holds the row locked until it
-    stores the result, so no other worker takes it over while this one lives. A database
+    stores the result, so no other worker takes it over while this one lives (``FOR NO KEY
+    UPDATE``: the progress rows' foreign key, checked from the reporter's connection, only
+    shares the key and must not wait for the run). A database
     error fails the simulation with its reason; a lost connection leaves it to be
-    reclaimed (up to ``MAX_ATTEMPTS`` runs).
+    reclaimed (up to ``MAX_ATTEMPTS`` runs). ``reporter``: an idle connection outside the
+    run's transaction that publishes its progress (:class:`ProgressWriter`).
     """
     row = await conn.fetchrow(_CLAIM, worker)
     if row is None:
@@ -620,14 +716,15 @@ async def process_one(
     try:
         async with conn.transaction(isolation="repeatable_read"):
             owned = await conn.fetchval(
-                "SELECT id FROM simulations WHERE id = $1 AND claimed_by = $2 FOR UPDATE NOWAIT",
+                "SELECT id FROM simulations WHERE id = $1 AND claimed_by = $2"
+                " FOR NO KEY UPDATE NOWAIT",
                 sim_id,
                 worker,
             )
             if owned is None:
                 return True
             spec = await resolve(conn, orjson.loads(row["request"]))
-            report = await run(conn, spec, readers, _progress_log(sim_id))
+            report = await _run_reported(conn, spec, readers, sim_id, reporter)
             await conn.execute(
                 """UPDATE simulations SET status = 'done', result = $2::json, finished_at = now()
                     WHERE id = $1""",

@@ -5,11 +5,13 @@ officers and staff administrators).
 - a programme's page: its rule versions, the agreements that name it, close (after a
   recent passkey verification) and reopen;
 - the rule editor of a new version, which PREVIEWS the version before it is saved: the
-  households entering and leaving eligibility against the rule in force, by province, run
-  by the targeting simulation's own service (:mod:`app.services.targeting.simulation`:
-  ``prepare`` / ``resolve`` / ``run``, read-only, on one snapshot) for members who may run
-  simulations (``simulations:run``), and audited as a staff action. Without JavaScript:
-  "Preview" posts the form and gets it back with the table; "Save" creates the version.
+  households entering and leaving eligibility against the rule in force, by province. A
+  preview is a simulation queued for the worker (:mod:`app.services.targeting.simulation`,
+  ``submit``: read-only, on one snapshot, linear in the registry, so never run inside the
+  web request) by members who may run simulations (``simulations:run``), audited as a
+  staff action. "Preview" posts the form and is sent to the editor again
+  (``?preview=<simulation id>``), filled with the candidate rule, showing the run's
+  progress until it is done, then the table; "Save" creates the version.
 
 The writes are the staff API's (:mod:`app.services.programmes.store`, ``status``), audited
 there; 403/409 are shown on the page with the reason.
@@ -17,7 +19,7 @@ there; 403/409 are shown on the page with the reason.
 
 from __future__ import annotations
 
-from decimal import Decimal
+import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
@@ -26,7 +28,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from app.auth.scopes import Scope
 from app.deps import PoolDep
-from app.errors import Conflict, ValidationFailed
+from app.errors import Conflict, NotFound, ValidationFailed
 from app.schemas.base import UUID_RE
 from app.schemas.programmes import ProgrammeIn, RuleVersionIn
 from app.services.audit import trail as audit
@@ -124,14 +126,19 @@ def values_of(rule: dict[str, Any]) -> dict[str, Any]:
     """A stored rule as the form's values (the editor starts from the rule in force)."""
     values: dict[str, Any] = {
         "unit": rule.get("unit", "household"),
-        "cut_off": f"{rule.get('cut_off', '')}",
+        "cut_off": _shown(rule.get("cut_off", "")),
         "geography": " ".join(rule.get("geography", [])),
         "requires": list(rule.get("requires", [])),
     }
     for i, raised in enumerate(rule.get("raised_cut_offs", [])[:RAISED_ROWS]):
         values[f"raised_when_{i}"] = raised["when"]
-        values[f"raised_cut_off_{i}"] = f"{raised['cut_off']}"
+        values[f"raised_cut_off_{i}"] = _shown(raised["cut_off"])
     return values
+
+
+def _shown(value: object) -> str:
+    """A score as typed: 45 rather than 45.0."""
+    return f"{value:g}" if isinstance(value, float) else f"{value}"
 
 
 def _errors(web: WebContext, exc: ValidationError) -> dict[str, str]:
@@ -294,15 +301,19 @@ async def _editor(
     status_code: int = 200,
 ) -> HTMLResponse:
     view = await store.staff_view(pool, ref)
+    if values is None:
+        rule = preview["request"]["candidate"]["rule"] if preview else view["rule"]
+        values = values_of(rule)
     return page(
         web,
         "staff/programmes/version.html",
         status=status_code,
         member=session,
         programme=view,
-        values=values if values is not None else values_of(view["rule"]),
+        values=values,
         errors=errors or {},
         preview=preview,
+        running=preview is not None and preview["status"] in ("pending", "running"),
         may_preview=_may(session, Scope.SIMULATIONS_RUN),
         conditions=CONDITIONS,
         units=UNITS,
@@ -312,33 +323,49 @@ async def _editor(
 
 @router.get("/{programme_id}/versions/new", response_class=HTMLResponse)
 async def new_version(
-    web: WebDep, session: StaffSessionDep, pool: PoolDep, programme_id: ProgrammeRef
+    web: WebDep,
+    session: StaffSessionDep,
+    pool: PoolDep,
+    programme_id: ProgrammeRef,
+    preview: Annotated[
+        uuid.UUID | None, Query(description="a preview's simulation: its progress or result")
+    ] = None,
 ) -> HTMLResponse:
-    """The rule editor, starting from the rule in force."""
+    """The rule editor, starting from the rule in force, or from a preview's candidate rule
+    with the preview's progress or result."""
     if not _may(session, Scope.PROGRAMMES_MANAGE):
         return _not_allowed(web, session)
-    return await _editor(web, pool, session, programme_id)
+    if preview is None:
+        return await _editor(web, pool, session, programme_id)
+    if not _may(session, Scope.SIMULATIONS_RUN):
+        return _not_allowed(web, session)
+    view = await store.staff_view(pool, programme_id)
+    try:
+        found = await simulation.get(pool, session.principal, preview)
+    except NotFound:
+        found = None
+    shown = (found or {}).get("request", {}).get("programme") or {}
+    if found is None or shown.get("id") != view["programme_id"]:
+        raise NotFound(f"no preview {preview} of this programme")
+    return await _editor(web, pool, session, programme_id, preview=found)
 
 
-async def preview_rule(
+async def queue_preview(
     pool: PoolDep, session: StaffSession, ref: str, rule: dict[str, Any]
-) -> dict[str, Any]:
-    """The candidate rule against the rule in force, by the simulation service: the
-    households entering and leaving eligibility, by province (read-only; audited)."""
-    async with pool.acquire() as conn:
-        request = await simulation.prepare(
-            conn, {"programme_id": ref, "rule": rule, "transfer_amount": Decimal(0)}
+) -> str:
+    """Queue the candidate rule against the rule in force as a simulation (the worker
+    counts the households entering and leaving eligibility, by province); audited as the
+    preview it is. Returns the simulation's id."""
+    body = {"programme_id": ref, "rule": rule, "transfer_amount": "0", "label": "Rule preview"}
+    sim_id = await simulation.submit(pool, session.principal, body)
+    async with pool.acquire() as conn, conn.transaction():
+        await audit.append_action(
+            conn,
+            session.principal,
+            "POST /staff/programmes/{programme_id}/versions/new (preview)",
+            {"programme": ref, "simulation_id": sim_id, "rule": rule},
         )
-        spec = await simulation.resolve(conn, request)
-        report = await simulation.run(conn, spec)
-        async with conn.transaction():
-            await audit.append_action(
-                conn,
-                session.principal,
-                "POST /staff/programmes/{programme_id}/versions/new (preview)",
-                {"programme": request["programme"]["id"], "rule": request["candidate"]["rule"]},
-            )
-    return report
+    return sim_id
 
 
 @router.post("/{programme_id}/versions/new", response_class=HTMLResponse)
@@ -371,8 +398,11 @@ async def save_version(
                 return await _editor(
                     web, pool, session, programme_id, values=values, errors=errors, status_code=403
                 )
-            report = await preview_rule(pool, session, programme_id, parsed.rule.model_dump())
-            return await _editor(web, pool, session, programme_id, values=values, preview=report)
+            sim_id = await queue_preview(pool, session, programme_id, parsed.rule.model_dump())
+            return RedirectResponse(
+                f"{LIST}/{programme_id}/versions/new?preview={sim_id}&lang={web.lang}",
+                status_code=303,
+            )
         await store.add_version(pool, session.principal, programme_id, parsed)
     except ValidationFailed as exc:
         errors = {"form": exc.detail}

@@ -1,6 +1,7 @@
 // A page that shows work still running ([data-refresh="SECONDS"]) asks for itself again
-// every few seconds and reloads once its [data-status] changed. Without this script, the
-// page's "Refresh" link does the same.
+// every few seconds: it reloads once its [data-status] changed, and until then puts the
+// fresh progress line (.progress-line: "parts read", a <progress> bar) in place of its
+// own. Without this script, the page's "Refresh" link does the same.
 (function () {
   "use strict";
   var box = document.querySelector("[data-refresh]");
@@ -14,9 +15,14 @@
         var found = /data-status="([a-z]+)"/.exec(html);
         if (found && found[1] !== status) {
           window.location.reload();
-        } else {
-          window.setTimeout(poll, seconds * 1000);
+          return;
         }
+        var line = document.querySelector(".progress-line");
+        if (line && html) {
+          var fresh = new DOMParser().parseFromString(html, "text/html").querySelector(".progress-line");
+          if (fresh) line.replaceWith(document.importNode(fresh, true));
+        }
+        window.setTimeout(poll, seconds * 1000);
       })
       .catch(function () { window.setTimeout(poll, seconds * 1000); });
   }

@@ -14,6 +14,7 @@ import asyncpg
 import httpx
 import pytest
 from conftest import fresh_database
+from markupsafe import escape
 from request_helpers import form
 from staff_helpers import Browser, browser, staff_db
 from test_staff_admin import signed_in
@@ -31,25 +32,29 @@ def database_url() -> Iterator[str]:
 
 
 class Tables(HTMLParser):
-    """Every ``<table>`` of a page: its ``data-table`` (or id) and its rows of cell texts."""
+    """Every ``<table>`` of a page: its ``data-table`` (or id) and its rows of cell texts;
+    ``codes`` has the same rows with each cell's ``data-code`` (the code a word stands for)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.tables: dict[str, list[list[str]]] = {}
+        self.codes: dict[str, list[list[str | None]]] = {}
         self._table: list[list[str]] | None = None
+        self._codes: list[list[str | None]] = []
         self._cell: list[str] | None = None
-        self._attrs: list[dict[str, str | None]] = []
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         found = dict(attrs)
         if tag == "table":
             name = found.get("data-table") or found.get("id") or str(len(self.tables))
             self._table = self.tables.setdefault(name, [])
+            self._codes = self.codes.setdefault(name, [])
         elif tag == "tr" and self._table is not None:
             self._table.append([])
+            self._codes.append([])
         elif tag in ("td", "th") and self._table is not None:
             self._cell = []
-            self._attrs.append(found)
+            self._codes[-1].append(found.get("data-code"))
 
     def handle_endtag(self, tag: str) -> None:
         if tag in ("td", "th") and self._table is not None and self._cell is not None:
@@ -67,6 +72,12 @@ def tables_of(html: str) -> dict[str, list[list[str]]]:
     parser = Tables()
     parser.feed(html)
     return parser.tables
+
+
+def codes_of(html: str) -> dict[str, list[list[str | None]]]:
+    parser = Tables()
+    parser.feed(html)
+    return parser.codes
 
 
 def plain(text: str) -> str:
@@ -104,7 +115,7 @@ async def test_every_report_has_a_chart_and_csv_with_the_tables_numbers(
         shown = await client.get(f"/staff/reports/{name}")
         assert shown.status_code == 200, (name, shown.text[:300])
         assert '<svg xmlns="http://www.w3.org/2000/svg" class="chart" role="img"' in shown.text
-        found = tables_of(shown.text)
+        found, codes = tables_of(shown.text), codes_of(shown.text)
         for table in reports.TABLES[name]:
             downloaded = await client.get(f"/staff/reports/{name}/csv", params={"table": table})
             assert downloaded.status_code == 200
@@ -118,14 +129,17 @@ async def test_every_report_has_a_chart_and_csv_with_the_tables_numbers(
             if not lines[1:]:
                 assert shown_rows == [["Nothing to show in this range."]]
                 continue
-            # Booleans and times are written for people on the page; compare the rest.
-            for got, want in zip(shown_rows, lines[1:], strict=True):
-                for column, page_cell, csv_cell in zip(
-                    reports.COLUMNS[(name, table)], got, want, strict=True
+            # Booleans and times are written for people on the page, codes as words (the
+            # cell keeps its code in data-code); compare the rest.
+            for got, got_codes, want in zip(shown_rows, codes[table][1:], lines[1:], strict=True):
+                for column, page_cell, code, csv_cell in zip(
+                    reports.COLUMNS[(name, table)], got, got_codes, want, strict=True
                 ):
                     if column in ("dry_run", "filed_at", "due_at"):
                         continue
-                    if csv_cell and csv_cell.replace(".", "", 1).isdigit() and "." in csv_cell:
+                    if code is not None:
+                        assert (code, page_cell != code) == (csv_cell, True), (name, column)
+                    elif csv_cell and csv_cell.replace(".", "", 1).isdigit() and "." in csv_cell:
                         assert float(page_cell) == pytest.approx(float(csv_cell), abs=0.01)
                     else:
                         assert page_cell == csv_cell, (name, table, column)
@@ -133,7 +147,7 @@ async def test_every_report_has_a_chart_and_csv_with_the_tables_numbers(
     # The requests made above are on the page and in its CSV, per organization type.
     page = await client.get("/staff/reports/requests")
     chart = tables_of(page.text)["chart-table"]
-    assert ["submitted", "3"] in chart[1:]
+    assert ["Submitted", "3"] in chart[1:]
     rows = list(csv.DictReader(io.StringIO((await client.get("/staff/reports/requests/csv")).text)))
     by_type = {r["organization_type"]: r["requests"] for r in rows if r["status"] == "submitted"}
     assert by_type == {"government": "2", "academic": "1"}
@@ -148,6 +162,52 @@ async def test_every_report_has_a_chart_and_csv_with_the_tables_numbers(
     assert len(formats) == len(reports.REPORTS) + sum(map(len, reports.TABLES.values())) + 2
     assert '"format": "csv"' in formats[1]
     assert '"format": "json"' in formats[0]
+
+
+async def test_cells_and_bars_show_words_and_the_csv_keeps_codes(
+    database_url: str, browser: Browser
+) -> None:
+    """Codes (a request's state, an organization's type, a category, a grievance's reason)
+    are words in the page's language; the CSV of the same table has the codes."""
+    public = browser("198.51.100.8")
+    made = await public.post("/v1/requests", json=form())
+    assert made.status_code == 201, made.text
+    _, client = await signed_in(database_url, browser, "officer")
+    words = {
+        "en": ("Submitted", "Government", "Not reviewed yet", "The household's assets are wrong"),
+        "ur": ("جمع کرائی گئی", "سرکاری", "ابھی جائزہ نہیں لیا گیا", "گھرانے کے اثاثے غلط درج ہیں"),
+    }
+    for lang, (state, kind, category, reason) in words.items():
+        page = await client.get("/staff/reports/requests", params={"lang": lang})
+        assert page.status_code == 200
+        rows = tables_of(page.text)["rows"]
+        assert [state, kind, category] in [row[:3] for row in rows[1:]], rows
+        chart = tables_of(page.text)["chart-table"]
+        assert state in {row[0] for row in chart[1:]}
+        assert f'class="chart-label">{state}</text>' in page.text  # the bar's label
+        stages = {row[0] for row in tables_of(page.text)["stages"][1:]}
+        assert state in stages
+        assert "submitted" not in stages
+        assert "under_review" not in stages
+
+        grievances = await client.get("/staff/reports/grievances", params={"lang": lang})
+        by_reason = {row[0] for row in tables_of(grievances.text)["rows"][1:]}
+        assert reason in by_reason
+        assert "wrong_assets" not in by_reason
+        assert f'class="chart-label">{escape(reason)}</text>' in grievances.text
+
+    # The CSVs, downloaded after the Urdu pages (the language is remembered), have codes.
+    async def csv_rows(name: str, table: str = "rows") -> list[dict[str, str]]:
+        got = await client.get(f"/staff/reports/{name}/csv", params={"table": table})
+        assert got.status_code == 200
+        return list(csv.DictReader(io.StringIO(got.text)))
+
+    requests_rows = await csv_rows("requests")
+    assert ("submitted", "government", "unreviewed") in {
+        (row["status"], row["organization_type"], row["category"]) for row in requests_rows
+    }
+    assert "under_review" in {row["stage"] for row in await csv_rows("requests", "stages")}
+    assert "wrong_assets" in {row["reason"] for row in await csv_rows("grievances")}
 
 
 async def test_a_range_is_checked_and_kept(database_url: str, browser: Browser) -> None:

@@ -10,6 +10,9 @@ staff administrator); anyone else gets a 403 page that says so.
 Each report page shows every table of the report, a bar chart of its main figures
 (server-rendered SVG, with the chart's numbers as a table) and a CSV download per table:
 the service's own CSV (``Report.csv``), so the download holds the same numbers as the table.
+The page writes codes (request states, organization types, categories, kinds, grievance
+states and reasons) as words in its language (:data:`CODE_LABELS`); the CSV keeps the
+codes, for machines.
 
 Also here, for the console's other report-like pages (``audit``, ``analyses``):
 :class:`Refused` and :class:`ConsoleRoute` (a 403 or 409 as a page saying why),
@@ -20,7 +23,7 @@ Also here, for the console's other report-like pages (``audit``, ``analyses``):
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -33,12 +36,18 @@ from starlette.responses import HTMLResponse, Response
 from app.auth.scopes import Scope
 from app.deps import PoolDep, SettingsDep
 from app.errors import ValidationFailed
+from app.schemas.updates import UPDATE_KINDS
 from app.services.grievances.sla import Targets
 from app.services.monitoring import reports
 from app.services.staff.sessions import StaffSession
 from app.web.i18n import N_
 from app.web.render import WebContext, WebDep, page, web_context
 from app.web.staff.auth import StaffRoute, StaffSessionDep
+from app.web.staff.grievances import REASONS as GRIEVANCE_REASONS
+from app.web.staff.grievances import STATES as GRIEVANCE_STATES
+from app.web.staff.requests import CATEGORY_LABELS, ORGANIZATION_TYPES, STATE_LABELS
+from app.web.staff.work import OBLIGATION_KINDS
+from app.web.staff.work import OVERDUE as BREACHES
 
 INDEX = "/staff/reports"
 
@@ -302,32 +311,72 @@ _TEXT_COLUMNS = frozenset(
         "due_at",
     }
 )
+# The words for the codes in the reports' cells and chart labels, by report and column,
+# the console's own where it has them (request states, organization types, categories,
+# grievance states and reasons, obligation kinds). The CSV keeps the codes.
+UPDATE_KIND_LABELS = {
+    "member_birth": N_("A birth"),
+    "member_death": N_("A death"),
+    "member_update": N_("A member's details"),
+    "address_change": N_("A change of address"),
+    "phone_change": N_("A change of phone number"),
+    "household_survey": N_("A household survey"),
+    "new_household": N_("A new household"),
+    "member_move": N_("A member moving household"),
+    reports.OTHER_KIND: N_("Another or unreadable kind"),
+}
+assert set(UPDATE_KIND_LABELS) == {*UPDATE_KINDS, reports.OTHER_KIND}
+CODE_LABELS: dict[tuple[str, str], Mapping[str, str]] = {
+    ("requests", "status"): STATE_LABELS,
+    ("requests", "stage"): STATE_LABELS,
+    ("requests", "organization_type"): ORGANIZATION_TYPES,
+    ("requests", "category"): {**CATEGORY_LABELS, reports.UNREVIEWED: N_("Not reviewed yet")},
+    ("data-shared", "category"): CATEGORY_LABELS,
+    ("updates", "kind"): UPDATE_KIND_LABELS,
+    ("revenue", "organization_type"): ORGANIZATION_TYPES,
+    ("obligations", "kind"): OBLIGATION_KINDS,
+    ("grievances", "status"): GRIEVANCE_STATES,
+    ("grievances", "reason"): GRIEVANCE_REASONS,
+    ("grievances", "breach"): BREACHES,
+}
+# Each chart's bars (but ``updates``'s, its totals by outcome): a code column and the
+# number summed per code.
+CHART_BARS = {
+    "requests": ("status", "requests"),
+    "data-shared": ("category", "households"),
+    "revenue": ("organization_type", "approved"),
+    "obligations": ("kind", "total"),
+    "grievances": ("reason", "filed"),
+}
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
-def _sum_by(rows: Sequence[dict[str, Any]], key: str, value: str) -> list[Bar]:
-    totals: dict[str, float] = {}
-    for row in rows:
-        label = str(row[key])
-        totals[label] = totals.get(label, 0) + float(row[value] or 0)
-    return [Bar(label, v) for label, v in totals.items()]
+def code_word(name: str, column: str, value: Any, gettext: Callable[[str], str]) -> str | None:
+    """The word for a code in column ``column`` of report ``name``, in the page's language;
+    None for a value that is not a code (a name, an id, a number) or a code with no word."""
+    label = CODE_LABELS.get((name, column), {}).get(value) if isinstance(value, str) else None
+    return gettext(label) if label is not None else None
 
 
 def chart_bars(report: reports.Report, gettext: Callable[[str], str]) -> list[Bar]:
-    """The numbers the report's chart draws (also shown as a table under it)."""
+    """The numbers the report's chart draws (also shown as a table under it), each bar
+    labelled with the word for its code."""
     name, rows = report.name, report.rows
-    if name == "requests":
-        return _sum_by(rows, "status", "requests")
-    if name == "data-shared":
-        return _sum_by(rows, "category", "households")
     if name == "updates":
         outcomes = ("applied", "rejected", "conflicts", "unchanged")
         return [Bar(gettext(COLUMN_LABELS[k]), float(report.totals[k])) for k in outcomes]
-    if name == "revenue":
-        return _sum_by(rows, "organization_type", "approved")
-    if name == "obligations":
-        return _sum_by(rows, "kind", "total")
-    return _sum_by(rows, "reason", "filed")
+    key, value = CHART_BARS[name]
+    totals: dict[str, float] = {}
+    for row in rows:
+        code = str(row[key])
+        totals[code] = totals.get(code, 0) + float(row[value] or 0)
+    return [Bar(code_word(name, key, code, gettext) or code, v) for code, v in totals.items()]
+
+
+def _label_width(bars: Sequence[Bar]) -> int:
+    """Room for the chart's longest label (about 7.5 px a character at 14 px), 210 to 380."""
+    longest = max((len(bar.label) for bar in bars), default=0)
+    return min(380, max(210, round(longest * 7.5) + 12))
 
 
 def _day(web: WebContext, value: str | None, field: str, errors: dict[str, str]) -> date | None:
@@ -423,6 +472,7 @@ async def report_page(
         labels=COLUMN_LABELS,
         text_columns=_TEXT_COLUMNS,
         show=lambda value: cell_text(web, value),
+        word=lambda column, value: code_word(name, column, value, web.gettext),
         bars=bars,
         chart_title=chart_title,
         chart=bar_chart(
@@ -434,6 +484,7 @@ async def report_page(
             number=lambda v: web.fmt.number(v),
             rtl=web.dir == "rtl",
             chart_id=f"chart-{name}",
+            label_width=_label_width(bars),
         ),
         csv_query=query,
     )

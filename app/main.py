@@ -25,6 +25,7 @@ from app.public_fastpath import PublicLookupFastPath
 from app.replicas import open_reads
 from app.routers import analysis as analysis_router
 from app.routers import beneficiaries as beneficiaries_router
+from app.routers import dci as dci_router
 from app.routers import docs, health, households, partner_updates, public_scores
 from app.routers import extracts as extracts_router
 from app.routers import geo as geo_router
@@ -153,6 +154,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(geo_router.router)
     app.include_router(targeting_router.router)
     app.include_router(grievances_router.router)
+    dci_router.install(app)
     web_site.install(app)
     app.include_router(public_site.router)
     staff_console.install(app)

@@ -98,11 +98,11 @@ def _as_problem(response: dict[str, Any]) -> None:
     content = response.get("content") or {}
     own = {k: v for k, v in content.items() if k != "application/json"}
     json_schema = (content.get("application/json") or {}).get("schema", {})
-    if "application/json" in content and json_schema.get("$ref", "").rsplit("/", 1)[-1] not in (
-        "HTTPValidationError",
-        "",
+    if "application/json" in content and (
+        "oneOf" in json_schema
+        or json_schema.get("$ref", "").rsplit("/", 1)[-1] not in ("HTTPValidationError", "")
     ):
-        return  # a body model of its own (the OAuth error of the token endpoint)
+        return  # a body model of its own (the token endpoint's OAuth error, DCI's bodies)
     own[PROBLEM_JSON] = {"schema": PROBLEM_REF}
     response["content"] = own
 

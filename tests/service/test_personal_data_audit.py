@@ -40,6 +40,8 @@ NO_PERSONAL_DATA: dict[Route, str] = {
     ("GET", "/docs/oauth2-redirect"): "the documentation's OAuth helper page",
     ("GET", "/docs/static/{name}"): "the documentation's scripts and styles",
     ("POST", "/v1/auth/token"): "a token for the caller's own credentials",
+    ("POST", "/dci/registry/sync/txn/status"): "the statuses and counts of the caller's own "
+    "DCI search transactions, never their records",
     ("GET", "/.well-known/jwks.json"): "public verification keys",
     ("GET", "/v1/public/geography"): "geography units and their names",
     ("GET", "/v1/public/summaries"): "public counts under disclosure control",
@@ -239,6 +241,41 @@ NDJSON = {"Accept": "application/x-ndjson"}
 PERSONAL_DATA: dict[Route, tuple[str, Call]] = {
     ("GET", "/v1/partner/scores/{cnic}"): _partner("GET", "/v1/partner/scores/{w.cnic}"),
     ("GET", "/v1/partner/beneficiaries"): _partner("GET", "/v1/partner/beneficiaries?limit=3"),
+    ("POST", "/dci/registry/sync/search"): _partner(
+        "POST",
+        "/dci/registry/sync/search",
+        json={
+            "header": {
+                "message_id": "audit-walk",
+                "message_ts": "2026-12-11T09:00:00Z",
+                "action": "search",
+                "sender_id": "audit-walk",
+                "total_count": 1,
+            },
+            "message": {
+                "transaction_id": "audit-walk",
+                "search_request": [
+                    {
+                        "reference_id": "r-1",
+                        "timestamp": "2026-12-11T09:00:00Z",
+                        "search_criteria": {
+                            "query_type": "predicate",
+                            "query": [
+                                {
+                                    "expression1": {
+                                        "attribute_name": "poverty_score",
+                                        "operator": "le",
+                                        "attribute_value": 100,
+                                    }
+                                }
+                            ],
+                            "pagination": {"page_size": 3},
+                        },
+                    }
+                ],
+            },
+        },
+    ),
     ("GET", "/v1/partner/programmes/{programme_id}/eligibility/{cnic}"): _partner(
         "GET", "/v1/partner/programmes/{w.programme}/eligibility/{w.cnic}"
     ),

@@ -34,6 +34,7 @@ CHECKS = ",".join(
 )
 MAX_SECONDS = 60
 STAFF_SECONDS = 40
+DCI_SECONDS = 30
 
 
 @pytest.fixture(scope="module")
@@ -144,3 +145,12 @@ def test_schemathesis_finds_nothing_in_the_staff_api(
         "--include-path-regex",
         "^/v1/(staff|households)",
     )
+
+
+@pytest.mark.slow
+def test_schemathesis_finds_nothing_in_the_dci_api(
+    live: tuple[Server, str, str], tmp_path: Path
+) -> None:
+    # The DCI adapter on its own, so its two operations get their share of the time.
+    server, partner, _ = live
+    _fuzz(server, partner, tmp_path, CHECKS, DCI_SECONDS, "--include-path-regex", "^/dci/")

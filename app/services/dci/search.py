@@ -1,0 +1,386 @@
+"""The synchronous DCI search and the status of its transactions.
+
+A search message holds up to :data:`MAX_BATCH` requests. Every one is read and checked
+before any is run (a message with one bad request is refused whole, nothing read, nothing
+answered); then each runs as one page of ``/v1/partner/beneficiaries`` would, through the
+sharing package: the agreement's categories (iv or v), its geography (every household
+outside it is out of every query), the dimensions it lets the partner read, suspension
+(checked with the token), and one audit row per request, written before it is answered.
+
+A page is bounded by its size: the households of the page are chosen by ids first (an
+index-ordered scan with the condition, the offset and the limit), and only those are built
+into documents. ``total_count`` counts the matches without building any.
+
+What each search did (not the records) is kept in ``dci_transactions`` for ``txn/status``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import orjson
+
+from app.auth.partner import Principal
+from app.auth.scopes import Scope
+from app.errors import Forbidden, ValidationFailed
+from app.replicas import Reads
+from app.services.audit import trail as audit
+from app.services.dci import envelope, records
+from app.services.dci import query as dci_query
+from app.services.dci.envelope import DciError, Header, Rejected
+from app.services.sharing import beneficiaries as beneficiary_service
+from app.services.sharing import rules as sharing
+from app.services.sharing.beneficiaries_sql import (
+    Filters,
+    Query,
+    Restriction,
+    household_document,
+    household_where,
+    member_count,
+)
+
+ENDPOINT = "/dci/registry/sync/search"
+MAX_BATCH = 10
+LOCALE = re.compile(r"[a-z]{3}", re.ASCII)
+ITEM_FIELDS = ("reference_id", "timestamp", "search_criteria", "locale")
+
+
+@dataclass
+class Item:
+    """One request of a search message: its ids, and its criteria or why it was refused."""
+
+    reference_id: str
+    timestamp: str
+    locale: str | None
+    criteria: dci_query.Criteria | None = None
+    rejection: Rejected | None = None
+
+
+def _item(raw: object, i: int, seen: set[str]) -> Item:
+    if not isinstance(raw, dict):
+        return Item("", "", None, rejection=Rejected(dci_query.CRITERIA, f"[{i}] not an object"))
+    ref = raw.get("reference_id")
+    shown = ref[:99] if isinstance(ref, str) and not envelope.has_control(ref) else ""
+    item = Item(shown, envelope.now(), None)
+    try:
+        envelope.check_fields(raw, ITEM_FIELDS, f"search_request[{i}]", Rejected)
+        try:
+            envelope.identifier(ref, "reference_id")
+        except DciError:
+            raise Rejected(
+                "rjct.reference_id.invalid",
+                f"search_request[{i}].reference_id must be 1-99 printable characters",
+            ) from None
+        if shown in seen:
+            raise Rejected("rjct.reference_id.duplicate", f"reference_id {shown!r} appears twice")
+        seen.add(shown)
+        if envelope.parse_timestamp(raw.get("timestamp")) is None:
+            raise Rejected(
+                "rjct.timestamp.invalid",
+                f"search_request[{i}].timestamp must be an ISO 8601 date-time with its offset",
+            )
+        locale = raw.get("locale")
+        if locale is not None and (not isinstance(locale, str) or not LOCALE.fullmatch(locale)):
+            raise Rejected(
+                dci_query.CRITERIA, f"search_request[{i}].locale must be 3 lowercase letters"
+            )
+        item.locale = locale
+        if "search_criteria" not in raw:
+            raise Rejected(dci_query.CRITERIA, f"search_request[{i}].search_criteria is required")
+        item.criteria = dci_query.criteria(raw["search_criteria"])
+    except Rejected as rejected:
+        item.rejection = rejected
+    return item
+
+
+def parse_message(message: Mapping[str, Any], header: Header) -> tuple[str, list[Item]]:
+    """The transaction id and the requests of a search message."""
+    if "transaction_id" not in message:
+        raise envelope.bad("message.transaction_id is required")
+    transaction_id = envelope.identifier(message["transaction_id"], "message.transaction_id")
+    requests = message.get("search_request")
+    if not isinstance(requests, list) or not requests:
+        raise envelope.bad("message.search_request must be a non-empty list")
+    if len(requests) > MAX_BATCH:
+        raise envelope.bad(f"message.search_request holds at most {MAX_BATCH} requests")
+    if header.total_count != len(requests):
+        raise envelope.bad(
+            f"header.total_count is {header.total_count} but the message holds "
+            f"{len(requests)} requests"
+        )
+    seen: set[str] = set()
+    return transaction_id, [_item(raw, i, seen) for i, raw in enumerate(requests)]
+
+
+def shared_dimensions(p: Principal) -> list[str]:
+    """The dimensions a DCI record carries: every one the agreement lets the partner read
+    (category v), none beyond the list's base fields with category iv alone."""
+    if "v" not in p.categories:
+        return []
+    readable = sharing.readable_dimensions(p.categories, p.dimensions)
+    return [d for d in sharing.DIMENSIONS if d in readable]
+
+
+async def authorize(reads: Reads, p: Principal, items: list[Item]) -> list[str]:
+    """403 unless the agreement lets the partner read beneficiary lists; each request's
+    geography checked as the list checks it (an unknown code rejects the request, a code
+    outside the agreement's scope is 403). The dimensions records carry."""
+    if Scope.BENEFICIARIES_READ not in p.scopes:
+        raise DciError(403, envelope.FORBIDDEN, "the agreement does not grant beneficiaries:read")
+    dims = shared_dimensions(p)
+    try:
+        await beneficiary_service.authorize(reads, p, Filters(dimensions=dims))
+        for item in items:
+            if item.criteria is None or not item.criteria.geography:
+                continue
+            try:
+                geo = Filters(**item.criteria.geography)  # type: ignore[arg-type]
+                await beneficiary_service.check_geography(reads, p, geo)
+            except ValidationFailed as exc:
+                item.rejection = Rejected(dci_query.FILTER, exc.detail)
+    except Forbidden as exc:
+        raise DciError(403, envelope.FORBIDDEN, exc.detail) from None
+    return dims
+
+
+def _filters(dims: list[str], criteria: dci_query.Criteria) -> Filters:
+    f = Filters(dimensions=list(dims))
+    condition = criteria.condition
+    f.restriction = Restriction(
+        endpoint=ENDPOINT,
+        where=lambda param: dci_query.where(condition, param),
+        audit=criteria.describe(),
+    )
+    return f
+
+
+async def run(
+    reads: Reads, p: Principal, dims: list[str], item: Item, transaction_id: str
+) -> dict[str, Any]:
+    """One request's page of households as Group records, audited."""
+    criteria = item.criteria
+    assert criteria is not None
+    f = _filters(dims, criteria)
+    order = dci_query.order_by(criteria.order)
+    q = Query()
+    where = household_where(q, f, p.geo_codes, None)
+    limit = q.param(criteria.page.size)
+    offset = q.param(criteria.page.offset)
+    page_sql = (
+        f"SELECT {household_document(f)}::text AS doc, {member_count(f)} AS n "
+        f"FROM (SELECT h.* FROM households h WHERE {where} ORDER BY {order} "
+        f"LIMIT {limit}::int OFFSET {offset}::int) h ORDER BY {order}"
+    )
+    c = Query()
+    count_where = household_where(c, f, p.geo_codes, None)
+    count_sql = f"SELECT count(*) FROM households h WHERE {count_where}"
+
+    async def read(conn: asyncpg.Connection) -> tuple[list[asyncpg.Record], int]:
+        rows = await conn.fetch(page_sql, *q.params)
+        total = await conn.fetchval(count_sql, *c.params)
+        return rows, int(total)
+
+    def record(answer: tuple[list[asyncpg.Record], int]) -> audit.AuditRecord:
+        rows = answer[0]
+        filters = {
+            **f.as_audit(),
+            "dci_transaction_id": transaction_id,
+            "dci_reference_id": item.reference_id,
+        }
+        return audit.AuditRecord.of(
+            p,
+            endpoint=f"{ENDPOINT} (page)",
+            filters=filters,
+            dimensions=list(dims),
+            households=len(rows),
+            members=sum(r["n"] for r in rows),
+        )
+
+    rows, total = await reads.audited(read, record)
+    answer: dict[str, Any] = {
+        "reference_id": item.reference_id,
+        "timestamp": envelope.now(),
+        "status": "succ",
+        "data": {
+            "version": envelope.VERSION,
+            "reg_records": [records.group(orjson.loads(r["doc"])) for r in rows],
+        },
+        "pagination": {
+            "page_size": criteria.page.size,
+            "page_number": criteria.page.number,
+            "total_count": total,
+        },
+    }
+    if item.locale:
+        answer["locale"] = item.locale
+    return answer
+
+
+def _rejected(item: Item, reason: Rejected | None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "reference_id": item.reference_id,
+        "timestamp": envelope.now(),
+        "status": "rjct",
+    }
+    if reason is not None:
+        out["status_reason_code"] = reason.code
+        out["status_reason_message"] = reason.message
+    else:
+        out["status_reason_message"] = "not run: another request of the message was rejected"
+    if item.locale:
+        out["locale"] = item.locale
+    return out
+
+
+async def record_transaction(
+    pool: asyncpg.Pool,
+    p: Principal,
+    transaction_id: str,
+    correlation_id: str,
+    header: Header,
+    status: str,
+    answers: list[dict[str, Any]],
+) -> None:
+    """Keep what the search did (statuses, reasons, counts; never records)."""
+    kept = [{k: v for k, v in a.items() if k != "data"} for a in answers]
+    await pool.execute(
+        """INSERT INTO dci_transactions (client_id, transaction_id, agreement_id,
+               correlation_id, txn_type, status, message_id, reference_ids, requests)
+           VALUES ($1, $2, $3, $4, 'search', $5, $6, $7::varchar[], $8::jsonb)
+           ON CONFLICT (client_id, transaction_id) DO UPDATE SET
+               agreement_id = EXCLUDED.agreement_id, correlation_id = EXCLUDED.correlation_id,
+               status = EXCLUDED.status, message_id = EXCLUDED.message_id,
+               reference_ids = EXCLUDED.reference_ids, requests = EXCLUDED.requests,
+               updated_at = now()""",
+        p.client_id,
+        transaction_id,
+        p.agreement_id,
+        correlation_id,
+        status,
+        header.message_id,
+        [a["reference_id"] for a in answers],
+        orjson.dumps(kept).decode(),
+    )
+
+
+@dataclass
+class Reply:
+    status_code: int
+    body: dict[str, Any]
+
+
+async def sync_search(reads: Reads, p: Principal, body: Mapping[str, Any]) -> Reply:
+    header, message = envelope.parse_envelope(body, "search", ("transaction_id", "search_request"))
+    transaction_id, items = parse_message(message, header)
+    dims = await authorize(reads, p, items)
+    correlation_id = envelope.new_id()
+    if any(item.rejection is not None for item in items):
+        answers = [_rejected(item, item.rejection) for item in items]
+        status, code, completed = "rjct", 400, 0
+        first = next(item.rejection for item in items if item.rejection is not None)
+        reason = f"rejected: {first.message}"
+    else:
+        answers = [await run(reads, p, dims, item, transaction_id) for item in items]
+        status, code, completed, reason = "succ", 200, len(items), None
+    await record_transaction(
+        reads.primary, p, transaction_id, correlation_id, header, status, answers
+    )
+    head = envelope.reply_header(
+        "on-search", status, header, total=len(items), completed=completed, reason_message=reason
+    )
+    return Reply(
+        code,
+        {
+            "header": head,
+            "message": {
+                "transaction_id": transaction_id,
+                "correlation_id": correlation_id,
+                "search_response": answers,
+            },
+        },
+    )
+
+
+# -- txn/status --------------------------------------------------------------------------
+
+TXN_FIELDS = ("reference_id", "txn_type", "attribute_type", "attribute_value", "locale")
+# The standard spells it "subscibe"; both spellings are read, neither is served yet.
+TXN_TYPES = ("search", "subscribe", "subscibe", "receipt")
+MAX_REFERENCES = 100
+
+
+async def txn_status(pool: asyncpg.Pool, p: Principal, body: Mapping[str, Any]) -> Reply:
+    header, message = envelope.parse_envelope(
+        body, "txn-status", ("transaction_id", "txnstatus_request")
+    )
+    if "transaction_id" not in message:
+        raise envelope.bad("message.transaction_id is required")
+    transaction_id = envelope.identifier(message["transaction_id"], "message.transaction_id")
+    request = message.get("txnstatus_request")
+    if not isinstance(request, dict):
+        raise envelope.bad("message.txnstatus_request must be an object")
+    envelope.check_fields(request, TXN_FIELDS, "txnstatus_request", DciError)
+    for name in ("reference_id", "txn_type", "attribute_type", "attribute_value"):
+        if name not in request:
+            raise envelope.bad(f"txnstatus_request.{name} is required")
+    envelope.identifier(request["reference_id"], "txnstatus_request.reference_id")
+    locale = request.get("locale")
+    if locale is not None and (not isinstance(locale, str) or not LOCALE.fullmatch(locale)):
+        raise envelope.bad("txnstatus_request.locale must be 3 lowercase letters")
+    txn_type = request["txn_type"]
+    if txn_type not in TXN_TYPES:
+        raise envelope.bad(f"txn_type must be one of {', '.join(TXN_TYPES)}")
+    kind = request["attribute_type"]
+    value = request["attribute_value"]
+    wanted: list[str] | None = None
+    if kind in ("transaction_id", "correlation_id"):
+        key = envelope.identifier(value, f"attribute_value (a {kind})")
+        column = "transaction_id" if kind == "transaction_id" else "correlation_id"
+        sql = f"SELECT * FROM dci_transactions WHERE client_id = $1 AND {column} = $2"
+        args: list[object] = [p.client_id, key]
+    elif kind == "reference_id_list":
+        if not isinstance(value, list) or not 1 <= len(value) <= MAX_REFERENCES:
+            raise envelope.bad(
+                f"attribute_value must be a list of 1-{MAX_REFERENCES} reference ids"
+            )
+        wanted = [envelope.identifier(v, "attribute_value[]") for v in value]
+        sql = (
+            "SELECT * FROM dci_transactions WHERE client_id = $1 "
+            "AND reference_ids && $2::varchar[] ORDER BY updated_at DESC LIMIT 1"
+        )
+        args = [p.client_id, wanted]
+    else:
+        raise envelope.bad(
+            "attribute_type must be transaction_id, reference_id_list or correlation_id"
+        )
+    row = await pool.fetchrow(sql, *args) if txn_type == "search" else None
+    if row is None:
+        raise DciError(
+            404, envelope.NOT_FOUND, f"no {txn_type} transaction of this client matches that {kind}"
+        )
+    answers: list[dict[str, Any]] = orjson.loads(row["requests"])
+    if wanted is not None:
+        answers = [a for a in answers if a["reference_id"] in set(wanted)]
+    head = envelope.reply_header("txn-on-status", "succ", header, total=1, completed=1)
+    return Reply(
+        200,
+        {
+            "header": head,
+            "message": {
+                "transaction_id": transaction_id,
+                "correlation_id": envelope.new_id(),
+                "txnstatus_response": {
+                    "txn_type": "search",
+                    "txn_status": {
+                        "transaction_id": row["transaction_id"],
+                        "correlation_id": row["correlation_id"],
+                        "search_response": answers,
+                    },
+                },
+            },
+        },
+    )

@@ -112,6 +112,8 @@ async def test_list_indicators_reach_the_household(
         ({"kitchen": ["cooking_stove", "cooking_stove"]}, "kitchen", "Tick only the items listed"),
         ({"electrical": "television", "expected_version": "abc"}, "expected_version", "reload"),
         ({"electrical": "television", "expected_version": "0"}, "expected_version", "reload"),
+        ({"electrical": "television", "expected_version": "²"}, "expected_version", "reload"),
+        ({"cows": "²"}, "cows", "Enter a number in the allowed range"),
     ]
     for fields, name, message in cases:
         bad = await post_form(officer, f"{LIST}/{ref}/resurvey", fields)

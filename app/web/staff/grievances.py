@@ -372,13 +372,19 @@ def _lists(web: WebContext, ticked: dict[str, list[str]]) -> tuple[dict[str, Any
     return lists, errors
 
 
+def _whole(text: str) -> int | str:
+    """A whole number written in ASCII digits, else the text for the schema to refuse (a
+    digit ``int`` does not read, such as "²", stays text: a 422, never a 500)."""
+    return int(text) if text.isascii() and text.isdigit() else text
+
+
 def _survey(values: dict[str, str], lists: dict[str, Any]) -> dict[str, Any]:
     """The re-survey's body as the API takes it: blank fields are left out (unchanged)."""
     indicators: dict[str, Any] = {}
     for name in COUNTS:
         if values.get(name, "").strip():
             text = values[name].strip()
-            indicators[name] = int(text) if text.isdigit() else text
+            indicators[name] = _whole(text)
     for name in LANDS:
         if values.get(name, "").strip():
             text = values[name].strip()
@@ -393,8 +399,7 @@ def _survey(values: dict[str, str], lists: dict[str, Any]) -> dict[str, Any]:
     if values.get("surveyed_on", "").strip():
         body["surveyed_on"] = values["surveyed_on"].strip()
     if values.get("expected_version", "").strip():
-        text = values["expected_version"].strip()
-        body["expected_version"] = int(text) if text.isdigit() else text
+        body["expected_version"] = _whole(values["expected_version"].strip())
     return body
 
 

@@ -1,5 +1,5 @@
-"""Registry staff: what waits on them, the request workflow, agreements' oversight,
-obligations (§5.1, §6.4).
+"""Registry staff: what waits on them, the request workflow, agreements' oversight (spot
+checks; the Secretary's suspend, revoke and resume), obligations (§5.1, §6.4).
 
 Staff tokens come from the token endpoint; their scopes follow their roles, read live. Which
 workflow action a role may take is the machine's rule: another role's action is 403, an
@@ -24,7 +24,7 @@ from app.openapi import json_request_body, problems
 from app.rate_limit import staff_reads
 from app.schemas.base import UUID_RE, IsoDateTime
 from app.schemas.console import MyWork
-from app.schemas.requests import ObligationMetIn, ResumeIn, SpotCheckIn
+from app.schemas.requests import ObligationMetIn, ResumeIn, RevokeIn, SpotCheckIn, SuspendIn
 from app.services.console import queues
 from app.services.monitoring import spot_checks
 from app.services.requests import obligations, store
@@ -155,6 +155,36 @@ async def resume_agreement(
 ) -> dict[str, Any]:
     """The Secretary lifts a suspension (revocation is final)."""
     return await spot_checks.resume(pool, staff, agreement_id, body)
+
+
+@router.post(
+    "/agreements/{agreement_id}/suspend",
+    openapi_extra=json_request_body(SuspendIn),
+    responses=problems(404, 409, 413),
+)
+async def suspend_agreement(
+    agreement_id: uuid.UUID,
+    staff: Overseer,
+    pool: PoolDep,
+    body: Annotated[SuspendIn, Depends(json_body(SuspendIn, BODY_CAP))],
+) -> dict[str, Any]:
+    """The Secretary suspends an active agreement: the partner's next call is refused."""
+    return await spot_checks.suspend(pool, staff, agreement_id, body)
+
+
+@router.post(
+    "/agreements/{agreement_id}/revoke",
+    openapi_extra=json_request_body(RevokeIn),
+    responses=problems(404, 409, 413),
+)
+async def revoke_agreement(
+    agreement_id: uuid.UUID,
+    staff: Overseer,
+    pool: PoolDep,
+    body: Annotated[RevokeIn, Depends(json_body(RevokeIn, BODY_CAP))],
+) -> dict[str, Any]:
+    """The Secretary revokes an active or suspended agreement (final)."""
+    return await spot_checks.revoke(pool, staff, agreement_id, body)
 
 
 @router.get("/obligations")

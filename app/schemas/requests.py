@@ -182,6 +182,18 @@ class ResumeIn(StrictModel):
     reasons: Text
 
 
+class SuspendIn(StrictModel):
+    """``POST /v1/staff/agreements/{id}/suspend`` (Secretary)."""
+
+    reasons: Text
+
+
+class RevokeIn(StrictModel):
+    """``POST /v1/staff/agreements/{id}/revoke`` (Secretary; final)."""
+
+    reasons: Text
+
+
 class ObligationMetIn(StrictModel):
     """``POST /v1/staff/obligations/{id}/met`` (officer): the deliverable received."""
 

@@ -78,6 +78,10 @@ NO_PERSONAL_DATA: dict[Route, str] = {
     "audited as a staff action",
     ("POST", "/v1/staff/agreements/{agreement_id}/resume"): "an agreement's status; audited "
     "as a staff action",
+    ("POST", "/v1/staff/agreements/{agreement_id}/suspend"): "an agreement's status; audited "
+    "as a staff action",
+    ("POST", "/v1/staff/agreements/{agreement_id}/revoke"): "an agreement's status; audited "
+    "as a staff action",
     ("GET", "/v1/staff/obligations"): "what organizations owe, and when",
     ("POST", "/v1/staff/obligations/{obligation_id}/met"): "an obligation met; audited as a "
     "staff action",

@@ -246,7 +246,7 @@ async def test_an_agreement_is_suspended_resumed_and_revoked(
     assert 'data-state="active"' in page.text
     assert actions_on(page) == {"spot_check", "suspend", "revoke"}
     assert actions_on(await officer.get(path)) == set()
-    assert actions_on(await secretary.get(path)) == set()
+    assert actions_on(await secretary.get(path)) == {"secretary_suspend", "secretary_revoke"}
     refused = await post_form(officer, f"{path}/suspend", findings="no")
     assert refused.status_code == 403
     assert "Your roles do not allow this action" in refused.text
@@ -262,7 +262,7 @@ async def test_an_agreement_is_suspended_resumed_and_revoked(
     assert done.status_code == 303
     page = await secretary.get(path)
     assert 'data-state="suspended"' in page.text
-    assert actions_on(page) == {"resume"}
+    assert actions_on(page) == {"resume", "secretary_revoke"}
     assert (await post_form(secretary, f"{path}/resume", reasons="Fixed")).status_code == 303
     again = await post_form(secretary, f"{path}/resume", reasons="Fixed")
     assert again.status_code == 409

@@ -6,7 +6,8 @@ only: no contact details, so the page is not a read of personal data), the reque
 to it, its API clients, its spot checks newest first (``ix_spot_checks_agreement``), and the
 clients' calls of the last 30 days by endpoint and day from the audit log
 (:mod:`app.services.audit.usage`). The changes themselves are ``spot_checks.record`` and
-``spot_checks.resume``, the same as the staff API's.
+the Secretary's ``spot_checks.suspend``, ``revoke`` and ``resume``, the same as the staff
+API's.
 """
 
 from __future__ import annotations
@@ -39,7 +40,9 @@ class AgreementView:
 def actions_for(status: str, roles: frozenset[str]) -> list[str]:
     """What a member holding ``roles`` may do to an agreement in ``status``: the M&E team
     records spot checks (failed ones may suspend an active agreement or revoke an active or
-    suspended one); the Secretary lifts a suspension."""
+    suspended one); the Secretary suspends an active agreement, revokes an active or
+    suspended one (``secretary_suspend``, ``secretary_revoke``: with reasons, no spot
+    check) and lifts a suspension."""
     out: list[str] = []
     if spot_checks.CHECKERS & roles:
         if status in ("active", "suspended"):
@@ -48,8 +51,13 @@ def actions_for(status: str, roles: frozenset[str]) -> list[str]:
             out.append("suspend")
         if status in ("active", "suspended"):
             out.append("revoke")
-    if "secretary" in roles and status == "suspended":
-        out.append("resume")
+    if "secretary" in roles:
+        if status == "suspended":
+            out.append("resume")
+        if status == "active":
+            out.append("secretary_suspend")
+        if status in ("active", "suspended"):
+            out.append("secretary_revoke")
     return out
 
 

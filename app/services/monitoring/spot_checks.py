@@ -1,10 +1,11 @@
-"""Spot checks by the M&E team, and the Secretary lifting a suspension.
+"""Spot checks by the M&E team, and the Secretary's suspend, revoke and resume.
 
 A check is recorded with its outcome, findings and action. ``suspend`` and ``revoke`` change
 the agreement's status in the same transaction; access is read live from the agreement on
-every partner call, so the partner's next call is refused. A request that led to the
-agreement follows it through the machine (``active`` -> ``suspended`` -> ``active``,
-``revoked``). Revocation is final.
+every partner call, so the partner's next call is refused. The Secretary suspends and
+revokes on their own authority (with reasons, no spot check) through the same move, and
+lifts a suspension. A request that led to the agreement follows it through the machine
+(``active`` -> ``suspended`` -> ``active``, ``revoked``). Revocation is final.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import asyncpg
 
 from app.auth.partner import Principal
 from app.errors import Conflict, Forbidden, NotFound
-from app.schemas.requests import ResumeIn, SpotCheckIn
+from app.schemas.requests import ResumeIn, RevokeIn, SpotCheckIn, SuspendIn
 from app.services.audit import trail as audit
 from app.services.requests import machine
 from app.services.requests.machine import Action, State
@@ -139,19 +140,60 @@ async def record(
     }
 
 
+# What only the Secretary does to an agreement directly (the M&E team suspends and revokes
+# through a spot check), and the words of the 403 for anyone else.
+SECRETARY_ONLY = {
+    Action.suspend: "only the Secretary suspends an agreement here (the M&E team suspends "
+    "through a spot check)",
+    Action.revoke: "only the Secretary revokes an agreement here (the M&E team revokes "
+    "through a spot check)",
+    Action.resume: "only the Secretary lifts a suspension",
+}
+
+
+async def by_secretary(
+    pool: asyncpg.Pool,
+    principal: Principal,
+    agreement_id: uuid.UUID,
+    action: Action,
+    reasons: str,
+) -> dict[str, Any]:
+    """The Secretary suspends, revokes or resumes an agreement with reasons: 403 for any
+    other role before anything is read, 404 for no such agreement, 409 naming the status the
+    action does not apply to; the same move as a spot check's, audited."""
+    if "secretary" not in principal.roles:
+        raise Forbidden(SECRETARY_ONLY[action])
+    async with pool.acquire() as conn, conn.transaction():
+        await _agreement(conn, agreement_id)
+        status = await _move(conn, principal, agreement_id, action, reasons)
+        await audit.append_action(
+            conn,
+            principal,
+            f"POST /v1/staff/agreements/{{id}}/{action.value}",
+            {"agreement": agreement_id},
+        )
+    return {"agreement_id": str(agreement_id), "agreement_status": status}
+
+
+async def suspend(
+    pool: asyncpg.Pool, principal: Principal, agreement_id: uuid.UUID, body: SuspendIn
+) -> dict[str, Any]:
+    """The Secretary suspends an active agreement (the partner's next call is refused)."""
+    return await by_secretary(pool, principal, agreement_id, Action.suspend, body.reasons)
+
+
+async def revoke(
+    pool: asyncpg.Pool, principal: Principal, agreement_id: uuid.UUID, body: RevokeIn
+) -> dict[str, Any]:
+    """The Secretary revokes an active or suspended agreement (final)."""
+    return await by_secretary(pool, principal, agreement_id, Action.revoke, body.reasons)
+
+
 async def resume(
     pool: asyncpg.Pool, principal: Principal, agreement_id: uuid.UUID, body: ResumeIn
 ) -> dict[str, Any]:
     """The Secretary lifts a suspension (409 for an agreement that is not suspended)."""
-    if "secretary" not in principal.roles:
-        raise Forbidden("only the Secretary lifts a suspension")
-    async with pool.acquire() as conn, conn.transaction():
-        await _agreement(conn, agreement_id)
-        status = await _move(conn, principal, agreement_id, Action.resume, body.reasons)
-        await audit.append_action(
-            conn, principal, "POST /v1/staff/agreements/{id}/resume", {"agreement": agreement_id}
-        )
-    return {"agreement_id": str(agreement_id), "agreement_status": status}
+    return await by_secretary(pool, principal, agreement_id, Action.resume, body.reasons)
 
 
 # Each active agreement in its validity with its last check (the newest row of its range of

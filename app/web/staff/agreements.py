@@ -5,9 +5,10 @@ The page reads :func:`app.services.monitoring.oversight.view` (the organization'
 type, no contact details, so no personal data); usage is the agreement's API clients' calls
 of the last 30 days from the audit log, by endpoint and day, as an inline SVG chart with
 its table. The actions are the staff API's: ``spot_checks.record`` (the M&E team: a check,
-and a failed one may suspend or revoke) and ``spot_checks.resume`` (the Secretary).
-Suspending, resuming and revoking need a recent passkey verification; a role that may not
-act gets 403 and an agreement in the wrong state 409, each shown on the page saying why.
+and a failed one may suspend or revoke) and the Secretary's ``spot_checks.suspend``,
+``revoke`` (with reasons, no spot check) and ``resume``. Suspending, resuming and revoking
+need a recent passkey verification; a role that may not act gets 403 and an agreement in
+the wrong state 409, each shown on the page saying why.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from app.auth.scopes import Scope
 from app.deps import PoolDep, SettingsDep
 from app.errors import Conflict, Forbidden
-from app.schemas.requests import ResumeIn, SpotCheckIn
+from app.schemas.requests import ResumeIn, RevokeIn, SpotCheckIn, SuspendIn
 from app.services.monitoring import oversight, spot_checks
 from app.services.staff.sessions import StaffSession
 from app.web.i18n import N_
@@ -46,20 +47,26 @@ ACTIONS = {
     "suspend": N_("Suspend the agreement"),
     "revoke": N_("Revoke the agreement"),
     "resume": N_("Resume the agreement"),
+    "secretary_suspend": N_("Suspend the agreement (the Secretary's decision)"),
+    "secretary_revoke": N_("Revoke the agreement (the Secretary's decision)"),
 }
 DONE = {
     "spot_check": N_("The spot check was recorded."),
     "suspend": N_("The agreement was suspended: the partner's next call is refused."),
     "revoke": N_("The agreement was revoked. This is final."),
     "resume": N_("The agreement was resumed: the partner's calls are served again."),
+    "secretary_suspend": N_("The agreement was suspended: the partner's next call is refused."),
+    "secretary_revoke": N_("The agreement was revoked. This is final."),
 }
 Done = Annotated[str | None, Query(pattern="^(" + "|".join(DONE) + ")$")]
-STEP_UP = frozenset({"suspend", "revoke", "resume"})
+STEP_UP = frozenset({"suspend", "revoke", "resume", "secretary_suspend", "secretary_revoke"})
 FIELDS = {
     "spot_check": frozenset({"outcome", "findings"}),
     "suspend": frozenset({"findings"}),
     "revoke": frozenset({"findings"}),
     "resume": frozenset({"reasons"}),
+    "secretary_suspend": frozenset({"reasons"}),
+    "secretary_revoke": frozenset({"reasons"}),
 }
 CHART_W, CHART_H = 600, 160
 
@@ -162,6 +169,10 @@ async def _act(
         try:
             if action == "resume":
                 await spot_checks.resume(pool, principal, agreement_id, ResumeIn(**values))
+            elif action == "secretary_suspend":
+                await spot_checks.suspend(pool, principal, agreement_id, SuspendIn(**values))
+            elif action == "secretary_revoke":
+                await spot_checks.revoke(pool, principal, agreement_id, RevokeIn(**values))
             else:
                 check = (
                     SpotCheckIn(outcome=values["outcome"] or "passed", findings=values["findings"])
@@ -199,11 +210,18 @@ async def _act(
 
 # The oversight actions, by the path segment their forms post to: a spot check that changes
 # nothing (M&E), one that suspends or revokes the agreement (M&E; step-up), and the
-# Secretary lifting a suspension (step-up).
-BY_PATH = {"spot-check": "spot_check", "suspend": "suspend", "revoke": "revoke", "resume": "resume"}
+# Secretary suspending, revoking or lifting a suspension with reasons (step-up).
+BY_PATH = {
+    "spot-check": "spot_check",
+    "suspend": "suspend",
+    "revoke": "revoke",
+    "resume": "resume",
+    "secretary-suspend": "secretary_suspend",
+    "secretary-revoke": "secretary_revoke",
+}
 AgreementAction = Annotated[
-    Literal["spot-check", "suspend", "revoke", "resume"],
-    Path(description="spot-check, suspend, revoke or resume"),
+    Literal["spot-check", "suspend", "revoke", "resume", "secretary-suspend", "secretary-revoke"],
+    Path(description="spot-check, suspend, revoke, resume, secretary-suspend, secretary-revoke"),
 ]
 
 
@@ -217,5 +235,6 @@ async def act(
     agreement_id: uuid.UUID,
     action: AgreementAction,
 ) -> Response:
-    """One oversight action by the member (step-up first for suspend, revoke and resume)."""
+    """One oversight action by the member (step-up first for suspending, revoking and
+    resuming)."""
     return await _act(request, web, session, pool, settings, agreement_id, BY_PATH[action])

@@ -8,6 +8,13 @@
   the grievance's state: triage, order a re-survey, send the re-survey (a staff
   ``household_survey`` update batch the ingest worker applies), resolve, reject.
 
+The re-survey form has the record's indicators: numbers, the toilet, and the list-valued
+ones as checkbox groups (electrical and gas equipment, kitchen assets: nothing ticked keeps
+the registry's value, "none" records that the household has none), and, hidden, the
+household's version shown on the page as ``expected_version``: if the household changes
+before the worker applies the survey, the record is refused as a ``conflict`` and nothing
+is changed; the page says so and offers the form again on the household as it is now.
+
 Every read and action is the staff API's own service call (:mod:`app.services.grievances.
 store`, :mod:`app.services.targeting.explanation`) with the member as the caller, so the
 same scopes (``grievances:read``/``grievances:act``, ``staff:read`` for the explanation),
@@ -26,7 +33,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from app.auth.scopes import Scope
 from app.deps import PoolDep, SettingsDep
 from app.errors import Conflict, Forbidden, NotFound
-from app.models.registry import TOILET_TYPES
+from app.models.registry import ELECTRICAL, GAS, KITCHEN, TOILET_TYPES
 from app.rate_limit import staff_reads
 from app.schemas.base import UUID_RE, IsoDateTime
 from app.schemas.grievances import ResurveyIn
@@ -105,7 +112,33 @@ TOILETS = {
     "flush_sewer": N_("Flush to a sewer"),
 }
 assert tuple(TOILETS) == TOILET_TYPES
-RESURVEY_FIELDS = frozenset({*COUNTS, *LANDS, "toilet_type", "surveyed_on", "notes"})
+# The list-valued indicators: a checkbox group each, and the items each may hold. Nothing
+# ticked leaves the registry's list as it is; NONE alone records an empty list.
+NONE = "none"
+LISTS = {
+    "electrical": N_("Electrical equipment"),
+    "gas": N_("Gas equipment"),
+    "kitchen": N_("Kitchen assets"),
+}
+ITEMS = {
+    "refrigerator": N_("Refrigerator"),
+    "air_conditioner": N_("Air conditioner"),
+    "freezer": N_("Freezer"),
+    "television": N_("Television"),
+    "washing_machine": N_("Washing machine"),
+    "microwave_oven": N_("Microwave oven"),
+    "air_cooler": N_("Air cooler"),
+    "geyser": N_("Geyser"),
+    "heater": N_("Heater"),
+    "cooking_stove": N_("Cooking stove"),
+    "cooking_range": N_("Cooking range"),
+}
+LIST_ITEMS = {"electrical": ELECTRICAL, "gas": GAS, "kitchen": KITCHEN}
+assert set(ITEMS) == {item for items in LIST_ITEMS.values() for item in items}
+RESURVEY_FIELDS = frozenset(
+    {*COUNTS, *LANDS, *LISTS, "toilet_type", "surveyed_on", "expected_version", "notes"}
+)
+RESURVEY_LISTS = frozenset(LISTS)
 NOTE_FIELDS = frozenset({"notes"})
 REASON_FIELDS = frozenset({"reasons", "notes"})
 
@@ -134,6 +167,7 @@ async def _detail(
     problem: str | None = None,
     errors: dict[str, str] | None = None,
     values: dict[str, str] | None = None,
+    ticked: dict[str, list[str]] | None = None,
     form: str | None = None,
     status: int = 200,
 ) -> HTMLResponse:
@@ -163,10 +197,15 @@ async def _detail(
         counts=COUNTS,
         lands=LANDS,
         toilets=TOILETS,
+        lists=LISTS,
+        list_items=LIST_ITEMS,
+        items=ITEMS,
+        none_item=NONE,
         done=DONE.get(done or ""),
         problem=problem,
         errors=errors or {},
         values=values or {},
+        ticked=ticked or {},
         form=form,
     )
 
@@ -229,8 +268,17 @@ def _field_errors(web: WebContext, exc: ValidationError) -> dict[str, str]:
     errors: dict[str, str] = {}
     for error in exc.errors():
         loc = [str(part) for part in error["loc"]]
-        name = loc[-1] if loc and loc[0] == "indicators" else (loc[0] if loc else "form")
-        if name == "reasons":
+        name = loc[1] if len(loc) > 1 and loc[0] == "indicators" else (loc[0] if loc else "form")
+        if name in errors:
+            continue
+        if name in LISTS:
+            errors[name] = web.gettext("Tick only the items listed.")
+        elif name == "expected_version":
+            errors[name] = web.gettext(
+                "The household's version on the form is not valid: reload the page and enter "
+                "the survey again."
+            )
+        elif name == "reasons":
             errors[name] = web.gettext("Write the reasons (at most 4000 characters).")
         elif name == "notes":
             errors[name] = web.gettext("The note is too long (at most 4000 characters).")
@@ -307,13 +355,36 @@ async def act(
     return _back(grievance_id, action.value, web)
 
 
-def _survey(values: dict[str, str]) -> dict[str, Any]:
+def _lists(web: WebContext, ticked: dict[str, list[str]]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The checkbox groups as the record's lists (a group left blank is left out: unchanged),
+    and an error for a group with "none" ticked beside an item."""
+    lists: dict[str, Any] = {}
+    errors: dict[str, str] = {}
+    for name, chosen in ticked.items():
+        if len(set(chosen)) != len(chosen):
+            errors[name] = web.gettext("Tick only the items listed.")
+        elif NONE in chosen and len(chosen) > 1:
+            errors[name] = web.gettext(
+                "Tick either “None of these” or the items the household has, not both."
+            )
+        elif chosen:
+            lists[name] = [] if chosen == [NONE] else chosen
+    return lists, errors
+
+
+def _whole(text: str) -> int | str:
+    """A whole number written in ASCII digits, else the text for the schema to refuse (a
+    digit ``int`` does not read, such as "²", stays text: a 422, never a 500)."""
+    return int(text) if text.isascii() and text.isdigit() else text
+
+
+def _survey(values: dict[str, str], lists: dict[str, Any]) -> dict[str, Any]:
     """The re-survey's body as the API takes it: blank fields are left out (unchanged)."""
     indicators: dict[str, Any] = {}
     for name in COUNTS:
         if values.get(name, "").strip():
             text = values[name].strip()
-            indicators[name] = int(text) if text.isdigit() else text
+            indicators[name] = _whole(text)
     for name in LANDS:
         if values.get(name, "").strip():
             text = values[name].strip()
@@ -323,9 +394,12 @@ def _survey(values: dict[str, str]) -> dict[str, Any]:
                 indicators[name] = text
     if values.get("toilet_type"):
         indicators["toilet_type"] = values["toilet_type"]
+    indicators.update(lists)
     body: dict[str, Any] = {"indicators": indicators, "notes": values.get("notes", "")}
     if values.get("surveyed_on", "").strip():
         body["surveyed_on"] = values["surveyed_on"].strip()
+    if values.get("expected_version", "").strip():
+        body["expected_version"] = _whole(values["expected_version"].strip())
     return body
 
 
@@ -339,18 +413,19 @@ async def resurvey(
     grievance_id: GrievanceId,
 ) -> Response:
     """Send the re-survey: queued as a staff update batch, applied by the ingest worker."""
-    form = await read_form(request, web, RESURVEY_FIELDS, repeatable=frozenset())
-    values = {name: found[0] for name, found in form.items()}
+    form = await read_form(request, web, RESURVEY_FIELDS, repeatable=RESURVEY_LISTS)
+    values = {name: found[0] for name, found in form.items() if name not in RESURVEY_LISTS}
+    ticked = {name: form[name] for name in LISTS if name in form}
     if not _may(session, Scope.GRIEVANCES_ACT):
         exc = Forbidden(f"the scope {Scope.GRIEVANCES_ACT.value} is not among your roles'")
         return await _refused(web, pool, settings, session, grievance_id, exc)
-    errors: dict[str, str] = {}
+    lists, errors = _lists(web, ticked)
     try:
-        body = ResurveyIn.model_validate(_survey(values))
+        body = ResurveyIn.model_validate(_survey(values, lists))
     except ValidationError as exc:
-        errors = _field_errors(web, exc)
+        errors = {**_field_errors(web, exc), **errors}
     else:
-        if not body.indicators.model_dump(exclude_none=True):
+        if not errors and not body.indicators.model_dump(exclude_none=True):
             errors["indicators"] = web.gettext("Enter at least one indicator measured again.")
     if errors:
         return await _detail(
@@ -362,6 +437,7 @@ async def resurvey(
             problem=web.gettext("Please correct the form below."),
             errors=errors,
             values=values,
+            ticked=ticked,
             form="record_resurvey",
             status=422,
         )

@@ -66,7 +66,7 @@ MAX_ORDERING_KEY = 200
 # Kept in last_error: enough to say what happened, never a response body.
 MAX_ERROR = 300
 # The lease on a claimed row beyond the attempt's own time limit.
-LEASE_MARGIN_SECONDS = 30.0
+LEASE_MARGIN_SECONDS = 10.0
 # Delivered rows are deleted once this old, a batch at a time, by the delivery loop.
 RETENTION_SECONDS = 7 * 86_400
 PURGE_EVERY_SECONDS = 600.0

@@ -251,7 +251,10 @@ def _b64url(data: bytes) -> str:
 def _unb64url(text: str) -> bytes:
     if not re.fullmatch(r"[A-Za-z0-9_-]*", text):
         raise ValueError("x must be base64url without padding")
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    try:
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except binascii.Error as exc:
+        raise ValueError("x must be base64url without padding") from exc
 
 
 def public_jwk(key: Ed25519PublicKey) -> dict[str, str]:

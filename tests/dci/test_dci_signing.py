@@ -11,6 +11,7 @@ import base64
 import hashlib
 import ipaddress
 import random
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -283,3 +284,31 @@ def test_backoff_doubles_up_to_the_cap_with_jitter() -> None:
         delays = [callbacks.backoff_seconds(attempts, s, rng) for _ in range(200)]
         assert all(ceiling / 2 <= d <= ceiling for d in delays), attempts
         assert max(delays) - min(delays) > ceiling / 4  # jittered, not one value
+
+
+def test_the_worked_example_in_the_docs_is_what_the_code_makes() -> None:
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "api.md").read_text()
+    env = {
+        "header": {
+            "version": "1.0.0",
+            "message_id": "789",
+            "message_ts": "2026-12-11T09:00:00+05:00",
+            "action": "on-search",
+            "status": "succ",
+            "sender_id": "nser",
+        },
+        "message": {"transaction_id": "T1", "correlation_id": "C1", "search_response": []},
+    }
+    content = signing.canonical(env["header"], env["message"])
+    text = signing.sign(
+        env,
+        KEY,
+        key_id="nser|dci-20261211-0a1b2c3d4e5f|ed25519",
+        ttl_seconds=300,
+        now=1765425600,
+    )
+    lines = docs.splitlines()
+    for expected in (content.decode(), signing.digest(content), text, PUBLIC_X):
+        assert any(expected in line for line in lines), expected
+    env["signature"] = text
+    signing.verify(env, KEY.public_key(), now=1765425700)

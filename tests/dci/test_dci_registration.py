@@ -16,7 +16,7 @@ from conftest import fresh_database, make_settings, open_client, run_cli
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from partner_helpers import bearer, create_partner, create_staff, get_token
 
-from app.services.dci import signing
+from app.services.dci import registration, signing
 from app.settings import Settings
 
 PATH = "/v1/staff/agreements/{}/dci"
@@ -238,3 +238,32 @@ async def test_the_jwks_publishes_the_dci_key_and_a_service_signature_verifies(
         "SELECT private_key_encrypted FROM dci_signing_keys WHERE kid = $1", key.kid
     )
     assert b"PRIVATE KEY" not in private  # encrypted at rest
+
+
+async def test_incoming_messages_verify_against_the_registered_key(
+    url: str, api: httpx.AsyncClient, db: asyncpg.Connection, tokens: dict[str, dict[str, str]]
+) -> None:
+    agreement = create_partner(url)["agreement_id"]
+    ident = uuid.UUID(agreement)
+    partner_key = Ed25519PrivateKey.generate()
+    envelope: dict[str, Any] = {
+        "header": {"action": "search", "message_id": "p-1", "sender_id": "spmis"},
+        "message": {"transaction_id": "t-1"},
+    }
+    # No registration, or no key: nothing is required.
+    assert await registration.verify_message(db, ident, envelope) is None
+    body = {"callback_base_url": "https://spmis.example.org/dci/"}
+    officer = headers(tokens, "officer")
+    assert (await api.put(PATH.format(agreement), json=body, headers=officer)).status_code == 200
+    assert await registration.verify_message(db, ident, envelope) is None
+    body["public_key"] = signing.public_jwk(partner_key.public_key())
+    assert (await api.put(PATH.format(agreement), json=body, headers=officer)).status_code == 200
+    with pytest.raises(signing.SignatureMissing):
+        await registration.verify_message(db, ident, envelope)
+    envelope["signature"] = signing.sign(envelope, partner_key, key_id="spmis|p1|ed25519")
+    parsed = await registration.verify_message(db, ident, envelope)
+    assert parsed is not None
+    assert parsed.kid == "p1"
+    envelope["message"]["transaction_id"] = "t-2"
+    with pytest.raises(signing.SignatureInvalid):
+        await registration.verify_message(db, ident, envelope)

@@ -1,9 +1,10 @@
 """An agreement's DCI registration, and the rules every callback URL obeys.
 
 A registration is the base URL under which the agreement's DCI callbacks are sent and,
-optionally, the Ed25519 public key (a JWK, RFC 8037) its sender signs every message with.
-Registry staff set it (``PUT /v1/staff/agreements/{id}/dci``) or the operator
-(``nser partners dci set``); either way the change is audited.
+optionally, the Ed25519 public key (a JWK, RFC 8037) its sender signs every message with
+(:func:`verify_message` checks an incoming envelope against it). Registry staff set it
+(``PUT /v1/staff/agreements/{id}/dci``) or the operator (``nser partners dci set``); either
+way the change is audited.
 
 URLs (the base and each callback's): ``https`` (``http`` only with
 NSER_DCI_ALLOW_HTTP_CALLBACKS), a host, no user name or password, no fragment, no ``.`` or
@@ -169,6 +170,28 @@ async def get(conn: asyncpg.Connection, agreement_id: uuid.UUID) -> Registration
         agreement_id,
     )
     return _row(row) if row is not None else None
+
+
+async def verify_message(
+    conn: asyncpg.Connection,
+    agreement_id: uuid.UUID,
+    envelope: dict[str, Any],
+    *,
+    now: float | None = None,
+) -> signing.Signature | None:
+    """Check an incoming DCI envelope against the agreement's registered key.
+
+    With a key registered, the envelope must carry a signature that verifies with it:
+    signing.SignatureMissing (``err.signature.missing``) or signing.SignatureInvalid
+    (``err.signature.invalid``) otherwise, and the parsed signature when it holds. Without a
+    key (or without a registration), None: signatures are not required, and one that is
+    present is not checked.
+    """
+    found = await get(conn, agreement_id)
+    if found is None or found.public_jwk is None:
+        return None
+    key = signing.public_key_from_jwk(found.public_jwk)
+    return signing.verify(envelope, key, now=now)
 
 
 def _normal_jwk(jwk: Any) -> dict[str, str]:

@@ -53,6 +53,7 @@ class Call:
 @dataclass
 class Receiver:
     port: int = 0
+    scheme: str = "http"
     fail_first: int = 2
     down: bool = True
     slow_seconds: float = 1.0
@@ -65,7 +66,7 @@ class Receiver:
 
     @property
     def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     def to(self, path: str) -> list[Call]:
         """The calls whose path starts with ``path``."""
@@ -115,10 +116,14 @@ class Receiver:
 
 
 @asynccontextmanager
-async def serve_receiver(receiver: Receiver | None = None) -> AsyncIterator[Receiver]:
-    """Serve ``receiver`` (a new one by default) on a free port of 127.0.0.1."""
+async def serve_receiver(
+    receiver: Receiver | None = None, *, certfile: str | None = None, keyfile: str | None = None
+) -> AsyncIterator[Receiver]:
+    """Serve ``receiver`` (a new one by default) on a free port of 127.0.0.1; over TLS with
+    ``certfile`` and ``keyfile``."""
     receiver = receiver or Receiver()
     receiver.port = free_port()
+    receiver.scheme = "https" if certfile else "http"
     config = uvicorn.Config(
         receiver,
         host="127.0.0.1",
@@ -127,6 +132,8 @@ async def serve_receiver(receiver: Receiver | None = None) -> AsyncIterator[Rece
         lifespan="off",
         ws="none",
         access_log=False,
+        ssl_certfile=certfile,
+        ssl_keyfile=keyfile,
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())

@@ -10,12 +10,15 @@ from __future__ import annotations
 import asyncio
 import itertools
 import signal
+import ssl
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -23,6 +26,10 @@ import httpx
 import orjson
 import pytest
 from conftest import ROOT, cli_env, fresh_database, make_settings, open_client, run_cli, service_url
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from dci_receiver import Receiver, serve_receiver
 from partner_helpers import bearer, create_partner, create_staff, get_token
 from prometheus_client import REGISTRY
@@ -119,11 +126,13 @@ async def enqueue(
 
 
 @asynccontextmanager
-async def delivering(settings: Settings) -> AsyncIterator[None]:
+async def delivering(settings: Settings, **options: Any) -> AsyncIterator[None]:
     """The delivery loop, as the service's workers run it, for the block's duration."""
     stop = asyncio.Event()
     task = asyncio.create_task(
-        callbacks.run_delivery(service_url(settings.database_url), settings=settings, stop=stop)
+        callbacks.run_delivery(
+            service_url(settings.database_url), settings=settings, stop=stop, **options
+        )
     )
     try:
         yield
@@ -496,3 +505,61 @@ async def test_the_service_workers_deliver(
     async for _client in open_client(service):
         await until(in_state(db, ident, "delivered"))
     assert len(receiver.to("/s/")) == 1
+
+
+def self_signed(folder: Path, name: str) -> tuple[str, str, str]:
+    """A self-signed certificate for ``name``: (certificate file, key file, PEM)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    pem = cert.public_bytes(serialization.Encoding.PEM)
+    (folder / "cert.pem").write_bytes(pem)
+    (folder / "key.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return str(folder / "cert.pem"), str(folder / "key.pem"), pem.decode()
+
+
+async def test_https_connects_to_the_checked_address_under_the_url_s_name(
+    url: str, settings: Settings, db: asyncpg.Connection, tmp_path: Path
+) -> None:
+    # The host name is resolved (here to 127.0.0.1) and checked; the connection goes to that
+    # address, with the name in the TLS server name, the certificate check and Host.
+    cert, key, pem = self_signed(tmp_path, "receiver.test")
+    looked_up: list[str] = []
+
+    async def resolver(host: str, port: int) -> list[str]:
+        looked_up.append(host)
+        return ["127.0.0.1"]
+
+    trusted = ssl.create_default_context(cadata=pem)
+    async with serve_receiver(certfile=cert, keyfile=key) as receiver:
+        good = f"https://receiver.test:{receiver.port}/t/"
+        wrong = f"https://other.test:{receiver.port}/u/"  # the certificate does not name it
+        ok_id = await enqueue(db, settings, agreement(url, good), f"{good}ok")
+        wrong_id = await enqueue(db, settings, agreement(url, wrong), f"{wrong}ok")
+        async with delivering(settings, resolver=resolver, verify=trusted):
+            await until(in_state(db, ok_id, "delivered"))
+            await until(in_state(db, wrong_id, "dead"))
+        (call,) = receiver.to("/t/")
+        assert call.headers["host"] == f"receiver.test:{receiver.port}"
+        assert receiver.to("/u/") == []
+    assert set(looked_up) == {"receiver.test", "other.test"}
+    error = (await row(db, wrong_id))["last_error"]
+    assert "CERTIFICATE_VERIFY_FAILED" in error, error

@@ -40,6 +40,7 @@ import logging
 import os
 import random
 import socket
+import ssl
 import time
 import uuid
 from collections.abc import Callable, Coroutine
@@ -387,11 +388,13 @@ async def record(
     return state
 
 
-def http_client(settings: Settings) -> httpx.AsyncClient:
+def http_client(settings: Settings, *, verify: ssl.SSLContext | bool = True) -> httpx.AsyncClient:
     """The client every delivery uses: no redirects, no proxies from the environment, no
-    connection kept between attempts (each connects to the address it has just checked)."""
+    connection kept between attempts (each connects to the address it has just checked).
+    ``verify``: the trusted certificates (the system's by default)."""
     timeout = settings.dci_callback_timeout_seconds
     return httpx.AsyncClient(
+        verify=verify,
         follow_redirects=False,
         trust_env=False,
         timeout=httpx.Timeout(timeout, connect=min(5.0, timeout)),
@@ -406,8 +409,10 @@ async def run_delivery(
     host: str | None = None,
     stop: asyncio.Event | None = None,
     resolver: Resolver = resolve,
+    verify: ssl.SSLContext | bool = True,
 ) -> None:
-    """Deliver due callbacks until ``stop`` is set; survives database restarts."""
+    """Deliver due callbacks until ``stop`` is set; survives database restarts.
+    ``resolver`` and ``verify`` (the name lookup, the trusted certificates) are for tests."""
     stop = stop or asyncio.Event()
     worker = worker_name()
     slots = settings.dci_callback_workers
@@ -432,7 +437,7 @@ async def run_delivery(
         finally:
             wake.set()
 
-    async with http_client(settings) as client:
+    async with http_client(settings, verify=verify) as client:
         while not stop.is_set():
             wake.clear()
             claimed = 0

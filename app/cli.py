@@ -427,6 +427,74 @@ def keys_rotate() -> None:
     typer.echo(json.dumps({"kid": new, "previous_kid": old}))
 
 
+@keys_cli.command("rotate-dci")
+def keys_rotate_dci() -> None:
+    """Make a new Ed25519 key for DCI signatures; the previous one stays in the JWKS a day."""
+    from app.services.dci import signing
+
+    new, old = _run_db(lambda conn: signing.rotate(conn, get_settings()))
+    typer.echo(json.dumps({"kid": new, "previous_kid": old}))
+
+
+dci_cli = typer.Typer(help="An agreement's DCI registration.", no_args_is_help=True)
+partners_cli.add_typer(dci_cli, name="dci")
+
+
+@dci_cli.command("set")
+def partners_dci_set(
+    agreement_id: str,
+    callback_base_url: Annotated[
+        str, typer.Option(help="Every DCI callback URL of the agreement lies under it.")
+    ],
+    jwk_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="The sender's Ed25519 public key, a JWK (OKP/Ed25519) in a JSON file; "
+            "then every message must be signed. Without it, none is registered."
+        ),
+    ] = None,
+) -> None:
+    """Set (replace) the agreement's DCI registration; audited."""
+    import uuid
+
+    from app.services.dci import registration
+
+    try:
+        ident = uuid.UUID(agreement_id)
+    except ValueError:
+        fail(f"not an agreement id: {agreement_id!r}")
+    jwk: object = None
+    if jwk_file is not None:
+        try:
+            jwk = json.loads(jwk_file.read_text())
+        except (OSError, ValueError) as exc:
+            fail(f"cannot read the JWK file: {exc}")
+    settings = get_settings()
+    made = _run_db(
+        lambda conn: registration.register(
+            conn, settings, ident, callback_base_url=callback_base_url, public_key=jwk, actor=None
+        )
+    )
+    _echo_json(made.as_json())
+
+
+@dci_cli.command("show")
+def partners_dci_show(agreement_id: str) -> None:
+    """The agreement's DCI registration (JSON), or a failure if it has none."""
+    import uuid
+
+    from app.services.dci import registration
+
+    try:
+        ident = uuid.UUID(agreement_id)
+    except ValueError:
+        fail(f"not an agreement id: {agreement_id!r}")
+    found = _run_db(lambda conn: registration.get(conn, ident))
+    if found is None:
+        fail(f"agreement {agreement_id} has no DCI registration")
+    _echo_json(found.as_json())
+
+
 audit_cli = typer.Typer(help="The keyed, hash-chained audit log.", no_args_is_help=True)
 cli.add_typer(audit_cli, name="audit")
 
@@ -640,13 +708,14 @@ def worker(
         bool, typer.Option("--exit-when-idle", help="Stop once the queue is empty.")
     ] = False,
 ) -> None:
-    """Process queued update batches and refresh the public summaries and maps (a separate
-    process beside the service's own workers)."""
+    """Process queued update batches, refresh the public summaries and maps, and deliver
+    DCI callbacks (a separate process beside the service's own workers)."""
     import asyncio
     import signal
 
     from app.db import asyncpg_target
     from app.logging import configure_logging
+    from app.services.dci import callbacks as dci_callbacks
     from app.services.ingest import worker as ingest_worker
     from app.services.products import cube
 
@@ -674,6 +743,10 @@ def worker(
                 stop=stop,
             )
         )
+        # The DCI callbacks' delivery loop, with connections of its own.
+        deliverer = asyncio.create_task(
+            dci_callbacks.run_delivery(target.dsn, settings=settings, host=target.host, stop=stop)
+        )
         try:
             await ingest_worker.run_worker(
                 target.dsn,
@@ -688,6 +761,7 @@ def worker(
         finally:
             stop.set()
             await refresher
+            await deliverer
 
     asyncio.run(_main())
 

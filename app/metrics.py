@@ -59,6 +59,15 @@ REPLICA_LAG = Gauge(
     multiprocess_mode="livemostrecent",
 )
 
+# DCI callbacks (app/services/dci/callbacks.py), counted in the process whose worker sends
+# them: ``delivered`` (a 2xx), ``failed`` (an attempt that failed: retried later, or dead),
+# ``dead`` (given up after NSER_DCI_CALLBACK_MAX_ATTEMPTS; staff may retry it).
+DCI_CALLBACKS = Counter(
+    "nser_dci_callbacks_total",
+    "DCI callback delivery attempts and dead letters, by outcome.",
+    ["outcome"],
+)
+
 
 _children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
@@ -82,6 +91,10 @@ def read_fallback(reason: str) -> None:
 def replica_state(name: str, usable: bool, lag: float | None) -> None:
     REPLICA_USABLE.labels(name).set(1 if usable else 0)
     REPLICA_LAG.labels(name).set(float("nan") if lag is None else lag)
+
+
+def dci_callback(outcome: str) -> None:
+    DCI_CALLBACKS.labels(outcome).inc()
 
 
 def render() -> tuple[bytes, str]:

@@ -193,6 +193,28 @@ class Settings(BaseSettings):
     ingest_chunk_records: int = Field(default=2000, ge=1, le=20_000)
     ingest_pipeline: bool = True
 
+    # DCI callbacks (app/services/dci/callbacks.py). NSER's sender id in the signature's
+    # kidId. Callback URLs must be https unless http is allowed, and must not resolve to a
+    # private, loopback, link-local, multicast or reserved address unless that is allowed
+    # (a test set-up or a closed network: both false in production). Each delivery attempt
+    # gets ``dci_callback_timeout_seconds`` in all; a failure is retried after a back-off
+    # doubling from ``dci_callback_backoff_seconds`` up to ``..._backoff_max_seconds``
+    # (with jitter), and after ``dci_callback_max_attempts`` attempts the callback is dead.
+    # At most ``dci_callback_concurrency`` deliveries to one agreement are in flight at once
+    # (over every worker), at most ``dci_callback_workers`` per worker process in all.
+    dci_sender_id: str = Field(default="nser", min_length=1, max_length=100)
+    dci_allow_http_callbacks: bool = False
+    dci_allow_private_callbacks: bool = False
+    dci_callback_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    dci_callback_backoff_seconds: float = Field(default=5.0, gt=0, le=3600)
+    dci_callback_backoff_max_seconds: float = Field(default=3600.0, gt=0, le=86_400)
+    dci_callback_max_attempts: int = Field(default=12, ge=1, le=100)
+    dci_callback_concurrency: int = Field(default=2, ge=1, le=64)
+    dci_callback_workers: int = Field(default=16, ge=1, le=256)
+    dci_callback_poll_seconds: float = Field(default=0.5, ge=0.01, le=60)
+    # How long a signature NSER makes stays valid (its ``expires`` minus ``created``).
+    dci_signature_ttl_seconds: int = Field(default=300, ge=10, le=86_400)
+
     # The staff console (/staff/): the origin staff open it at, exactly as the browser shows
     # it (scheme://host[:port]; https in production unless on localhost), and the WebAuthn
     # relying-party id passkeys are bound to (empty: the origin's host; or a parent domain

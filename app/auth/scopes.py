@@ -25,6 +25,8 @@ class Scope(StrEnum):
     GRIEVANCES_READ = "grievances:read"
     GRIEVANCES_ACT = "grievances:act"
     AUDIT_READ = "audit:read"
+    DCI_REGISTER = "dci:register"
+    DCI_DELIVERIES = "dci:deliveries"
 
 
 PARTNER_SCOPES = frozenset(
@@ -100,6 +102,13 @@ ROLE_SCOPES["me"] = ROLE_SCOPES["me"] | {Scope.ANALYSIS_READ}
 # overseers are not the overseen. A search is itself audited.
 for _role in ("me", "admin"):
     ROLE_SCOPES[_role] = ROLE_SCOPES[_role] | {Scope.AUDIT_READ}
+
+# DCI (app/services/dci). Registering where an agreement's callbacks go (and the key its
+# messages are signed with) decides where personal data is sent: the officers, who sign
+# agreements. The callbacks that failed for good (dead letters) and their retry: the
+# officers and the staff administrators, who run the service; the list shows no payload.
+ROLE_SCOPES["officer"] = ROLE_SCOPES["officer"] | {Scope.DCI_REGISTER, Scope.DCI_DELIVERIES}
+ROLE_SCOPES["admin"] = ROLE_SCOPES["admin"] | {Scope.DCI_DELIVERIES}
 
 
 def staff_scopes(roles: Iterable[str]) -> frozenset[str]:

@@ -2,6 +2,7 @@
 
 from app.models.audit import AuditCheckpoint, AuditEntry
 from app.models.base import Base
+from app.models.dci import DciCallback, DciRegistration, DciSigningKey
 from app.models.geography import GeoUnit
 from app.models.grievances import Grievance, GrievanceEvent
 from app.models.ingest import UpdateBatch, UpdateRecordResult
@@ -35,6 +36,9 @@ __all__ = [
     "AuditEntry",
     "Base",
     "DataRequest",
+    "DciCallback",
+    "DciRegistration",
+    "DciSigningKey",
     "DifferencingKey",
     "GeoUnit",
     "Grievance",

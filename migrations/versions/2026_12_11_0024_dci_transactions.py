@@ -11,7 +11,7 @@ partner's transaction ids never collide with, or reveal, another's. A search rep
 the same transaction id (a client paging through a result) updates the row.
 
 Revision ID: 0024
-Revises: 0022
+Revises: 0023
 Create Date: 2026-12-11 09:00:00.000000+00:00
 """
 
@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "0024"
-down_revision: str | None = "0022"
+down_revision: str | None = "0023"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -74,6 +74,7 @@ async def samples(db: asyncpg.Connection) -> dict[str, str]:
         "grievance_reference": "GRV-2026-000001",
         "grievance_id": "GRV-2026-000001",
         "grievance_action": "triage",
+        "callback_id": "1",
     }
 
 

@@ -83,6 +83,14 @@ NO_PERSONAL_DATA: dict[Route, str] = {
     ("POST", "/v1/staff/agreements/{agreement_id}/revoke"): "an agreement's status; audited "
     "as a staff action",
     ("GET", "/v1/staff/obligations"): "what organizations owe, and when",
+    ("PUT", "/v1/staff/agreements/{agreement_id}/dci"): "an agreement's DCI callback base "
+    "URL and public key (audited as a staff action, tests/dci)",
+    ("GET", "/v1/staff/agreements/{agreement_id}/dci"): "an agreement's DCI callback base "
+    "URL and public key",
+    ("GET", "/v1/staff/dci/deliveries"): "callbacks' URLs, states, attempts and errors, never "
+    "their payloads (audited as a staff action, tests/dci)",
+    ("POST", "/v1/staff/dci/deliveries/{callback_id}/retry"): "a dead callback made due "
+    "again (audited as a staff action)",
     ("POST", "/v1/staff/obligations/{obligation_id}/met"): "an obligation met; audited as a "
     "staff action",
     ("GET", "/v1/staff/reports/{name}"): "counts per organization, category, kind and reason "

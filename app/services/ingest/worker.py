@@ -821,7 +821,8 @@ async def run_worker(
 @dataclass
 class InProcessWorkers:
     """Workers running inside the service (NSER_IN_PROCESS_WORKERS), stopped with it; with
-    them, the refresher of the public products (app.services.products.cube)."""
+    them, the refresher of the public products (app.services.products.cube) and the DCI
+    callbacks' delivery loop (app.services.dci.callbacks)."""
 
     tasks: list[asyncio.Task[None]]
     stop_event: asyncio.Event
@@ -844,8 +845,10 @@ def start_in_process(
     chunk: int = CHUNK,
     pipeline: bool = True,
     refresh: Callable[[str, str | None, asyncio.Event], Coroutine[Any, Any, None]] | None = None,
+    deliver: Callable[[str, str | None, asyncio.Event], Coroutine[Any, Any, None]] | None = None,
 ) -> InProcessWorkers:
-    """``count`` workers, and ``refresh(dsn, host, stop)`` beside them when there is one."""
+    """``count`` workers, and beside them (when there are workers) ``refresh(dsn, host,
+    stop)`` and ``deliver(dsn, host, stop)`` (the DCI callbacks' delivery loop)."""
     target = asyncpg_target(url)
     stop = asyncio.Event()
     tasks = [
@@ -867,5 +870,9 @@ def start_in_process(
             asyncio.create_task(
                 refresh(target.dsn, target.host, stop), name="nser-products-refresher"
             )
+        )
+    if deliver is not None and count > 0:
+        tasks.append(
+            asyncio.create_task(deliver(target.dsn, target.host, stop), name="nser-dci-callbacks")
         )
     return InProcessWorkers(tasks, stop)

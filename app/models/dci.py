@@ -1,0 +1,127 @@
+"""The DCI adapter's tables: agreements' registrations, NSER's Ed25519 signing keys, and the
+durable outbox of the callbacks NSER sends (migration 0023)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.models.base import Base
+
+CALLBACK_STATES = ("pending", "delivered", "dead")
+
+
+class DciRegistration(Base):
+    """An agreement's DCI registration: where its callbacks go, the key its sender signs with."""
+
+    __tablename__ = "dci_registrations"
+
+    agreement_id: Mapped[uuid.UUID] = mapped_column(
+        UUID, ForeignKey("agreements.id"), primary_key=True
+    )
+    # Every callback URL of the agreement must lie under it (scheme, host, port, path).
+    callback_base_url: Mapped[str] = mapped_column(Text, nullable=False)
+    # The sender's Ed25519 public key as a JWK {"kty": "OKP", "crv": "Ed25519", "x": ...};
+    # when set, every DCI message of the agreement must carry a signature it verifies.
+    public_jwk: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    # The staff client id, or "operator" for the CLI.
+    updated_by: Mapped[str] = mapped_column(String(64), nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), nullable=False
+    )
+
+
+class DciSigningKey(Base):
+    """NSER's Ed25519 keys for DCI signatures; the private half encrypted (AES-256-GCM)."""
+
+    __tablename__ = "dci_signing_keys"
+    __table_args__ = (
+        Index(
+            "uq_dci_signing_keys_current",
+            "is_current",
+            unique=True,
+            postgresql_where=text("is_current"),
+        ),
+    )
+
+    kid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    public_jwk: Mapped[dict[str, object]] = mapped_column(JSONB, nullable=False)
+    private_key_encrypted: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    is_current: Mapped[bool] = mapped_column(nullable=False, server_default=text("false"))
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), nullable=False
+    )
+    retired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Published in the JWKS until then (receivers verify late deliveries with it).
+    verify_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class DciCallback(Base):
+    """One callback to send: inserted with its cause, claimed with a lease, then delivered,
+    retried after a back-off, or dead."""
+
+    __tablename__ = "dci_callbacks"
+    __table_args__ = (
+        CheckConstraint("state IN ('pending','delivered','dead')", name="state"),
+        Index(
+            "ix_dci_callbacks_due",
+            "agreement_id",
+            "next_attempt_at",
+            "id",
+            postgresql_where=text("state = 'pending'"),
+        ),
+        Index(
+            "ix_dci_callbacks_order",
+            "agreement_id",
+            "ordering_key",
+            "id",
+            postgresql_where=text("state = 'pending' AND ordering_key IS NOT NULL"),
+        ),
+        Index(
+            "ix_dci_callbacks_inflight",
+            "agreement_id",
+            postgresql_where=text("state = 'pending' AND claimed_until IS NOT NULL"),
+        ),
+        Index("ix_dci_callbacks_state", "state", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    agreement_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("agreements.id"), nullable=False)
+    kind: Mapped[str] = mapped_column(String(32), nullable=False)
+    url: Mapped[str] = mapped_column(Text, nullable=False)
+    # Rows of one agreement and key are delivered one at a time, in id order.
+    ordering_key: Mapped[str | None] = mapped_column(String(200))
+    # The envelope without its signature: {"header": {...}, "message": {...}}.
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    state: Mapped[str] = mapped_column(String(12), nullable=False, server_default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    next_attempt_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), nullable=False
+    )
+    claimed_by: Mapped[str | None] = mapped_column(String(100))
+    claimed_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), nullable=False
+    )
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    dead_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_status: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)

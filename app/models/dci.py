@@ -1,5 +1,6 @@
 """The DCI adapter's tables: agreements' registrations, NSER's Ed25519 signing keys, and the
-durable outbox of the callbacks NSER sends (migration 0023)."""
+durable outbox of the callbacks NSER sends (migration 0023); the transactions a client's
+searches made, for their status (migration 0024)."""
 
 from __future__ import annotations
 
@@ -18,10 +19,11 @@ from sqlalchemy import (
     LargeBinary,
     String,
     Text,
+    UniqueConstraint,
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base
@@ -125,3 +127,34 @@ class DciCallback(Base):
     dead_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_status: Mapped[int | None] = mapped_column(Integer)
     last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class DciTransaction(Base):
+    """What a client's DCI transaction asked and how it ended (statuses, reasons and counts;
+    never the records), for ``txn/status``."""
+
+    __tablename__ = "dci_transactions"
+    __table_args__ = (
+        CheckConstraint("txn_type IN ('search')", name="txn_type"),
+        CheckConstraint("status IN ('rcvd', 'pdng', 'succ', 'rjct')", name="status"),
+        Index("ix_dci_transactions_reference_ids", "reference_ids", postgresql_using="gin"),
+        UniqueConstraint("correlation_id", name="dci_transactions_correlation_id_key"),
+    )
+
+    client_id: Mapped[str] = mapped_column(
+        Text, ForeignKey("api_clients.client_id", ondelete="CASCADE"), primary_key=True
+    )
+    transaction_id: Mapped[str] = mapped_column(String(99), primary_key=True)
+    agreement_id: Mapped[uuid.UUID | None] = mapped_column(UUID)
+    correlation_id: Mapped[str] = mapped_column(String(99), nullable=False)
+    txn_type: Mapped[str] = mapped_column(String(16), nullable=False)
+    status: Mapped[str] = mapped_column(String(4), nullable=False)
+    message_id: Mapped[str] = mapped_column(String(99), nullable=False)
+    reference_ids: Mapped[list[str]] = mapped_column(ARRAY(String(99)), nullable=False)
+    requests: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )

@@ -1,4 +1,5 @@
-"""What-if targeting simulations (migration 0011): a queue the worker drains, and results."""
+"""What-if targeting simulations (migration 0011): a queue the worker drains, and results;
+how far a running one has got (migration 0025)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,17 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import CheckConstraint, DateTime, Index, Integer, String, Text, func, text
+from sqlalchemy import (
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    func,
+    text,
+)
 from sqlalchemy.dialects.postgresql import JSON, JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -42,3 +53,23 @@ class Simulation(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     error: Mapped[str | None] = mapped_column(Text)
+
+
+class SimulationProgress(Base):
+    """How far a running simulation has got, written by the worker outside the run's
+    transaction (which holds the simulation's row locked)."""
+
+    __tablename__ = "simulation_progress"
+    __table_args__ = (
+        CheckConstraint("ranges_done >= 0", name="ranges_done"),
+        CheckConstraint("ranges > 0 AND ranges_done <= ranges", name="ranges"),
+    )
+
+    simulation_id: Mapped[uuid.UUID] = mapped_column(
+        UUID, ForeignKey("simulations.id", ondelete="CASCADE"), primary_key=True
+    )
+    ranges_done: Mapped[int] = mapped_column(Integer, nullable=False)
+    ranges: Mapped[int] = mapped_column(Integer, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )

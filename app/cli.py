@@ -716,6 +716,7 @@ def worker(
     from app.db import asyncpg_target
     from app.logging import configure_logging
     from app.services.dci import callbacks as dci_callbacks
+    from app.services.dci import notify as dci_notify
     from app.services.ingest import worker as ingest_worker
     from app.services.products import cube
 
@@ -747,6 +748,10 @@ def worker(
         deliverer = asyncio.create_task(
             dci_callbacks.run_delivery(target.dsn, settings=settings, host=target.host, stop=stop)
         )
+        # The DCI notifier: history matched against the subscriptions (app.services.dci.notify).
+        notifier = asyncio.create_task(
+            dci_notify.run_notifier(target.dsn, settings=settings, host=target.host, stop=stop)
+        )
         try:
             await ingest_worker.run_worker(
                 target.dsn,
@@ -762,6 +767,7 @@ def worker(
             stop.set()
             await refresher
             await deliverer
+            await notifier
 
     asyncio.run(_main())
 

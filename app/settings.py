@@ -212,6 +212,8 @@ class Settings(BaseSettings):
     dci_callback_concurrency: int = Field(default=2, ge=1, le=64)
     dci_callback_workers: int = Field(default=16, ge=1, le=256)
     dci_callback_poll_seconds: float = Field(default=0.5, ge=0.01, le=60)
+    # The DCI notifier (app.services.dci.notify) reads new history rows this often.
+    dci_notify_poll_seconds: float = Field(default=0.2, ge=0.01, le=60)
     # How long a signature NSER makes stays valid (its ``expires`` minus ``created``).
     dci_signature_ttl_seconds: int = Field(default=300, ge=10, le=86_400)
 

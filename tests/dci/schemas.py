@@ -343,6 +343,223 @@ DEFS.update(
 )
 
 
+# -- subscriptions (SubscribeRequest, SubscribeResponse, UnSubscribeRequest,
+# UnSubscribeResponse, NotifyEventRequest and the acknowledgement ``Response``) -------------
+# Corrected: the unsubscribe request's required ``sunscription_codes`` and its property
+# ``timesstamp`` are ``subscription_codes`` and ``timestamp``; the unsubscribe response's
+# ``timesatmp`` is ``timestamp``; a subscription in SubscribeResponse requires its ``code``,
+# ``status`` and ``timestamp`` (the standard requires ``subscription_code`` and
+# ``subscribe_criteria``, which it does not define); a notification's ``reg_records`` is
+# the one record (the standard: an object).
+SUBSCRIBE_REASONS = [
+    "rjct.reference_id.invalid",
+    "rjct.reference_id.duplicate",
+    "rjct.timestamp.invalid",
+    "rjct.notify_types.invalid",
+    "rjct.notify_details.invalid",
+    "rjct.person_id.invalid",
+    "rjct.event.already_subscribed",
+]
+UNSUBSCRIBE_REASONS = [
+    "rjct.reference_id.invalid",
+    "rjct.reference_id.duplicate",
+    "rjct.timestamp.invalid",
+    "rjct.subscription_code.invalid",
+    "rjct.requester.invalid",
+    "rjct.event.already_unsubscribed",
+]
+CODE = {"type": "string", "maxLength": 99}
+QUERY = DEFS["SearchRequest"]["properties"]["search_request"]["items"]["properties"][
+    "search_criteria"
+]["properties"]["query"]
+FREQUENCY = {
+    "type": "object",
+    "properties": {"start_time": TIMESTAMP, "end_time": TIMESTAMP, "frequency": {"type": "string"}},
+    "required": ["start_time", "end_time", "frequency"],
+}
+DEFS.update(
+    SubscribeRequest={
+        "type": "object",
+        "properties": {
+            "transaction_id": ID99,
+            "subscribe_request": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "reference_id": REFERENCE_ID,
+                        "timestamp": TIMESTAMP,
+                        "subscribe_criteria": {
+                            "type": "object",
+                            "properties": {
+                                "version": {"type": "string", "default": "1.0.0"},
+                                "reg_type": {"type": "string"},
+                                "reg_event_type": {"type": "string"},
+                                "frequency": FREQUENCY,
+                                "filter_type": {
+                                    "type": "string",
+                                    "enum": ["idtype-value", "expression", "predicate"],
+                                },
+                                "filter": QUERY,
+                                "notify_record_type": {"type": "string"},
+                                "authorize": {"type": "object"},
+                            },
+                            "required": ["reg_event_type", "filter", "notify_record_type"],
+                        },
+                        "locale": LOCALE,
+                    },
+                    "required": ["reference_id", "timestamp", "subscribe_criteria"],
+                },
+            },
+        },
+        "required": ["transaction_id", "subscribe_request"],
+    },
+    SubscribeResponse={
+        "type": "object",
+        "properties": {
+            "transaction_id": ID99,
+            "correlation_id": ID99,
+            "subscribe_response": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "reference_id": REFERENCE_ID,
+                        "timestamp": TIMESTAMP,
+                        "status": STATUS,
+                        "status_reason_code": {"type": "string", "enum": SUBSCRIBE_REASONS},
+                        "status_reason_message": {"type": "string", "maxLength": 999},
+                        "subscriptions": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "properties": {
+                                    "version": {"type": "string"},
+                                    "code": CODE,
+                                    "status": {
+                                        "type": "string",
+                                        "enum": ["subscribe", "unsubscribe"],
+                                    },
+                                    "timestamp": TIMESTAMP,
+                                    "reg_type": {"type": "string"},
+                                    "reg_event_type": {"type": "string"},
+                                    "frequency": FREQUENCY,
+                                    "filter_type": {
+                                        "type": "string",
+                                        "enum": ["idtype-value", "expression", "predicate"],
+                                    },
+                                    "filter": QUERY,
+                                    "notify_record_type": {"type": "string"},
+                                    "locale": LOCALE,
+                                },
+                                "required": ["code", "status", "timestamp"],
+                            },
+                        },
+                        "pagination": PAGINATION_OUT,
+                        "locale": LOCALE,
+                    },
+                    "required": ["reference_id", "timestamp", "status"],
+                },
+            },
+        },
+        "required": ["transaction_id", "correlation_id", "subscribe_response"],
+    },
+    UnSubscribeRequest={
+        "type": "object",
+        "properties": {
+            "transaction_id": ID99,
+            "timestamp": TIMESTAMP,
+            "subscription_codes": {"type": "array", "items": CODE},
+        },
+        "required": ["transaction_id", "timestamp", "subscription_codes"],
+    },
+    UnSubscribeResponse={
+        "type": "object",
+        "properties": {
+            "transaction_id": ID99,
+            "correlation_id": ID99,
+            "timestamp": TIMESTAMP,
+            "status": STATUS,
+            "status_reason_code": {"type": "string", "enum": UNSUBSCRIBE_REASONS},
+            "status_reason_message": {"type": "string", "maxLength": 999},
+            "subscription_status": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "code": CODE,
+                        "status": {"type": "string", "enum": ["subscribe", "unsubscribe"]},
+                    },
+                    "required": ["code", "status"],
+                },
+            },
+        },
+        "required": ["transaction_id", "correlation_id", "timestamp", "status"],
+    },
+    NotifyEventRequest={
+        "type": "object",
+        "properties": {
+            "transaction_id": ID99,
+            "notify_event": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "reference_id": REFERENCE_ID,
+                        "timestamp": TIMESTAMP,
+                        "data": {
+                            "type": "object",
+                            "properties": {
+                                "version": {"type": "string", "default": "1.0.0"},
+                                "reg_type": {"type": "string"},
+                                "reg_event_type": {"type": "string"},
+                                "reg_record_type": {"type": "string"},
+                                "reg_records": {"type": "object"},
+                            },
+                            "required": ["reg_record_type", "reg_records"],
+                        },
+                        "locale": LOCALE,
+                    },
+                    "required": ["reference_id", "timestamp", "data"],
+                },
+            },
+        },
+        "required": ["transaction_id", "notify_event"],
+    },
+    Ack={
+        "type": "object",
+        "properties": {
+            "message": {
+                "type": "object",
+                "properties": {
+                    "ack_status": {"type": "string", "enum": ["ACK", "NACK", "ERR"]},
+                    "timestamp": TIMESTAMP,
+                    "correlation_id": ID99,
+                },
+                "required": ["ack_status", "timestamp", "correlation_id"],
+            }
+        },
+    },
+)
+DEFS.update(
+    SubscribeEnvelope=_envelope(
+        "MsgHeader", "subscribe", "SubscribeRequest", message_required=True
+    ),
+    OnSubscribeEnvelope=_envelope(
+        "MsgHeader", "on-subscribe", "SubscribeResponse", message_required=True
+    ),
+    UnsubscribeEnvelope=_envelope(
+        "MsgHeader", "unsubscribe", "UnSubscribeRequest", message_required=True
+    ),
+    OnUnsubscribeEnvelope=_envelope(
+        "MsgHeader", "on-unsubscribe", "UnSubscribeResponse", message_required=True
+    ),
+    NotifyEnvelope=_envelope(
+        "MsgCallbackHeader", "notify", "NotifyEventRequest", message_required=False
+    ),
+)
+
+
 def validate(name: str, document: object) -> None:
     """Raise ``jsonschema.ValidationError`` unless ``document`` is a valid ``name``."""
     schema = {"$ref": f"#/$defs/{name}", "$defs": DEFS}

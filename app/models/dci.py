@@ -1,6 +1,7 @@
 """The DCI adapter's tables: agreements' registrations, NSER's Ed25519 signing keys, and the
 durable outbox of the callbacks NSER sends (migration 0023); the transactions a client's
-searches made, for their status (migration 0024)."""
+searches made, for their status (migration 0024); subscriptions to registry events and the
+notifier's high-water mark in the household history (migration 0027)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from sqlalchemy import (
     Index,
     Integer,
     LargeBinary,
+    SmallInteger,
     String,
     Text,
     UniqueConstraint,
@@ -155,6 +157,74 @@ class DciTransaction(Base):
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=func.now()
     )
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+
+
+class DciSubscription(Base):
+    """A client's subscription to one kind of registry event, with its filter."""
+
+    __tablename__ = "dci_subscriptions"
+    __table_args__ = (
+        CheckConstraint(
+            "event_type IN ('REGISTER', 'UPDATE', 'DEATH', 'BIRTH', 'MOVE', 'RESCORE')",
+            name="event_type",
+        ),
+        CheckConstraint(
+            "filter_type IN ('idtype-value', 'expression', 'predicate')", name="filter_type"
+        ),
+        UniqueConstraint("code", name="dci_subscriptions_code_key"),
+        Index(
+            "ix_dci_subscriptions_active",
+            "event_type",
+            "id",
+            postgresql_where=text("unsubscribed_at IS NULL"),
+        ),
+        Index(
+            "uq_dci_subscriptions_same",
+            "client_id",
+            "event_type",
+            "filter_key",
+            unique=True,
+            postgresql_where=text("unsubscribed_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    code: Mapped[str] = mapped_column(String(40), nullable=False)
+    client_id: Mapped[str] = mapped_column(
+        Text, ForeignKey("api_clients.client_id", ondelete="CASCADE"), nullable=False
+    )
+    agreement_id: Mapped[uuid.UUID] = mapped_column(
+        UUID, ForeignKey("agreements.id"), nullable=False
+    )
+    sender_id: Mapped[str] = mapped_column(String(99), nullable=False)
+    transaction_id: Mapped[str] = mapped_column(String(99), nullable=False)
+    reference_id: Mapped[str] = mapped_column(String(99), nullable=False)
+    event_type: Mapped[str] = mapped_column(String(16), nullable=False)
+    filter_type: Mapped[str] = mapped_column(String(16), nullable=False)
+    filter: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    filter_key: Mapped[str] = mapped_column(Text, nullable=False)
+    notify_record_type: Mapped[str] = mapped_column(String(16), nullable=False)
+    locale: Mapped[str | None] = mapped_column(String(3))
+    frequency: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    starts_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    ends_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+    unsubscribed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class DciNotifier(Base):
+    """The notifier's high-water mark: the last household_history id it has matched."""
+
+    __tablename__ = "dci_notifier"
+    __table_args__ = (CheckConstraint("id = 1", name="one_row"),)
+
+    id: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
+    last_history_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=func.now()
     )

@@ -42,6 +42,9 @@ NO_PERSONAL_DATA: dict[Route, str] = {
     ("POST", "/v1/auth/token"): "a token for the caller's own credentials",
     ("POST", "/dci/registry/sync/txn/status"): "the statuses and counts of the caller's own "
     "DCI search transactions, never their records",
+    ("POST", "/dci/registry/subscribe"): "an ACK and a subscription stored; the records reach "
+    "the subscriber in notify callbacks, each audited by the notifier (tests/dci)",
+    ("POST", "/dci/registry/unsubscribe"): "an ACK; the caller's own subscriptions ended",
     ("GET", "/.well-known/jwks.json"): "public verification keys",
     ("GET", "/v1/public/geography"): "geography units and their names",
     ("GET", "/v1/public/summaries"): "public counts under disclosure control",

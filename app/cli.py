@@ -9,8 +9,9 @@ import signal
 import sys
 import tempfile
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -851,6 +852,12 @@ def demo(
         f"  curl -H 'Authorization: Bearer TOKEN' "
         f"'{base}/v1/partner/beneficiaries?poverty_band=ultra_poor&limit=2'"
     )
+    typer.echo("DCI Social Registry API (the same agreement; a household by a member's CNIC):")
+    typer.echo(
+        f"  curl -s -H 'Authorization: Bearer TOKEN' -H 'Content-Type: application/json' "
+        f"-d '{json.dumps(_demo_dci_search(samples[0]['cnic']), separators=(',', ':'))}' "
+        f"{base}/dci/registry/sync/search"
+    )
     typer.echo(f"Programmes the demo agreement names ({', '.join(programmes)}):")
     typer.echo(
         f"  curl -H 'Authorization: Bearer TOKEN' "
@@ -889,6 +896,34 @@ def demo(
     typer.echo(f"  then sign in at {settings.staff_origin}/staff/sign-in")
     typer.echo(f"API docs: {base}/docs\n")
     serve(host=host, port=port, workers=1, migrate_db=False, demo=True)
+
+
+def _demo_dci_search(cnic: str) -> dict[str, Any]:
+    """A DCI sync search for the household of ``cnic`` (``idtype-value``, the standard's UIN)."""
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    return {
+        "header": {
+            "version": "1.0.0",
+            "message_id": "demo-1",
+            "message_ts": now,
+            "action": "search",
+            "sender_id": "demo.example.org",
+            "total_count": 1,
+        },
+        "message": {
+            "transaction_id": "demo-t1",
+            "search_request": [
+                {
+                    "reference_id": "demo-r1",
+                    "timestamp": now,
+                    "search_criteria": {
+                        "query_type": "idtype-value",
+                        "query": {"type": "UIN", "value": cnic},
+                    },
+                }
+            ],
+        },
+    }
 
 
 async def _demo_programmes(conn: asyncpg.Connection, client_id: str) -> list[str]:

@@ -19,6 +19,7 @@ from test_embedded import _embedded_env, postmaster, stop_postmaster
 CNIC_LINE = re.compile(r"/v1/public/scores/(\d{5}-\d{7}-\d)\s+# (\w+)")
 CREDENTIALS = re.compile(r"client_id=(\S+) -d client_secret=(\S+)")
 REQUEST_LINE = re.compile(r"-d '(\{.*\})' \S+/v1/requests")
+DCI_LINE = re.compile(r"-d '(\{.*\})' \S+/dci/registry/sync/search")
 
 
 @pytest.fixture
@@ -88,6 +89,22 @@ def test_demo_prints_cnics_that_answer_and_working_partner_credentials(
             },
         )
         assert token.status_code == 200, token.text
+        # The DCI search it prints answers the household of the first CNIC.
+        dci = DCI_LINE.search(printed)
+        assert dci, printed
+        found = httpx.post(
+            f"{base}/dci/registry/sync/search",
+            content=dci[1],
+            headers={
+                "Content-Type": "application/json",
+                "Authorization": f"Bearer {token.json()['access_token']}",
+            },
+            timeout=10,
+        )
+        assert found.status_code == 200, found.text
+        response = found.json()["message"]["search_response"][0]
+        assert response["status"] == "succ", response
+        assert len(response["data"]["reg_records"]) == 1, response
         # The data-sharing request it prints is accepted; its staff credentials act on it.
         form = REQUEST_LINE.search(printed)
         assert form, printed

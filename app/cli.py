@@ -716,6 +716,7 @@ def worker(
     from app.db import asyncpg_target
     from app.logging import configure_logging
     from app.services.dci import callbacks as dci_callbacks
+    from app.services.dci import jobs as dci_jobs
     from app.services.ingest import worker as ingest_worker
     from app.services.products import cube
 
@@ -747,6 +748,10 @@ def worker(
         deliverer = asyncio.create_task(
             dci_callbacks.run_delivery(target.dsn, settings=settings, host=target.host, stop=stop)
         )
+        # The asynchronous DCI requests (search, txn status), answered by those callbacks.
+        dci_runner = asyncio.create_task(
+            dci_jobs.run_jobs(target.dsn, settings=settings, host=target.host, stop=stop)
+        )
         try:
             await ingest_worker.run_worker(
                 target.dsn,
@@ -762,6 +767,7 @@ def worker(
             stop.set()
             await refresher
             await deliverer
+            await dci_runner
 
     asyncio.run(_main())
 

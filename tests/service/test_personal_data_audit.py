@@ -42,6 +42,10 @@ NO_PERSONAL_DATA: dict[Route, str] = {
     ("POST", "/v1/auth/token"): "a token for the caller's own credentials",
     ("POST", "/dci/registry/sync/txn/status"): "the statuses and counts of the caller's own "
     "DCI search transactions, never their records",
+    ("POST", "/dci/registry/search"): "an acknowledgement; the records go by callback, each "
+    "page audited when the worker runs the search (tests/dci/test_async_dci.py)",
+    ("POST", "/dci/registry/txn/status"): "an acknowledgement; the callback carries statuses "
+    "and counts, never records",
     ("GET", "/.well-known/jwks.json"): "public verification keys",
     ("GET", "/v1/public/geography"): "geography units and their names",
     ("GET", "/v1/public/summaries"): "public counts under disclosure control",

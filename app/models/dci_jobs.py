@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -22,7 +21,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base
@@ -71,8 +70,9 @@ class DciJob(Base):
     callback_url: Mapped[str] = mapped_column(Text, nullable=False)
     # The token's scopes when the request was accepted (the agreement's are re-read at run).
     scopes: Mapped[str] = mapped_column(Text, nullable=False)
-    # {"header": ..., "message": ...} while pending; cleared once done (it may hold CNICs).
-    request: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    # The JSON of {"header": ..., "message": ...} while pending (bytes: NUL may be in it);
+    # cleared once done (it may hold CNICs).
+    request: Mapped[bytes | None] = mapped_column(LargeBinary)
     state: Mapped[str] = mapped_column(String(8), nullable=False, server_default="pending")
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
     next_attempt_at: Mapped[datetime] = mapped_column(

@@ -10,8 +10,9 @@ once its lease has run out.
 
 One row per client and ``message_id``: the same message sent again is answered with the
 same correlation id and runs once. ``digest`` (SHA-256 of the message's canonical JSON)
-tells a repetition from another message under a used id. The request itself (it may hold
-CNICs) is kept only while the job waits: it is cleared when the job is done.
+tells a repetition from another message under a used id. The request itself (its JSON, as
+bytes: a message may hold any character JSON allows, NUL included, which ``jsonb`` cannot)
+may hold CNICs; it is kept only while the job waits, and cleared when the job is done.
 
 Revision ID: 0026
 Revises: 0025
@@ -43,7 +44,7 @@ def upgrade() -> None:
         sa.Column("correlation_id", sa.String(length=99), nullable=False),
         sa.Column("callback_url", sa.Text(), nullable=False),
         sa.Column("scopes", sa.Text(), nullable=False),
-        sa.Column("request", postgresql.JSONB(astext_type=sa.Text()), nullable=True),
+        sa.Column("request", sa.LargeBinary(), nullable=True),
         sa.Column("state", sa.String(length=8), server_default="pending", nullable=False),
         sa.Column("attempts", sa.Integer(), server_default=sa.text("0"), nullable=False),
         sa.Column(

@@ -498,6 +498,41 @@ async def test_a_suspended_agreement_gets_every_request_rejected(
     assert await db.fetchval(audited, p["client_id"]) == 0
 
 
+async def test_nul_characters_are_taken_and_answered_as_the_sync_search_answers_them(
+    url: str, settings: Settings, api: httpx.AsyncClient, receiver: Receiver, district: str
+) -> None:
+    p = await partner(api, url, f"{receiver.base}/z/ok/")
+    body = search_body(
+        {"query_type": "idtype-value", "query": {"type": "UIN\u0000", "value": "1\u0000"}},
+        {**in_district(district, 2), "consent": {"note": "\u0000"}},
+        {
+            "query_type": "predicate",
+            "query": [
+                {
+                    "expression1": {
+                        "attribute_name": "sex",
+                        "operator": "eq",
+                        "attribute_value": "f\u0000",
+                    }
+                }
+            ],
+        },
+    )
+    body["header"]["meta"] = {"x\u0000": "\u0000"}
+    sync = await post(api, p["token"], SYNC_SEARCH, body)
+    assert sync.status_code == 400, sync.text
+    body["header"]["message_id"] = uuid.uuid4().hex
+    correlation_id = await accepted(api, p["token"], ASYNC_SEARCH, body)
+    async with working(settings):
+        await until(calls_to(receiver, "/z/"))
+    (call,) = receiver.to("/z/")
+    validate("OnSearchEnvelope", call.body)
+    assert call.body["message"]["correlation_id"] == correlation_id
+    assert without_times(call.body["message"]["search_response"]) == without_times(
+        sync.json()["message"]["search_response"]
+    )
+
+
 # -- txn status ---------------------------------------------------------------------------
 
 

@@ -151,12 +151,12 @@ async def accept(
     url = await callback_url(pool, settings, p.agreement_id, body["header"].get("sender_uri"))
     fingerprint = digest(kind, body)
     correlation_id = envelope.new_id()
-    request = orjson.dumps({"header": body["header"], "message": body["message"]}).decode()
+    request = orjson.dumps({"header": body["header"], "message": body["message"]})
     async with pool.acquire() as conn, conn.transaction():
         inserted = await conn.fetchval(
             """INSERT INTO dci_jobs (client_id, agreement_id, kind, message_id, digest,
                    transaction_id, correlation_id, callback_url, scopes, request)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
                ON CONFLICT (client_id, message_id) DO NOTHING RETURNING id""",
             p.client_id,
             p.agreement_id,
@@ -439,14 +439,13 @@ async def process(pool: asyncpg.Pool, settings: Settings, worker: str, job: Job)
             return "failed"
         return await finish(pool, settings, worker, job, result)
     try:
-        result = await answer(pool, job)
+        return await finish(pool, settings, worker, job, await answer(pool, job))
     except _DB_ERRORS:
         raise
     except Exception as exc:
         log.exception("DCI job failed; it will be tried again", extra={"job_id": job.id})
         await release(pool, worker, job, f"{type(exc).__name__}: {exc}")
         return "pending"
-    return await finish(pool, settings, worker, job, result)
 
 
 async def purge(pool: asyncpg.Pool) -> int:

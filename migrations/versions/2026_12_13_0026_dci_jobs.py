@@ -9,10 +9,11 @@ callback and marks the row done; a worker that dies leaves the row to be claimed
 once its lease has run out.
 
 One row per client and ``message_id``: the same message sent again is answered with the
-same correlation id and runs once. ``digest`` (SHA-256 of the message's canonical JSON)
-tells a repetition from another message under a used id. The request itself (its JSON, as
-bytes: a message may hold any character JSON allows, NUL included, which ``jsonb`` cannot)
-may hold CNICs; it is kept only while the job waits, and cleared when the job is done.
+same correlation id and runs once. ``digest`` (SHA-256 of the action and the message
+object, keys sorted) tells a repetition from another message under a used id. The request
+itself (its JSON as bytes: a message may hold any character JSON allows, NUL included,
+which ``jsonb`` cannot) may hold CNICs; it is kept only while the job waits, and cleared
+when the job is done.
 
 Revision ID: 0026
 Revises: 0025

@@ -717,6 +717,7 @@ def worker(
     from app.db import asyncpg_target
     from app.logging import configure_logging
     from app.services.dci import callbacks as dci_callbacks
+    from app.services.dci import jobs as dci_jobs
     from app.services.dci import notify as dci_notify
     from app.services.ingest import worker as ingest_worker
     from app.services.products import cube
@@ -753,6 +754,10 @@ def worker(
         notifier = asyncio.create_task(
             dci_notify.run_notifier(target.dsn, settings=settings, host=target.host, stop=stop)
         )
+        # The asynchronous DCI requests (search, txn status), answered by those callbacks.
+        dci_runner = asyncio.create_task(
+            dci_jobs.run_jobs(target.dsn, settings=settings, host=target.host, stop=stop)
+        )
         try:
             await ingest_worker.run_worker(
                 target.dsn,
@@ -769,6 +774,7 @@ def worker(
             await refresher
             await deliverer
             await notifier
+            await dci_runner
 
     asyncio.run(_main())
 

@@ -26,6 +26,7 @@ from app.replicas import open_reads
 from app.routers import analysis as analysis_router
 from app.routers import beneficiaries as beneficiaries_router
 from app.routers import dci as dci_router
+from app.routers import dci_async as dci_async_router
 from app.routers import dci_staff as dci_staff_router
 from app.routers import dci_subscriptions as dci_subscriptions_router
 from app.routers import docs, health, households, partner_updates, public_scores
@@ -45,7 +46,7 @@ from app.routers import summaries as summaries_router
 from app.routers import targeting as targeting_router
 from app.routers import tokens as tokens_router
 from app.services.audit import trail as audit_trail
-from app.services.dci import callbacks as dci_callbacks
+from app.services.dci import jobs as dci_jobs
 from app.services.dci import notify as dci_notify
 from app.services.disclosure.policy import Policy
 from app.services.ingest import worker as ingest_worker
@@ -100,7 +101,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             chunk=settings.ingest_chunk_records,
             pipeline=settings.ingest_pipeline,
             refresh=refresher(settings),
-            deliver=dci_notify.beside(dci_callbacks.runner(settings), settings),
+            deliver=dci_notify.beside(dci_jobs.runner(settings), settings),
         )
         # Everything built at start-up lives as long as the process: keep it out of the
         # cyclic collector's full passes, which otherwise re-walk it under load.
@@ -161,6 +162,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(targeting_router.router)
     app.include_router(grievances_router.router)
     dci_router.install(app)
+    app.include_router(dci_async_router.router)
     app.include_router(dci_subscriptions_router.router)
     web_site.install(app)
     app.include_router(public_site.router)

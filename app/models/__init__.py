@@ -3,6 +3,7 @@
 from app.models.audit import AuditCheckpoint, AuditEntry
 from app.models.base import Base
 from app.models.dci import DciCallback, DciRegistration, DciSigningKey
+from app.models.dci_jobs import DciJob
 from app.models.geography import GeoUnit
 from app.models.grievances import Grievance, GrievanceEvent
 from app.models.ingest import UpdateBatch, UpdateRecordResult
@@ -37,6 +38,7 @@ __all__ = [
     "Base",
     "DataRequest",
     "DciCallback",
+    "DciJob",
     "DciRegistration",
     "DciSigningKey",
     "DifferencingKey",

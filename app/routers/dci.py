@@ -121,7 +121,8 @@ _COMMON = (
 _SECURITY: dict[str, Any] = {"security": [{"bearerAuth": []}]}
 _SEARCH_400 = {
     "description": "The message was not taken (`errors`: err.request.bad, "
-    "err.version.not_supported, err.encryption.invalid), or a request in it was rejected "
+    "err.version.not_supported, err.encryption.invalid, err.signature.missing, "
+    "err.signature.invalid), or a request in it was rejected "
     "(the on-search envelope, `status: rjct`, each request's `rjct.…` reason; nothing run)",
     "content": {
         "application/json": {
@@ -165,7 +166,11 @@ async def sync_search(request: Request, partner: DciPartner, reads: ReadsDep) ->
     responses=_responses(
         DciTxnStatusReply,
         "txn-on-status: the transaction's requests, their statuses and counts (no records)",
-        (400, "err.request.bad / err.version.not_supported: the message was not taken"),
+        (
+            400,
+            "err.request.bad / err.version.not_supported / err.signature.missing / "
+            "err.signature.invalid: the message was not taken",
+        ),
         (404, "err.request.not_found: no such transaction of this client"),
         *_COMMON,
     ),

@@ -3,7 +3,8 @@
 Transcribed by hand from the DCI Social Registry API v1.0.0 (the spdci standard's OpenAPI
 description of the social registry: ``MsgHeader_V1.0.0``, ``MsgCallbackHeader_V1.0.0``,
 ``SearchRequest``, ``SearchResponse``, ``SearchStatusReasonCode``, ``TxnStatusRequest``,
-``TxnStatusResponse``, ``Error`` and the ``HttpErrorResponse``), with its typos corrected
+``TxnStatusResponse``, ``Error``, the ``HttpErrorResponse`` and the acknowledgement
+``Response``), with its typos corrected
 (``subscribe`` for ``subscibe``; an attribute value is any of string, number, boolean,
 object or array, where the standard's ``oneOf`` refuses every integer and has no list for
 the ``in`` operator). The standard's file itself is not part of this
@@ -291,6 +292,28 @@ DEFS: dict[str, Any] = {
             },
         },
         "required": ["transaction_id", "correlation_id", "txnstatus_response"],
+    },
+    # The acknowledgement of an asynchronous request (the standard's ``Response``).
+    "Ack": {
+        "type": "object",
+        "properties": {
+            "message": {
+                "type": "object",
+                "properties": {
+                    "ack_status": {"type": "string", "enum": ["ACK", "NACK", "ERR"]},
+                    "timestamp": TIMESTAMP,
+                    "error": {
+                        "type": "object",
+                        "properties": {
+                            "code": {"type": "string", "enum": ERROR_CODES},
+                            "message": {"type": "string", "maxLength": 999},
+                        },
+                    },
+                    "correlation_id": ID99,
+                },
+                "required": ["ack_status", "timestamp", "correlation_id"],
+            }
+        },
     },
     "HttpErrorResponse": {
         "type": "object",

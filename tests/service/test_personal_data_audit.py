@@ -45,6 +45,10 @@ NO_PERSONAL_DATA: dict[Route, str] = {
     ("POST", "/dci/registry/subscribe"): "an ACK and a subscription stored; the records reach "
     "the subscriber in notify callbacks, each audited by the notifier (tests/dci)",
     ("POST", "/dci/registry/unsubscribe"): "an ACK; the caller's own subscriptions ended",
+    ("POST", "/dci/registry/search"): "an acknowledgement; the records go by callback, each "
+    "page audited when the worker runs the search (tests/dci/test_async_dci.py)",
+    ("POST", "/dci/registry/txn/status"): "an acknowledgement; the callback carries statuses "
+    "and counts, never records",
     ("GET", "/.well-known/jwks.json"): "public verification keys",
     ("GET", "/v1/public/geography"): "geography units and their names",
     ("GET", "/v1/public/summaries"): "public counts under disclosure control",

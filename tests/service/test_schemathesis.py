@@ -151,6 +151,7 @@ def test_schemathesis_finds_nothing_in_the_staff_api(
 def test_schemathesis_finds_nothing_in_the_dci_api(
     live: tuple[Server, str, str], tmp_path: Path
 ) -> None:
-    # The DCI adapter on its own, so its two operations get their share of the time.
+    # The DCI adapter on its own (sync and asynchronous search and txn status), so its
+    # operations get their share of the time.
     server, partner, _ = live
     _fuzz(server, partner, tmp_path, CHECKS, DCI_SECONDS, "--include-path-regex", "^/dci/")

@@ -23,7 +23,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 import orjson
+
+from app.services.dci import registration, signing
 
 VERSION = "1.0.0"
 SENDER_ID = "nser"
@@ -36,6 +39,7 @@ TOO_MANY = "err.request.too_many_requests"
 VERSION_NOT_SUPPORTED = "err.version.not_supported"
 ENCRYPTION_INVALID = "err.encryption.invalid"
 UNAVAILABLE = "err.service.unavailable"
+SENDER_URI_INVALID = "err.sender_uri.invalid"
 
 # An identifier a client chooses (transaction, reference, message ids): printable, bounded.
 _ID = re.compile(r"[\x21-\x7e]{1,99}", re.ASCII)
@@ -231,3 +235,23 @@ def reply_header(
     if reason_message:
         header["status_reason_message"] = reason_message[:999]
     return header
+
+
+# -- signatures ---------------------------------------------------------------------------
+
+
+async def verify_signature(
+    pool: asyncpg.Pool, agreement_id: uuid.UUID | None, body: Mapping[str, Any]
+) -> None:
+    """Check a message's signature against the key its agreement registered (every DCI
+    route, sync and asynchronous, once the message's form is checked): 400
+    ``err.signature.missing`` when a key is registered and the message carries no
+    signature, 400 ``err.signature.invalid`` when it does not verify with that key. Without
+    a registered key, nothing is required (and a signature is not checked)."""
+    if agreement_id is None:
+        return
+    async with pool.acquire() as conn:
+        try:
+            await registration.verify_message(conn, agreement_id, dict(body))
+        except signing.SignatureError as exc:
+            raise DciError(400, exc.code, exc.message) from None

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +45,9 @@ from app.services.sharing.beneficiaries_sql import (
 )
 
 ENDPOINT = "/dci/registry/sync/search"
+# The route a search's audit rows name: the sync route's, or the asynchronous route's when
+# app.services.dci.jobs runs an accepted search on the worker.
+AUDIT_ENDPOINT: ContextVar[str] = ContextVar("dci_audit_endpoint", default=ENDPOINT)
 MAX_BATCH = 10
 LOCALE = re.compile(r"[a-z]{3}", re.ASCII)
 ITEM_FIELDS = ("reference_id", "timestamp", "search_criteria", "locale")
@@ -193,7 +197,7 @@ async def run(
         }
         return audit.AuditRecord.of(
             p,
-            endpoint=f"{ENDPOINT} (page)",
+            endpoint=f"{AUDIT_ENDPOINT.get()} (page)",
             filters=filters,
             dimensions=list(dims),
             households=len(rows),
@@ -237,7 +241,7 @@ def _rejected(item: Item, reason: Rejected | None) -> dict[str, Any]:
 
 
 async def record_transaction(
-    pool: asyncpg.Pool,
+    pool: asyncpg.Pool | asyncpg.Connection,
     p: Principal,
     transaction_id: str,
     correlation_id: str,
@@ -273,36 +277,88 @@ class Reply:
     body: dict[str, Any]
 
 
-async def sync_search(reads: Reads, p: Principal, body: Mapping[str, Any]) -> Reply:
-    header, message = envelope.parse_envelope(body, "search", ("transaction_id", "search_request"))
+# -- the entry points the sync route and the asynchronous jobs share ---------------------
+
+SEARCH_FIELDS = ("transaction_id", "search_request")
+
+
+def parse_search(body: Mapping[str, Any]) -> tuple[Header, str, list[Item]]:
+    """A search message's checked header, transaction id and requests (DciError when the
+    message cannot be taken; a request NSER cannot run carries its ``rejection``)."""
+    header, message = envelope.parse_envelope(body, "search", SEARCH_FIELDS)
     transaction_id, items = parse_message(message, header)
+    return header, transaction_id, items
+
+
+@dataclass
+class Outcome:
+    """What a search message came to: ``succ`` (every request answered) or ``rjct``."""
+
+    status: str
+    answers: list[dict[str, Any]]
+    reason: str | None = None
+
+    @property
+    def completed(self) -> int:
+        return len(self.answers) if self.status == "succ" else 0
+
+
+async def answer_search(
+    reads: Reads, p: Principal, transaction_id: str, items: list[Item]
+) -> Outcome:
+    """Authorize, then run every request (or reject them all if one cannot run): what the
+    sync search answers, and what an asynchronous search sends by callback."""
     dims = await authorize(reads, p, items)
-    correlation_id = envelope.new_id()
     if any(item.rejection is not None for item in items):
-        answers = [_rejected(item, item.rejection) for item in items]
-        status, code, completed = "rjct", 400, 0
         first = next(item.rejection for item in items if item.rejection is not None)
-        reason = f"rejected: {first.message}"
-    else:
-        answers = [await run(reads, p, dims, item, transaction_id) for item in items]
-        status, code, completed, reason = "succ", 200, len(items), None
-    await record_transaction(
-        reads.primary, p, transaction_id, correlation_id, header, status, answers
-    )
+        answers = [_rejected(item, item.rejection) for item in items]
+        return Outcome("rjct", answers, f"rejected: {first.message}")
+    return Outcome("succ", [await run(reads, p, dims, item, transaction_id) for item in items])
+
+
+def refused(items: list[Item], message: str) -> Outcome:
+    """Every request ``rjct`` for one reason that is the message's, not a request's (an
+    agreement suspended since the message was accepted)."""
+    answers: list[dict[str, Any]] = []
+    for item in items:
+        out = _rejected(item, None)
+        out["status_reason_message"] = message[:999]
+        answers.append(out)
+    return Outcome("rjct", answers, message)
+
+
+def on_search(
+    header: Header, transaction_id: str, correlation_id: str, outcome: Outcome
+) -> dict[str, Any]:
+    """The ``on-search`` envelope (without a signature) of ``outcome``."""
     head = envelope.reply_header(
-        "on-search", status, header, total=len(items), completed=completed, reason_message=reason
+        "on-search",
+        outcome.status,
+        header,
+        total=len(outcome.answers),
+        completed=outcome.completed,
+        reason_message=outcome.reason,
     )
-    return Reply(
-        code,
-        {
-            "header": head,
-            "message": {
-                "transaction_id": transaction_id,
-                "correlation_id": correlation_id,
-                "search_response": answers,
-            },
+    return {
+        "header": head,
+        "message": {
+            "transaction_id": transaction_id,
+            "correlation_id": correlation_id,
+            "search_response": outcome.answers,
         },
+    }
+
+
+async def sync_search(reads: Reads, p: Principal, body: Mapping[str, Any]) -> Reply:
+    header, transaction_id, items = parse_search(body)
+    await envelope.verify_signature(reads.primary, p.agreement_id, body)
+    outcome = await answer_search(reads, p, transaction_id, items)
+    correlation_id = envelope.new_id()
+    await record_transaction(
+        reads.primary, p, transaction_id, correlation_id, header, outcome.status, outcome.answers
     )
+    reply = on_search(header, transaction_id, correlation_id, outcome)
+    return Reply(200 if outcome.status == "succ" else 400, reply)
 
 
 # -- txn/status --------------------------------------------------------------------------
@@ -313,7 +369,20 @@ TXN_TYPES = ("search", "subscribe", "subscibe", "receipt")
 MAX_REFERENCES = 100
 
 
-async def txn_status(pool: asyncpg.Pool, p: Principal, body: Mapping[str, Any]) -> Reply:
+@dataclass(frozen=True)
+class TxnQuery:
+    """A checked txn-status message: what it asks for, by which key."""
+
+    header: Header
+    transaction_id: str
+    txn_type: str
+    kind: str
+    key: str | None = None
+    wanted: list[str] | None = None
+
+
+def parse_txn_status(body: Mapping[str, Any]) -> TxnQuery:
+    """A txn-status message checked (DciError when it cannot be taken)."""
     header, message = envelope.parse_envelope(
         body, "txn-status", ("transaction_id", "txnstatus_request")
     )
@@ -336,43 +405,56 @@ async def txn_status(pool: asyncpg.Pool, p: Principal, body: Mapping[str, Any]) 
         raise envelope.bad(f"txn_type must be one of {', '.join(TXN_TYPES)}")
     kind = request["attribute_type"]
     value = request["attribute_value"]
-    wanted: list[str] | None = None
     if kind in ("transaction_id", "correlation_id"):
         key = envelope.identifier(value, f"attribute_value (a {kind})")
-        column = "transaction_id" if kind == "transaction_id" else "correlation_id"
-        sql = f"SELECT * FROM dci_transactions WHERE client_id = $1 AND {column} = $2"
-        args: list[object] = [p.client_id, key]
-    elif kind == "reference_id_list":
+        return TxnQuery(header, transaction_id, txn_type, kind, key=key)
+    if kind == "reference_id_list":
         if not isinstance(value, list) or not 1 <= len(value) <= MAX_REFERENCES:
             raise envelope.bad(
                 f"attribute_value must be a list of 1-{MAX_REFERENCES} reference ids"
             )
         wanted = [envelope.identifier(v, "attribute_value[]") for v in value]
+        return TxnQuery(header, transaction_id, txn_type, kind, wanted=wanted)
+    raise envelope.bad("attribute_type must be transaction_id, reference_id_list or correlation_id")
+
+
+async def answer_txn_status(
+    pool: asyncpg.Pool | asyncpg.Connection,
+    p: Principal,
+    q: TxnQuery,
+    correlation_id: str | None = None,
+) -> Reply:
+    """The ``txn-on-status`` answer to ``q``; DciError 404 ``err.request.not_found`` when
+    no transaction of the caller's matches (another client's alike)."""
+    args: list[object]
+    if q.wanted is None:
+        column = "transaction_id" if q.kind == "transaction_id" else "correlation_id"
+        sql = f"SELECT * FROM dci_transactions WHERE client_id = $1 AND {column} = $2"
+        args = [p.client_id, q.key]
+    else:
         sql = (
             "SELECT * FROM dci_transactions WHERE client_id = $1 "
             "AND reference_ids && $2::varchar[] ORDER BY updated_at DESC LIMIT 1"
         )
-        args = [p.client_id, wanted]
-    else:
-        raise envelope.bad(
-            "attribute_type must be transaction_id, reference_id_list or correlation_id"
-        )
-    row = await pool.fetchrow(sql, *args) if txn_type == "search" else None
+        args = [p.client_id, q.wanted]
+    row = await pool.fetchrow(sql, *args) if q.txn_type == "search" else None
     if row is None:
         raise DciError(
-            404, envelope.NOT_FOUND, f"no {txn_type} transaction of this client matches that {kind}"
+            404,
+            envelope.NOT_FOUND,
+            f"no {q.txn_type} transaction of this client matches that {q.kind}",
         )
     answers: list[dict[str, Any]] = orjson.loads(row["requests"])
-    if wanted is not None:
-        answers = [a for a in answers if a["reference_id"] in set(wanted)]
-    head = envelope.reply_header("txn-on-status", "succ", header, total=1, completed=1)
+    if q.wanted is not None:
+        answers = [a for a in answers if a["reference_id"] in set(q.wanted)]
+    head = envelope.reply_header("txn-on-status", "succ", q.header, total=1, completed=1)
     return Reply(
         200,
         {
             "header": head,
             "message": {
-                "transaction_id": transaction_id,
-                "correlation_id": envelope.new_id(),
+                "transaction_id": q.transaction_id,
+                "correlation_id": correlation_id or envelope.new_id(),
                 "txnstatus_response": {
                     "txn_type": "search",
                     "txn_status": {
@@ -384,3 +466,9 @@ async def txn_status(pool: asyncpg.Pool, p: Principal, body: Mapping[str, Any]) 
             },
         },
     )
+
+
+async def txn_status(pool: asyncpg.Pool, p: Principal, body: Mapping[str, Any]) -> Reply:
+    q = parse_txn_status(body)
+    await envelope.verify_signature(pool, p.agreement_id, body)
+    return await answer_txn_status(pool, p, q)

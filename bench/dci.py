@@ -57,7 +57,7 @@ from common import ROOT, bench_database, client_token, create_partner, log, wrk_
 from lookup import free_port, start, stop, wait_up, write_cnics
 
 sys.path.insert(0, str(ROOT))
-from app.services.dci.query import MAX_PAGE_SIZE  # noqa: E402
+from app.services.dci.query import MAX_PAGE_SIZE
 
 RESULTS = ROOT / "bench" / "results"
 SEARCH = "/dci/registry/sync/search"
@@ -327,7 +327,9 @@ def cnic_runs(
         order = kinds[run % len(kinds) :] + kinds[: run % len(kinds)]
         for kind in order:
             token()
-            figures = run_wrk(base, script, cnics, token_file, kind, args.duration, args.connections)
+            figures = run_wrk(
+                base, script, cnics, token_file, kind, args.duration, args.connections
+            )
             runs[kind].append(figures)
             log(f"cnic run {run + 1}/{args.runs} {kind}: {figures}")
     out: dict[str, Any] = {"connections": args.connections, "duration_s": args.duration}

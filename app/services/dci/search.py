@@ -8,8 +8,11 @@ outside it is out of every query), the dimensions it lets the partner read, susp
 (checked with the token), and one audit row per request, written before it is answered.
 
 A page is bounded by its size: the households of the page are chosen by ids first (an
-index-ordered scan with the condition, the offset and the limit), and only those are built
-into documents. ``total_count`` counts the matches without building any.
+index-ordered scan with the condition, the offset and the limit; through the location's
+``(code, id)`` index when the query pins one code, see ``query.order_by``), and only those
+are built into documents. ``total_count`` counts the matches without building any; a page
+that is not full (or the first, empty) holds the last match, and its offset and length are
+the count (no second statement: a CNIC search is one indexed query and one audit append).
 
 What each search did (not the records) is kept in ``dci_transactions`` for ``txn/status``.
 """
@@ -38,9 +41,7 @@ from app.services.sharing.beneficiaries_sql import (
     Filters,
     Query,
     Restriction,
-    household_document,
     household_where,
-    member_count,
 )
 
 ENDPOINT = "/dci/registry/sync/search"
@@ -165,22 +166,28 @@ async def run(
     criteria = item.criteria
     assert criteria is not None
     f = _filters(dims, criteria)
-    order = dci_query.order_by(criteria.order)
+    order = dci_query.order_by(criteria.order, criteria.pinned)
     q = Query()
     where = household_where(q, f, p.geo_codes, None)
-    limit = q.param(criteria.page.size)
-    offset = q.param(criteria.page.offset)
+    limit_at = q.param(criteria.page.size)
+    offset_at = q.param(criteria.page.offset)
     page_sql = (
-        f"SELECT {household_document(f)}::text AS doc, {member_count(f)} AS n "
+        f"SELECT {records.group_sql(f)}::text AS doc, ms.n "
         f"FROM (SELECT h.* FROM households h WHERE {where} ORDER BY {order} "
-        f"LIMIT {limit}::int OFFSET {offset}::int) h ORDER BY {order}"
+        f"LIMIT {limit_at}::int OFFSET {offset_at}::int) h "
+        f"CROSS JOIN {records.members_sql(f)} ORDER BY {order}"
     )
     c = Query()
     count_where = household_where(c, f, p.geo_codes, None)
     count_sql = f"SELECT count(*) FROM households h WHERE {count_where}"
 
+    size, offset = criteria.page.size, criteria.page.offset
+
     async def read(conn: asyncpg.Connection) -> tuple[list[asyncpg.Record], int]:
         rows = await conn.fetch(page_sql, *q.params)
+        if len(rows) < size and (rows or not offset):
+            # The page holds the last match (or there is none): the count is the page's.
+            return rows, offset + len(rows)
         total = await conn.fetchval(count_sql, *c.params)
         return rows, int(total)
 
@@ -207,7 +214,10 @@ async def run(
         "status": "succ",
         "data": {
             "version": envelope.VERSION,
-            "reg_records": [records.group(orjson.loads(r["doc"])) for r in rows],
+            # PostgreSQL's JSON text, as it is: never parsed and dumped again.
+            "reg_records": orjson.Fragment(
+                b"[" + b",".join(r["doc"].encode() for r in rows) + b"]"
+            ),
         },
         "pagination": {
             "page_size": criteria.page.size,

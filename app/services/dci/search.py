@@ -172,7 +172,7 @@ async def run(
     limit_at = q.param(criteria.page.size)
     offset_at = q.param(criteria.page.offset)
     page_sql = (
-        f"SELECT {records.group_sql(f)}::text AS doc, ms.n "
+        f"SELECT {records.group_sql(f)} AS doc, ms.n "
         f"FROM (SELECT h.* FROM households h WHERE {where} ORDER BY {order} "
         f"LIMIT {limit_at}::int OFFSET {offset_at}::int) h "
         f"CROSS JOIN {records.members_sql(f)} ORDER BY {order}"

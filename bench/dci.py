@@ -53,10 +53,14 @@ from typing import Any
 import asyncpg
 import httpx
 import orjson
-from common import ROOT, bench_database, client_token, create_partner, log, wrk_ms
+from common import ROOT, bench_database, client_token, create_partner, fetchval, log, wrk_ms
 from lookup import free_port, start, stop, wait_up, write_cnics
 
 sys.path.insert(0, str(ROOT))
+from app.auth.partner import Principal
+from app.db import SERVER_SETTINGS
+from app.services.dci import query as dci_query
+from app.services.dci import search as dci_search
 from app.services.dci.query import MAX_PAGE_SIZE
 
 RESULTS = ROOT / "bench" / "results"
@@ -229,6 +233,61 @@ def pages(
         number += 1
 
 
+def _plan_nodes(node: dict[str, Any]) -> list[dict[str, Any]]:
+    return [node, *(n for child in node.get("Plans", ()) for n in _plan_nodes(child))]
+
+
+async def plans(url: str, cnic: str, district: str, score: float, pages: int) -> dict[str, Any]:
+    """EXPLAIN (ANALYZE, BUFFERS) of the statements the service runs for a CNIC search and
+    for the first and last pages of the paged search (the partner's agreement covers the
+    whole country, category iv: no dimensions): the indexes each reads, the buffers it
+    touches, its time."""
+    principal = Principal(client_id="bench", kind="partner", scopes=frozenset())
+    expression = {"$and": [{"district": {"$eq": district}}, {"poverty_score": {"$le": score}}]}
+    cases = {
+        "cnic": {"query_type": "idtype-value", "query": {"type": "CNIC", "value": cnic}},
+        **{
+            f"page_{number}": {
+                "query_type": "expression",
+                "query": {
+                    "type": dci_query.NOSQL,
+                    "value": {"expression": {"collection": "Group", "query": expression}},
+                },
+                "pagination": {"page_size": MAX_PAGE_SIZE, "page_number": number},
+            }
+            for number in (1, pages)
+        },
+    }
+    out: dict[str, Any] = {}
+    conn = await asyncpg.connect(url, server_settings=SERVER_SETTINGS)
+    try:
+        for name, raw in cases.items():
+            criteria = dci_query.criteria(raw)
+            sql = dci_search.statements(principal, dci_search.filters([], criteria), criteria)
+            for kind, text, params in (
+                ("page", sql.page, sql.page_params),
+                ("count", sql.count, sql.count_params),
+            ):
+                await conn.fetch(text, *params)  # as warm as the service's
+                answer = await conn.fetchval(
+                    "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + text, *params
+                )
+                plan = json.loads(answer)[0]
+                top = plan["Plan"]
+                nodes = _plan_nodes(top)
+                out[f"{name}.{kind}"] = {
+                    "ms": round(plan["Execution Time"], 2),
+                    "rows": top["Actual Rows"],
+                    "buffers": top["Shared Hit Blocks"] + top["Shared Read Blocks"],
+                    "indexes": sorted({n["Index Name"] for n in nodes if "Index Name" in n}),
+                    "scans": sorted({n["Node Type"] for n in nodes if "Scan" in n["Node Type"]}),
+                }
+                log(f"plan {name}.{kind}: {out[f'{name}.{kind}']}")
+    finally:
+        await conn.close()
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -302,6 +361,15 @@ def measure(url: str, args: argparse.Namespace) -> dict[str, Any]:
             report["cnic"] = cnic_runs(base, script, cnics, token_file, token, args)
         if args.only in (None, "records"):
             report["records"] = record_runs(url, base, token, args)
+        cnic = asyncio.run(
+            fetchval(
+                url,
+                "SELECT cnic FROM members WHERE cnic IS NOT NULL AND deceased_on IS NULL LIMIT 1",
+            )
+        )
+        district, score, households = asyncio.run(choose_filter(url, args.records))
+        pages = -(-households // MAX_PAGE_SIZE)
+        report["plans"] = asyncio.run(plans(url, str(cnic), district, score, pages))
     finally:
         stop(server)
         shutil.rmtree(work, ignore_errors=True)

@@ -148,7 +148,8 @@ async def authorize(reads: Reads, p: Principal, items: list[Item]) -> list[str]:
     return dims
 
 
-def _filters(dims: list[str], criteria: dci_query.Criteria) -> Filters:
+def filters(dims: list[str], criteria: dci_query.Criteria) -> Filters:
+    """The beneficiary list's filters of a request: the dimensions, and its condition."""
     f = Filters(dimensions=list(dims))
     condition = criteria.condition
     f.restriction = Restriction(
@@ -159,13 +160,19 @@ def _filters(dims: list[str], criteria: dci_query.Criteria) -> Filters:
     return f
 
 
-async def run(
-    reads: Reads, p: Principal, dims: list[str], item: Item, transaction_id: str
-) -> dict[str, Any]:
-    """One request's page of households as Group records, audited."""
-    criteria = item.criteria
-    assert criteria is not None
-    f = _filters(dims, criteria)
+@dataclass(frozen=True)
+class Statements:
+    """A request's SQL: its page of records (``doc``, ``n`` members) and its count."""
+
+    page: str
+    page_params: list[object]
+    count: str
+    count_params: list[object]
+
+
+def statements(p: Principal, f: Filters, criteria: dci_query.Criteria) -> Statements:
+    """The page's households chosen by their ids first (condition, order, offset, limit)
+    and only those built into records; the count of every match, none built."""
     order = dci_query.order_by(criteria.order, criteria.pinned)
     q = Query()
     where = household_where(q, f, p.geo_codes, None)
@@ -180,15 +187,25 @@ async def run(
     c = Query()
     count_where = household_where(c, f, p.geo_codes, None)
     count_sql = f"SELECT count(*) FROM households h WHERE {count_where}"
+    return Statements(page_sql, q.params, count_sql, c.params)
 
+
+async def run(
+    reads: Reads, p: Principal, dims: list[str], item: Item, transaction_id: str
+) -> dict[str, Any]:
+    """One request's page of households as Group records, audited."""
+    criteria = item.criteria
+    assert criteria is not None
+    f = filters(dims, criteria)
+    sql = statements(p, f, criteria)
     size, offset = criteria.page.size, criteria.page.offset
 
     async def read(conn: asyncpg.Connection) -> tuple[list[asyncpg.Record], int]:
-        rows = await conn.fetch(page_sql, *q.params)
+        rows = await conn.fetch(sql.page, *sql.page_params)
         if len(rows) < size and (rows or not offset):
             # The page holds the last match (or there is none): the count is the page's.
             return rows, offset + len(rows)
-        total = await conn.fetchval(count_sql, *c.params)
+        total = await conn.fetchval(sql.count, *sql.count_params)
         return rows, int(total)
 
     def record(answer: tuple[list[asyncpg.Record], int]) -> audit.AuditRecord:

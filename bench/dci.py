@@ -18,7 +18,8 @@ each side run ``--runs`` times (at least 3), the order flipped every run:
   baseline; the issue's target: requests/s >= 0.8 of it). The partner look-up
   ``GET /v1/partner/scores/{cnic}`` (the same token and audit as DCI, one indexed read)
   runs in the same rotation, for context: what a partner read costs before DCI adds to it.
-- **10k records**: the households of the district with the most of them whose PMT score is
+- **10k records** (each run ``--walks`` W (5) walks of one side, then of the other): the
+  households of the district with the most of them whose PMT score is
   at most S, S chosen so that they are at most ``--records`` (10,000): an ``expression``
   search paged through as a client would (``page_size`` the service's largest,
   ``app.services.dci.query.MAX_PAGE_SIZE`` = 1000; the same transaction id, page 1, 2, …
@@ -29,8 +30,12 @@ each side run ``--runs`` times (at least 3), the order flipped every run:
   clock, as the stream's lines are not parsed). Both must answer the same household ids.
 
 Medians of the runs; the ratios are of the medians, with each run's own ratio alongside.
-Every DCI answer must be 200 (``non_2xx`` counts the others). The last line printed is one
-JSON object with the figures.
+Every DCI answer must be 200 (``non_2xx`` counts the others). Then the plans (``plans`` in
+the JSON): EXPLAIN (ANALYZE, BUFFERS) of the statements the service runs
+(``app.services.dci.search.statements``) for a CNIC search and for the first and last
+pages of the paged search, each with the indexes it reads and the buffers it touches (a
+CNIC search runs its page only: one household is not a full page). The last line printed
+is one JSON object with the figures.
 """
 
 from __future__ import annotations
@@ -300,6 +305,7 @@ def main() -> None:
     ap.add_argument("--duration", type=int, default=20, help="seconds per wrk run")
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--records", type=int, default=10_000, help="records of the paged search")
+    ap.add_argument("--walks", type=int, default=5, help="walks (or streams) in a records run")
     ap.add_argument("--only", choices=("cnic", "records"), help="one comparison alone")
     args = ap.parse_args()
     if args.runs < 3:
@@ -447,17 +453,20 @@ def record_runs(url: str, base: str, token: Any, args: argparse.Namespace) -> di
             order = ["dci", "ndjson"] if run % 2 == 0 else ["ndjson", "dci"]
             for kind in order:
                 value = token()
-                if kind == "ndjson":
-                    seconds, ids, size = stream(base, value, district, score)
-                    count = 0
-                else:
-                    seconds, ids, size, count, clock = pages(client, value, district, score)
-                    page_seconds.append(clock)
-                if ids != expected:
-                    raise SystemExit(f"{kind} run {run + 1}: another set of households")
+                seconds = 0.0
+                for _ in range(args.walks):
+                    if kind == "ndjson":
+                        took, ids, size = stream(base, value, district, score)
+                        count = 0
+                    else:
+                        took, ids, size, count, clock = pages(client, value, district, score)
+                        page_seconds.append(clock)
+                    if ids != expected:
+                        raise SystemExit(f"{kind} run {run + 1}: another set of households")
+                    seconds += took
                 figures = {
-                    "seconds": seconds,
-                    "records_per_s": len(ids) / seconds,
+                    "seconds": seconds / args.walks,
+                    "records_per_s": args.walks * len(ids) / seconds,
                     "mb": size / 1e6,
                     "pages": count,
                 }

@@ -14,6 +14,9 @@ from conftest import fresh_database, make_settings, open_client
 from dci.schemas import validate
 from partner_helpers import bearer, create_partner, get_token
 
+from app.services.dci import records
+from app.services.sharing import rules as sharing_rules
+
 SEARCH = "/dci/registry/sync/search"
 STATUS = "/dci/registry/sync/txn/status"
 TS = "2026-12-11T09:00:00+05:00"
@@ -277,6 +280,36 @@ async def test_pages_give_every_household_once_and_sort(
     assert item["pagination"]["total_count"] == len(expected)
 
 
+async def test_every_page_counts_every_match(
+    c: httpx.AsyncClient, full: dict[str, str], conn: asyncpg.Connection, district: str
+) -> None:
+    """Full pages, the last (short) one and one past the end all give the whole count; a
+    page of one location (``$eq``) and of two (``$in``) stays in household id order."""
+    other: str = await conn.fetchval(
+        "SELECT district_code FROM households WHERE district_code <> $1 "
+        "GROUP BY 1 ORDER BY count(*) DESC LIMIT 1",
+        district,
+    )
+    cases = [
+        ({"district": {"$eq": district}, "poverty_score": {"$lt": 60}}, [district]),
+        ({"district": {"$in": [other, district]}, "poverty_score": {"$lt": 60}}, [district, other]),
+    ]
+    for query, codes in cases:
+        expected = await sql_ids(
+            conn, "h.district_code = ANY($1::text[]) AND h.pmt_score < 60", codes
+        )
+        size = next(s for s in (9, 8, 7, 11) if len(expected) % s)  # a short last page
+        assert len(expected) > 2 * size
+        pages = -(-len(expected) // size)
+        got: list[int] = []
+        for number in (*range(1, pages + 1), pages + 1):
+            crit = expression(query, pagination={"page_size": size, "page_number": number})
+            item = (await search(c, full["token"], crit))["message"]["search_response"][0]
+            assert item["pagination"]["total_count"] == len(expected), (query, number)
+            got += household_ids(item)
+        assert got == expected
+
+
 # -- refusals -----------------------------------------------------------------------------
 
 
@@ -518,6 +551,33 @@ async def test_same_households_and_fields_as_the_beneficiary_list(
         assert r.json()["next_cursor"] is None
         assert listed
         assert dci == listed
+
+
+async def test_records_are_the_mapping_of_the_list_documents(
+    c: httpx.AsyncClient, url: str, district: str
+) -> None:
+    """PostgreSQL builds the Group records a search answers: with every dimension an
+    agreement may hold (all but one locked), each is what ``records.group`` makes of the
+    beneficiary list's document of the household, field for field."""
+    granted = [d for d in sharing_rules.LOCKED if d != "land"]
+    p = create_partner(url, categories="iv,v", dimensions=granted)
+    token = await get_token(c, p["client_id"], p["client_secret"])
+    crit = expression({"district": {"$eq": district}})
+    dci = await walk(c, token, crit, size=1000)
+    dims = ",".join(d for d in sharing_rules.DIMENSIONS if d != "land")
+    r = await c.get(
+        "/v1/partner/beneficiaries",
+        params={"district": district, "dimensions": dims, "limit": 1000},
+        headers=bearer(token),
+    )
+    assert r.status_code == 200, r.text
+    listed = r.json()["items"]
+    assert r.json()["next_cursor"] is None
+    members = [m for doc in listed for m in doc["members"]]
+    assert any(m["disability"] for m in members)
+    assert any(m["disability"] is None or m["disability"] == [] for m in members)
+    assert any(m["cnic"] is None for m in members)
+    assert dci == [records.group(doc) for doc in listed]
 
 
 # -- transactions and the audit log --------------------------------------------------------

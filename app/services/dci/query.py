@@ -134,6 +134,10 @@ class Attribute:
     members: bool = False
     level: str | None = None  # a geography level (its codes are checked before any search)
 
+    def bind(self, operator: str, value: object) -> object:
+        """The query parameter of a test of this attribute with ``value``."""
+        return value
+
     def sql(self, operator: str, placeholder: str) -> str:
         if operator == "in":
             test = f"{self.expression} = ANY({placeholder}::{self.cast}[])"
@@ -142,6 +146,20 @@ class Attribute:
         if self.members:
             return f"EXISTS (SELECT 1 FROM members m WHERE {LIVING} AND {test})"
         return test
+
+
+class _Place(Attribute):
+    """A location code: ``eq`` is written as ``in`` of one code (``= ANY`` of a one-element
+    array), never ``= code``. PostgreSQL then keeps the column in a page's ``ORDER BY``
+    (:func:`order_by` leads with it when the query pins one code) instead of dropping it as
+    constant, so the page can walk the level's ``(code, id)`` index in order and stop at its
+    last household, rather than walk every household by id from the first."""
+
+    def bind(self, operator: str, value: object) -> object:
+        return [value] if operator == "eq" else value
+
+    def sql(self, operator: str, placeholder: str) -> str:
+        return f"{self.expression} = ANY({placeholder}::{self.cast}[])"
 
 
 _SIZE = f"(SELECT count(*) FROM members m WHERE {LIVING})"
@@ -161,7 +179,7 @@ _DEFINED = [
     Attribute("poverty_score", ORDERED, _score, "h.pmt_score", "numeric"),
     Attribute("poverty_band", EQUALITY, _band, "h.poverty_band", "text"),
     *(
-        Attribute(level, EQUALITY, _code, f"h.{level}_code", "text", level=level)
+        _Place(level, EQUALITY, _code, f"h.{level}_code", "text", level=level)
         for level in GEO_LEVELS
     ),
     Attribute("household_size", ORDERED, _integer(0, 1000), _SIZE, "bigint"),
@@ -249,12 +267,33 @@ Node = Test | All | AnyOf | Not
 def where(node: Node, param: Param) -> str:
     """The node as SQL over households ``h``; every value a parameter."""
     if isinstance(node, Test):
-        return "(" + node.attribute.sql(node.operator, param(node.value)) + ")"
+        value = node.attribute.bind(node.operator, node.value)
+        return "(" + node.attribute.sql(node.operator, param(value)) + ")"
     if isinstance(node, All):
         return "(" + " AND ".join(where(p, param) for p in node.parts) + ")"
     if isinstance(node, AnyOf):
         return "(" + " OR ".join(where(p, param) for p in node.parts) + ")"
     return f"(NOT {where(node.part, param)})"
+
+
+def conjuncts(node: Node) -> list[Node]:
+    """The parts that must all hold for ``node`` to hold (nested ``All`` flattened)."""
+    if isinstance(node, All):
+        return [c for p in node.parts for c in conjuncts(p)]
+    return [node]
+
+
+def pinned_level(node: Node) -> str | None:
+    """The most specific location level every match of ``node`` has one code at (a test
+    of the level with one code, ``eq`` or ``in``, that must hold), or None."""
+    pinned = {
+        t.attribute.level
+        for t in conjuncts(node)
+        if isinstance(t, Test)
+        and t.attribute.level is not None
+        and (t.operator == "eq" or (isinstance(t.value, list) and len(t.value) == 1))
+    }
+    return next((level for level in reversed(GEO_LEVELS) if level in pinned), None)
 
 
 def tests(node: Node) -> list[Test]:
@@ -544,6 +583,8 @@ class Criteria:
     order: tuple[tuple[str, str], ...]
     page: Page
     geography: dict[str, list[str]] = field(default_factory=dict)
+    # The location level every match shares one code at (see :func:`pinned_level`).
+    pinned: str | None = None
 
     def describe(self) -> dict[str, Any]:
         """What the audit log keeps of the search."""
@@ -601,12 +642,19 @@ def criteria(value: object) -> Criteria:
         sort(value.get("sort")),
         page(value.get("pagination")),
         {level: list(dict.fromkeys(codes)) for level, codes in geography.items()},
+        pinned_level(condition),
     )
 
 
-def order_by(order: tuple[tuple[str, str], ...]) -> str:
-    """The ORDER BY of a page: the requested keys (no score last), then the household id."""
-    keys = [f"{column} {direction.upper()} NULLS LAST" for column, direction in order]
+def order_by(order: tuple[tuple[str, str], ...], pinned: str | None = None) -> str:
+    """The ORDER BY of a page: the requested keys (no score last), then the household id.
+
+    With a ``pinned`` level (every match has the same code there) its code leads: the same
+    order, which the level's ``(code, id)`` index gives, so that a page sorted by id reads
+    the index from the level's first household and stops at its own last one (its cost
+    grows with the page's offset and size, never with the households elsewhere)."""
+    keys = [f"h.{pinned}_code"] if pinned else []
+    keys += [f"{column} {direction.upper()} NULLS LAST" for column, direction in order]
     if not any(column == "h.id" for column, _ in order):
         keys.append("h.id ASC")
     return ", ".join(keys)

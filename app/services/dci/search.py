@@ -8,8 +8,11 @@ outside it is out of every query), the dimensions it lets the partner read, susp
 (checked with the token), and one audit row per request, written before it is answered.
 
 A page is bounded by its size: the households of the page are chosen by ids first (an
-index-ordered scan with the condition, the offset and the limit), and only those are built
-into documents. ``total_count`` counts the matches without building any.
+index-ordered scan with the condition, the offset and the limit; through the location's
+``(code, id)`` index when the query pins one code, see ``query.order_by``), and only those
+are built into documents. ``total_count`` counts the matches without building any; a page
+that is not full (or the first, empty) holds the last match, and its offset and length are
+the count (no second statement: a CNIC search is one indexed query and one audit append).
 
 What each search did (not the records) is kept in ``dci_transactions`` for ``txn/status``.
 """
@@ -39,9 +42,7 @@ from app.services.sharing.beneficiaries_sql import (
     Filters,
     Query,
     Restriction,
-    household_document,
     household_where,
-    member_count,
 )
 
 ENDPOINT = "/dci/registry/sync/search"
@@ -151,7 +152,8 @@ async def authorize(reads: Reads, p: Principal, items: list[Item]) -> list[str]:
     return dims
 
 
-def _filters(dims: list[str], criteria: dci_query.Criteria) -> Filters:
+def filters(dims: list[str], criteria: dci_query.Criteria) -> Filters:
+    """The beneficiary list's filters of a request: the dimensions, and its condition."""
     f = Filters(dimensions=list(dims))
     condition = criteria.condition
     f.restriction = Restriction(
@@ -162,30 +164,52 @@ def _filters(dims: list[str], criteria: dci_query.Criteria) -> Filters:
     return f
 
 
+@dataclass(frozen=True)
+class Statements:
+    """A request's SQL: its page of records (``doc``, ``n`` members) and its count."""
+
+    page: str
+    page_params: list[object]
+    count: str
+    count_params: list[object]
+
+
+def statements(p: Principal, f: Filters, criteria: dci_query.Criteria) -> Statements:
+    """The page's households chosen by their ids first (condition, order, offset, limit)
+    and only those built into records; the count of every match, none built."""
+    order = dci_query.order_by(criteria.order, criteria.pinned)
+    q = Query()
+    where = household_where(q, f, p.geo_codes, None)
+    limit_at = q.param(criteria.page.size)
+    offset_at = q.param(criteria.page.offset)
+    page_sql = (
+        f"SELECT {records.group_sql(f)} AS doc, ms.n "
+        f"FROM (SELECT h.* FROM households h WHERE {where} ORDER BY {order} "
+        f"LIMIT {limit_at}::int OFFSET {offset_at}::int) h "
+        f"CROSS JOIN {records.members_sql(f)} ORDER BY {order}"
+    )
+    c = Query()
+    count_where = household_where(c, f, p.geo_codes, None)
+    count_sql = f"SELECT count(*) FROM households h WHERE {count_where}"
+    return Statements(page_sql, q.params, count_sql, c.params)
+
+
 async def run(
     reads: Reads, p: Principal, dims: list[str], item: Item, transaction_id: str
 ) -> dict[str, Any]:
     """One request's page of households as Group records, audited."""
     criteria = item.criteria
     assert criteria is not None
-    f = _filters(dims, criteria)
-    order = dci_query.order_by(criteria.order)
-    q = Query()
-    where = household_where(q, f, p.geo_codes, None)
-    limit = q.param(criteria.page.size)
-    offset = q.param(criteria.page.offset)
-    page_sql = (
-        f"SELECT {household_document(f)}::text AS doc, {member_count(f)} AS n "
-        f"FROM (SELECT h.* FROM households h WHERE {where} ORDER BY {order} "
-        f"LIMIT {limit}::int OFFSET {offset}::int) h ORDER BY {order}"
-    )
-    c = Query()
-    count_where = household_where(c, f, p.geo_codes, None)
-    count_sql = f"SELECT count(*) FROM households h WHERE {count_where}"
+    f = filters(dims, criteria)
+    sql = statements(p, f, criteria)
+    size, offset = criteria.page.size, criteria.page.offset
 
     async def read(conn: asyncpg.Connection) -> tuple[list[asyncpg.Record], int]:
-        rows = await conn.fetch(page_sql, *q.params)
-        total = await conn.fetchval(count_sql, *c.params)
+        rows = await conn.fetch(sql.page, *sql.page_params)
+        if len(rows) < size and (rows or not offset):
+            # The page holds the last match (or there is none): the count is the page's.
+            return rows, offset + len(rows)
+        total = await conn.fetchval(sql.count, *sql.count_params)
         return rows, int(total)
 
     def record(answer: tuple[list[asyncpg.Record], int]) -> audit.AuditRecord:
@@ -211,7 +235,10 @@ async def run(
         "status": "succ",
         "data": {
             "version": envelope.VERSION,
-            "reg_records": [records.group(orjson.loads(r["doc"])) for r in rows],
+            # PostgreSQL's JSON text, as it is: never parsed and dumped again.
+            "reg_records": orjson.Fragment(
+                b"[" + b",".join(r["doc"].encode() for r in rows) + b"]"
+            ),
         },
         "pagination": {
             "page_size": criteria.page.size,

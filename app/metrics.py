@@ -68,6 +68,28 @@ DCI_CALLBACKS = Counter(
     ["outcome"],
 )
 
+# DCI asynchronous requests (app/services/dci/jobs.py), counted in the process whose job loop
+# runs them, by kind (``search``, ``txn-status``) and outcome: ``done`` (answered: the
+# callback stored), ``failed`` (ended unanswered: the callback was refused, or not even a
+# refusal could be built), ``retried`` (an error: given back for a later try), ``lost``
+# (the lease ran out first; another worker has it).
+DCI_JOBS = Counter(
+    "nser_dci_jobs_total",
+    "DCI asynchronous jobs run by the job loop, by kind and outcome.",
+    ["kind", "outcome"],
+)
+# Read from dci_jobs by each job loop every few seconds and after each job it runs.
+DCI_JOBS_PENDING = Gauge(
+    "nser_dci_jobs_pending",
+    "DCI asynchronous jobs accepted and not yet answered, at the last check.",
+    multiprocess_mode="livemostrecent",
+)
+DCI_JOBS_OLDEST = Gauge(
+    "nser_dci_jobs_oldest_pending_seconds",
+    "Age of the oldest pending DCI asynchronous job at the last check (0: none pending).",
+    multiprocess_mode="livemostrecent",
+)
+
 
 _children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
@@ -95,6 +117,15 @@ def replica_state(name: str, usable: bool, lag: float | None) -> None:
 
 def dci_callback(outcome: str) -> None:
     DCI_CALLBACKS.labels(outcome).inc()
+
+
+def dci_job(kind: str, outcome: str) -> None:
+    DCI_JOBS.labels(kind, outcome).inc()
+
+
+def dci_jobs_pending(count: int, oldest_seconds: float) -> None:
+    DCI_JOBS_PENDING.set(count)
+    DCI_JOBS_OLDEST.set(oldest_seconds)
 
 
 def render() -> tuple[bytes, str]:

@@ -44,6 +44,7 @@ DCI = {
     "dci_callback_poll_seconds": 0.05,
     "token_limits": "10000/minute",
     "partner_default_limits": "100000/minute",
+    "metrics_token": "dci-metrics-token-0123456789abcdefghijklmnop",
 }
 CLI_ENV = {"NSER_DCI_ALLOW_HTTP_CALLBACKS": "true", "NSER_DCI_ALLOW_PRIVATE_CALLBACKS": "true"}
 
@@ -582,6 +583,58 @@ async def test_async_txn_status_of_a_known_and_an_unknown_transaction(
         assert "no search transaction" in missing["header"]["status_reason_message"]
         assert missing["message"]["correlation_id"] == correlation_id
         assert missing["message"]["txnstatus_response"]["txn_status"]["search_response"] == []
+
+
+# -- metrics ------------------------------------------------------------------------------
+
+
+async def metric_values(api: httpx.AsyncClient) -> dict[str, float]:
+    """The ``nser_dci_jobs`` samples of ``/metrics`` by their line's name and labels."""
+    token = DCI["metrics_token"]
+    r = await api.get("/metrics", headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 200, r.text
+    values = {}
+    for line in r.text.splitlines():
+        if line.startswith("nser_dci_jobs"):
+            name, value = line.rsplit(" ", 1)
+            values[name] = float(value)
+    return values
+
+
+async def test_the_job_loop_counts_its_jobs_and_shows_the_pending_ones(
+    url: str,
+    settings: Settings,
+    api: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    receiver: Receiver,
+    district: str,
+) -> None:
+    done = 'nser_dci_jobs_total{kind="search",outcome="done"}'
+    before = (await metric_values(api)).get(done, 0.0)
+    base = f"{receiver.base}/m/"
+    p = await partner(api, url, base)
+    ran = search_body(in_district(district, 3), sender_uri=f"{base}ok/ran")
+    await accepted(api, p["token"], ASYNC_SEARCH, ran)
+    # A second job waits (as after a back-off): still pending when the loop has run.
+    waiting = search_body(in_district(district, 3), sender_uri=f"{base}ok/waiting")
+    await accepted(api, p["token"], ASYNC_SEARCH, waiting)
+    await db.execute(
+        "UPDATE dci_jobs SET next_attempt_at = now() + interval '1 hour', "
+        "created_at = now() - interval '90 seconds' WHERE transaction_id = $1",
+        waiting["message"]["transaction_id"],
+    )
+    pending = await db.fetchval("SELECT count(*) FROM dci_jobs WHERE state = 'pending'")
+
+    async with working(settings):
+        await until(calls_to(receiver, "/m/"))
+    after = await metric_values(api)
+    assert after[done] == before + 1
+    assert after["nser_dci_jobs_pending"] == pending - 1
+    assert after["nser_dci_jobs_oldest_pending_seconds"] >= 90
+    # The waiting job is not for the other tests' workers.
+    await db.execute(
+        "DELETE FROM dci_jobs WHERE transaction_id = $1", waiting["message"]["transaction_id"]
+    )
 
 
 # -- durability ---------------------------------------------------------------------------

@@ -43,6 +43,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from app import metrics
 from app.auth.partner import Principal, load_principal
 from app.db import server_settings
 from app.errors import AppError
@@ -66,6 +67,10 @@ RETRY_MAX_SECONDS = 60.0
 # Finished jobs (and so the message ids they hold for deduplication) are kept this long.
 RETENTION_SECONDS = 7 * 86_400
 PURGE_EVERY_SECONDS = 600.0
+# How often a job loop reads the pending jobs for the metrics (and after each job it runs).
+PENDING_EVERY_SECONDS = 5.0
+# A job's outcome as the metrics count it (process's return value).
+OUTCOMES = {"done": "done", "failed": "failed", "pending": "retried", None: "lost"}
 PURGE_BATCH = 5000
 MAX_ERROR = 300
 _DB_ERRORS: tuple[type[BaseException], ...] = (
@@ -430,7 +435,14 @@ async def give_up(pool: asyncpg.Pool, worker: str, job: Job, error: str) -> None
 async def process(pool: asyncpg.Pool, settings: Settings, worker: str, job: Job) -> str | None:
     """Run a claimed job and store its answer; a job tried :data:`MAX_ATTEMPTS` times
     already is answered ``rjct`` without running again. An error other than the database's
-    gives the job back for a later try; the database's leave it to its lease."""
+    gives the job back for a later try; the database's leave it to its lease. Counted in
+    ``nser_dci_jobs_total`` (a database error is not: the job is still pending)."""
+    state = await _process(pool, settings, worker, job)
+    metrics.dci_job(job.kind, OUTCOMES[state])
+    return state
+
+
+async def _process(pool: asyncpg.Pool, settings: Settings, worker: str, job: Job) -> str | None:
     if job.attempts > MAX_ATTEMPTS:
         try:
             result = _refusal(job, "NSER could not run this request; send it again")
@@ -446,6 +458,17 @@ async def process(pool: asyncpg.Pool, settings: Settings, worker: str, job: Job)
         log.exception("DCI job failed; it will be tried again", extra={"job_id": job.id})
         await release(pool, worker, job, f"{type(exc).__name__}: {exc}")
         return "pending"
+
+
+async def observe_pending(pool: asyncpg.Pool) -> None:
+    """Set the pending-jobs gauges from ``dci_jobs`` (one read of its pending index)."""
+    row = await pool.fetchrow(
+        """SELECT count(*) AS n,
+                  coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 AS age
+             FROM dci_jobs WHERE state = 'pending'"""
+    )
+    assert row is not None
+    metrics.dci_jobs_pending(int(row["n"]), max(0.0, float(row["age"])))
 
 
 async def purge(pool: asyncpg.Pool) -> int:
@@ -473,7 +496,7 @@ async def run_jobs(
     stop = stop or asyncio.Event()
     worker = callbacks.worker_name()
     pool: asyncpg.Pool | None = None
-    purged_at = 0.0
+    purged_at = observed_at = 0.0
     while not stop.is_set():
         busy = False
         try:
@@ -485,11 +508,16 @@ async def run_jobs(
                     max_size=4,
                     server_settings=server_settings("nser-dci-jobs"),
                 )
+            if time.monotonic() - observed_at > PENDING_EVERY_SECONDS:
+                observed_at = time.monotonic()
+                await observe_pending(pool)
             async with pool.acquire() as conn:
                 job = await claim(conn, worker, lease_seconds=lease_seconds)
             if job is not None:
                 busy = True
                 await process(pool, settings, worker, job)
+                observed_at = time.monotonic()
+                await observe_pending(pool)
             if time.monotonic() - purged_at > PURGE_EVERY_SECONDS:
                 purged_at = time.monotonic()
                 await purge(pool)

@@ -19,7 +19,11 @@ class DciFrequency(BodyModel):
     start_time: str | None = Field(default=None, max_length=64)
     end_time: str | None = Field(default=None, max_length=64)
     frequency: str | None = Field(
-        default=None, max_length=100, description="recorded; NSER notifies as events happen"
+        default=None,
+        max_length=100,
+        description="not supported: a subscription giving a schedule is rejected "
+        "(rjct.notify_details.invalid); NSER notifies each change as it happens, within the "
+        "start_time/end_time window",
     )
 
 

@@ -418,6 +418,31 @@ async def test_unsupported_filters_are_rejected_by_name(
     assert [r["event_type"] for r in stored] == ["DEATH"]
 
 
+async def test_a_frequency_schedule_is_refused_by_name(
+    c: httpx.AsyncClient, url: str, db: asyncpg.Connection, receiver: Receiver, district: str
+) -> None:
+    """NSER notifies each change as it happens: a cron schedule it would not honour is
+    refused, not kept and ignored."""
+    p = await subscriber(c, url, receiver, district)
+    schedule = {
+        "start_time": "2026-12-13T00:00:00+05:00",
+        "end_time": "2027-12-13T00:00:00+05:00",
+        "frequency": "0 9 * * *",
+    }
+    body = await subscribed(
+        c, p, receiver, criteria("UPDATE", frequency=schedule), criteria("DEATH")
+    )
+    answers = body["message"]["subscribe_response"]
+    assert [a["status"] for a in answers] == ["rjct", "succ"]
+    assert answers[0]["status_reason_code"] == "rjct.notify_details.invalid"
+    assert "frequency.frequency" in answers[0]["status_reason_message"]
+    stored = await db.fetch(
+        "SELECT event_type, frequency FROM dci_subscriptions WHERE client_id = $1",
+        p["client_id"],
+    )
+    assert [(r["event_type"], r["frequency"]) for r in stored] == [("DEATH", None)]
+
+
 async def test_refusals(
     c: httpx.AsyncClient, url: str, db: asyncpg.Connection, receiver: Receiver, district: str
 ) -> None:

@@ -9,7 +9,8 @@ became of each request follows as an ``on-subscribe`` / ``on-unsubscribe`` callb
 enqueued in the same transaction as the change it reports (app.services.dci.callbacks).
 
 - A request NSER cannot take (an unknown event type, an unsupported attribute, operator or
-  record type, a bad reference id or timestamp, a location code outside the agreement) is
+  record type, a ``frequency`` schedule (changes are notified as they happen, never
+  batched), a bad reference id or timestamp, a location code outside the agreement) is
   ``rjct`` in the callback with the standard's reason code and a message naming what was
   refused; the message's other requests are taken.
 - The callbacks go to ``header.sender_uri`` when given (it must lie under the agreement's
@@ -153,10 +154,14 @@ def _frequency(item: Item, value: object) -> None:
             raise Rejected(
                 NOTIFY_DETAILS, f"frequency.{name} must be an ISO 8601 date-time with its offset"
             )
-    if "frequency" in value and not (
-        isinstance(value["frequency"], str) and len(value["frequency"]) <= 100
-    ):
-        raise Rejected(NOTIFY_DETAILS, "frequency.frequency must be a string (a cron expression)")
+    if "frequency" in value:
+        # NSER sends each change as it happens; it does not batch changes on a schedule,
+        # so a subscription that asks for one is refused rather than silently not honoured.
+        raise Rejected(
+            NOTIFY_DETAILS,
+            "frequency.frequency (a schedule) is not supported: NSER notifies each change as "
+            "it happens; send frequency with start_time and end_time only, or no frequency",
+        )
     item.starts_at = envelope.parse_timestamp(value.get("start_time"))
     item.ends_at = envelope.parse_timestamp(value.get("end_time"))
     if item.starts_at and item.ends_at and item.ends_at <= item.starts_at:

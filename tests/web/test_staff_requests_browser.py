@@ -218,10 +218,12 @@ def test_a_request_journey_in_three_windows(
     act(mp, "suspend", text="Lists shared beyond the approved purpose")
     expect(mp.locator("#agreement-state")).to_have_attribute("data-state", "suspended")
 
-    # The Secretary sees the suspended agreement with the one action of theirs: resume,
-    # after a fresh passkey check.
+    # The Secretary sees the suspended agreement with the actions of theirs: resume (done
+    # here, after a fresh passkey check) and revoke.
     sp.goto(agreement)
-    expect(sp.locator("button[data-action]")).to_have_count(1)
+    expect(sp.locator("button[data-action]")).to_have_count(2)
+    expect(sp.locator("button[data-action='resume']")).to_have_count(1)
+    expect(sp.locator("button[data-action='secretary_revoke']")).to_have_count(1)
     look(sp, agreement, "staff-agreements-suspended")
     verified_long_ago(console, made)
     act(sp, "resume", text="The partner deleted the extra copies")

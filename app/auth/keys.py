@@ -8,9 +8,10 @@ import asyncio
 import os
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 import orjson
@@ -93,17 +94,32 @@ async def _insert_current(conn: asyncpg.Connection, settings: Settings) -> str:
     return kid
 
 
-async def ensure_current_key(conn: asyncpg.Connection, settings: Settings) -> str:
-    """The current key's kid, creating the first key if there is none."""
-    kid: str | None = await conn.fetchval("SELECT kid FROM signing_keys WHERE is_current")
+async def ensure_current(
+    conn: asyncpg.Connection,
+    table: Literal["signing_keys", "dci_signing_keys"],
+    lock: int,
+    make: Callable[[], Awaitable[str]],
+) -> str:
+    """The current key's kid in ``table`` (a key table with ``kid`` and ``is_current``),
+    made by ``make`` when there is none: under the advisory ``lock``, so processes that
+    start together make one key between them."""
+    current = f"SELECT kid FROM {table} WHERE is_current"  # noqa: S608 (one of two names)
+    kid: str | None = await conn.fetchval(current)
     if kid is not None:
         return kid
     async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", _ADVISORY_LOCK)
-        kid = await conn.fetchval("SELECT kid FROM signing_keys WHERE is_current")
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", lock)
+        kid = await conn.fetchval(current)
         if kid is None:
-            kid = await _insert_current(conn, settings)
+            kid = await make()
     return kid
+
+
+async def ensure_current_key(conn: asyncpg.Connection, settings: Settings) -> str:
+    """The current key's kid, creating the first key if there is none."""
+    return await ensure_current(
+        conn, "signing_keys", _ADVISORY_LOCK, lambda: _insert_current(conn, settings)
+    )
 
 
 async def rotate(conn: asyncpg.Connection, settings: Settings) -> tuple[str, str | None]:

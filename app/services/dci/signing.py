@@ -52,6 +52,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from app.auth import keys
 from app.auth.keys import decrypt_private_key, encrypt_private_key
 from app.settings import Settings
 
@@ -319,15 +320,9 @@ async def _insert_current(conn: asyncpg.Connection, settings: Settings) -> str:
 
 async def ensure_current_key(conn: asyncpg.Connection, settings: Settings) -> str:
     """The current DCI key's kid, making the first key when there is none."""
-    kid: str | None = await conn.fetchval("SELECT kid FROM dci_signing_keys WHERE is_current")
-    if kid is not None:
-        return kid
-    async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", _ADVISORY_LOCK)
-        kid = await conn.fetchval("SELECT kid FROM dci_signing_keys WHERE is_current")
-        if kid is None:
-            kid = await _insert_current(conn, settings)
-    return kid
+    return await keys.ensure_current(
+        conn, "dci_signing_keys", _ADVISORY_LOCK, lambda: _insert_current(conn, settings)
+    )
 
 
 async def rotate(conn: asyncpg.Connection, settings: Settings) -> tuple[str, str | None]:

@@ -43,7 +43,6 @@ import os
 import re
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -52,7 +51,7 @@ from typing import Any
 
 import asyncpg
 import httpx
-from common import ROOT, bench_database, create_partner, log, nser, write_cnics, wrk_ms
+from common import ROOT, bench_database, create_partner, log, nser, run_wrk, write_cnics
 from lookup import free_port, start, stop, wait_up
 
 RESULTS = ROOT / "bench" / "results"
@@ -81,38 +80,6 @@ function request()
   return wrk.format("GET", path, headers)
 end
 """
-
-
-def run_wrk(
-    base: str, script: Path, tokens: Path, cnics: Path, kind: str, seconds: int, connections: int
-) -> dict[str, float]:
-    out = subprocess.run(
-        [
-            *("wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script)),
-            *(base, "--", str(tokens), str(cnics), kind),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=seconds + 60,
-    ).stdout
-
-    def grab(pattern: str) -> str:
-        found = re.search(pattern, out, re.M)
-        assert found is not None, out
-        return found.group(1)
-
-    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    errors = re.search(r"Socket errors: (.*)", out)
-    if errors:
-        log(f"wrk socket errors: {errors.group(1)}")
-    return {
-        "rps": float(grab(r"Requests/sec:\s+([0-9.]+)")),
-        "p50_ms": wrk_ms(grab(r"^\s+50%\s+(\S+)")),
-        "p99_ms": wrk_ms(grab(r"^\s+99%\s+(\S+)")),
-        "requests": int(grab(r"(\d+) requests in")),
-        "non_2xx": int(bad.group(1)) if bad else 0,
-    }
 
 
 async def synchronous_commit(url: str, on: bool) -> None:
@@ -277,11 +244,15 @@ def measure(
                     wait_up(base + "/healthz", server)
                     tokens_for(base, partners, tokens)
                     for kind in kinds:  # warm the pools and caches
-                        run_wrk(base, script, tokens, cnics, kind, 3, args.partners)
+                        run_wrk(base, script, [str(tokens), str(cnics), kind], 3, args.partners)
                     for kind in kinds:
                         before = asyncio.run(audit_rows(url))
                         figures = run_wrk(
-                            base, script, tokens, cnics, kind, args.duration, args.partners
+                            base,
+                            script,
+                            [str(tokens), str(cnics), kind],
+                            args.duration,
+                            args.partners,
                         )
                         written = asyncio.run(audit_rows(url)) - before
                         if name != "no-audit":

@@ -167,6 +167,40 @@ def wrk_ms(text: str) -> float:
     return float(found.group(1)) * _WRK_UNITS[found.group(2)]
 
 
+def run_wrk(
+    base: str, script: Path, script_args: list[str], seconds: int, connections: int
+) -> dict[str, float]:
+    """``wrk`` with a Lua ``script`` (given ``script_args``) for ``seconds``: requests per
+    second, p50 and p99 in milliseconds, requests, and non-2xx/3xx answers."""
+    out = subprocess.run(
+        [
+            *("wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script)),
+            *(base, "--", *script_args),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=seconds + 60,
+    ).stdout
+
+    def grab(pattern: str) -> str:
+        found = re.search(pattern, out, re.M)
+        assert found is not None, out
+        return found.group(1)
+
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: (.*)", out)
+    if errors:
+        log(f"wrk socket errors: {errors.group(1)}")
+    return {
+        "rps": float(grab(r"Requests/sec:\s+([0-9.]+)")),
+        "p50_ms": wrk_ms(grab(r"^\s+50%\s+(\S+)")),
+        "p99_ms": wrk_ms(grab(r"^\s+99%\s+(\S+)")),
+        "requests": int(grab(r"(\d+) requests in")),
+        "non_2xx": int(bad.group(1)) if bad else 0,
+    }
+
+
 async def write_cnics(url: str, path: Path, count: int) -> None:
     """Up to ``count`` living members' CNICs, one a line, into ``path``: every look-up of
     them answers 200."""

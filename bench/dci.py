@@ -44,10 +44,8 @@ import argparse
 import asyncio
 import json
 import os
-import re
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -58,7 +56,15 @@ from typing import Any
 import asyncpg
 import httpx
 import orjson
-from common import ROOT, bench_database, client_token, create_partner, fetchval, log, wrk_ms
+from common import (
+    ROOT,
+    bench_database,
+    client_token,
+    create_partner,
+    fetchval,
+    log,
+    run_wrk,
+)
 from lookup import free_port, start, stop, wait_up, write_cnics
 
 sys.path.insert(0, str(ROOT))
@@ -102,38 +108,6 @@ function request()
     string.format(head, tag, n, tag, n, cnic))
 end
 """.replace("TS", TS)
-
-
-def run_wrk(
-    base: str, script: Path, cnics: Path, token: Path, kind: str, seconds: int, connections: int
-) -> dict[str, float]:
-    out = subprocess.run(
-        [
-            *("wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script)),
-            *(base, "--", str(cnics), str(token), kind),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=seconds + 60,
-    ).stdout
-
-    def grab(pattern: str) -> str:
-        found = re.search(pattern, out, re.M)
-        assert found is not None, out
-        return found.group(1)
-
-    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    errors = re.search(r"Socket errors: (.*)", out)
-    if errors:
-        log(f"wrk socket errors: {errors.group(1)}")
-    return {
-        "rps": float(grab(r"Requests/sec:\s+([0-9.]+)")),
-        "p50_ms": wrk_ms(grab(r"^\s+50%\s+(\S+)")),
-        "p99_ms": wrk_ms(grab(r"^\s+99%\s+(\S+)")),
-        "requests": int(grab(r"(\d+) requests in")),
-        "non_2xx": int(bad.group(1)) if bad else 0,
-    }
 
 
 async def choose_filter(url: str, records: int) -> tuple[str, float, int]:
@@ -394,7 +368,7 @@ def cnic_runs(
     kinds = ["dci", "public", "partner"]
     token()
     for kind in kinds:  # warm the pools, caches and prepared statements
-        run_wrk(base, script, cnics, token_file, kind, 3, args.connections)
+        run_wrk(base, script, [str(cnics), str(token_file), kind], 3, args.connections)
     log("warmed")
     runs: dict[str, list[dict[str, float]]] = {kind: [] for kind in kinds}
     for run in range(args.runs):
@@ -402,7 +376,7 @@ def cnic_runs(
         for kind in order:
             token()
             figures = run_wrk(
-                base, script, cnics, token_file, kind, args.duration, args.connections
+                base, script, [str(cnics), str(token_file), kind], args.duration, args.connections
             )
             runs[kind].append(figures)
             log(f"cnic run {run + 1}/{args.runs} {kind}: {figures}")

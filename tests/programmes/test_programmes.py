@@ -192,8 +192,8 @@ async def test_education_programme_requires_a_school_age_child(
     expected = await db.fetch(
         f"""SELECT h.id FROM households h WHERE h.pmt_score <= 32 AND EXISTS (
                SELECT 1 FROM members m WHERE {LIVING}
-                  AND age(current_date, m.date_of_birth) >= interval '5 years'
-                  AND age(current_date, m.date_of_birth) < interval '17 years')
+                  AND date_part('year', age(current_date, m.date_of_birth)) >= 5
+                  AND date_part('year', age(current_date, m.date_of_birth)) < 17)
             ORDER BY h.id"""
     )
     assert [int(h["household_id"]) for h in walked] == [r["id"] for r in expected]
@@ -205,8 +205,8 @@ async def test_education_programme_requires_a_school_age_child(
         f"""SELECT h.id, m.cnic FROM households h JOIN members m ON {LIVING}
              WHERE m.cnic IS NOT NULL AND h.pmt_score IS NOT NULL AND NOT EXISTS (
                SELECT 1 FROM members m WHERE {LIVING}
-                  AND age(current_date, m.date_of_birth) >= interval '5 years'
-                  AND age(current_date, m.date_of_birth) < interval '17 years')
+                  AND date_part('year', age(current_date, m.date_of_birth)) >= 5
+                  AND date_part('year', age(current_date, m.date_of_birth)) < 17)
              ORDER BY h.pmt_score, h.id LIMIT 1"""
     )
     assert row is not None, "no household without a school-age child in the registry"

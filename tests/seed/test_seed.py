@@ -79,8 +79,8 @@ async def test_nobody_ever_married_under_18(db: asyncpg.Connection) -> None:
     bad = await db.fetchval(
         """SELECT count(*) FROM members m JOIN households h ON h.id = m.household_id
             WHERE m.marital_status <> 'never_married'
-              AND (age(h.surveyed_on, m.date_of_birth) < interval '18 years'
-                   OR age(current_date, m.date_of_birth) < interval '18 years')"""
+              AND (date_part('year', age(h.surveyed_on, m.date_of_birth)) < 18
+                   OR date_part('year', age(current_date, m.date_of_birth)) < 18)"""
     )
     assert bad == 0
     families = await db.fetchval("SELECT count(*) FROM families")

@@ -82,17 +82,17 @@ async def test_every_filter_matches_sql(
         ({"poverty_band": ["ultra_poor", "poor"]}, "poverty_band IN ('ultra_poor','poor')", ()),
         (
             {"member_type": "children"},
-            f"EXISTS (SELECT 1 FROM members m WHERE {living} AND age(m.date_of_birth) < interval '18 years')",  # noqa: E501
+            f"EXISTS (SELECT 1 FROM members m WHERE {living} AND date_part('year', age(m.date_of_birth)) < 18)",  # noqa: E501
             (),
         ),
         (
             {"member_type": "adults"},
-            f"EXISTS (SELECT 1 FROM members m WHERE {living} AND age(m.date_of_birth) >= interval '18 years')",  # noqa: E501
+            f"EXISTS (SELECT 1 FROM members m WHERE {living} AND date_part('year', age(m.date_of_birth)) >= 18)",  # noqa: E501
             (),
         ),
         (
             {"member_type": "elderly"},
-            f"EXISTS (SELECT 1 FROM members m WHERE {living} AND age(m.date_of_birth) >= interval '65 years')",  # noqa: E501
+            f"EXISTS (SELECT 1 FROM members m WHERE {living} AND date_part('year', age(m.date_of_birth)) >= 65)",  # noqa: E501
             (),
         ),
         (
@@ -127,7 +127,7 @@ async def test_member_type_returns_only_those_members_plus_head(
     rows = await db.fetch(
         """SELECT household_id, count(*) AS living,
                   count(*) FILTER (WHERE relationship = 'head'
-                                      OR age(date_of_birth) >= interval '65 years') AS listed
+                                      OR date_part('year', age(date_of_birth)) >= 65) AS listed
              FROM members WHERE deceased_on IS NULL AND household_id = ANY($1::bigint[])
             GROUP BY 1""",
         ids,

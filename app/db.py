@@ -161,6 +161,18 @@ def create_engine(url: str, settings: Settings) -> AsyncEngine:
     )
 
 
+async def keep_session(conn: asyncpg.Connection) -> None:
+    """A pooled connection's reset on release: nothing beyond what asyncpg always does (roll
+    back a transaction left open, drop listeners).
+
+    asyncpg's default reset is a round trip per release (``SELECT pg_advisory_unlock_all();
+    CLOSE ALL; UNLISTEN *; RESET ALL``): on the look-up it cost as much as the query. The
+    service changes no session state on a pooled connection, so there is nothing to undo:
+    settings are ``SET LOCAL``, advisory locks are transaction-level (``pg_advisory_xact_lock``),
+    cursors end with their transaction, nothing LISTENs. ``tests/service/test_pool_session.py``
+    holds the code to that rule."""
+
+
 async def create_pool(
     url: str, min_size: int = 2, max_size: int = 10, *, statement_cache: bool = True
 ) -> asyncpg.Pool:
@@ -174,6 +186,7 @@ async def create_pool(
         max_size=max_size,
         command_timeout=60,
         server_settings=server_settings(),
+        reset=keep_session,
         **({} if statement_cache else {"statement_cache_size": 0}),
     )
     assert pool is not None

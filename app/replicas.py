@@ -50,7 +50,7 @@ from urllib.parse import urlsplit
 import asyncpg
 
 from app import metrics
-from app.db import asyncpg_target, close_pool, server_settings
+from app.db import asyncpg_target, close_pool, keep_session, server_settings
 from app.errors import DATABASE_UNAVAILABLE
 from app.services.audit import trail as audit
 from app.settings import Settings
@@ -384,21 +384,26 @@ class Reads:
         record: Callable[[T], audit.AuditRecord],
         *,
         after: int | None = None,
+        also: Callable[[asyncpg.Connection, T], Awaitable[object]] | None = None,
     ) -> T:
         """A read of personal data and its audit row, the row always on the primary.
 
         On the primary (no replica, or a fallback), read and row share one transaction, as
         without replicas; on a replica the row is appended on the primary after the read.
-        Either way nothing is answered unless the row was written.
+        Either way nothing is answered unless the row was written. ``also`` writes what
+        else the read leaves behind (a DCI transaction's record) on the primary, in the
+        audit row's transaction: one commit for both.
         """
         if not self.replicas:
-            return await self._audited_on(self.primary, read, record)
+            return await self._audited_on(self.primary, read, record, also)
         lease = await self._lease(after)
         if lease.replica is None:  # a fallback: as without replicas, on this connection
             try:
                 async with lease.conn.transaction():
                     value = await read(lease.conn)
                     await audit.append(lease.conn, record(value))
+                    if also is not None:
+                        await also(lease.conn, value)
                 return value
             finally:
                 await self._release(lease.pool, lease.conn)
@@ -412,8 +417,13 @@ class Reads:
             await self._release(lease.pool, lease.conn)
         if failed is not None:
             self._fallback(failed)
-            return await self._audited_on(self.primary, read, record)
-        await audit.append_with_pool(self.primary, record(value))
+            return await self._audited_on(self.primary, read, record, also)
+        if also is None:
+            await audit.append_with_pool(self.primary, record(value))
+        else:
+            async with self.primary.acquire() as conn, conn.transaction():
+                await audit.append(conn, record(value))
+                await also(conn, value)
         return value
 
     @staticmethod
@@ -421,10 +431,13 @@ class Reads:
         pool: asyncpg.Pool,
         read: Callable[[asyncpg.Connection], Awaitable[T]],
         record: Callable[[T], audit.AuditRecord],
+        also: Callable[[asyncpg.Connection, T], Awaitable[object]] | None = None,
     ) -> T:
         async with pool.acquire() as conn, conn.transaction():
             value = await read(conn)
             await audit.append(conn, record(value))
+            if also is not None:
+                await also(conn, value)
         return value
 
     # -- health ----------------------------------------------------------------------------------
@@ -527,6 +540,7 @@ async def create_replica_pool(
         timeout=CONNECT_TIMEOUT,
         command_timeout=60,
         server_settings=server_settings(READ_APPLICATION_NAME),
+        reset=keep_session,
         **({} if statement_cache else {"statement_cache_size": 0}),
     )
     assert pool is not None

@@ -8,6 +8,7 @@ refuses oversized tokens and header-supplied keys (``jku``/``x5u``/``jwk``/``x5c
 from __future__ import annotations
 
 import uuid
+from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,6 +21,13 @@ from app.errors import Unauthorized
 from app.settings import Settings
 
 MAX_TOKEN_BYTES = 4096
+# Tokens whose signature and claims held, with the key that signed them: a partner sends
+# the same token for its 15 minutes, and checking an ES256 signature (with the JWK parsed
+# again) is a good part of a look-up's own work. Only the signature's result is kept: the
+# key's retirement, the expiry and the not-before time are checked again at every use, and
+# the client and agreement are read live after this (``load_principal``).
+VERIFIED_CACHE_SIZE = 4096
+_verified: OrderedDict[str, tuple[str, dict[str, Any]]] = OrderedDict()
 _FORBIDDEN_HEADERS = frozenset({"jku", "x5u", "jwk", "x5c", "x5t", "crit"})
 _REQUIRED = ("exp", "iat", "iss", "aud", "sub", "jti")
 
@@ -58,6 +66,21 @@ async def verify_access_token(
     """The token's claims, or ``Unauthorized`` for anything short of a well-formed token."""
     if len(token) > MAX_TOKEN_BYTES:
         raise Unauthorized("token too large")
+    cached = _verified.get(token)
+    if cached is not None:
+        signed_by, held = cached
+        key = await keys.verification_key(pool, signed_by)
+        now = datetime.now(UTC)
+        if (
+            key is not None
+            and key.algorithm == settings.jwt_algorithm
+            and (key.verify_until is None or now < key.verify_until)
+            and held.get("nbf", 0) <= now.timestamp() < held["exp"]
+            and held["iss"] == settings.jwt_issuer
+            and held["aud"] == settings.jwt_audience
+        ):
+            return held
+        _verified.pop(token, None)  # checked afresh below, and refused with its reason
     try:
         header = jws.get_unverified_header(token)
     except JOSEError as exc:
@@ -91,4 +114,11 @@ async def verify_access_token(
         raise Unauthorized(f"invalid token: {exc}") from exc
     if not isinstance(claims.get("sub"), str) or not isinstance(claims.get("scope", ""), str):
         raise Unauthorized("invalid token claims")
+    if not isinstance(claims.get("exp"), int | float) or not isinstance(
+        claims.get("nbf", 0), int | float
+    ):
+        raise Unauthorized("invalid token claims")
+    _verified[token] = (kid, claims)
+    if len(_verified) > VERIFIED_CACHE_SIZE:
+        _verified.popitem(last=False)
     return claims

@@ -20,7 +20,7 @@ What each search did (not the records) is kept in ``dci_transactions`` for ``txn
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -194,10 +194,21 @@ def statements(p: Principal, f: Filters, criteria: dci_query.Criteria) -> Statem
     return Statements(page_sql, q.params, count_sql, c.params)
 
 
+# Writes what a message did, given its last request's answer, in that request's audited
+# transaction (``Reads.audited``'s ``also``): the audit row and the record, one commit.
+Keep = Callable[[asyncpg.Connection, dict[str, Any]], Awaitable[object]]
+
+
 async def run(
-    reads: Reads, p: Principal, dims: list[str], item: Item, transaction_id: str
+    reads: Reads,
+    p: Principal,
+    dims: list[str],
+    item: Item,
+    transaction_id: str,
+    keep: Keep | None = None,
 ) -> dict[str, Any]:
-    """One request's page of households as Group records, audited."""
+    """One request's page of households as Group records, audited (and ``keep`` run with
+    the answer in the audit row's transaction)."""
     criteria = item.criteria
     assert criteria is not None
     f = filters(dims, criteria)
@@ -228,7 +239,24 @@ async def run(
             members=sum(r["n"] for r in rows),
         )
 
-    rows, total = await reads.audited(read, record)
+    built: list[dict[str, Any]] = []
+
+    def answer_of(answer: tuple[list[asyncpg.Record], int]) -> dict[str, Any]:
+        if not built:
+            built.append(_answer(item, criteria, *answer))
+        return built[0]
+
+    async def also(conn: asyncpg.Connection, answer: tuple[list[asyncpg.Record], int]) -> None:
+        assert keep is not None
+        await keep(conn, answer_of(answer))
+
+    value = await reads.audited(read, record, also=also if keep is not None else None)
+    return answer_of(value)
+
+
+def _answer(
+    item: Item, criteria: dci_query.Criteria, rows: list[asyncpg.Record], total: int
+) -> dict[str, Any]:
     answer: dict[str, Any] = {
         "reference_id": item.reference_id,
         "timestamp": envelope.now(),
@@ -331,16 +359,34 @@ class Outcome:
 
 
 async def answer_search(
-    reads: Reads, p: Principal, transaction_id: str, items: list[Item]
+    reads: Reads,
+    p: Principal,
+    transaction_id: str,
+    items: list[Item],
+    keep: Callable[[asyncpg.Connection | asyncpg.Pool, Outcome], Awaitable[object]] | None = None,
 ) -> Outcome:
     """Authorize, then run every request (or reject them all if one cannot run): what the
-    sync search answers, and what an asynchronous search sends by callback."""
+    sync search answers, and what an asynchronous search sends by callback. ``keep``
+    records the outcome: in the last request's audited transaction when every request
+    ran, else on the primary's pool."""
     dims = await authorize(reads, p, items)
     if any(item.rejection is not None for item in items):
         first = next(item.rejection for item in items if item.rejection is not None)
         answers = [_rejected(item, item.rejection) for item in items]
-        return Outcome("rjct", answers, f"rejected: {first.message}")
-    return Outcome("succ", [await run(reads, p, dims, item, transaction_id) for item in items])
+        outcome = Outcome("rjct", answers, f"rejected: {first.message}")
+        if keep is not None:
+            await keep(reads.primary, outcome)
+        return outcome
+    answers = [await run(reads, p, dims, item, transaction_id) for item in items[:-1]]
+
+    async def last(conn: asyncpg.Connection, answer: dict[str, Any]) -> None:
+        assert keep is not None
+        await keep(conn, Outcome("succ", [*answers, answer]))
+
+    answers.append(
+        await run(reads, p, dims, items[-1], transaction_id, last if keep is not None else None)
+    )
+    return Outcome("succ", answers)
 
 
 def refused(items: list[Item], message: str) -> Outcome:
@@ -379,11 +425,14 @@ def on_search(
 async def sync_search(reads: Reads, p: Principal, body: Mapping[str, Any]) -> Reply:
     header, transaction_id, items = parse_search(body)
     await envelope.verify_signature(reads.primary, p.agreement_id, body)
-    outcome = await answer_search(reads, p, transaction_id, items)
     correlation_id = envelope.new_id()
-    await record_transaction(
-        reads.primary, p, transaction_id, correlation_id, header, outcome.status, outcome.answers
-    )
+
+    async def keep(conn: asyncpg.Connection | asyncpg.Pool, outcome: Outcome) -> None:
+        await record_transaction(
+            conn, p, transaction_id, correlation_id, header, outcome.status, outcome.answers
+        )
+
+    outcome = await answer_search(reads, p, transaction_id, items, keep)
     reply = on_search(header, transaction_id, correlation_id, outcome)
     return Reply(200 if outcome.status == "succ" else 400, reply)
 

@@ -1,7 +1,8 @@
 """The DCI adapter's tables: agreements' registrations, NSER's Ed25519 signing keys, and the
 durable outbox of the callbacks NSER sends (migration 0023); the transactions a client's
-searches made, for their status (migration 0024); subscriptions to registry events and the
-notifier's high-water mark in the household history (migration 0027)."""
+searches made, for their status (migration 0024), and those of its subscribe and unsubscribe
+messages (0028); subscriptions to registry events and the notifier's high-water mark in the
+household history (migration 0027)."""
 
 from __future__ import annotations
 
@@ -132,12 +133,13 @@ class DciCallback(Base):
 
 
 class DciTransaction(Base):
-    """What a client's DCI transaction asked and how it ended (statuses, reasons and counts;
-    never the records), for ``txn/status``."""
+    """What a client's DCI transaction (a search, subscribe or unsubscribe) asked and how it
+    ended (statuses, reasons, counts and subscription codes; never records nor filters),
+    for ``txn/status``. Keyed by the client, the kind and the client's transaction id."""
 
     __tablename__ = "dci_transactions"
     __table_args__ = (
-        CheckConstraint("txn_type IN ('search')", name="txn_type"),
+        CheckConstraint("txn_type IN ('search', 'subscribe', 'unsubscribe')", name="txn_type"),
         CheckConstraint("status IN ('rcvd', 'pdng', 'succ', 'rjct')", name="status"),
         Index("ix_dci_transactions_reference_ids", "reference_ids", postgresql_using="gin"),
         UniqueConstraint("correlation_id", name="dci_transactions_correlation_id_key"),
@@ -146,10 +148,10 @@ class DciTransaction(Base):
     client_id: Mapped[str] = mapped_column(
         Text, ForeignKey("api_clients.client_id", ondelete="CASCADE"), primary_key=True
     )
+    txn_type: Mapped[str] = mapped_column(String(16), primary_key=True)
     transaction_id: Mapped[str] = mapped_column(String(99), primary_key=True)
     agreement_id: Mapped[uuid.UUID | None] = mapped_column(UUID)
     correlation_id: Mapped[str] = mapped_column(String(99), nullable=False)
-    txn_type: Mapped[str] = mapped_column(String(16), nullable=False)
     status: Mapped[str] = mapped_column(String(4), nullable=False)
     message_id: Mapped[str] = mapped_column(String(99), nullable=False)
     reference_ids: Mapped[list[str]] = mapped_column(ARRAY(String(99)), nullable=False)

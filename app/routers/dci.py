@@ -2,7 +2,8 @@
 
 - ``POST /dci/registry/sync/search``: households matching an ``idtype-value``,
   ``expression`` or ``predicate`` query, as spdci Group records, a page per request;
-- ``POST /dci/registry/sync/txn/status``: what became of a search transaction.
+- ``POST /dci/registry/sync/txn/status``: what became of a search, subscribe or unsubscribe
+  transaction.
 
 The same bearer token as ``/v1/partner`` (client credentials), the same rate limit, the
 same sharing rules and audit (``app.services.dci``). Errors are the standard's bodies
@@ -162,10 +163,11 @@ async def sync_search(request: Request, partner: DciPartner, reads: ReadsDep) ->
 
 @router.post(
     "/registry/sync/txn/status",
-    summary="DCI sync transaction status: what became of a search transaction",
+    summary="DCI sync transaction status: what became of a search, subscribe or unsubscribe",
     responses=_responses(
         DciTxnStatusReply,
-        "txn-on-status: the transaction's requests, their statuses and counts (no records)",
+        "txn-on-status: the transaction's requests, their statuses and counts, or the "
+        "subscription codes it made or ended (no records, no filters)",
         (
             400,
             "err.request.bad / err.version.not_supported / err.signature.missing / "
@@ -178,8 +180,9 @@ async def sync_search(request: Request, partner: DciPartner, reads: ReadsDep) ->
 )
 @limit(partner_limits, key_func=partner_client_key)
 async def sync_txn_status(request: Request, partner: DciPartner, pool: PoolDep) -> Response:
-    """The status of one of the caller's own search transactions, by transaction id,
-    correlation id or reference ids; another client's transaction is not found."""
+    """The status of one of the caller's own search, subscribe or unsubscribe transactions,
+    by transaction id, correlation id or reference ids; another client's transaction, or one
+    of another kind than ``txn_type``, is not found."""
     body = await _body(request)
     try:
         reply = await dci_search.txn_status(pool, partner, body)

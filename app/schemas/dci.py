@@ -77,7 +77,10 @@ class DciSearchRequest(BodyModel):
 
 class DciTxnStatusItem(BodyModel):
     reference_id: str = Field(min_length=1, max_length=99)
-    txn_type: Literal["search", "subscribe", "subscibe", "receipt"]
+    txn_type: Literal["search", "subscribe", "subscibe", "unsubscribe", "receipt"] = Field(
+        description="the kind of transaction: search, subscribe (the standard's misspelt "
+        "subscibe read alike), unsubscribe (NSER's extension); receipt is never found"
+    )
     attribute_type: Literal["transaction_id", "reference_id_list", "correlation_id"]
     attribute_value: str | list[str]
     locale: str | None = Field(default=None, pattern=r"^[a-z]{3}$")
@@ -89,7 +92,8 @@ class DciTxnStatusMessage(BodyModel):
 
 
 class DciTxnStatusRequest(BodyModel):
-    """``POST /dci/registry/sync/txn/status``: what became of a search transaction."""
+    """``POST /dci/registry/sync/txn/status``: what became of a search, subscribe or
+    unsubscribe transaction."""
 
     signature: str | None = None
     header: DciRequestHeader
@@ -131,8 +135,101 @@ class DciSearchReply(BaseModel):
     message: dict[str, Any]
 
 
+class DciTxnSearchStatus(BaseModel):
+    """A search transaction's status: the ``on-search`` message without its records."""
+
+    transaction_id: str
+    correlation_id: str
+    search_response: list[dict[str, Any]] = Field(
+        description="each request's reference_id, timestamp, status (rcvd, pdng, succ, rjct "
+        "with status_reason_code and status_reason_message) and pagination; no data"
+    )
+
+
+class DciSubscription(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    code: str
+    status: Literal["subscribe", "unsubscribe"]
+    timestamp: str
+    reg_event_type: str | None = None
+
+
+class DciSubscribeStatusItem(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    reference_id: str
+    timestamp: str
+    status: Literal["succ", "rjct"]
+    status_reason_code: str | None = None
+    status_reason_message: str | None = None
+    subscriptions: list[DciSubscription] | None = Field(
+        default=None,
+        description="the subscription the request made (its code; never its filter)",
+    )
+    locale: str | None = None
+
+
+class DciTxnSubscribeStatus(BaseModel):
+    """A subscribe transaction's status: the ``on-subscribe`` message, filters left out."""
+
+    transaction_id: str
+    correlation_id: str
+    subscribe_response: list[DciSubscribeStatusItem]
+
+
+class DciSubscriptionStatus(BaseModel):
+    code: str
+    status: Literal["subscribe", "unsubscribe"]
+
+
+class DciTxnUnsubscribeStatus(BaseModel):
+    """An unsubscribe transaction's status: its ``on-unsubscribe`` message."""
+
+    transaction_id: str
+    correlation_id: str
+    timestamp: str
+    status: Literal["succ", "rjct"]
+    status_reason_code: str | None = None
+    status_reason_message: str | None = None
+    subscription_status: list[DciSubscriptionStatus] = Field(
+        description="each code the message ended; empty when it was rejected"
+    )
+
+
+class DciTxnStatusOfSearch(BaseModel):
+    txn_type: Literal["search", "receipt"] = Field(
+        description="search (receipt is never found: its not-found callback has this shape)"
+    )
+    txn_status: DciTxnSearchStatus
+
+
+class DciTxnStatusOfSubscribe(BaseModel):
+    txn_type: Literal["subscribe"]
+    txn_status: DciTxnSubscribeStatus
+
+
+class DciTxnStatusOfUnsubscribe(BaseModel):
+    txn_type: Literal["unsubscribe"]
+    txn_status: DciTxnUnsubscribeStatus
+
+
+class DciTxnStatusAnswer(BaseModel):
+    transaction_id: str
+    correlation_id: str
+    txnstatus_response: Annotated[
+        DciTxnStatusOfSearch | DciTxnStatusOfSubscribe | DciTxnStatusOfUnsubscribe,
+        Field(
+            discriminator="txn_type",
+            description="one variant per txn_type, its txn_status in the shape of the "
+            "action's own answer (the standard defines only the search's)",
+        ),
+    ]
+
+
 class DciTxnStatusReply(BaseModel):
-    """The ``txn-on-status`` envelope: the statuses of a transaction's requests."""
+    """The ``txn-on-status`` envelope: what became of a search, subscribe or unsubscribe
+    transaction."""
 
     header: DciReplyHeader
-    message: dict[str, Any]
+    message: DciTxnStatusAnswer

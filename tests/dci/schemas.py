@@ -4,7 +4,8 @@ Transcribed by hand from the DCI Social Registry API v1.0.0 (the spdci standard'
 description of the social registry: ``MsgHeader_V1.0.0``, ``MsgCallbackHeader_V1.0.0``,
 ``SearchRequest``, ``SearchResponse``, ``SearchStatusReasonCode``, ``TxnStatusRequest``,
 ``TxnStatusResponse``, ``Error``, the ``HttpErrorResponse`` and the acknowledgement
-``Response``), with its typos corrected
+``Response``; ``TxnStatusRequest`` and ``TxnStatusResponse`` extended for the subscribe and
+unsubscribe transactions, as marked where they are), with its typos corrected
 (``subscribe`` for ``subscibe``; an attribute value is any of string, number, boolean,
 object or array, where the standard's ``oneOf`` refuses every integer and has no list for
 the ``in`` operator). The standard's file itself is not part of this
@@ -250,7 +251,11 @@ DEFS: dict[str, Any] = {
                 "type": "object",
                 "properties": {
                     "reference_id": REFERENCE_ID,
-                    "txn_type": {"type": "string", "enum": ["search", "subscribe", "receipt"]},
+                    # Extended: "unsubscribe" (NSER's; the standard has no such txn_type).
+                    "txn_type": {
+                        "type": "string",
+                        "enum": ["search", "subscribe", "unsubscribe", "receipt"],
+                    },
                     "attribute_type": {
                         "type": "string",
                         "enum": ["transaction_id", "reference_id_list", "correlation_id"],
@@ -270,25 +275,40 @@ DEFS: dict[str, Any] = {
         "properties": {
             "transaction_id": ID99,
             "correlation_id": ID99,
+            # Extended, as docs/api.md (the DCI txn/status) documents it: the standard's
+            # txn_status is oneOf SearchResponse / ReceiptRequest, with no variant for the
+            # subscribe it names (nor for unsubscribe, which it does not name). Here it is
+            # oneOf one variant per txn_type, each txn_status in the shape of that action's
+            # own answer: SearchResponse (search; receipt is never found and its not-found
+            # answer takes this shape, empty), SubscribeResponse (subscribe) and
+            # UnSubscribeResponse (unsubscribe), as defined below.
             "txnstatus_response": {
-                "type": "object",
-                "properties": {
-                    "txn_type": {"type": "string", "enum": ["search", "subscribe", "receipt"]},
-                    # The search variant of txn_status (the receipt one is not answered).
-                    "txn_status": {
+                "oneOf": [
+                    {
                         "type": "object",
                         "properties": {
-                            "transaction_id": ID99,
-                            "correlation_id": ID99,
-                            "search_response": {
-                                "type": "array",
-                                "items": {"$ref": "#/$defs/SearchResponseItem"},
-                            },
+                            "txn_type": {"type": "string", "enum": ["search", "receipt"]},
+                            "txn_status": {"$ref": "#/$defs/SearchResponse"},
                         },
-                        "required": ["transaction_id", "correlation_id", "search_response"],
+                        "required": ["txn_type", "txn_status"],
                     },
-                },
-                "required": ["txn_type", "txn_status"],
+                    {
+                        "type": "object",
+                        "properties": {
+                            "txn_type": {"const": "subscribe"},
+                            "txn_status": {"$ref": "#/$defs/SubscribeResponse"},
+                        },
+                        "required": ["txn_type", "txn_status"],
+                    },
+                    {
+                        "type": "object",
+                        "properties": {
+                            "txn_type": {"const": "unsubscribe"},
+                            "txn_status": {"$ref": "#/$defs/UnSubscribeResponse"},
+                        },
+                        "required": ["txn_type", "txn_status"],
+                    },
+                ]
             },
         },
         "required": ["transaction_id", "correlation_id", "txnstatus_response"],

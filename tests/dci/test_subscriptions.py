@@ -485,3 +485,269 @@ async def test_refusals(
         await db.fetchval("SELECT unsubscribed_at FROM dci_subscriptions WHERE code = $1", code)
         is None
     )
+
+
+# -- txn/status of subscribe and unsubscribe transactions ----------------------------------
+
+SYNC_STATUS = "/dci/registry/sync/txn/status"
+ASYNC_STATUS = "/dci/registry/txn/status"
+
+
+@pytest.fixture(scope="module")
+async def txn_receiver() -> AsyncIterator[Receiver]:
+    """One receiver for the txn/status tests, so they share two partners (each costs two
+    CLI runs): callbacks are told apart by their correlation id."""
+    async with serve_receiver() as r:
+        yield r
+
+
+@pytest.fixture(scope="module")
+async def pair(
+    c: httpx.AsyncClient, url: str, txn_receiver: Receiver, district: str
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Two partners registered at ``txn_receiver``: one subscribes, the other is another
+    client."""
+    return (
+        await subscriber(c, url, txn_receiver, district),
+        await subscriber(c, url, txn_receiver, district),
+    )
+
+
+async def answer_to(receiver: Receiver, path: str, correlation_id: str) -> Call:
+    """The callback to ``path`` that carries ``correlation_id``."""
+
+    def mine() -> list[Call]:
+        return [
+            call
+            for call in receiver.to(path)
+            if call.body.get("message", {}).get("correlation_id") == correlation_id
+        ]
+
+    await until(lambda: len(mine()) == 1)
+    return mine()[0]
+
+
+def status_body(txn_type: str, attribute_type: str, value: object, **head: Any) -> dict[str, Any]:
+    body = {
+        "header": header("txn-status", 1, **head),
+        "message": {
+            "transaction_id": uuid.uuid4().hex,
+            "txnstatus_request": {
+                "reference_id": "s-1",
+                "txn_type": txn_type,
+                "attribute_type": attribute_type,
+                "attribute_value": value,
+            },
+        },
+    }
+    if txn_type != "subscibe":  # the standard's misspelling, which the schemas correct
+        validate("TxnStatusEnvelope", body)
+    return body
+
+
+async def txn_status(
+    c: httpx.AsyncClient, p: dict[str, str], txn_type: str, attribute_type: str, value: object
+) -> Any:
+    """The sync txn/status, its body checked against the schemas (the answer, or the error)."""
+    r = await post(c, p, SYNC_STATUS, status_body(txn_type, attribute_type, value))
+    validate("TxnOnStatusEnvelope" if r.status_code == 200 else "HttpErrorResponse", r.json())
+    return r
+
+
+def found(r: Any, txn_type: str) -> dict[str, Any]:
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["header"]["action"] == "txn-on-status"
+    assert body["header"]["status"] == "succ"
+    response = body["message"]["txnstatus_response"]
+    assert response["txn_type"] == txn_type
+    status: dict[str, Any] = response["txn_status"]
+    return status
+
+
+def not_found(r: Any) -> str:
+    assert r.status_code == 404, r.text
+    (error,) = r.json()["errors"]
+    assert error["code"] == "err.request.not_found"
+    message: str = error["message"]
+    return message
+
+
+async def test_txn_status_of_subscribe_and_unsubscribe_transactions(
+    c: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    txn_receiver: Receiver,
+    pair: tuple[dict[str, str], dict[str, str]],
+) -> None:
+    p, _ = pair
+    body = subscribe_body(criteria("UPDATE"), criteria("MARRIAGE"))
+    transaction_id = body["message"]["transaction_id"]
+    r = await post(c, p, SUBSCRIBE, body)
+    assert r.status_code == 200, r.text
+    validate("Ack", r.json())
+    correlation_id = r.json()["message"]["correlation_id"]
+
+    # Right after the ACK, by transaction id: each request's status, reason and code.
+    status = found(
+        await txn_status(c, p, "subscribe", "transaction_id", transaction_id), "subscribe"
+    )
+    assert status["transaction_id"] == transaction_id
+    assert status["correlation_id"] == correlation_id
+    taken, refused = status["subscribe_response"]
+    assert (taken["reference_id"], taken["status"]) == ("r-0", "succ")
+    (sub,) = taken["subscriptions"]
+    code = sub["code"]
+    stored = await db.fetchval(
+        "SELECT event_type FROM dci_subscriptions WHERE client_id = $1 AND code = $2",
+        p["client_id"],
+        code,
+    )
+    assert (stored, sub["status"], sub["reg_event_type"]) == ("UPDATE", "subscribe", "UPDATE")
+    assert "filter" not in sub  # kept without the filter (it may name a person)
+    assert (refused["reference_id"], refused["status"]) == ("r-1", "rjct")
+    assert refused["status_reason_code"] == "rjct.notify_types.invalid"
+    assert "'MARRIAGE'" in refused["status_reason_message"]
+
+    # The on-subscribe callback says the same (the filter apart).
+    call = await answer_to(txn_receiver, "/p/ok/on-subscribe", correlation_id)
+    sent = call.body["message"]["subscribe_response"]
+    del sent[0]["subscriptions"][0]["filter"]
+    assert sent == status["subscribe_response"]
+
+    # By correlation id, and the standard's misspelling: the same answer.
+    by_correlation = await txn_status(c, p, "subscribe", "correlation_id", correlation_id)
+    assert found(by_correlation, "subscribe") == status
+    assert found(await txn_status(c, p, "subscibe", "transaction_id", transaction_id), "subscribe")
+    # By reference ids: only those asked for.
+    by_refs = found(await txn_status(c, p, "subscribe", "reference_id_list", ["r-1"]), "subscribe")
+    assert by_refs["subscribe_response"] == [refused]
+    # Another kind under the same ids is not found.
+    for kind, attribute, value in (
+        ("search", "transaction_id", transaction_id),
+        ("unsubscribe", "transaction_id", transaction_id),
+        ("search", "correlation_id", correlation_id),
+        ("unsubscribe", "correlation_id", correlation_id),
+        ("receipt", "transaction_id", transaction_id),
+    ):
+        message = not_found(await txn_status(c, p, kind, attribute, value))
+        assert f"no {kind} transaction of this client" in message
+
+    # An unsubscribe, by its transaction id and its correlation id.
+    unsubscribe = unsubscribe_body(code)
+    r = await post(c, p, UNSUBSCRIBE, unsubscribe)
+    assert r.status_code == 200, r.text
+    ended_at = r.json()["message"]["correlation_id"]
+    unsubscribe_id = unsubscribe["message"]["transaction_id"]
+    ended = found(
+        await txn_status(c, p, "unsubscribe", "transaction_id", unsubscribe_id), "unsubscribe"
+    )
+    assert (ended["transaction_id"], ended["correlation_id"]) == (unsubscribe_id, ended_at)
+    assert ended["status"] == "succ"
+    assert ended["subscription_status"] == [{"code": code, "status": "unsubscribe"}]
+    by_correlation = await txn_status(c, p, "unsubscribe", "correlation_id", ended_at)
+    assert found(by_correlation, "unsubscribe") == ended
+    call = await answer_to(txn_receiver, "/p/ok/on-unsubscribe", ended_at)
+    assert call.body["message"] == ended
+    not_found(await txn_status(c, p, "subscribe", "transaction_id", unsubscribe_id))
+
+    # A rejected unsubscribe (a code that is not the client's): its reason.
+    wrong = unsubscribe_body("sub_not_mine")
+    assert (await post(c, p, UNSUBSCRIBE, wrong)).status_code == 200
+    rejected = found(
+        await txn_status(c, p, "unsubscribe", "transaction_id", wrong["message"]["transaction_id"]),
+        "unsubscribe",
+    )
+    assert rejected["status"] == "rjct"
+    assert rejected["status_reason_code"] == "rjct.subscription_code.invalid"
+    assert rejected["subscription_status"] == []
+
+    # A subscribe message whose every request is rejected: each one's reason.
+    schedule = {
+        "start_time": "2026-12-13T00:00:00+05:00",
+        "end_time": "2027-12-13T00:00:00+05:00",
+        "frequency": "0 9 * * *",
+    }
+    refused_all = subscribe_body(criteria("UPDATE", frequency=schedule))
+    assert (await post(c, p, SUBSCRIBE, refused_all)).status_code == 200
+    status = found(
+        await txn_status(
+            c, p, "subscribe", "transaction_id", refused_all["message"]["transaction_id"]
+        ),
+        "subscribe",
+    )
+    (only,) = status["subscribe_response"]
+    assert only["status"] == "rjct"
+    assert only["status_reason_code"] == "rjct.notify_details.invalid"
+    assert "frequency.frequency" in only["status_reason_message"]
+
+
+async def test_another_clients_subscribe_transaction_is_not_found(
+    c: httpx.AsyncClient, pair: tuple[dict[str, str], dict[str, str]]
+) -> None:
+    p, other = pair
+    body = subscribe_body(criteria("DEATH"))
+    r = await post(c, p, SUBSCRIBE, body)
+    assert r.status_code == 200, r.text
+    transaction_id = body["message"]["transaction_id"]
+    correlation_id = r.json()["message"]["correlation_id"]
+    found(await txn_status(c, p, "subscribe", "transaction_id", transaction_id), "subscribe")
+
+    theirs = not_found(await txn_status(c, other, "subscribe", "transaction_id", transaction_id))
+    unknown = not_found(await txn_status(c, other, "subscribe", "transaction_id", "no-such-txn"))
+    assert theirs == unknown  # nothing tells one from the other
+    theirs = not_found(await txn_status(c, other, "subscribe", "correlation_id", correlation_id))
+    unknown = not_found(await txn_status(c, other, "subscribe", "correlation_id", "no-such-one"))
+    assert theirs == unknown
+    not_found(await txn_status(c, other, "subscribe", "reference_id_list", ["r-0"]))
+
+
+async def test_async_txn_status_of_a_subscribe_answers_as_the_sync_one(
+    c: httpx.AsyncClient, txn_receiver: Receiver, pair: tuple[dict[str, str], dict[str, str]]
+) -> None:
+    p, other = pair
+    body = subscribe_body(criteria("BIRTH"))
+    assert (await post(c, p, SUBSCRIBE, body)).status_code == 200
+    transaction_id = body["message"]["transaction_id"]
+    sync = found(await txn_status(c, p, "subscribe", "transaction_id", transaction_id), "subscribe")
+
+    asked: dict[str, str] = {}
+    for who, path, kind, value in (
+        (p, "mine", "subscribe", transaction_id),
+        (other, "theirs", "subscribe", transaction_id),
+        (p, "none", "unsubscribe", "no-such-txn"),
+    ):
+        status = status_body(
+            kind, "transaction_id", value, sender_uri=f"{txn_receiver.base}/p/ok/{path}"
+        )
+        r = await post(c, who, ASYNC_STATUS, status)
+        assert r.status_code == 202, r.text
+        validate("Ack", r.json())
+        asked[path] = r.json()["message"]["correlation_id"]
+
+    answers = {}
+    for path, correlation_id in asked.items():
+        call = await answer_to(txn_receiver, f"/p/ok/{path}", correlation_id)
+        validate("TxnOnStatusEnvelope", call.body)
+        await verified(c, call)
+        assert call.body["header"]["action"] == "txn-on-status"
+        assert call.body["message"]["correlation_id"] == correlation_id
+        answers[path] = call.body
+
+    mine = answers["mine"]
+    assert mine["header"]["status"] == "succ"
+    assert mine["message"]["txnstatus_response"] == {"txn_type": "subscribe", "txn_status": sync}
+    theirs = answers["theirs"]
+    assert theirs["header"]["status"] == "rjct"
+    assert "no subscribe transaction" in theirs["header"]["status_reason_message"]
+    assert theirs["message"]["txnstatus_response"] == {
+        "txn_type": "subscribe",
+        "txn_status": {
+            "transaction_id": transaction_id,
+            "correlation_id": "",
+            "subscribe_response": [],
+        },
+    }
+    none = answers["none"]["message"]["txnstatus_response"]
+    assert none["txn_type"] == "unsubscribe"
+    assert none["txn_status"]["status"] == "rjct"
+    assert none["txn_status"]["subscription_status"] == []

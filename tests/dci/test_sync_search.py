@@ -682,3 +682,16 @@ async def test_openapi_lists_the_dci_routes(c: httpx.AsyncClient) -> None:
     assert search_op["security"] == [{"bearerAuth": []}]
     assert set(search_op["responses"]["401"]["content"]) == {"application/json"}
     assert "404" in document["paths"][STATUS]["post"]["responses"]
+    # The txn-on-status answer: one variant per txn_type (search, subscribe, unsubscribe).
+    ok = document["paths"][STATUS]["post"]["responses"]["200"]["content"]["application/json"]
+    schemas = document["components"]["schemas"]
+    reply = schemas[ok["schema"]["$ref"].rsplit("/", 1)[1]]
+    message = schemas[reply["properties"]["message"]["$ref"].rsplit("/", 1)[1]]
+    variants = message["properties"]["txnstatus_response"]
+    assert set(variants["discriminator"]["mapping"]) == {
+        "search",
+        "receipt",
+        "subscribe",
+        "unsubscribe",
+    }
+    assert len(variants["oneOf"]) == 3

@@ -40,8 +40,9 @@ NO_PERSONAL_DATA: dict[Route, str] = {
     ("GET", "/docs/oauth2-redirect"): "the documentation's OAuth helper page",
     ("GET", "/docs/static/{name}"): "the documentation's scripts and styles",
     ("POST", "/v1/auth/token"): "a token for the caller's own credentials",
-    ("POST", "/dci/registry/sync/txn/status"): "the statuses and counts of the caller's own "
-    "DCI search transactions, never their records",
+    ("POST", "/dci/registry/sync/txn/status"): "the statuses, counts and subscription codes "
+    "of the caller's own DCI search, subscribe and unsubscribe transactions, never records "
+    "nor filters",
     ("POST", "/dci/registry/subscribe"): "an ACK and a subscription stored; the records reach "
     "the subscriber in notify callbacks, each audited by the notifier (tests/dci)",
     ("POST", "/dci/registry/unsubscribe"): "an ACK; the caller's own subscriptions ended",

@@ -270,26 +270,28 @@ def _stub(job: Job) -> Principal:
 
 def txn_rejected(query: dci_search.TxnQuery, correlation_id: str, message: str) -> dict[str, Any]:
     """A ``txn-on-status`` envelope that answers nothing: ``header.status: rjct`` with the
-    reason (no such transaction of the client, an agreement no longer active), and an
-    empty ``search_response``."""
+    reason (no such transaction of the client, an agreement no longer active), and the
+    ``txn_status`` of the kind asked for, empty (an unsubscribe's ``rjct`` with the reason
+    and no codes)."""
     head = envelope.reply_header(
         "txn-on-status", "rjct", query.header, total=1, completed=0, reason_message=message
     )
-    txn_type = "subscribe" if query.txn_type == "subscibe" else query.txn_type
+    txn_type = query.answered_type
+    status = dci_search.txn_status_body(
+        txn_type,
+        # The ids asked for, where the question named one (nothing was found).
+        query.key if query.kind == "transaction_id" and query.key else "",
+        query.key if query.kind == "correlation_id" and query.key else "",
+        [],
+    )
+    if txn_type == "unsubscribe":
+        status["status_reason_message"] = message[:999]
     return {
         "header": head,
         "message": {
             "transaction_id": query.transaction_id,
             "correlation_id": correlation_id,
-            "txnstatus_response": {
-                "txn_type": txn_type,
-                "txn_status": {
-                    # The ids asked for, where the question named one (nothing was found).
-                    "transaction_id": query.key if query.kind == "transaction_id" else "",
-                    "correlation_id": query.key if query.kind == "correlation_id" else "",
-                    "search_response": [],
-                },
-            },
+            "txnstatus_response": {"txn_type": txn_type, "txn_status": status},
         },
     }
 

@@ -14,7 +14,10 @@ are built into documents. ``total_count`` counts the matches without building an
 that is not full (or the first, empty) holds the last match, and its offset and length are
 the count (no second statement: a CNIC search is one indexed query and one audit append).
 
-What each search did (not the records) is kept in ``dci_transactions`` for ``txn/status``.
+What each search did (not the records) is kept in ``dci_transactions`` for ``txn/status``,
+beside what each subscribe and unsubscribe message did (app.services.dci.subscriptions
+records those through :func:`record`); a status answers each kind in the shape of that
+action's own answer (:func:`txn_status_body`).
 """
 
 from __future__ import annotations
@@ -295,6 +298,42 @@ def _rejected(item: Item, reason: Rejected | None) -> dict[str, Any]:
     return out
 
 
+async def record(
+    conn: asyncpg.Pool | asyncpg.Connection,
+    p: Principal,
+    txn_type: str,
+    transaction_id: str,
+    correlation_id: str,
+    message_id: str,
+    status: str,
+    reference_ids: list[str],
+    kept: list[dict[str, Any]],
+) -> None:
+    """Keep what a ``txn_type`` transaction (search, subscribe, unsubscribe) did, for
+    ``txn/status``: its status, its requests' reference ids and what each came to (the
+    caller passes no records nor filters). A message under a transaction id the client used
+    before for the same kind replaces what was kept."""
+    await conn.execute(
+        """INSERT INTO dci_transactions (client_id, txn_type, transaction_id, agreement_id,
+               correlation_id, status, message_id, reference_ids, requests)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8::varchar[], $9::jsonb)
+           ON CONFLICT (client_id, txn_type, transaction_id) DO UPDATE SET
+               agreement_id = EXCLUDED.agreement_id, correlation_id = EXCLUDED.correlation_id,
+               status = EXCLUDED.status, message_id = EXCLUDED.message_id,
+               reference_ids = EXCLUDED.reference_ids, requests = EXCLUDED.requests,
+               updated_at = now()""",
+        p.client_id,
+        txn_type,
+        transaction_id,
+        p.agreement_id,
+        correlation_id,
+        status,
+        message_id,
+        reference_ids,
+        orjson.dumps(kept).decode(),
+    )
+
+
 async def record_transaction(
     pool: asyncpg.Pool | asyncpg.Connection,
     p: Principal,
@@ -306,23 +345,16 @@ async def record_transaction(
 ) -> None:
     """Keep what the search did (statuses, reasons, counts; never records)."""
     kept = [{k: v for k, v in a.items() if k != "data"} for a in answers]
-    await pool.execute(
-        """INSERT INTO dci_transactions (client_id, transaction_id, agreement_id,
-               correlation_id, txn_type, status, message_id, reference_ids, requests)
-           VALUES ($1, $2, $3, $4, 'search', $5, $6, $7::varchar[], $8::jsonb)
-           ON CONFLICT (client_id, transaction_id) DO UPDATE SET
-               agreement_id = EXCLUDED.agreement_id, correlation_id = EXCLUDED.correlation_id,
-               status = EXCLUDED.status, message_id = EXCLUDED.message_id,
-               reference_ids = EXCLUDED.reference_ids, requests = EXCLUDED.requests,
-               updated_at = now()""",
-        p.client_id,
+    await record(
+        pool,
+        p,
+        "search",
         transaction_id,
-        p.agreement_id,
         correlation_id,
-        status,
         header.message_id,
+        status,
         [a["reference_id"] for a in answers],
-        orjson.dumps(kept).decode(),
+        kept,
     )
 
 
@@ -440,8 +472,18 @@ async def sync_search(reads: Reads, p: Principal, body: Mapping[str, Any]) -> Re
 # -- txn/status --------------------------------------------------------------------------
 
 TXN_FIELDS = ("reference_id", "txn_type", "attribute_type", "attribute_value", "locale")
-# The standard spells it "subscibe"; both spellings are read, neither is served yet.
-TXN_TYPES = ("search", "subscribe", "subscibe", "receipt")
+# The kinds of transaction a status is asked for, as the client may write them, and the kind
+# kept in dci_transactions. The standard spells it "subscibe" (both spellings are read) and
+# has no "unsubscribe" (NSER's extension); "receipt" is read and never found.
+STORED_TYPES = {
+    "search": "search",
+    "subscribe": "subscribe",
+    "subscibe": "subscribe",
+    "unsubscribe": "unsubscribe",
+}
+TXN_TYPES = ("search", "subscribe", "subscibe", "unsubscribe", "receipt")
+# What holds each kind's answers in ``txn_status`` (the unsubscribe's has its fields there).
+RESPONSE_FIELDS = {"search": "search_response", "subscribe": "subscribe_response"}
 MAX_REFERENCES = 100
 
 
@@ -455,6 +497,11 @@ class TxnQuery:
     kind: str
     key: str | None = None
     wanted: list[str] | None = None
+
+    @property
+    def answered_type(self) -> str:
+        """The ``txn_type`` the answer names: the corrected spelling of ``subscibe``."""
+        return STORED_TYPES.get(self.txn_type, self.txn_type)
 
 
 def parse_txn_status(body: Mapping[str, Any]) -> TxnQuery:
@@ -494,6 +541,27 @@ def parse_txn_status(body: Mapping[str, Any]) -> TxnQuery:
     raise envelope.bad("attribute_type must be transaction_id, reference_id_list or correlation_id")
 
 
+def txn_status_body(
+    txn_type: str,
+    transaction_id: str,
+    correlation_id: str,
+    kept: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """The ``txn_status`` of a ``txn_type`` transaction: the shape of the action's own answer
+    (``on-search``: ``search_response``; ``on-subscribe``: ``subscribe_response``;
+    ``on-unsubscribe``: its status, reason and ``subscription_status``) with what was kept.
+    An unsubscribe ``kept`` empty (nothing found) is ``rjct`` with no codes."""
+    body: dict[str, Any] = {"transaction_id": transaction_id, "correlation_id": correlation_id}
+    if txn_type == "unsubscribe":
+        if kept:
+            body.update(kept[0])
+        else:
+            body.update(timestamp=envelope.now(), status="rjct", subscription_status=[])
+        return body
+    body[RESPONSE_FIELDS.get(txn_type, "search_response")] = kept
+    return body
+
+
 async def answer_txn_status(
     pool: asyncpg.Pool | asyncpg.Connection,
     p: Principal,
@@ -501,28 +569,32 @@ async def answer_txn_status(
     correlation_id: str | None = None,
 ) -> Reply:
     """The ``txn-on-status`` answer to ``q``; DciError 404 ``err.request.not_found`` when
-    no transaction of the caller's matches (another client's alike)."""
+    no transaction of the caller's of that kind matches (another client's alike)."""
+    stored = STORED_TYPES.get(q.txn_type)
     args: list[object]
     if q.wanted is None:
         column = "transaction_id" if q.kind == "transaction_id" else "correlation_id"
-        sql = f"SELECT * FROM dci_transactions WHERE client_id = $1 AND {column} = $2"
-        args = [p.client_id, q.key]
+        sql = (
+            "SELECT * FROM dci_transactions "
+            f"WHERE client_id = $1 AND txn_type = $2 AND {column} = $3"
+        )
+        args = [p.client_id, stored, q.key]
     else:
         sql = (
-            "SELECT * FROM dci_transactions WHERE client_id = $1 "
-            "AND reference_ids && $2::varchar[] ORDER BY updated_at DESC LIMIT 1"
+            "SELECT * FROM dci_transactions WHERE client_id = $1 AND txn_type = $2 "
+            "AND reference_ids && $3::varchar[] ORDER BY updated_at DESC LIMIT 1"
         )
-        args = [p.client_id, q.wanted]
-    row = await pool.fetchrow(sql, *args) if q.txn_type == "search" else None
+        args = [p.client_id, stored, q.wanted]
+    row = await pool.fetchrow(sql, *args) if stored is not None else None
     if row is None:
         raise DciError(
             404,
             envelope.NOT_FOUND,
-            f"no {q.txn_type} transaction of this client matches that {q.kind}",
+            f"no {q.answered_type} transaction of this client matches that {q.kind}",
         )
     answers: list[dict[str, Any]] = orjson.loads(row["requests"])
     if q.wanted is not None:
-        answers = [a for a in answers if a["reference_id"] in set(q.wanted)]
+        answers = [a for a in answers if a.get("reference_id") in set(q.wanted)]
     head = envelope.reply_header("txn-on-status", "succ", q.header, total=1, completed=1)
     return Reply(
         200,
@@ -532,12 +604,10 @@ async def answer_txn_status(
                 "transaction_id": q.transaction_id,
                 "correlation_id": correlation_id or envelope.new_id(),
                 "txnstatus_response": {
-                    "txn_type": "search",
-                    "txn_status": {
-                        "transaction_id": row["transaction_id"],
-                        "correlation_id": row["correlation_id"],
-                        "search_response": answers,
-                    },
+                    "txn_type": row["txn_type"],
+                    "txn_status": txn_status_body(
+                        row["txn_type"], row["transaction_id"], row["correlation_id"], answers
+                    ),
                 },
             },
         },

@@ -13,6 +13,10 @@ enqueued in the same transaction as the change it reports (app.services.dci.call
   batched), a bad reference id or timestamp, a location code outside the agreement) is
   ``rjct`` in the callback with the standard's reason code and a message naming what was
   refused; the message's other requests are taken.
+- What each message did (each request's status, reason and subscription code; the codes an
+  unsubscribe ended) is kept in ``dci_transactions`` in the same transaction as the change,
+  so ``txn/status`` (``txn_type`` ``subscribe`` / ``unsubscribe``) answers it as soon as the
+  message is acknowledged. Never the filters: they may name a person (a CNIC).
 - The callbacks go to ``header.sender_uri`` when given (it must lie under the agreement's
   registered callback base: ``err.sender_uri.invalid`` otherwise), else to
   ``<base>on-subscribe`` / ``<base>on-unsubscribe``. Notifications go to ``<base>notify``.
@@ -39,6 +43,7 @@ from app.auth.scopes import Scope
 from app.errors import Forbidden, ValidationFailed
 from app.services.dci import callbacks, envelope, registration, signing
 from app.services.dci import query as dci_query
+from app.services.dci import search as dci_search
 from app.services.dci.envelope import DciError, Header, Rejected
 from app.services.sharing import beneficiaries as beneficiary_service
 from app.services.sharing.beneficiaries_sql import Filters
@@ -381,6 +386,17 @@ async def subscribe(
                 answers.append(_answer(item))
             taken = sum(1 for item in items if item.rejection is None)
             status = "rjct" if taken == 0 else "succ"
+            await dci_search.record(
+                conn,
+                p,
+                "subscribe",
+                transaction_id,
+                correlation_id,
+                header.message_id,
+                status,
+                [item.reference_id for item in items],
+                [_kept(answer) for answer in answers],
+            )
             head = envelope.reply_header(
                 "on-subscribe", status, header, total=len(items), completed=len(items)
             )
@@ -489,6 +505,16 @@ async def _insert(
         )
 
 
+def _kept(answer: dict[str, Any]) -> dict[str, Any]:
+    """A request's answer as ``txn/status`` keeps it: without the subscription's filter."""
+    kept = dict(answer)
+    if "subscriptions" in kept:
+        kept["subscriptions"] = [
+            {k: v for k, v in sub.items() if k != "filter"} for sub in kept["subscriptions"]
+        ]
+    return kept
+
+
 def _answer(item: Item) -> dict[str, Any]:
     out: dict[str, Any] = {
         "reference_id": item.reference_id,
@@ -563,6 +589,17 @@ async def unsubscribe(
                 )
                 out["status"] = "succ"
                 out["subscription_status"] = [{"code": c, "status": "unsubscribe"} for c in wanted]
+            await dci_search.record(
+                conn,
+                p,
+                "unsubscribe",
+                transaction_id,
+                correlation_id,
+                header.message_id,
+                out["status"],
+                [],
+                [{k: v for k, v in out.items() if k not in ("transaction_id", "correlation_id")}],
+            )
             head = envelope.reply_header(
                 "on-unsubscribe", out["status"], header, total=1, completed=1
             )

@@ -1038,6 +1038,18 @@ def _demo_console_links(settings: Settings, staff_id: str) -> tuple[str, str]:
 
 
 def main() -> None:
+    from pydantic import ValidationError
+
+    from app.settings import UnknownSetting, explain
+
+    # Configuration is input: an unknown NSER_* name or a value out of range ends every
+    # command (help aside) before it does anything, in one line without a traceback.
+    if len(sys.argv) > 1 and not {"--help", "-h"} & set(sys.argv[1:]):
+        try:
+            get_settings()
+        except (UnknownSetting, ValidationError) as exc:
+            typer.echo(f"error: {explain(exc)}", err=True)
+            sys.exit(1)
     try:
         cli()
     except KeyboardInterrupt:

@@ -113,6 +113,10 @@ def serve(
         # Exiting there (not dying of the signal) runs the exit hooks, and with them the
         # embedded PostgreSQL's stop: a `docker stop` or systemd leaves no server behind.
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    from app.http_guard import GuardedHttpTools
+
+    # Every limit explicit (docs/operations.md, "Limits and timeouts"): httptools with a
+    # cap on the head and deadlines for head and body (app/http_guard.py); no WebSocket.
     uvicorn.run(
         "app.main:create_app",
         factory=True,
@@ -120,10 +124,16 @@ def serve(
         port=port,
         workers=workers,
         loop="uvloop",
-        http="httptools",
+        http=GuardedHttpTools,
+        ws="none",
         # X-Forwarded-For is honoured by the app only from NSER_TRUSTED_PROXIES.
         proxy_headers=False,
         access_log=False,
+        timeout_keep_alive=settings.http_keep_alive_seconds,
+        limit_concurrency=settings.http_max_connections,
+        backlog=settings.http_backlog,
+        # Unused with httptools; set in case the h11 protocol is ever chosen.
+        h11_max_incomplete_event_size=settings.http_max_head_bytes,
         timeout_graceful_shutdown=20,
         log_config=None,
     )
@@ -1038,6 +1048,18 @@ def _demo_console_links(settings: Settings, staff_id: str) -> tuple[str, str]:
 
 
 def main() -> None:
+    from pydantic import ValidationError
+
+    from app.settings import UnknownSetting, explain
+
+    # Configuration is input: an unknown NSER_* name or a value out of range ends every
+    # command (help aside) before it does anything, in one line without a traceback.
+    if len(sys.argv) > 1 and not {"--help", "-h"} & set(sys.argv[1:]):
+        try:
+            get_settings()
+        except (UnknownSetting, ValidationError) as exc:
+            typer.echo(f"error: {explain(exc)}", err=True)
+            sys.exit(1)
     try:
         cli()
     except KeyboardInterrupt:

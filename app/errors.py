@@ -13,6 +13,7 @@ import sqlalchemy.exc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 PROBLEM_JSON = "application/problem+json"
@@ -189,6 +190,13 @@ def register_exception_handlers(app: FastAPI) -> None:
 
     for unavailable in DATABASE_UNAVAILABLE:
         app.add_exception_handler(unavailable, _database_unavailable)
+
+    @app.exception_handler(ClientDisconnect)
+    async def _client_gone(request: Request, _exc: ClientDisconnect) -> Response:
+        # The client left, or its body did not arrive in time (app.http_guard answered 408
+        # and closed): nobody reads this answer, but the access log records it.
+        log.info("client disconnected before its body arrived", extra={"path": request.url.path})
+        return problem(408, "the request body did not arrive")
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:

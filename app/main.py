@@ -20,7 +20,7 @@ from app.db import (
 )
 from app.errors import register_exception_handlers
 from app.logging import configure_logging
-from app.middleware import RequestContextMiddleware, TrustedProxyScheme
+from app.middleware import RequestContextMiddleware, RequestLimits, TrustedProxyScheme
 from app.public_fastpath import PublicLookupFastPath
 from app.replicas import open_reads
 from app.routers import analysis as analysis_router
@@ -137,6 +137,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_middleware(TrustedProxyScheme, trusted=settings.trusted_networks)
     if settings.public_fast_path:
         app.add_middleware(PublicLookupFastPath, api=app)
+    # Ahead of everything but the request context: what no endpoint takes is refused first.
+    app.add_middleware(
+        RequestLimits,
+        max_body=settings.max_request_body_bytes,
+        max_query_params=settings.http_max_query_params,
+    )
     app.add_middleware(RequestContextMiddleware)  # added last: the outermost layer
     app.include_router(health.router)
     app.include_router(metrics_router.router)

@@ -14,6 +14,7 @@ from time import perf_counter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import metrics
+from app.errors import PayloadTooLarge, ProblemResponse, problem
 from app.logging import access_log, mask_cnic, request_id_var
 from app.rate_limit import IpNetwork, is_trusted
 
@@ -116,3 +117,68 @@ class TrustedProxyScheme:
             if scheme is not None:
                 scope["scheme"] = scheme
         await self.app(scope, receive, send)
+
+
+class RequestLimits:
+    """Pure ASGI, ahead of routing: what no endpoint takes is refused before any work.
+
+    - a ``Content-Encoding`` other than ``identity``: 415 with ``Accept-Encoding: identity``
+      (no endpoint inflates a compressed body, so a gzip bomb is never opened);
+    - a declared ``Content-Length`` over ``max_body`` (the largest body any endpoint takes):
+      413 before a byte of it is read; a body without a length (chunked) is cut at the same
+      size, 413 as it passes;
+    - more than ``max_query_params`` query parameters: 414 before the query is parsed.
+
+    Each endpoint's own cap (``app.strict.read_capped``) is smaller still; the server's
+    limits on the head and the deadlines on head and body are ``app.http_guard``'s.
+    """
+
+    def __init__(self, app: ASGIApp, max_body: int, max_query_params: int) -> None:
+        self.app = app
+        self.max_body = max_body
+        self.max_query_params = max_query_params
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        refusal = self._refusal(scope)
+        if refusal is not None:
+            await refusal(scope, receive, send)
+            return
+        max_body = self.max_body
+        seen = 0
+
+        async def capped_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > max_body:
+                    raise PayloadTooLarge(f"the body is over the {max_body}-byte limit")
+            return message
+
+        await self.app(scope, capped_receive, send)
+
+    def _refusal(self, scope: Scope) -> ProblemResponse | None:
+        query: bytes = scope.get("query_string", b"")
+        if query and query.count(b"&") + 1 > self.max_query_params:
+            return problem(
+                414,
+                f"more than {self.max_query_params} query parameters",
+            )
+        for name, value in scope["headers"]:
+            if name == b"content-encoding" and value.strip().lower() not in (b"", b"identity"):
+                return problem(
+                    415,
+                    "compressed request bodies are not accepted: send the body uncompressed "
+                    "(Content-Encoding: identity)",
+                    headers={"Accept-Encoding": "identity"},
+                )
+            if name == b"content-length":
+                declared = value.strip()
+                if not declared.isdigit():
+                    return problem(400, "Content-Length must be a number of bytes")
+                if int(declared) > self.max_body:
+                    return problem(413, f"the body is over the {self.max_body}-byte limit")
+        return None

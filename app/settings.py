@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import json
+import os
 import re
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from limits import parse_many
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+PREFIX = "NSER_"
+# NSER_ names read by the test suite and the benchmarks themselves, never by the service:
+# accepted by their prefix (docs/operations.md, "Configuration is checked").
+FOREIGN_PREFIXES = ("NSER_TEST_", "NSER_BENCH_")
 
 ROOT = Path(__file__).resolve().parent.parent
 DEV_SECRET = "dev-only-key-encryption-secret-change-me"  # noqa: S105 - refused outside development
@@ -53,8 +61,60 @@ def split_urls(value: object) -> list[str]:
     return [item.strip().rstrip(",").strip() for item in items if item.strip()]
 
 
+class UnknownSetting(ValueError):
+    """An NSER_* variable the service does not know (a misspelt name would otherwise be
+    silently ignored: NSER_READ_DATABSE_URL would run without the replica)."""
+
+
+def known_names() -> list[str]:
+    """Every NSER_* variable the service reads."""
+    return [PREFIX + name.upper() for name in Settings.model_fields]
+
+
+def check_names(names: Mapping[str, object]) -> None:
+    """Refuse an NSER_* name that is no setting, naming the closest known one."""
+    known = set(known_names())
+    unknown = sorted(
+        name
+        for name in names
+        if name.upper().startswith(PREFIX)
+        and name.upper() not in known
+        and not name.upper().startswith(FOREIGN_PREFIXES)
+    )
+    if not unknown:
+        return
+    said = []
+    bare = [name.removeprefix(PREFIX) for name in sorted(known)]  # the prefix says nothing
+    for name in unknown:
+        close = difflib.get_close_matches(name.upper().removeprefix(PREFIX), bare, n=1)
+        hint = f" (did you mean {PREFIX}{close[0]}?)" if close else ""
+        said.append(f"{name}{hint}")
+    raise UnknownSetting(
+        f"unknown setting{'s' if len(said) > 1 else ''}: {'; '.join(said)}. "
+        "Every NSER_* variable must be one the service knows (docs/operations.md, "
+        '"Configuration is checked")'
+    )
+
+
+def _env_file_names(env_file: object) -> list[str]:
+    from dotenv import dotenv_values
+
+    paths = env_file if isinstance(env_file, list | tuple) else [env_file]
+    names: list[str] = []
+    for path in paths:
+        if path is not None and Path(str(path)).is_file():
+            names.extend(dotenv_values(Path(str(path))))
+    return names
+
+
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="NSER_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=PREFIX, env_file=".env", extra="ignore")
+
+    def __init__(self, **values: object) -> None:
+        # Configuration is input too: the environment (and .env) is checked before use.
+        env_file = values.get("_env_file", self.model_config.get("env_file"))
+        check_names({**dict.fromkeys(_env_file_names(env_file)), **os.environ})
+        super().__init__(**values)  # type: ignore[arg-type]
 
     environment: Literal["development", "test", "production"] = "development"
     # The service's database role; empty means: start the embedded PostgreSQL in ``data_dir``.
@@ -64,8 +124,8 @@ class Settings(BaseSettings):
     owner_database_url: str = ""
     data_dir: Path = Path(".nser")
     migrations_dir: Path = Field(default_factory=bundled_migrations_dir)
-    db_pool_size: int = 10
-    db_pool_max_overflow: int = 10
+    db_pool_size: int = Field(default=10, ge=1, le=1000)
+    db_pool_max_overflow: int = Field(default=10, ge=0, le=1000)
     # Behind a connection pooler in transaction mode (pgbouncer < 1.21, which does not track
     # prepared statements): the request paths' pools then prepare no named statements
     # (asyncpg's and SQLAlchemy's statement caches off). See docs/operations.md.
@@ -108,7 +168,7 @@ class Settings(BaseSettings):
     jwt_issuer: str = "nser"
     jwt_audience: str = "nser-partner-api"
     jwt_algorithm: Literal["RS256", "ES256"] = "ES256"
-    token_ttl_seconds: int = 900
+    token_ttl_seconds: int = Field(default=900, ge=60, le=24 * 3600)
     key_encryption_secret: SecretStr = SecretStr(DEV_SECRET)
 
     # Audit chain keys, "ID=SECRET[,ID=SECRET...]": the first signs new audit rows, all
@@ -179,15 +239,21 @@ class Settings(BaseSettings):
     public_refresh_seconds: float = Field(default=60.0, ge=0.05, le=3600)
 
     # Anonymized extracts.
-    k_anonymity: int = 5
+    k_anonymity: int = Field(default=5, ge=2, le=1000)
+    # The largest scope one request may stream (422 problem past it, before the audit row
+    # and the first byte): households of a beneficiary or geo NDJSON/CSV list, member
+    # records of an anonymized extract. A bigger scope is several requests (narrower geography) or
+    # the JSON list's pages. See docs/operations.md, "Limits and timeouts".
+    export_max_households: int = Field(default=1_000_000, ge=1, le=100_000_000)
+    extract_max_records: int = Field(default=5_000_000, ge=1, le=500_000_000)
 
     # Updates back.
-    updates_max_body_bytes: int = 20 * 1024 * 1024
-    updates_max_records: int = 50_000
+    updates_max_body_bytes: int = Field(default=20 * 1024 * 1024, ge=1024, le=1024**3)
+    updates_max_records: int = Field(default=50_000, ge=1, le=10_000_000)
     # Records one agreement may send in any hour, dry runs included (429 past it): update
     # batches match records against the registry, so their volume is bounded like a read.
     updates_records_per_hour: int = Field(default=200_000, ge=1, le=100_000_000)
-    in_process_workers: int = 1
+    in_process_workers: int = Field(default=1, ge=0, le=64)
     # Records per ingest transaction, and whether a worker reads and applies the next chunk
     # on a second connection while the previous one is written.
     ingest_chunk_records: int = Field(default=2000, ge=1, le=20_000)
@@ -233,10 +299,38 @@ class Settings(BaseSettings):
     # Passkey ceremonies begun per client IP (sign-in, enrolment, step-up options).
     staff_sign_in_limits: str = "30/minute;300/day"
 
-    log_level: str = "INFO"
+    # The HTTP server's own limits (app/http_guard.py, `nser serve`; docs/operations.md,
+    # "Limits and timeouts"): a request line and headers over ``http_max_head_bytes`` are
+    # 431; a head not complete ``http_head_timeout_seconds`` after its first byte, or a body
+    # not complete ``http_body_timeout_seconds`` after its head, is 408 and the connection
+    # closed; an idle kept-alive connection is closed after ``http_keep_alive_seconds``.
+    # Past ``http_max_connections`` open connections (per worker) a request is 503;
+    # ``http_backlog`` connections may wait to be accepted. More than
+    # ``http_max_query_params`` query parameters are 414.
+    http_max_head_bytes: int = Field(default=32 * 1024, ge=4 * 1024, le=1024 * 1024)
+    http_head_timeout_seconds: float = Field(default=10.0, ge=0.5, le=300)
+    http_body_timeout_seconds: float = Field(default=120.0, ge=1, le=3600)
+    http_keep_alive_seconds: int = Field(default=5, ge=1, le=300)
+    http_max_connections: int = Field(default=4096, ge=16, le=100_000)
+    http_backlog: int = Field(default=2048, ge=16, le=65_535)
+    http_max_query_params: int = Field(default=1024, ge=16, le=100_000)
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level_in_capitals(cls, value: object) -> object:
+        return value.strip().upper() if isinstance(value, str) else value
+
     log_json: bool = True
     # GET /metrics answers only "Authorization: Bearer <this token>"; unset, /metrics is off.
     metrics_token: SecretStr | None = None
+
+    @property
+    def max_request_body_bytes(self) -> int:
+        """The largest request body any endpoint takes (a batch of updates; 1 MiB at the
+        least): a longer declared body is 413 before routing (``app.middleware.RequestLimits``)."""
+        return max(self.updates_max_body_bytes, self.request_form_max_bytes, 1024 * 1024)
 
     def session_database_url(self) -> str:
         """The service's URL for connections that keep session state: the direct one if
@@ -348,6 +442,22 @@ class Settings(BaseSettings):
     @property
     def trusted_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
         return [ipaddress.ip_network(item, strict=False) for item in self.trusted_proxies]
+
+
+def explain(exc: ValueError) -> str:
+    """One line saying what is wrong with the configuration, values left out (a URL's
+    password, a secret): each refused NSER_* name with pydantic's reason."""
+    if not isinstance(exc, ValidationError):
+        return str(exc)
+    parts = []
+    for error in exc.errors(include_url=False, include_input=False):
+        message = error["msg"].removeprefix("Value error, ")
+        if error["loc"]:
+            name = PREFIX + str(error["loc"][0]).upper()
+            parts.append(f"{name}: {message}")
+        else:
+            parts.append(message)
+    return "invalid setting" + ("s" if len(parts) > 1 else "") + ": " + "; ".join(parts)
 
 
 @lru_cache

@@ -34,6 +34,8 @@ def env(url: str) -> dict[str, str]:
         "NSER_ENVIRONMENT": "test",
         "NSER_TOKEN_LIMITS": "1000/minute",
         "NSER_LOG_LEVEL": "WARNING",
+        # A national scope in one stream: past the default NSER_EXPORT_MAX_HOUSEHOLDS.
+        "NSER_EXPORT_MAX_HOUSEHOLDS": "100000000",
     }
 
 

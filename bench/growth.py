@@ -153,6 +153,8 @@ class Bench:
             "NSER_DATABASE_URL": self.url,
             "NSER_ENVIRONMENT": "test",
             "NSER_LOG_LEVEL": "WARNING",
+            # A national scope in one stream: past the default NSER_EXPORT_MAX_HOUSEHOLDS.
+            "NSER_EXPORT_MAX_HOUSEHOLDS": "100000000",
             "NSER_PUBLIC_LOOKUP_LIMITS": LIFTED,
             "NSER_TOKEN_LIMITS": LIFTED,
             "NSER_PARTNER_DEFAULT_LIMITS": LIFTED,

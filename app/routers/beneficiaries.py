@@ -138,7 +138,11 @@ async def respond(
     if "application/x-ndjson" in accept or "text/csv" in accept:
         csv_wanted = "text/csv" in accept and "application/x-ndjson" not in accept
         docs = beneficiary_service.stream_documents(
-            reads, partner, filters, "csv" if csv_wanted else "ndjson"
+            reads,
+            partner,
+            filters,
+            "csv" if csv_wanted else "ndjson",
+            request.app.state.settings.export_max_households,
         )
         await docs.__anext__()  # snapshot opened, audit row committed
         if csv_wanted:

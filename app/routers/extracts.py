@@ -42,7 +42,7 @@ async def get_anonymized_extract(
     accept = request.headers.get("accept", "")
     fmt = "parquet" if PARQUET in accept else "csv" if "text/csv" in accept else "ndjson"
     summary, records = await extract_service.open_extract(
-        reads, partner, filters, settings.k_anonymity, fmt
+        reads, partner, filters, settings.k_anonymity, fmt, settings.extract_max_records
     )
     headers = {
         "X-K-Anonymity": str(summary.k),

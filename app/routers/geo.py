@@ -61,7 +61,8 @@ async def list_geo(
     """
     await geo_service.authorize(reads, partner, filters)
     mode = chosen_mode(request.headers.get("accept", ""))
-    docs = geo_service.stream(reads, partner, filters, mode)
+    max_households = request.app.state.settings.export_max_households
+    docs = geo_service.stream(reads, partner, filters, mode, max_households)
     await docs.__anext__()  # snapshot opened, audit row committed
     if mode == "csv":
         return StreamingResponse(

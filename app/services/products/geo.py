@@ -23,7 +23,7 @@ from app.errors import Forbidden, ValidationFailed
 from app.replicas import Reads
 from app.services.audit import trail as audit
 from app.services.sharing import rules as sharing
-from app.services.sharing.beneficiaries import check_geography
+from app.services.sharing.beneficiaries import check_geography, refuse_over
 from app.services.sharing.beneficiaries_sql import (
     HOUSEHOLD_DIMENSIONS,
     MEMBER_DIMENSIONS,
@@ -129,7 +129,9 @@ def member_count(f: Filters) -> str:
     )
 
 
-async def stream(reads: Reads, p: Principal, f: Filters, mode: Mode) -> AsyncIterator[str]:
+async def stream(
+    reads: Reads, p: Principal, f: Filters, mode: Mode, max_households: int
+) -> AsyncIterator[str]:
     """Every matching geo-tagged household's JSON text, in id order, from one snapshot (on a
     read replica when the service has one; the audit row on the primary).
 
@@ -146,6 +148,9 @@ async def stream(reads: Reads, p: Principal, f: Filters, mode: Mode) -> AsyncIte
                 *q.params,
             )
             assert counts is not None
+            refuse_over(
+                counts["households"], max_households, "households", "NSER_EXPORT_MAX_HOUSEHOLDS"
+            )
             await audit.append_with_pool(
                 reads.primary,
                 audit.AuditRecord.of(

@@ -187,7 +187,22 @@ async def page(reads: Reads, p: Principal, f: Filters, limit: int, cursor: str |
     return b'{"items":[' + items + b'],"next_cursor":' + orjson.dumps(next_cursor) + tail + b"}"
 
 
-async def stream_documents(reads: Reads, p: Principal, f: Filters, mode: str) -> AsyncIterator[str]:
+def refuse_over(count: int, limit: int, unit: str, setting: str) -> None:
+    """422 when a streamed answer's scope holds more than ``limit`` ``unit`` (before its
+    audit row and its first byte): a national export in one request is several requests
+    by geography, or the JSON list's pages (docs/operations.md, "Limits and timeouts")."""
+    if count > limit:
+        raise ValidationFailed(
+            f"the filters select {count} {unit}, over the {limit} one streamed answer may "
+            f"hold ({setting}): narrow the geography or the filters, or page through the "
+            "JSON list",
+            extra={"selected": count, "limit": limit},
+        )
+
+
+async def stream_documents(
+    reads: Reads, p: Principal, f: Filters, mode: str, max_households: int
+) -> AsyncIterator[str]:
     """Every matching household's JSON text, in id order, from one snapshot (on a read
     replica when the service has one, where ``f.read_after`` is replayed).
 
@@ -213,6 +228,9 @@ async def stream_documents(reads: Reads, p: Principal, f: Filters, mode: str) ->
                 *q.params,
             )
             assert counts is not None
+            refuse_over(
+                counts["households"], max_households, "households", "NSER_EXPORT_MAX_HOUSEHOLDS"
+            )
             await audit.append_with_pool(
                 reads.primary, _record(p, f, counts["households"], counts["members"], mode)
             )

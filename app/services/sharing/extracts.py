@@ -114,7 +114,7 @@ async def authorize(pool: asyncpg.Pool | Reads, p: Principal, f: Filters) -> Non
 
 
 async def open_extract(
-    reads: Reads, p: Principal, f: Filters, k: int, fmt: str
+    reads: Reads, p: Principal, f: Filters, k: int, fmt: str, max_records: int
 ) -> tuple[Summary, AsyncIterator[dict[str, Any]]]:
     """Count and audit in the snapshot (on a read replica when the service has one; the
     audit row on the primary), then hand back a record iterator over it."""
@@ -131,6 +131,9 @@ async def open_extract(
             *params,
         )
         assert row is not None
+        beneficiary_service.refuse_over(
+            row["total"], max_records, "member records", "NSER_EXTRACT_MAX_RECORDS"
+        )
         summary = Summary(row["n"], row["hh"], row["g"], row["total"] - row["n"], k)
         await audit.append_with_pool(
             reads.primary,

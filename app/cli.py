@@ -548,7 +548,9 @@ def audit_verify(
     """Walk the audit chain, each row with the audit key it names; exit 1 naming the first
     altered, removed or reordered row, a key that is not configured, or a checkpoint that
     does not verify. Incremental: from the last checkpoint on (each successful run records
-    one, sealed with the audit key), unless --full."""
+    one, sealed with the audit key), unless --full. With NSER_AUDIT_ANCHOR_DIR set, first
+    checks the newest external anchor: its signature, and that no chain lost anchored
+    rows (the newest rows deleted, the table truncated)."""
     from rich.console import Console
     from rich.progress import Progress
 

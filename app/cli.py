@@ -436,6 +436,7 @@ def keys_rotate() -> None:
 
     new, old = _run_db(lambda conn: keys.rotate(conn, get_settings()))
     typer.echo(json.dumps({"kid": new, "previous_kid": old}))
+    _anchor_at_rotation("nser keys rotate")
 
 
 @keys_cli.command("rotate-dci")
@@ -445,6 +446,39 @@ def keys_rotate_dci() -> None:
 
     new, old = _run_db(lambda conn: signing.rotate(conn, get_settings()))
     typer.echo(json.dumps({"kid": new, "previous_kid": old}))
+    _anchor_at_rotation("nser keys rotate-dci")
+
+
+def _anchor_at_rotation(reason: str) -> None:
+    """At a key rotation, anchor the audit chain outside the database (when
+    NSER_AUDIT_ANCHOR_DIR is set), saying so on stderr; a refusal ends the command with
+    exit 1 (what was rotated stays rotated)."""
+    from app.services.audit import anchor
+
+    if anchor.store_of(get_settings()) is None:
+        return
+    typer.echo(_write_anchor(reason), err=True)
+
+
+def _write_anchor(reason: str) -> str:
+    """Write an audit anchor now; one line on it. Exit 1 when anchoring is off or refused."""
+    from app.services.audit import anchor
+    from app.services.audit import trail as audit_service
+    from app.services.audit.keys import InvalidAuditKeys
+
+    settings = get_settings()
+    store = anchor.store_of(settings)
+    if store is None:
+        fail("NSER_AUDIT_ANCHOR_DIR is not set: anchoring is off")
+    try:
+        keyring = audit_service.keyring_of(settings)
+    except InvalidAuditKeys as exc:
+        fail(str(exc))
+    try:
+        written = _run_db(lambda conn: anchor.write(conn, store, keyring, reason))
+    except anchor.AnchorError as exc:
+        fail(f"audit anchor not written: {exc}")
+    return anchor.summary(written)
 
 
 dci_cli = typer.Typer(help="An agreement's DCI registration.", no_args_is_help=True)
@@ -524,28 +558,49 @@ def audit_verify(
     """Walk the audit chain, each row with the audit key it names; exit 1 naming the first
     altered, removed or reordered row, a key that is not configured, or a checkpoint that
     does not verify. Incremental: from the last checkpoint on (each successful run records
-    one, sealed with the audit key), unless --full."""
+    one, sealed with the audit key), unless --full. With NSER_AUDIT_ANCHOR_DIR set, first
+    checks the newest external anchor: its signature, and that no chain lost anchored
+    rows (the newest rows deleted, the table truncated)."""
     from rich.console import Console
     from rich.progress import Progress
 
+    from app.services.audit import anchor
     from app.services.audit import trail as audit_service
     from app.services.audit.keys import InvalidAuditKeys
 
+    settings = get_settings()
     try:
-        keyring = audit_service.keyring_of(get_settings())
+        keyring = audit_service.keyring_of(settings)
     except InvalidAuditKeys as exc:
         fail(str(exc))
+    store = anchor.store_of(settings)
     with Progress(console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task("verifying", total=None)
 
         def progress(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
 
-        verdict = _run_db(
-            lambda conn: audit_service.verify(conn, keyring, full=full, progress=progress)
-        )
+        async def job(
+            conn: asyncpg.Connection,
+        ) -> tuple[anchor.Check, audit_service.Verdict | None]:
+            # The anchor first: a log cut back since it records no checkpoint.
+            checked = await anchor.check(conn, store, keyring)
+            if checked.problem is not None:
+                return checked, None
+            return checked, await audit_service.verify(conn, keyring, full=full, progress=progress)
+
+        external, verdict = _run_db(job)
+    if external.problem is not None:
+        if external.anchor is None:
+            fail(f"audit anchor check failed: {external.problem}")
+        fail(f"audit chain broken: {external.problem}")
+    assert verdict is not None
     if not verdict.ok:
         fail(f"audit chain broken: {verdict.problem}")
+    if external.anchor is not None:
+        fewer = anchor.short_rows(external.anchor, verdict.heads)
+        if fewer is not None:
+            fail(f"audit chain broken: {fewer}")
     per_key = ", ".join(f"{key}: {n}" for key, n in sorted(verdict.rows_per_key.items()))
     chains = len(verdict.heads)
     typer.echo(
@@ -563,15 +618,27 @@ def audit_verify(
         )
     if verdict.checkpoint is not None:
         typer.echo(f"checkpoint {verdict.checkpoint} recorded")
+    typer.echo(external.note)
+
+
+@audit_cli.command("anchor")
+def audit_anchor() -> None:
+    """Write an anchor of the audit chain outside the database, into NSER_AUDIT_ANCHOR_DIR:
+    every chain's head and rows, signed with the current audit key's anchor key. Exit 1
+    when the log no longer reaches the newest anchor (rows cut off or truncated)."""
+    typer.echo(_write_anchor("nser audit anchor"))
 
 
 @audit_cli.command("new-key")
 def audit_new_key() -> None:
     """Print a new audit key entry, ID=SECRET: put it first in NSER_AUDIT_KEYS (keeping the
-    others) and restart every process to rotate."""
+    others) and restart every process to rotate. With NSER_AUDIT_ANCHOR_DIR set, also
+    anchors the chain under the key in use (`nser worker` anchors under the new one at its
+    restart)."""
     from app.services.audit.keys import new_entry
 
     typer.echo(new_entry())
+    _anchor_at_rotation("nser audit new-key")
 
 
 # --- seed and pmt (synthetic registry, scoring) -----------------------------------------
@@ -719,13 +786,15 @@ def worker(
         bool, typer.Option("--exit-when-idle", help="Stop once the queue is empty.")
     ] = False,
 ) -> None:
-    """Process queued update batches, refresh the public summaries and maps, and deliver
-    DCI callbacks (a separate process beside the service's own workers)."""
+    """Process queued update batches, refresh the public summaries and maps, deliver DCI
+    callbacks and anchor the audit chain (a separate process beside the service's own
+    workers)."""
     import asyncio
     import signal
 
     from app.db import asyncpg_target
     from app.logging import configure_logging
+    from app.services.audit import anchor as audit_anchor
     from app.services.dci import callbacks as dci_callbacks
     from app.services.dci import jobs as dci_jobs
     from app.services.dci import notify as dci_notify
@@ -768,6 +837,10 @@ def worker(
         dci_runner = asyncio.create_task(
             dci_jobs.run_jobs(target.dsn, settings=settings, host=target.host, stop=stop)
         )
+        # The audit chain's external anchors (NSER_AUDIT_ANCHOR_DIR; nothing when unset).
+        anchorer = asyncio.create_task(
+            audit_anchor.run_anchorer(target.dsn, settings=settings, host=target.host, stop=stop)
+        )
         try:
             await ingest_worker.run_worker(
                 target.dsn,
@@ -785,6 +858,7 @@ def worker(
             await deliverer
             await notifier
             await dci_runner
+            await anchorer
 
     asyncio.run(_main())
 

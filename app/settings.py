@@ -177,6 +177,11 @@ class Settings(BaseSettings):
     # Independent hash chains of the audit log (each with its own lock): up to this many
     # audited requests append at once (app/services/audit/trail.py).
     audit_chains: int = Field(default=16, ge=1, le=256)
+    # External anchors of the audit chain (every chain's head, signed), one file each, in
+    # this directory; empty: no anchors. `nser worker` writes one every
+    # ``audit_anchor_seconds`` when the log has grown (app/services/audit/anchor.py).
+    audit_anchor_dir: str = ""
+    audit_anchor_seconds: float = Field(default=300.0, ge=1, le=86_400)
 
     # Data-sharing request forms (POST /v1/requests, no credentials): per client IP.
     request_form_limits: str = "5/minute;50/day"

@@ -14,6 +14,10 @@ must be its secret's fingerprint, so a mislabelled entry is refused.
 
 Rotation is a change of setting: put a new entry first (``nser audit new-key`` makes one),
 keep the old ones for as long as the rows they signed are kept.
+
+Each key also gives an Ed25519 key pair (``AuditKey.anchor_key``, derived from its HMAC key
+with its own label), which signs the chain's external anchors (``anchor``): whoever holds
+the audit keys can sign and check them, and the public half alone checks them too.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 # The key id of rows written before audit keys existed (a plain SHA-256 chain).
@@ -36,6 +41,7 @@ MIN_SECRET_CHARS = 32
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}")
 _INFO = b"nser audit chain v1"
 _ID_INFO = b"nser audit key id v1"
+_ANCHOR_INFO = b"nser audit anchor key v1"
 
 
 class InvalidAuditKeys(ValueError):
@@ -49,6 +55,11 @@ class AuditKey:
 
     def mac(self, data: bytes) -> bytes:
         return hmac.new(self.mac_key, data, hashlib.sha256).digest()
+
+    def anchor_key(self) -> Ed25519PrivateKey:
+        """The Ed25519 key that signs external anchors under this key: its 32-byte seed is
+        an HMAC of a fixed label under the HMAC key, so it lives wherever the key lives."""
+        return Ed25519PrivateKey.from_private_bytes(self.mac(_ANCHOR_INFO))
 
 
 def stretch(secret: str) -> bytes:

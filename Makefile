@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_HOUSEHOLDS ?= 20000
 
-.PHONY: install install-dev browser-deps pgbouncer-deps drill-deps drill demo test lint typecheck hadolint pytest wheel-check bench clean messages
+.PHONY: install install-dev browser-deps pgbouncer-deps drill-deps drill restore-deps drill-restore demo test lint typecheck hadolint pytest wheel-check bench clean messages
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,23 @@ drill-deps:
 drill: install-dev drill-deps
 	$(BIN)/pytest -q -s tests/drill
 
+## The restore drill's own need: Debian's pgBackRest (it depends only on libraries and
+## postgresql-common, which the machine's PostgreSQL already has: no server is installed
+## or restarted). Its clusters run the machine's PostgreSQL 15, as the drill does.
+restore-deps:
+	@command -v pgbackrest >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends pgbackrest >/dev/null; }
+	@test -x /usr/lib/postgresql/15/bin/postgres || { \
+	  echo "the restore drill needs PostgreSQL 15's server binaries in /usr/lib/postgresql/15/bin" >&2; exit 1; }
+
+## Back up a registry with pgBackRest (WAL archived), write update batches, note an instant
+## T, write more, restore to T into a new data folder and check it (tests/restore). A
+## cluster of its own on ports 5600-5649, everything under /tmp/restore-*, removed after.
+drill-restore: install-dev restore-deps
+	$(BIN)/pytest -q -s tests/restore
+
 ## Install, start the embedded PostgreSQL, seed a demo registry, print CNICs to try, serve.
 demo: install
 	$(BIN)/nser demo --households $(DEMO_HOUSEHOLDS)
@@ -66,10 +83,11 @@ hadolint:
 
 ## The whole suite; it includes tests/service/test_wheel.py (see wheel-check). Modules run
 ## on PYTEST_WORKERS processes, each module whole on one of them (its fixtures built once).
-## The failover drill (tests/drill) runs on its own: `make drill`.
+## The failover drill (tests/drill) runs on its own: `make drill`; the restore drill
+## (tests/restore) too: `make drill-restore`.
 PYTEST_WORKERS ?= 2
 pytest:
-	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder --ignore=tests/drill
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder --ignore=tests/drill --ignore=tests/restore
 
 ## The wheel on its own: build it, install it into a fresh venv, then from a temporary
 ## folder migrate, seed and serve a fresh PostgreSQL database (part of `make test` too).

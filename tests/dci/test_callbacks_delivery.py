@@ -487,7 +487,10 @@ async def test_a_killed_worker_process_loses_nothing(
     finally:
         second.send_signal(signal.SIGTERM)
         second.wait(timeout=20)
-    assert len(receiver.to("/w/")) == 2  # at least once: sent again, never lost
+    # At least once: sent again, never lost (on a loaded machine the second worker's first
+    # try may also outlast its 1 s timeout against the 0.8 s receiver, and be sent a third
+    # time).
+    assert len(receiver.to("/w/")) >= 2
 
 
 async def _true(value: bool) -> bool:

@@ -20,10 +20,8 @@ The figures are printed.
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +40,7 @@ from drill.drill_load import (
     updates,
     wait_applied,
 )
+from faults.clients import Held, held_export
 from partner_helpers import create_partner, get_token
 from server import serve
 
@@ -51,9 +50,6 @@ HOUSEHOLDS = 3000
 DOWN_SECONDS = 10.0
 # The issue's bound: look-ups answer 200 again within 2 s of the database being back.
 RECOVERY_LIMIT = 2.0
-# The held exports' receive buffer (the kernel doubles it): a few lines of a body of
-# megabytes, so the service is still inside the export's snapshot when the database dies.
-HELD_RCVBUF = 16 * 1024
 
 
 @pytest.fixture(scope="module")
@@ -68,38 +64,6 @@ def url(server: Any) -> str:
     run_cli(["db", "upgrade"], uri)
     run_cli(["seed", "--households", str(HOUSEHOLDS), "--seed", "23"], uri)
     return uri
-
-
-@dataclass
-class Held:
-    """An export read as a client reads it, line by line, paused after its first line."""
-
-    accept: str
-    status: int | None = None
-    lines: int = 0
-    clean_end: bool = False
-    error: str | None = None
-
-
-async def held_export(
-    base: str, token: str, record: Held, first_line: asyncio.Event, hold: asyncio.Event
-) -> None:
-    transport = httpx.AsyncHTTPTransport(
-        socket_options=[(socket.SOL_SOCKET, socket.SO_RCVBUF, HELD_RCVBUF)]
-    )
-    headers = {"Authorization": f"Bearer {token}", "Accept": record.accept}
-    async with httpx.AsyncClient(base_url=base, timeout=120, transport=transport) as client:
-        try:
-            async with client.stream("GET", "/v1/partner/beneficiaries", headers=headers) as r:
-                record.status = r.status_code
-                async for _ in r.aiter_lines():
-                    record.lines += 1
-                    if not hold.is_set():
-                        first_line.set()
-                        await hold.wait()
-                record.clean_end = True
-        except httpx.HTTPError as exc:
-            record.error = f"{type(exc).__name__}: {exc}"
 
 
 async def first_connection(url: str, host: str) -> float:
@@ -147,7 +111,7 @@ async def test_postgresql_stopped_immediately_for_10_seconds(
         NSER_PUBLIC_REFRESH_SECONDS="3600",
     )
     host = private_pg.socket_dir(server)
-    with serve(env, tmp_path, workers=1) as service:
+    with serve(env, tmp_path, workers=1, startup_timeout=180) as service:
         async with httpx.AsyncClient(base_url=service.base_url, timeout=60) as client:
             token = await get_token(client, partner["client_id"], partner["client_secret"])
             rec = Recorder()

@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_HOUSEHOLDS ?= 20000
 
-.PHONY: install install-dev browser-deps pgbouncer-deps drill-deps drill demo test lint typecheck hadolint pytest wheel-check bench clean messages
+.PHONY: install install-dev browser-deps pgbouncer-deps redis-deps drill-deps drill faults demo test lint typecheck hadolint pytest wheel-check bench clean messages
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,14 @@ pgbouncer-deps:
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq pgbouncer >/dev/null; }
 
+## The fault tests' own need: Debian's redis-server (tests/faults/test_fault_redis.py stops
+## and stalls a Redis of its own on a free port; the shared Redis is never touched).
+redis-deps:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server >/dev/null; }
+
 ## The failover drill's own needs: Debian's Patroni, etcd and HAProxy (the nodes run the
 ## machine's PostgreSQL 15, /usr/lib/postgresql/15/bin, which the tests need anyway).
 drill-deps:
@@ -49,6 +57,12 @@ drill-deps:
 ## windows. Ports 5540-5599, data under /tmp/failover-*, everything stopped and removed after.
 drill: install-dev drill-deps
 	$(BIN)/pytest -q -s tests/drill
+
+## The fault tests alone (tests/faults, also part of `make test`), each printing its figure:
+## PostgreSQL stopped -m immediate, a connection cut at COMMIT, an API worker killed, Redis
+## stopped and stalled. About three minutes.
+faults: install-dev redis-deps
+	$(BIN)/pytest -q -s tests/faults
 
 ## Install, start the embedded PostgreSQL, seed a demo registry, print CNICs to try, serve.
 demo: install
@@ -76,9 +90,9 @@ pytest:
 wheel-check:
 	$(BIN)/pytest -q tests/service/test_wheel.py
 
-## Install with dev extras, the browser and pgbouncer, then lint, type-check, hadolint and the
-## test suite.
-test: install-dev browser-deps pgbouncer-deps lint typecheck hadolint pytest
+## Install with dev extras, the browser, pgbouncer and redis-server, then lint, type-check,
+## hadolint and the test suite.
+test: install-dev browser-deps pgbouncer-deps redis-deps lint typecheck hadolint pytest
 
 ## The website's Urdu catalogues: add new messages to the .po files, then check and compile.
 messages:

@@ -60,7 +60,7 @@ drill: install-dev drill-deps
 
 ## The fault tests alone (tests/faults, also part of `make test`), each printing its figure:
 ## PostgreSQL stopped -m immediate, a connection cut at COMMIT, an API worker killed, Redis
-## stopped and stalled. About three minutes.
+## stopped and stalled. Three to six minutes, most of it creating and seeding databases.
 faults: install-dev redis-deps
 	$(BIN)/pytest -q -s tests/faults
 

@@ -23,7 +23,6 @@ import subprocess
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +30,7 @@ import asyncpg
 import httpx
 import pytest
 import redis
-from conftest import cli_env, fresh_database
+from conftest import cli_env
 from server import free_port, serve
 
 pytestmark = pytest.mark.slow
@@ -40,12 +39,6 @@ LIMIT = 30  # look-ups a minute from one address
 STALL_SECONDS = 8
 # An answer during the stall must come well inside it: Redis is given up after 0.25 s.
 STALL_BOUND = 3.0
-
-
-@pytest.fixture(scope="module")
-def url() -> Iterator[str]:
-    with fresh_database(households=100, seed=31) as db:
-        yield db
 
 
 def start_redis(port: int, tmp: Path) -> subprocess.Popen[bytes]:
@@ -143,7 +136,8 @@ def of(answers: list[Answer], kind: str) -> list[Answer]:
     return [a for a in answers if a.kind == kind]
 
 
-async def test_redis_stopped_and_stalled(url: str, tmp_path: Path) -> None:
+async def test_redis_stopped_and_stalled(seeded_url: str, tmp_path: Path) -> None:
+    url = seeded_url  # the session's registry: only read here
     conn = await asyncpg.connect(url)
     try:
         cnic = await conn.fetchval(

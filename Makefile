@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_HOUSEHOLDS ?= 20000
 
-.PHONY: install install-dev browser-deps pgbouncer-deps drill-deps drill restore-deps drill-restore demo test lint typecheck hadolint pytest wheel-check bench clean messages
+.PHONY: install install-dev browser-deps pgbouncer-deps redis-deps drill-deps drill restore-deps drill-restore drill-faults demo test lint typecheck hadolint pytest wheel-check bench clean messages
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,14 @@ pgbouncer-deps:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq pgbouncer >/dev/null; }
+
+## The fault tests' own need: Debian's redis-server (tests/faults/test_fault_redis.py stops
+## and stalls a Redis of its own on a free port; the shared Redis is never touched).
+redis-deps:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server >/dev/null; }
 
 ## The failover drill's own needs: Debian's Patroni, etcd and HAProxy (the nodes run the
 ## machine's PostgreSQL 15, /usr/lib/postgresql/15/bin, which the tests need anyway).
@@ -67,6 +75,13 @@ restore-deps:
 drill-restore: install-dev restore-deps
 	$(BIN)/pytest -q -s tests/restore
 
+## The fault drill (tests/faults; CI runs it after `make test`), each test printing its
+## figure: PostgreSQL stopped -m immediate under look-ups, exports and batches, a connection
+## cut at COMMIT, an API worker killed, Redis stopped and stalled. Three to six minutes,
+## most of it creating and seeding databases; its servers are its own, never the shared ones.
+drill-faults: install-dev redis-deps
+	$(BIN)/pytest -q -s tests/faults
+
 ## Install, start the embedded PostgreSQL, seed a demo registry, print CNICs to try, serve.
 demo: install
 	$(BIN)/nser demo --households $(DEMO_HOUSEHOLDS)
@@ -87,15 +102,15 @@ hadolint:
 ## (tests/restore) too: `make drill-restore`.
 PYTEST_WORKERS ?= 2
 pytest:
-	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder --ignore=tests/drill --ignore=tests/restore
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder --ignore=tests/drill --ignore=tests/restore --ignore=tests/faults
 
 ## The wheel on its own: build it, install it into a fresh venv, then from a temporary
 ## folder migrate, seed and serve a fresh PostgreSQL database (part of `make test` too).
 wheel-check:
 	$(BIN)/pytest -q tests/service/test_wheel.py
 
-## Install with dev extras, the browser and pgbouncer, then lint, type-check, hadolint and the
-## test suite.
+## Install with dev extras, the browser, pgbouncer and redis-server, then lint, type-check,
+## hadolint and the test suite.
 test: install-dev browser-deps pgbouncer-deps lint typecheck hadolint pytest
 
 ## The website's Urdu catalogues: add new messages to the .po files, then check and compile.

@@ -237,6 +237,7 @@ SLOW_FIRST = (
     "audit/test_audit_keys.py",
     "sharing/test_partner_beneficiaries.py",
     "ingest/test_updates_crash.py",
+    "faults/test_fault_pg_stop.py",
     "ingest/test_updates_suspension.py",
     "web/test_apply.py",
     "targeting/test_targeting_api.py",

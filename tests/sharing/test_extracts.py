@@ -74,3 +74,26 @@ async def test_extract_is_anonymous_and_k_anonymous(
     )
     table = pq.read_table(io.BytesIO(pq_resp.content))
     assert table.num_rows == len(rows)
+
+
+async def test_a_filter_finer_than_the_extract_level_is_refused(
+    pclient: httpx.AsyncClient, seeded_url: str, db: asyncpg.Connection
+) -> None:
+    """A union-council filter would place every record of a tehsil-level extract in that
+    union council; under a district-level agreement a tehsil filter would do the same."""
+    row = await db.fetchrow("SELECT tehsil_code, union_council_code FROM households LIMIT 1")
+    headers = {**bearer(await _token(pclient, seeded_url)), "Accept": "application/x-ndjson"}
+    r = await pclient.get(URL, params={"union_council": row["union_council_code"]}, headers=headers)
+    assert r.status_code == 422, r.text
+    assert r.headers["content-type"] == "application/problem+json"
+    assert "union_council: finer than this agreement's extract level (tehsil)" in r.text
+    assert (
+        await pclient.get(URL, params={"tehsil": row["tehsil_code"]}, headers=headers)
+    ).status_code == 200
+    district = create_partner(seeded_url, categories="vi", extract_geo_level="district")
+    token = await get_token(pclient, district["client_id"], district["client_secret"])
+    r = await pclient.get(
+        URL, params={"tehsil": row["tehsil_code"]}, headers={**bearer(token), "Accept": "text/csv"}
+    )
+    assert r.status_code == 422, r.text
+    assert "tehsil: finer than this agreement's extract level (district)" in r.text

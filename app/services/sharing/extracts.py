@@ -4,6 +4,8 @@ k-anonymity over the quasi-identifiers (geography, gender, age bracket, granted 
 Records whose group is smaller than k at the agreement's finest level are generalized one
 geography level up, among themselves, until province; groups still smaller are suppressed.
 Every published (geography, quasi-identifiers) group therefore holds at least k records.
+A geography filter finer than the agreement's extract level (a union council, under the
+default tehsil level) is refused: it would place every record in a unit none may show.
 """
 
 from __future__ import annotations
@@ -20,11 +22,17 @@ import asyncpg
 import orjson
 
 from app.auth.partner import Principal
-from app.errors import Forbidden
+from app.errors import Forbidden, ValidationFailed
 from app.replicas import FAILURES, Reads
 from app.services.audit import trail as audit
 from app.services.sharing import beneficiaries as beneficiary_service
-from app.services.sharing.beneficiaries_sql import AGE_BRACKET, Filters, Query, household_where
+from app.services.sharing.beneficiaries_sql import (
+    AGE_BRACKET,
+    GEO_LEVELS,
+    Filters,
+    Query,
+    household_where,
+)
 
 LEVELS = ("tehsil", "district", "division", "province")
 # Dimensions an extract may carry, as member-level expressions (all coarse categories).
@@ -97,9 +105,24 @@ def _sql(p: Principal, f: Filters, k: int) -> tuple[str, list[object]]:
     return sql, q.params
 
 
+def finest_filters(p: Principal, f: Filters) -> list[str]:
+    """The geography filters finer than the agreement's extract level: a filter on them
+    would place every published record in a unit the records may not show."""
+    level = p.extract_geo_level if p.extract_geo_level in LEVELS else LEVELS[0]
+    shown = GEO_LEVELS.index(level)
+    return [name for name in GEO_LEVELS[shown + 1 :] if getattr(f, name)]
+
+
 async def authorize(pool: asyncpg.Pool | Reads, p: Principal, f: Filters) -> None:
     if "vi" not in p.categories:
         raise Forbidden("the agreement does not include anonymized data (category vi)")
+    finer = finest_filters(p, f)
+    if finer:
+        raise ValidationFailed(
+            f"{finer[0]}: finer than this agreement's extract level ({p.extract_geo_level}); "
+            "an extract may be filtered down to that level, no further",
+            errors=[{"loc": ["query", finer[0]], "field": finer[0], "message": "too fine"}],
+        )
     not_extractable = [d for d in f.dimensions if d not in EXTRACT_DIMENSIONS]
     if f.dimensions and not_extractable:
         raise Forbidden(

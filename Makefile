@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_HOUSEHOLDS ?= 20000
 
-.PHONY: install install-dev browser-deps pgbouncer-deps drill-deps drill demo test lint typecheck hadolint pytest wheel-check bench clean messages
+.PHONY: install install-dev browser-deps pgbouncer-deps drill-deps drill soak demo test lint typecheck hadolint pytest wheel-check bench clean messages
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,16 @@ drill-deps:
 ## windows. Ports 5540-5599, data under /tmp/failover-*, everything stopped and removed after.
 drill: install-dev drill-deps
 	$(BIN)/pytest -q -s tests/drill
+
+## Soak: SOAK_MINUTES (10) of a realistic mix of callers (locust, headless) against `nser
+## serve --workers 2` and a separate `nser worker` on a fresh registry of SOAK_HOUSEHOLDS
+## (100,000; dropped after); fails on a 5xx, a lost update or memory that is not flat
+## (bench/soak.py, bench/README.md). Not part of `make test`. More options: SOAK_ARGS, e.g.
+## SOAK_ARGS="--reuse-db DB --users 40".
+SOAK_MINUTES ?= 10
+SOAK_HOUSEHOLDS ?= 100000
+soak: install-dev
+	$(BIN)/python bench/soak.py --minutes $(SOAK_MINUTES) --households $(SOAK_HOUSEHOLDS) $(SOAK_ARGS)
 
 ## Install, start the embedded PostgreSQL, seed a demo registry, print CNICs to try, serve.
 demo: install

@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_HOUSEHOLDS ?= 20000
 
-.PHONY: install install-dev browser-deps pgbouncer-deps redis-deps drill-deps drill restore-deps drill-restore drill-faults demo test lint typecheck hadolint pytest wheel-check bench clean messages
+.PHONY: install install-dev browser-deps pgbouncer-deps redis-deps drill-deps drill restore-deps drill-restore drill-faults soak demo test lint typecheck hadolint pytest wheel-check bench clean messages
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -81,6 +81,16 @@ drill-restore: install-dev restore-deps
 ## most of it creating and seeding databases; its servers are its own, never the shared ones.
 drill-faults: install-dev redis-deps
 	$(BIN)/pytest -q -s tests/faults
+
+## Soak: SOAK_MINUTES (10) of a realistic mix of callers (locust, headless) against `nser
+## serve --workers 2` and a separate `nser worker` on a fresh registry of SOAK_HOUSEHOLDS
+## (100,000; dropped after); fails on a 5xx, a lost update or memory that is not flat
+## (bench/soak.py, bench/README.md). Not part of `make test`. More options: SOAK_ARGS, e.g.
+## SOAK_ARGS="--reuse-db DB --users 40".
+SOAK_MINUTES ?= 10
+SOAK_HOUSEHOLDS ?= 100000
+soak: install-dev
+	$(BIN)/python bench/soak.py --minutes $(SOAK_MINUTES) --households $(SOAK_HOUSEHOLDS) $(SOAK_ARGS)
 
 ## Install, start the embedded PostgreSQL, seed a demo registry, print CNICs to try, serve.
 demo: install

@@ -41,6 +41,8 @@ it however large the registry.
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -748,6 +750,27 @@ async def due(conn: asyncpg.Connection, interval: float) -> bool:
     return waited >= max(interval, float(row["seconds"]))
 
 
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        trim: Callable[[int], int] = ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        return None
+    return trim
+
+
+def release_freed_memory() -> None:
+    """Give the memory a refresh freed back to the system (glibc's ``malloc_trim``; nothing
+    elsewhere). A refresh allocates and frees hundreds of MB (NumPy arrays, rendered
+    answers) in several threads, and glibc keeps what was freed in its arenas: without
+    this the worker's resident memory rose with every refresh (bench/soak.py, 100k
+    households: 206 to 281 MB in eight minutes; six full refreshes in one process: 192 to
+    238 MB, trimmed after each 155 to 177 MB and flat)."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
 async def run_refresher(
     dsn: str,
     *,
@@ -773,6 +796,7 @@ async def run_refresher(
                     await refresh(conn, policy)
                 finally:
                     await unlock(conn)
+                    release_freed_memory()
         except (
             asyncpg.PostgresConnectionError,
             asyncpg.InterfaceError,

@@ -227,17 +227,16 @@ def failover_window(results: Sequence[Lookup]) -> Window | None:
 # -- the checks afterwards (the drill, tests/faults) -----------------------------------
 
 
-async def export_open(url: str) -> bool:
-    """Whether a session on the primary is inside an export's snapshot (its cursor over
-    the household documents declared, the transaction not yet ended)."""
+async def export_open(url: str, exports: int = 1) -> bool:
+    """Whether at least ``exports`` sessions on the primary are inside an export's snapshot
+    (its cursor over the household documents declared, the transaction not yet ended)."""
     conn = await asyncpg.connect(url)
     try:
-        return bool(
-            await conn.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid()"
-                " AND xact_start IS NOT NULL AND query ILIKE '%::text FROM households h%'"
-            )
+        open_now = await conn.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid()"
+            " AND xact_start IS NOT NULL AND query ILIKE '%::text FROM households h%'"
         )
+        return bool(open_now >= exports)
     finally:
         await conn.close()
 

@@ -397,6 +397,12 @@ class MapCache:
             self._drop(key)
         self._done[key] = result
         self.bytes += result.size
+        # A map's key names the registry's version, so under updates the maps of every
+        # earlier version would stay until the byte bound pushed them out: the memory a
+        # process holds would climb to that bound. Those past their time go now.
+        now = time.monotonic()
+        for old in [k for k, kept in self._done.items() if now - kept.created >= self.ttl]:
+            self._drop(old)
         while self.bytes > self.max_bytes and len(self._done) > 1:
             self._drop(next(iter(self._done)))
 

@@ -35,6 +35,9 @@ from partner_helpers import create_partner, get_token
 from server import serve
 
 pytestmark = pytest.mark.slow
+# How long after the worker is seen dead a client may still send one request on a
+# connection to it (its reader has not yet taken the reset the kernel sent).
+NOTICED_SECONDS = 1.0
 
 # About 1.3 KB of NDJSON a household: a body of about 8 MB, more than the kernel's socket
 # buffers hold (4 MB for the sender at most here), so a held export is still being written.
@@ -242,7 +245,8 @@ async def test_api_worker_killed(url: str, tmp_path: Path) -> None:
         assert h.clean_end, f"an export on the surviving worker failed: {h}"
         assert h.lines == HOUSEHOLDS, h
     # The look-ups: failures only on the victim's connections, at most one each (the
-    # request in flight), none sent after the worker was dead.
+    # request in flight, or one sent on its connection before the client had read the
+    # reset the kernel sent when the process died), none sent a while after that.
     failures: Counter[str] = Counter()
     for loop in loops:
         failed = [r for r in loop.results if r[2] != 200]
@@ -252,7 +256,7 @@ async def test_api_worker_killed(url: str, tmp_path: Path) -> None:
             assert not failed, (on[id(loop)], failed)
         else:
             assert len(failed) <= 1, failed
-        assert not [r for r in failed if r[0] > dead_at], failed
+        assert not [r for r in failed if r[0] > dead_at + NOTICED_SECONDS], failed
         assert loop.results[-1][2] == 200
     total = sum(len(loop.results) for loop in loops)
     on_victim = sum(1 for loop in loops if on[id(loop)] == victim)
